@@ -1,0 +1,95 @@
+"""Every Prometheus metric flitfeed exports, defined once.
+
+A service builds one :class:`Metrics` (on its own registry, never the global
+one, so tests can build as many as they like) and serves it with
+:meth:`Metrics.serve`. Labels are bounded: service, topic, stage, reason,
+component — never user or flit ids.
+
+>>> from prometheus_client import CollectorRegistry
+>>> m = Metrics("worker", CollectorRegistry())
+>>> m.consumed.labels(service="worker", topic="flits").inc()
+>>> m.value("flitfeed_events_consumed_total", service="worker", topic="flits")
+1.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+#: 1 ms … 10 s, roughly ×2 per bucket: resolves both a 3 ms index query and a 5 s catch-up.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+        self.service = service
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("flitfeed_events_consumed_total", "Messages consumed, by topic.",
+                                ["service", "topic"], registry=r)
+        self.produced = Counter("flitfeed_events_produced_total", "Messages produced, by topic.",
+                                ["service", "topic"], registry=r)
+        self.processed = Counter("flitfeed_events_processed_total",
+                                 "Input events applied successfully, by topic.", ["service", "topic"], registry=r)
+        self.dead_lettered = Counter("flitfeed_events_dead_lettered_total",
+                                     "Messages sent to the dead-letter topic, by source topic and reason.",
+                                     ["service", "topic", "reason"], registry=r)
+        self.duplicates = Counter("flitfeed_events_duplicate_total",
+                                  "Events skipped because their id was already applied.", ["service", "topic"],
+                                  registry=r)
+        self.parked = Counter("flitfeed_events_parked_total",
+                              "Interactions parked because their flit was not yet in the index.", ["service"],
+                              registry=r)
+        self.retried = Counter("flitfeed_events_retried_total",
+                               "Parked interactions taken up again, by outcome (applied, reparked, expired).",
+                               ["service", "outcome"], registry=r)
+        self.stage_seconds = Histogram("flitfeed_stage_duration_seconds",
+                                       "Time spent in one processing stage (decode, embed, index_write, "
+                                       "user_update, candidate_query, rank, publish).",
+                                       ["service", "stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.component_seconds = Histogram("flitfeed_ranker_component_duration_seconds",
+                                           "Time spent in one ranker pipeline component.",
+                                           ["kind", "component"], buckets=LATENCY_BUCKETS, registry=r)
+        self.filter_removed = Counter("flitfeed_ranker_filter_removed_total",
+                                      "Candidates removed by each ranker filter.", ["filter"], registry=r)
+        self.feed_latency = Histogram("flitfeed_feed_latency_seconds",
+                                      "From the triggering message entering Kafka to its feed being published, "
+                                      "by trigger (interaction, request).",
+                                      ["trigger"], buckets=LATENCY_BUCKETS, registry=r)
+        self.freshness = Histogram("flitfeed_flit_freshness_seconds",
+                                   "From a flit's created_at to it being searchable in this process's index.",
+                                   ["service"], buckets=LATENCY_BUCKETS, registry=r)
+        self.feeds = Counter("flitfeed_feeds_published_total", "Feeds published, by trigger and cold start.",
+                             ["trigger", "cold_start"], registry=r)
+        self.feed_items = Histogram("flitfeed_feed_items", "Items per published feed.",
+                                    buckets=(0, 1, 2, 5, 10, 20, 50, 100), registry=r)
+        self.batch_size = Histogram("flitfeed_embed_batch_size", "Flits embedded per batch.",
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.index_points = Gauge("flitfeed_index_points", "Points in this process's vector index.",
+                                  ["service"], registry=r)
+        self.users = Gauge("flitfeed_users_in_state", "Users whose state this process holds.",
+                           ["service"], registry=r)
+        self.model = Info("flitfeed_model", "The embedding model in use.", registry=r)
+
+    @contextlib.contextmanager
+    def time_stage(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds.labels(service=self.service, stage=stage).observe(time.perf_counter() - start)
+
+    def serve(self, host: str, port: int) -> None:
+        """Expose /metrics over HTTP (port 0 = do not serve)."""
+        if port:
+            start_http_server(port, addr=host, registry=self.registry)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of a sample (tests and the demo read metrics through this)."""
+        v = self.registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v

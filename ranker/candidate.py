@@ -1,0 +1,23 @@
+"""A candidate flit travelling through the feed pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Candidate:
+    flit_id: str
+    author_id: str
+    created_at: float  # epoch seconds
+    #: The source that produced it; published as the feed item's ``reason``.
+    source: str
+    #: Cosine similarity to the user's taste (0 when unknown, e.g. cold start).
+    similarity: float = 0.0
+    #: Decayed engagement count, filled by a hydrator.
+    engagement: float = 0.0
+    tags: tuple[str, ...] = ()
+    lang: str | None = None
+    #: Per-scorer components, e.g. {"similarity": 0.8, "freshness": 0.5}.
+    components: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0

@@ -1,0 +1,267 @@
+"""Typed, versioned records for every message on every topic.
+
+Wire format: one UTF-8 JSON object per Kafka message. Input records carry an
+optional ``v`` (schema version, default 1); any other version is rejected.
+Timestamps are ISO-8601 strings or epoch seconds on input and ISO-8601 UTC on
+output.
+
+Decoding never raises anything but :class:`DecodeError`, whose ``reason`` is
+one of a small fixed set (it becomes a metric label and the dead-letter
+reason):
+
+>>> decode_flit(b'{"flit_id": "f1", "author_id": "a", "text": "hi", "created_at": 0}',
+...             now=0.0).flit_id
+'f1'
+>>> try:
+...     decode_flit(b'{"flit_id": 1', now=0.0)
+... except DecodeError as e:
+...     str(e.reason)
+'invalid_json'
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+
+#: Identifiers: printable, bounded, no surrounding whitespace.
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False, pattern=r"^[^\s\x00-\x1f]+$")]
+
+InteractionKind = Literal["view", "like", "reflit", "reply", "hide", "report"]
+INTERACTION_KINDS: tuple[str, ...] = ("view", "like", "reflit", "reply", "hide", "report")
+
+HARD_MAX_TEXT_CHARS = 10_000
+HARD_MAX_TAGS = 64
+
+
+class Reason(StrEnum):
+    """Why a message was dead-lettered. Bounded: used as a metric label."""
+
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    SCHEMA_VIOLATION = "schema_violation"
+    UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+    TEXT_TOO_LONG = "text_too_long"
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
+    FLIT_NOT_FOUND = "flit_not_found"
+    #: A user-keyed message whose key is not its user id would land on the wrong partition owner.
+    KEY_MISMATCH = "key_mismatch"
+    PROCESSING_ERROR = "processing_error"
+
+
+class DecodeError(ValueError):
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else str(reason))
+        self.reason = reason
+        self.detail = detail[:500]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def to_epoch(value: datetime) -> float:
+    return _utc(value).timestamp()
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+class _Versioned(_Record):
+    v: int = SCHEMA_VERSION
+
+
+class Flit(_Versioned):
+    flit_id: Ident
+    author_id: Ident
+    text: Annotated[str, StringConstraints(min_length=1, max_length=HARD_MAX_TEXT_CHARS)]
+    created_at: datetime
+    lang: Annotated[str, StringConstraints(min_length=2, max_length=16)] | None = None
+    tags: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]], Field(max_length=HARD_MAX_TAGS)] = []
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+
+class Interaction(_Versioned):
+    event_id: Ident
+    user_id: Ident
+    flit_id: Ident
+    kind: InteractionKind
+    ts: datetime
+    dwell_ms: Annotated[int, Field(ge=0, le=24 * 3600 * 1000)] | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+
+class FeedRequest(_Versioned):
+    request_id: Ident
+    user_id: Ident
+    k: Annotated[int, Field(ge=1, le=1000)] = 10
+
+
+class FeedItem(_Record):
+    flit_id: str
+    author_id: str
+    score: float
+    #: Which candidate source produced the item (e.g. ``similar``, ``fresh_popular``).
+    reason: str
+
+
+class Feed(_Versioned):
+    user_id: str
+    items: list[FeedItem]
+    generated_at: datetime
+    model_version: str
+    #: The event (interaction ``event_id``) or request (``request_id``) that triggered the feed.
+    trigger_id: str
+    trigger_kind: Literal["interaction", "request"]
+    cold_start: bool = False
+
+
+class FlitVector(_Versioned):
+    """A flit with its embedding: the value of the compacted ``flit-vectors`` topic."""
+
+    flit: Flit
+    vector: list[float]
+    model_version: str
+    embedded_at: datetime
+
+
+class UserState(_Versioned):
+    """A user's state as published on the compacted ``user-states`` topic."""
+
+    user_id: str
+    taste: list[float] | None = None
+    positives: int = 0
+    negatives: int = 0
+    last_ts: float = 0.0
+    seen: list[str] = []
+    muted_authors: list[str] = []
+    updated_at: datetime
+    trigger_id: str = ""
+    #: When the triggering message entered Kafka (epoch s): start of the end-to-end latency.
+    trigger_ts: float = 0.0
+
+
+class DeadLetter(_Record):
+    """The value on the dead-letter topic. Key = the original key."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str
+    reason: Reason
+    detail: str
+    service: str
+    failed_at: datetime
+
+    @classmethod
+    def of(cls, *, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+           reason: Reason, detail: str, service: str) -> "DeadLetter":
+        return cls(
+            source_topic=topic, partition=partition, offset=offset,
+            key_b64=None if key is None else base64.b64encode(key).decode("ascii"),
+            value_b64=base64.b64encode(value or b"").decode("ascii"),
+            reason=reason, detail=detail[:500], service=service,
+            failed_at=datetime.now(timezone.utc),
+        )
+
+    def original_value(self) -> bytes:
+        return base64.b64decode(self.value_b64)
+
+
+class ParkedInteraction(_Record):
+    """An interaction whose flit was not yet embedded, waiting to be retried."""
+
+    interaction: Interaction
+    raw_b64: str
+    source_partition: int
+    source_offset: int
+    attempts: int
+    not_before: float
+
+
+R = TypeVar("R", bound=_Versioned)
+
+
+def _parse(raw: bytes | None, model: type[R]) -> R:
+    if raw is None:
+        raise DecodeError(Reason.SCHEMA_VIOLATION, "empty message")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(Reason.INVALID_UTF8, str(exc)) from None
+    try:
+        obj: Any = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise DecodeError(Reason.INVALID_JSON, str(exc)) from None
+    if not isinstance(obj, dict):
+        raise DecodeError(Reason.SCHEMA_VIOLATION, f"expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("v", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise DecodeError(Reason.UNKNOWN_SCHEMA_VERSION, f"v={version!r}; this service reads v={SCHEMA_VERSION}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise DecodeError(Reason.SCHEMA_VIOLATION, f"{loc}: {first.get('msg', '')}") from None
+
+
+def _check_time(value: datetime, now: float, max_skew_s: float, max_age_s: float, field: str) -> None:
+    t = to_epoch(value)
+    if t > now + max_skew_s or t < now - max_age_s:
+        raise DecodeError(Reason.TIMESTAMP_OUT_OF_RANGE, f"{field}={value.isoformat()}")
+
+
+def decode_flit(raw: bytes | None, *, now: float, max_text_chars: int = 1000, max_tags: int = 16,
+                max_skew_s: float = 7 * 86400.0, max_age_s: float = 10 * 365 * 86400.0) -> Flit:
+    flit = _parse(raw, Flit)
+    if len(flit.text) > max_text_chars:
+        raise DecodeError(Reason.TEXT_TOO_LONG, f"{len(flit.text)} > {max_text_chars} chars")
+    if len(flit.tags) > max_tags:
+        raise DecodeError(Reason.SCHEMA_VIOLATION, f"tags: {len(flit.tags)} > {max_tags}")
+    _check_time(flit.created_at, now, max_skew_s, max_age_s, "created_at")
+    return flit
+
+
+def decode_interaction(raw: bytes | None, *, now: float, max_skew_s: float = 7 * 86400.0,
+                       max_age_s: float = 10 * 365 * 86400.0) -> Interaction:
+    event = _parse(raw, Interaction)
+    _check_time(event.ts, now, max_skew_s, max_age_s, "ts")
+    return event
+
+
+def check_user_key(key: bytes | None, user_id: str) -> None:
+    """User-keyed topics are partitioned by user: the key must be the user id."""
+    if key != user_id.encode("utf-8"):
+        raise DecodeError(Reason.KEY_MISMATCH, f"key {key!r} != user_id {user_id!r}")
+
+
+def decode_feed_request(raw: bytes | None, *, max_k: int = 100) -> FeedRequest:
+    request = _parse(raw, FeedRequest)
+    if request.k > max_k:
+        raise DecodeError(Reason.SCHEMA_VIOLATION, f"k: {request.k} > {max_k}")
+    return request
