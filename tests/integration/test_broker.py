@@ -1,0 +1,124 @@
+"""The real local broker (deploy/kafka/kafka.sh) and topic administration.
+
+Needs a broker at ``FLITFEED_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092);
+a missing broker is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+from flitfeed.kafka import (
+    TOPIC_SPECS,
+    BrokerUnavailableError,
+    client_config,
+    consumer_config,
+    create_topics,
+    delete_topics,
+    describe,
+    producer_config,
+    topic_names,
+    wait_for_broker,
+)
+from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_USER_STATES, Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    # A fresh prefix per run: topics of an earlier, crashed run cannot leak in.
+    s = Settings(topic_prefix=f"it-broker-{uuid.uuid4().hex[:12]}-", partitions=6, replication_factor=1)
+    wait_for_broker(s, timeout_s=60)
+    return s
+
+
+@pytest.fixture(scope="module")
+def topics(settings: Settings) -> Iterator[list[str]]:
+    names = create_topics(settings)
+    yield names
+    delete_topics(settings, names)
+
+
+def test_all_topics_have_the_configured_partitions(settings: Settings, topics: list[str]) -> None:
+    assert topics == topic_names(settings)
+    assert describe(settings) == {name: 6 for name in topics}
+
+
+def test_cleanup_policies(settings: Settings, topics: list[str]) -> None:
+    admin = AdminClient(client_config(settings))
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
+    policies = {
+        resource.name: future.result(timeout=30)["cleanup.policy"].value
+        for resource, future in admin.describe_configs(resources).items()
+    }
+    expected = {settings.topic(spec.name): "compact" if spec.compacted else "delete" for spec in TOPIC_SPECS}
+    assert policies == expected
+    assert policies[settings.topic(TOPIC_FLIT_VECTORS)] == "compact"
+    assert policies[settings.topic(TOPIC_USER_STATES)] == "compact"
+
+
+def test_create_topics_is_idempotent(settings: Settings, topics: list[str]) -> None:
+    assert create_topics(settings) == topics
+    assert describe(settings) == {name: 6 for name in topics}
+
+
+def test_produce_consume_round_trip(settings: Settings, topics: list[str]) -> None:
+    topic = settings.topic(TOPIC_FLITS)
+    sent = {f"flit-{i}".encode(): f"text {i}".encode() for i in range(50)}
+
+    delivery_errors: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            delivery_errors.append(err)
+
+    producer = Producer(producer_config(settings))
+    for key, value in sent.items():
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+    assert producer.flush(30) == 0
+    assert delivery_errors == []
+
+    group_id = f"{settings.topic_prefix}round-trip"
+    consumer = Consumer(consumer_config(settings, group_id=group_id))
+    received: dict[bytes, bytes] = {}
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(received) < len(sent) and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            received[msg.key()] = msg.value()
+        # Auto-commit is off: offsets only move when the application says so.
+        committed = consumer.commit(asynchronous=False)
+        assert committed is not None
+        assert sum(tp.offset for tp in committed if tp.offset > 0) == len(sent)
+    finally:
+        consumer.close()
+    assert received == sent
+    # Bound to a name: a temporary client would be destroyed before its
+    # future completes, and the future would never resolve.
+    admin = AdminClient(client_config(settings))
+    admin.delete_consumer_groups([group_id])[group_id].result(timeout=30)
+
+
+def test_wait_for_broker_on_a_closed_port_fails_in_time() -> None:
+    # Bind and release a port so that nothing listens on it.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match=address):
+        wait_for_broker(Settings(bootstrap_servers=address), timeout_s=2)
+    assert time.monotonic() - started < 5
