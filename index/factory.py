@@ -1,0 +1,42 @@
+"""Pick the index backend from the settings.
+
+>>> import tempfile
+>>> from flitfeed.settings import Settings
+>>> idx = open_index(Settings(qdrant_url=":memory:"), dim=8)
+>>> type(idx).__name__, idx.count()
+('ServerIndex', 0)
+>>> idx.close()
+>>> idx = open_index(Settings(data_dir=tempfile.mkdtemp()), dim=8)
+>>> type(idx).__name__, idx.path.parts[-2:]
+('EdgeIndex', ('index', 'flits'))
+>>> idx.close()
+"""
+
+from __future__ import annotations
+
+from flitfeed.index.base import VectorIndex
+from flitfeed.settings import Settings
+
+__all__ = ["open_index"]
+
+
+def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIndex:
+    """Open (creating if missing) the vector index the settings select.
+
+    ``settings.qdrant_url`` set: a :class:`~flitfeed.index.server.ServerIndex`
+    on collection ``settings.collection`` of that server (``":memory:"`` = the
+    in-process qdrant-client local mode); an empty ``qdrant_api_key`` means no
+    key. Otherwise an embedded :class:`~flitfeed.index.edge.EdgeIndex` in
+    ``settings.data_dir / "index" / name``.
+
+    Backends are imported lazily so a deployment needs only the Qdrant package
+    it uses. Raises :class:`~flitfeed.index.base.IndexError_` when the index is
+    unusable (unreachable server, corrupt directory, other dim).
+    """
+    if settings.qdrant_url:
+        from flitfeed.index.server import ServerIndex
+
+        return ServerIndex(settings.qdrant_url, settings.collection, dim, api_key=settings.qdrant_api_key or None)
+    from flitfeed.index.edge import EdgeIndex
+
+    return EdgeIndex(settings.data_dir / "index" / name, dim)

@@ -1,0 +1,286 @@
+"""Vector index on a Qdrant server, through ``qdrant-client``'s Query API.
+
+The only module that imports :mod:`qdrant_client`. Also runs on qdrant-client's
+local mode (``":memory:"`` or a ``QdrantClient(path=...)``), which executes the
+same API in Python and is what the tests use.
+
+>>> import numpy as np
+>>> from flitfeed.index.base import IndexedFlit
+>>> idx = ServerIndex(":memory:", "flits", dim=4)
+>>> v = np.ones(4, dtype=np.float32) / 2
+>>> idx.upsert_many([IndexedFlit("f1", "alice", 1.7e9, v)])
+>>> [h.flit_id for h in idx.search(v, limit=5)]
+['f1']
+>>> idx.close()
+
+The server optimizes (builds HNSW graphs) in the background, so unlike
+:class:`~flitfeed.index.edge.EdgeIndex` there is nothing to schedule.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+from qdrant_client.common.client_exceptions import QdrantException
+from qdrant_client.http.exceptions import ApiException
+
+from flitfeed.index.base import Hit, IndexedFlit, IndexError_, SearchFilter, point_id
+
+# uuid5 costs ~7 us; a feed request excludes hundreds of already-seen flits, and
+# the same ids recur request after request.
+_point_id = functools.lru_cache(maxsize=1 << 15)(point_id)
+
+__all__ = ["ServerIndex"]
+
+_T = TypeVar("_T")
+
+#: Payload indexes: author for exact match/exclusion, created_at for ranges.
+_PAYLOAD_INDEXES = (("author", qm.PayloadSchemaType.KEYWORD), ("created_at", qm.PayloadSchemaType.FLOAT))
+#: Points per upsert request, to keep HTTP bodies a few MB (384-d as JSON).
+_UPSERT_CHUNK = 512
+#: Errors the client raises for an unreachable or failing server.
+_CLIENT_ERRORS = (ApiException, QdrantException, OSError)
+
+
+class ServerIndex:
+    """A :class:`~flitfeed.index.base.VectorIndex` on one Qdrant collection.
+
+    ``client_or_url`` is a ready :class:`qdrant_client.QdrantClient` (left open
+    by :meth:`close`; the caller owns it) or a URL (``":memory:"`` for the
+    in-process local mode); a client built here is closed by :meth:`close`.
+    The collection is created with cosine distance and payload indexes if
+    missing; an existing one must have a single unnamed ``dim``-d cosine
+    vector, else :class:`~flitfeed.index.base.IndexError_`.
+
+    Writes use ``wait=True``: points are searchable when ``upsert_many``
+    returns. ``hnsw_ef`` widens the HNSW beam at query time (server default
+    when None).
+    """
+
+    def __init__(
+        self,
+        client_or_url: QdrantClient | str,
+        collection: str,
+        dim: int,
+        api_key: str | None = None,
+        *,
+        hnsw_ef: int | None = None,
+        timeout: int | None = None,
+    ) -> None:
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.dim = dim
+        self.collection = collection
+        self._search_params = qm.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        if isinstance(client_or_url, QdrantClient):
+            self._client: QdrantClient | None = client_or_url
+            self._owns_client = False
+        elif client_or_url == ":memory:":
+            self._client = QdrantClient(location=":memory:")
+            self._owns_client = True
+        else:
+            self._client = QdrantClient(url=client_or_url, api_key=api_key or None, timeout=timeout)
+            self._owns_client = True
+        try:
+            self._ensure_collection()
+        except BaseException:
+            self.close()
+            raise
+
+    def _ensure_collection(self) -> None:
+        client = self._open_client()
+        exists = _call(lambda: client.collection_exists(self.collection), "cannot reach Qdrant")
+        if not exists:
+            try:
+                client.create_collection(
+                    self.collection,
+                    vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
+                )
+            except _CLIENT_ERRORS as exc:
+                # Another service may have created it between the two calls.
+                if not _call(lambda: client.collection_exists(self.collection), "cannot reach Qdrant"):
+                    raise IndexError_(f"cannot create collection {self.collection!r}: {exc}") from exc
+        info = _call(lambda: client.get_collection(self.collection), f"cannot read collection {self.collection!r}")
+        params = info.config.params.vectors
+        if not isinstance(params, qm.VectorParams):
+            raise IndexError_(f"collection {self.collection!r} uses named vectors; expected one unnamed vector")
+        if params.size != self.dim or params.distance != qm.Distance.COSINE:
+            raise IndexError_(
+                f"collection {self.collection!r} holds {params.size}-d {params.distance.value} vectors, "
+                f"asked for {self.dim}-d Cosine (encoder changed?); recreate it and rebuild"
+            )
+        schema = info.payload_schema or {}
+        for field, kind in _PAYLOAD_INDEXES:
+            if field in schema:
+                continue
+            # Local mode accepts payload indexes but warns that they are no-ops;
+            # the warning is noise for the tests that run on it.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Payload indexes have no effect", category=UserWarning)
+                create = functools.partial(
+                    client.create_payload_index, self.collection, field, field_schema=kind, wait=True
+                )
+                _call(create, f"cannot create payload index {field!r}")
+
+    # ------------------------------------------------------------- protocol
+
+    def upsert_many(self, flits: Sequence[IndexedFlit]) -> None:
+        """Insert or replace by ``flit_id`` (the last one wins within a batch).
+
+        Raises ``ValueError`` for a vector of the wrong shape, non-finite or all zeros.
+        """
+        client = self._open_client()
+        latest = {f.flit_id: f for f in flits}
+        points = [
+            qm.PointStruct(id=_point_id(f.flit_id), vector=self._vector(f.vector), payload=_payload(f))
+            for f in latest.values()
+        ]
+        for start in range(0, len(points), _UPSERT_CHUNK):
+            chunk = points[start : start + _UPSERT_CHUNK]
+            _call(functools.partial(client.upsert, self.collection, points=chunk, wait=True), "upsert failed")
+
+    def search(self, vector: np.ndarray, limit: int, flt: SearchFilter | None = None) -> list[Hit]:
+        """Nearest flits by cosine similarity, best first, honouring every field of ``flt``."""
+        client = self._open_client()
+        if limit <= 0:
+            return []
+        query = self._vector(vector)
+        response = _call(
+            lambda: client.query_points(
+                self.collection,
+                query=query,
+                query_filter=_filter(flt),
+                search_params=self._search_params,
+                limit=limit,
+                with_payload=True,
+            ),
+            "search failed",
+        )
+        return [_hit(p.payload or {}, p.score) for p in response.points]
+
+    def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
+        """The stored flits among ``flit_ids``, with their (normalised) vectors."""
+        client = self._open_client()
+        ids = list(dict.fromkeys(_point_id(f) for f in flit_ids))
+        if not ids:
+            return {}
+        records = _call(
+            lambda: client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=True),
+            "retrieve failed",
+        )
+        out: dict[str, IndexedFlit] = {}
+        for rec in records:
+            flit = _flit(rec.payload or {}, rec.vector)
+            out[flit.flit_id] = flit
+        return out
+
+    def delete_many(self, flit_ids: Sequence[str]) -> None:
+        """Delete by ``flit_id``; unknown ids are ignored."""
+        client = self._open_client()
+        ids: list[qm.ExtendedPointId] = list(dict.fromkeys(_point_id(f) for f in flit_ids))
+        if ids:
+            _call(
+                lambda: client.delete(self.collection, points_selector=qm.PointIdsList(points=ids), wait=True),
+                "delete failed",
+            )
+
+    def count(self) -> int:
+        client = self._open_client()
+        return _call(lambda: client.count(self.collection, exact=True), "count failed").count
+
+    def close(self) -> None:
+        """Release the client if this index created it. Idempotent."""
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            client.close()
+
+    def __enter__(self) -> ServerIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self._client is not None else "closed"
+        return f"ServerIndex(collection={self.collection!r}, dim={self.dim}, {state})"
+
+    # --------------------------------------------------------------- helpers
+
+    def _open_client(self) -> QdrantClient:
+        if self._client is None:
+            raise IndexError_(f"index on collection {self.collection!r} is closed")
+        return self._client
+
+    def _vector(self, vector: np.ndarray) -> list[float]:
+        arr = np.asarray(vector, dtype=np.float32)
+        if arr.shape != (self.dim,):
+            raise ValueError(f"vector shape {arr.shape}, expected ({self.dim},)")
+        if not np.isfinite(arr).all() or not arr.any():
+            raise ValueError("vector must be finite and non-zero")
+        values: list[float] = arr.tolist()
+        return values
+
+
+def _call(call: Callable[[], _T], what: str) -> _T:
+    """Run a client call, turning transport and server errors into IndexError_."""
+    try:
+        return call()
+    except _CLIENT_ERRORS as exc:
+        raise IndexError_(f"{what}: {exc}") from exc
+
+
+def _payload(flit: IndexedFlit) -> dict[str, Any]:
+    return {
+        "flit_id": flit.flit_id,
+        "author": flit.author_id,
+        # Epoch float, range-filtered through a Float payload index.
+        "created_at": float(flit.created_at),
+        "lang": flit.lang,
+        "tags": list(flit.tags),
+    }
+
+
+def _hit(payload: dict[str, Any], score: float) -> Hit:
+    return Hit(
+        flit_id=payload["flit_id"],
+        author_id=payload["author"],
+        created_at=float(payload["created_at"]),
+        score=float(score),
+        lang=payload.get("lang"),
+        tags=tuple(payload.get("tags") or ()),
+    )
+
+
+def _flit(payload: dict[str, Any], vector: Any) -> IndexedFlit:
+    return IndexedFlit(
+        flit_id=payload["flit_id"],
+        author_id=payload["author"],
+        created_at=float(payload["created_at"]),
+        vector=np.asarray(vector, dtype=np.float32),
+        lang=payload.get("lang"),
+        tags=tuple(payload.get("tags") or ()),
+    )
+
+
+def _filter(flt: SearchFilter | None) -> qm.Filter | None:
+    if flt is None:
+        return None
+    must: list[qm.Condition] = []
+    must_not: list[qm.Condition] = []
+    if flt.author is not None:
+        must.append(qm.FieldCondition(key="author", match=qm.MatchValue(value=flt.author)))
+    if flt.min_created_at is not None:
+        must.append(qm.FieldCondition(key="created_at", range=qm.Range(gte=float(flt.min_created_at))))
+    if flt.exclude_authors:
+        must_not.append(qm.FieldCondition(key="author", match=qm.MatchAny(any=sorted(flt.exclude_authors))))
+    if flt.exclude_flit_ids:
+        must_not.append(qm.HasIdCondition(has_id=sorted(_point_id(f) for f in flt.exclude_flit_ids)))
+    if not must and not must_not:
+        return None
+    return qm.Filter(must=must or None, must_not=must_not or None)
