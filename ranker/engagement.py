@@ -1,0 +1,171 @@
+"""How much attention each flit is getting right now.
+
+An :class:`EngagementTracker` keeps, per flit, two exponentially time-decayed
+sums of interactions: positive signals (weighted by :data:`POSITIVE_WEIGHTS`)
+and negative ones (:data:`NEGATIVE_WEIGHTS`). Each sum is stored as its value
+at the flit's *reference time* (the latest interaction seen for it), so::
+
+    value(now) = value(ref) · 2^(-(now - ref) / half_life)
+
+An interaction newer than the reference decays the stored value to its own
+time and becomes the new reference; an older one (arrived late) is added
+already decayed, ``weight · 2^(-(ref - ts) / half_life)``. Either way the
+result is independent of arrival order.
+
+Memory is bounded: when a new flit takes the count beyond ``capacity``, the
+flits with the least decayed signal left are evicted (a tenth of the capacity
+at once, so the scan stays cheap).
+
+The tracker is plain, synchronous and not thread-safe; the ranker feeds it
+from its interaction stream and reads it while ranking.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+#: Weight of one positive interaction of each kind.
+POSITIVE_WEIGHTS: Mapping[str, float] = MappingProxyType({
+    "like": 1.0,
+    "reflit": 1.5,
+    "reply": 1.2,
+    "view": 0.1,  # a view is cheap and automatic: weak evidence on its own
+})
+#: Weight of one negative interaction of each kind (counted separately).
+NEGATIVE_WEIGHTS: Mapping[str, float] = MappingProxyType({
+    "hide": 1.0,
+    "report": 2.0,
+})
+
+
+class _Counts:
+    __slots__ = ("positive", "negative", "ref")
+
+    def __init__(self, ref: float) -> None:
+        self.positive = 0.0
+        self.negative = 0.0
+        self.ref = ref
+
+
+class EngagementTracker:
+    """Exponentially time-decayed engagement per flit, bounded to ``capacity`` flits.
+
+    >>> t = EngagementTracker(half_life_s=3600.0, capacity=100)
+    >>> t.learn_one("f1", "like", ts=0.0)
+    True
+    >>> t.score("f1", now=3600.0)        # one half-life later
+    0.5
+    >>> t.learn_one("f1", "reflit", ts=3600.0)
+    True
+    >>> t.learn_one("f1", "like", ts=-3600.0)   # late arrival: already decayed twice
+    True
+    >>> t.score("f1", now=3600.0)
+    2.25
+    >>> t.learn_one("f2", "report", ts=3600.0), t.score("f2", now=3600.0)
+    (True, -2.0)
+    >>> t.learn_one("f1", "follow", ts=3600.0)  # not a flit-engagement kind
+    False
+    >>> t.top(5, now=3600.0)
+    [('f1', 2.25)]
+    """
+
+    def __init__(self, half_life_s: float, capacity: int) -> None:
+        if not half_life_s > 0:
+            raise ValueError(f"half_life_s must be > 0, got {half_life_s}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.half_life_s = float(half_life_s)
+        self.capacity = int(capacity)
+        self._counts: dict[str, _Counts] = {}
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __contains__(self, flit_id: object) -> bool:
+        return flit_id in self._counts
+
+    def learn_one(self, flit_id: str, kind: str, ts: float) -> bool:
+        """Count one interaction of ``kind`` with ``flit_id`` at epoch time ``ts``.
+
+        Returns False (and changes nothing) for kinds that are not flit
+        engagement, so the caller can pass every interaction through.
+        """
+        if kind in POSITIVE_WEIGHTS:
+            weight, positive = POSITIVE_WEIGHTS[kind], True
+        elif kind in NEGATIVE_WEIGHTS:
+            weight, positive = NEGATIVE_WEIGHTS[kind], False
+        else:
+            return False
+        counts = self._counts.get(flit_id)
+        if counts is None:
+            counts = self._counts[flit_id] = _Counts(ts)
+        if ts > counts.ref:
+            decay = self._decay(ts - counts.ref)
+            counts.positive *= decay
+            counts.negative *= decay
+            counts.ref = ts
+        else:
+            weight *= self._decay(counts.ref - ts)
+        if positive:
+            counts.positive += weight
+        else:
+            counts.negative += weight
+        if len(self._counts) > self.capacity:
+            self._evict()
+        return True
+
+    def positive(self, flit_id: str, now: float) -> float:
+        """Decayed positive engagement of ``flit_id`` at ``now`` (0 if unknown)."""
+        counts = self._counts.get(flit_id)
+        return 0.0 if counts is None else counts.positive * self._decay(now - counts.ref)
+
+    def negative(self, flit_id: str, now: float) -> float:
+        """Decayed negative engagement (hides, reports) of ``flit_id`` at ``now``."""
+        counts = self._counts.get(flit_id)
+        return 0.0 if counts is None else counts.negative * self._decay(now - counts.ref)
+
+    def score(self, flit_id: str, now: float) -> float:
+        """Net decayed engagement at ``now``: positive minus negative (0 if unknown)."""
+        counts = self._counts.get(flit_id)
+        if counts is None:
+            return 0.0
+        return (counts.positive - counts.negative) * self._decay(now - counts.ref)
+
+    def top(self, n: int, now: float, where: Callable[[str], bool] | None = None) -> list[tuple[str, float]]:
+        """The ``n`` flits with the highest positive net score at ``now``, best first.
+
+        ``where`` restricts the ranking to flit ids it accepts (e.g. flits still
+        young enough to show), so excluded flits do not use up the ``n``.
+        """
+        if n <= 0:
+            return []
+        scored = (
+            (fid, self.score(fid, now))
+            for fid in self._counts
+            if where is None or where(fid)
+        )
+        best = heapq.nlargest(n, (s for s in scored if s[1] > 0), key=lambda s: s[1])
+        return best
+
+    def _decay(self, dt: float) -> float:
+        # A read "before" the reference time would extrapolate growth; the
+        # signal observed so far is the most there is, so clamp at no decay.
+        return 2.0 ** (-max(dt, 0.0) / self.half_life_s)
+
+    def _evict(self) -> None:
+        # Compare flits at a common time in the log domain, which never
+        # underflows: log2 value(t) = log2 value(ref) + (ref - t) / h, and the
+        # common -t / h term drops out. Evicting a tenth at once keeps this
+        # scan amortised O(1) per interaction instead of O(capacity).
+        excess = len(self._counts) - self.capacity + self.capacity // 10
+
+        def strength(item: tuple[str, _Counts]) -> float:
+            c = item[1]
+            total = c.positive + c.negative
+            return -math.inf if total <= 0 else math.log2(total) + c.ref / self.half_life_s
+
+        for fid, _ in heapq.nsmallest(excess, self._counts.items(), key=strength):
+            del self._counts[fid]

@@ -1,0 +1,59 @@
+"""The feed, stage by stage: the one place that lists what runs and in what order.
+
+Adding a filter is one file in ``filters/`` and one line below.
+"""
+
+from __future__ import annotations
+
+from flitfeed.index.base import VectorIndex
+from flitfeed.ranker.engagement import EngagementTracker
+from flitfeed.ranker.filters import DuplicateFilter, MaxAgeFilter, MutedAuthorFilter, OwnFlitsFilter, SeenFilter
+from flitfeed.ranker.params import RankerParams
+from flitfeed.ranker.pipeline import FeedPipeline
+from flitfeed.ranker.recent import RecentFlits
+from flitfeed.ranker.scorers import EngagementScorer, FreshnessScorer, SimilarityScorer, WeightedScorer
+from flitfeed.ranker.selectors import DiversitySelector
+from flitfeed.ranker.sources import (
+    EngagementHydrator,
+    FreshPopularSource,
+    SimilarityHydrator,
+    VectorNeighboursSource,
+)
+
+
+def build_feed_pipeline(
+    index: VectorIndex,
+    engagement: EngagementTracker,
+    recent: RecentFlits,
+    params: RankerParams,
+) -> FeedPipeline:
+    """The home-feed pipeline over the shared index, engagement and recent-flit state."""
+    return FeedPipeline(
+        sources=[
+            VectorNeighboursSource(index, params.candidates_per_source, max_age_s=params.max_age_s,
+                                   max_pushed_seen=params.max_pushed_seen),
+            FreshPopularSource(recent, engagement, params.candidates_per_source, max_age_s=params.max_age_s,
+                               popular_share=params.popular_share),
+        ],
+        hydrators=[
+            EngagementHydrator(engagement),
+            SimilarityHydrator(index),
+        ],
+        # Duplicates go first so that a flit two sources returned is counted
+        # once in the later filters' removed counts.
+        filters=[
+            DuplicateFilter(),
+            SeenFilter(),
+            OwnFlitsFilter(),
+            MutedAuthorFilter(),
+            MaxAgeFilter(params.max_age_s, params.future_skew_s),
+        ],
+        # The weighted scorer combines the others, so it runs last.
+        scorers=[
+            SimilarityScorer(),
+            FreshnessScorer(params.freshness_half_life_s),
+            EngagementScorer(params.engagement_saturation),
+            WeightedScorer(params.weights()),
+        ],
+        selector=DiversitySelector(params, recent.author_flit_count),
+    )

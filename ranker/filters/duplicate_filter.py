@@ -1,0 +1,43 @@
+"""Keeps one candidate per flit when several sources returned it."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.query import FeedQuery
+from flitfeed.ranker.stages import Filter, FilterResult
+
+#: Which source's copy wins a tie on similarity: the earlier in this list, then
+#: any unlisted source, then the earlier in the input.
+DEFAULT_SOURCE_PRIORITY: tuple[str, ...] = ("similar", "popular", "fresh")
+
+
+class DuplicateFilter(Filter):
+    """Of the candidates sharing a ``flit_id`` keep the one with the highest
+    similarity, then the most preferred source, then the first; it stays at
+    its own position, so the kept list is still a subsequence of the input.
+    """
+
+    name = "duplicate"
+
+    def __init__(self, source_priority: Sequence[str] = DEFAULT_SOURCE_PRIORITY) -> None:
+        self._rank = {s: i for i, s in enumerate(source_priority)}
+
+    def filter(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
+        unlisted = len(self._rank)
+        best: dict[str, int] = {}
+        for i, c in enumerate(candidates):
+            j = best.get(c.flit_id)
+            if j is None:
+                best[c.flit_id] = i
+                continue
+            other = candidates[j]
+            mine = (c.similarity, -self._rank.get(c.source, unlisted))
+            theirs = (other.similarity, -self._rank.get(other.source, unlisted))
+            if mine > theirs:
+                best[c.flit_id] = i
+        winners = set(best.values())
+        kept = [c for i, c in enumerate(candidates) if i in winners]
+        removed = [c for i, c in enumerate(candidates) if i not in winners]
+        return FilterResult(kept, removed)

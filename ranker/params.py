@@ -1,0 +1,131 @@
+"""Every tunable of the feed ranker, in one frozen object.
+
+:func:`flitfeed.ranker.feeds.build_feed_pipeline` hands each stage the values
+it needs from a :class:`RankerParams`; no stage has a hidden constant that
+changes what users see. The stateful inputs the ranker reads
+(:class:`~flitfeed.ranker.engagement.EngagementTracker` and
+:class:`~flitfeed.ranker.recent.RecentFlits`) are sized by the service from
+``Settings.popularity_half_life_s`` and ``Settings.recent_flits_capacity``.
+
+>>> p = RankerParams()
+>>> p.weights()
+{'similarity': 0.6, 'freshness': 0.25, 'engagement': 0.15}
+>>> RankerParams(author_decay=1.5)
+Traceback (most recent call last):
+...
+ValueError: author_decay must be in [0, 1], got 1.5
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flitfeed.settings import Settings
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+#: Names of the scorer components the final weighted score combines.
+SIMILARITY = "similarity"
+FRESHNESS = "freshness"
+ENGAGEMENT = "engagement"
+
+
+@dataclass(frozen=True, slots=True)
+class RankerParams:
+    # --- Feed size and candidate retrieval ------------------------------------
+    #: Feed length for a request that does not ask for one.
+    feed_k: int = 10
+    #: How many candidates each source may return.
+    candidates_per_source: int = 200
+    #: Cap on seen flit ids pushed into the index query; the seen filter
+    #: catches the rest, so this only bounds the size of the index request.
+    max_pushed_seen: int = 1000
+    #: Share of the fresh/popular source's budget spent on the most engaged
+    #: recent flits; the rest goes to the newest ones.
+    popular_share: float = 0.5
+
+    # --- Eligibility ------------------------------------------------------------
+    #: Flits older than this are never candidates.
+    max_age_s: float = 7 * DAY
+    #: Flits dated further than this in the future (author clock skew) are dropped.
+    future_skew_s: float = 300.0
+
+    # --- Scoring: base score = Σ weight · component ----------------------------
+    #: Weight of cosine similarity to the user's taste (component in [-1, 1];
+    #: 0 for cold-start users, so this weight is then inert).
+    similarity_weight: float = 0.6
+    #: Weight of freshness, ``2^(-age / freshness_half_life_s)`` in (0, 1].
+    freshness_weight: float = 0.25
+    #: Weight of engagement, ``e / (e + engagement_saturation)`` in (-1, 1).
+    engagement_weight: float = 0.15
+    #: Age at which the freshness component has halved.
+    freshness_half_life_s: float = 6 * HOUR
+    #: Decayed engagement at which the engagement component reaches 0.5:
+    #: diminishing returns so one viral flit cannot drown relevance.
+    engagement_saturation: float = 5.0
+
+    # --- Selection: diversity and exploration -----------------------------------
+    #: Each further pick from an already-picked author has its score multiplied
+    #: by ``author_decay ** n`` (n = that author's items already picked);
+    #: 0 = at most one item per author while others remain, 1 = no penalty.
+    author_decay: float = 0.5
+    #: Score multiplied by ``tag_decay ** overlap`` where overlap counts the
+    #: candidate's tags already present among the picked items.
+    tag_decay: float = 0.8
+    #: Feed slots reserved for a fresh flit by a new author, when one is
+    #: available (never the whole feed: at most ``k - 1``).
+    exploration_slots: int = 1
+    #: An author with at most this many flits among the recent flits is "new".
+    new_author_max_flits: int = 3
+    #: Only flits at most this old qualify for an exploration slot.
+    exploration_max_age_s: float = 6 * HOUR
+
+    def __post_init__(self) -> None:
+        for name in ("feed_k", "candidates_per_source"):
+            _check(name, getattr(self, name), lo=1)
+        for name in ("max_pushed_seen", "exploration_slots", "new_author_max_flits"):
+            _check(name, getattr(self, name), lo=0)
+        for name in ("max_age_s", "freshness_half_life_s", "engagement_saturation", "exploration_max_age_s"):
+            _check(name, getattr(self, name), lo=0, strict=True)
+        _check("future_skew_s", self.future_skew_s, lo=0)
+        for name in ("popular_share", "author_decay", "tag_decay"):
+            _check(name, getattr(self, name), lo=0, hi=1)
+        for name in ("similarity_weight", "freshness_weight", "engagement_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+
+    def weights(self) -> dict[str, float]:
+        """Scorer name → weight, as the weighted scorer combines them."""
+        return {
+            SIMILARITY: self.similarity_weight,
+            FRESHNESS: self.freshness_weight,
+            ENGAGEMENT: self.engagement_weight,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RankerParams:
+        """Defaults, with the ranker values that are deployment settings taken from ``settings``.
+
+        >>> from flitfeed.settings import Settings
+        >>> p = RankerParams.from_settings(Settings(feed_k=5, max_flit_age_s=60.0), tag_decay=1.0)
+        >>> p.feed_k, p.candidates_per_source, p.max_age_s, p.tag_decay
+        (5, 200, 60.0, 1.0)
+        """
+        base = cls(
+            feed_k=settings.feed_k,
+            candidates_per_source=settings.candidates_per_source,
+            max_age_s=settings.max_flit_age_s,
+        )
+        return replace(base, **overrides)
+
+
+def _check(name: str, value: float, lo: float, hi: float | None = None, strict: bool = False) -> None:
+    ok = math.isfinite(value) and (value > lo if strict else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        if hi is not None:
+            raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {value}")
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {lo:g}, got {value}")

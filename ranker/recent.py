@@ -1,0 +1,98 @@
+"""The most recently created flits, kept in memory for the fresh/popular source.
+
+A :class:`RecentFlits` holds at most ``capacity`` flits, ordered by
+``created_at`` (not by arrival: a flit that arrives late is slotted in where
+it belongs, and if it is older than everything in a full store it is simply
+not kept). It also counts flits per author among those it holds, which is
+what "new author" means to the ranker: an author with few *recent* flits.
+
+Plain, synchronous and not thread-safe.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RecentFlit:
+    flit_id: str
+    author_id: str
+    created_at: float  # epoch seconds
+    tags: tuple[str, ...] = ()
+    lang: str | None = None
+
+
+class RecentFlits:
+    """Bounded store of the newest flits, idempotent by ``flit_id``.
+
+    >>> r = RecentFlits(capacity=2)
+    >>> r.add_one("f1", "a1", 10.0), r.add_one("f1", "a1", 10.0)
+    (True, False)
+    >>> r.add_one("f2", "a1", 30.0), r.add_one("f3", "a2", 20.0)
+    (True, True)
+    >>> [f.flit_id for f in r.newest(5)], r.get("f1")     # f1 was the oldest
+    (['f2', 'f3'], None)
+    >>> r.author_flit_count("a1"), r.author_flit_count("a2"), r.author_flit_count("zz")
+    (1, 1, 0)
+    >>> [f.flit_id for f in r.newest(5, min_created_at=25.0)]
+    ['f2']
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._by_id: dict[str, RecentFlit] = {}
+        # Sorted ascending; the flit id breaks created_at ties deterministically.
+        self._order: list[tuple[float, str]] = []
+        self._per_author: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, flit_id: object) -> bool:
+        return flit_id in self._by_id
+
+    def add_one(
+        self,
+        flit_id: str,
+        author_id: str,
+        created_at: float,
+        tags: tuple[str, ...] = (),
+        lang: str | None = None,
+    ) -> bool:
+        """Remember a flit; returns whether it is now held and was not before."""
+        if flit_id in self._by_id:
+            return False
+        key = (float(created_at), flit_id)
+        if len(self._order) >= self.capacity and key < self._order[0]:
+            return False  # older than everything in a full store: it would be evicted at once
+        bisect.insort(self._order, key)
+        self._by_id[flit_id] = RecentFlit(flit_id, author_id, float(created_at), tuple(tags), lang)
+        self._per_author[author_id] += 1
+        while len(self._order) > self.capacity:
+            _, old_id = self._order.pop(0)
+            old = self._by_id.pop(old_id)
+            self._per_author[old.author_id] -= 1
+            if self._per_author[old.author_id] <= 0:
+                del self._per_author[old.author_id]
+        return True
+
+    def get(self, flit_id: str) -> RecentFlit | None:
+        return self._by_id.get(flit_id)
+
+    def newest(self, n: int, min_created_at: float | None = None) -> list[RecentFlit]:
+        """Up to ``n`` flits, newest first, none created before ``min_created_at``."""
+        out: list[RecentFlit] = []
+        for created_at, flit_id in reversed(self._order):
+            if len(out) >= n or (min_created_at is not None and created_at < min_created_at):
+                break
+            out.append(self._by_id[flit_id])
+        return out
+
+    def author_flit_count(self, author_id: str) -> int:
+        """How many of the held flits ``author_id`` wrote."""
+        return self._per_author.get(author_id, 0)

@@ -1,0 +1,28 @@
+"""Popularity: how much positive attention a flit is getting, with diminishing returns."""
+
+from __future__ import annotations
+
+from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.params import ENGAGEMENT
+from flitfeed.ranker.query import FeedQuery
+from flitfeed.ranker.stages import Scorer
+
+
+class EngagementScorer(Scorer):
+    """Component in (-1, 1): ``e / (|e| + saturation)`` of the hydrated net engagement.
+
+    Saturating, so a viral flit is only somewhat better than a well-liked
+    one; negative when hides and reports outweigh positive signals.
+    """
+
+    name = ENGAGEMENT
+
+    def __init__(self, saturation: float) -> None:
+        if not saturation > 0:
+            raise ValueError(f"saturation must be > 0, got {saturation}")
+        self.saturation = saturation
+
+    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        for c in candidates:
+            e = c.engagement
+            c.components[self.name] = e / (abs(e) + self.saturation)

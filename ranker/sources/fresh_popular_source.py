@@ -1,0 +1,72 @@
+"""Candidates that need no taste: the most engaged and the newest recent flits."""
+
+from __future__ import annotations
+
+import math
+
+from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.engagement import EngagementTracker
+from flitfeed.ranker.query import FeedQuery
+from flitfeed.ranker.recent import RecentFlit, RecentFlits
+from flitfeed.ranker.stages import Source
+
+POPULAR = "popular"
+FRESH = "fresh"
+
+
+class FreshPopularSource(Source):
+    """Most-engaged recent flits (``source="popular"``) then newest ones (``"fresh"``).
+
+    Always enabled: it is the whole feed of a cold-start user and the
+    exploration supply for everyone else. ``popular_share`` of ``limit`` goes
+    to popular flits; whatever they leave unused goes to fresh ones. A flit
+    that is both is emitted once, as popular. Similarity is left at 0; the
+    similarity hydrator fills it for users with a taste.
+    """
+
+    name = "fresh_popular"
+
+    def __init__(self, recent: RecentFlits, engagement: EngagementTracker, limit: int,
+                 max_age_s: float | None = None, popular_share: float = 0.5) -> None:
+        self.recent = recent
+        self.engagement = engagement
+        self.limit = limit
+        self.max_age_s = max_age_s
+        self.popular_share = popular_share
+
+    def fetch(self, query: FeedQuery) -> list[Candidate]:
+        min_created_at = None if self.max_age_s is None else query.now - self.max_age_s
+
+        def eligible(flit_id: str) -> bool:
+            # Popular flits must be in the recent store: it is where their
+            # author and creation time come from.
+            f = self.recent.get(flit_id)
+            return f is not None and (min_created_at is None or f.created_at >= min_created_at)
+
+        n_popular = math.ceil(self.limit * self.popular_share)
+        out: list[Candidate] = []
+        taken: set[str] = set()
+        for flit_id, _ in self.engagement.top(n_popular, query.now, where=eligible):
+            flit = self.recent.get(flit_id)
+            assert flit is not None
+            out.append(_candidate(flit, POPULAR))
+            taken.add(flit_id)
+        # Asking for the full limit leaves room for the newest flits that
+        # popular already took and that are skipped here.
+        for flit in self.recent.newest(self.limit, min_created_at):
+            if len(out) >= self.limit:
+                break
+            if flit.flit_id not in taken:
+                out.append(_candidate(flit, FRESH))
+        return out
+
+
+def _candidate(flit: RecentFlit, source: str) -> Candidate:
+    return Candidate(
+        flit_id=flit.flit_id,
+        author_id=flit.author_id,
+        created_at=flit.created_at,
+        source=source,
+        tags=flit.tags,
+        lang=flit.lang,
+    )

@@ -1,0 +1,58 @@
+"""Candidates that are close to the user's taste in embedding space."""
+
+from __future__ import annotations
+
+from flitfeed.index.base import SearchFilter, VectorIndex
+from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.query import FeedQuery
+from flitfeed.ranker.stages import Source
+
+
+class VectorNeighboursSource(Source):
+    """Nearest flits to ``query.taste``; candidates carry ``source="similar"``.
+
+    Exclusions the index can apply cheaply are pushed down (muted authors, the
+    user's own flits, too-old flits, seen flits) so the ``limit`` hits are not
+    spent on flits the filters would drop anyway. The filters still run: the
+    push-down is an optimisation, not the guarantee.
+    """
+
+    name = "similar"
+
+    def __init__(self, index: VectorIndex, limit: int, max_age_s: float | None = None,
+                 max_pushed_seen: int = 1000) -> None:
+        self.index = index
+        self.limit = limit
+        self.max_age_s = max_age_s
+        self.max_pushed_seen = max_pushed_seen
+
+    def enable(self, query: FeedQuery) -> bool:
+        return not query.cold_start
+
+    def fetch(self, query: FeedQuery) -> list[Candidate]:
+        assert query.taste is not None  # enable() guarantees it
+        flt = SearchFilter(
+            exclude_authors=query.muted_authors | {query.user_id},
+            exclude_flit_ids=self._pushed_seen(query.seen),
+            min_created_at=None if self.max_age_s is None else query.now - self.max_age_s,
+        )
+        hits = self.index.search(query.taste, self.limit, flt)
+        return [
+            Candidate(
+                flit_id=h.flit_id,
+                author_id=h.author_id,
+                created_at=h.created_at,
+                source=self.name,
+                similarity=float(h.score),
+                tags=tuple(h.tags),
+                lang=h.lang,
+            )
+            for h in hits
+        ]
+
+    def _pushed_seen(self, seen: frozenset[str]) -> frozenset[str]:
+        if len(seen) <= self.max_pushed_seen:
+            return seen
+        # The seen set carries no recency order; a sorted slice at least keeps
+        # the pushed subset stable between requests (cache-friendly).
+        return frozenset(sorted(seen)[: self.max_pushed_seen])

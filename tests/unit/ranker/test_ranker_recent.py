@@ -1,0 +1,59 @@
+"""RecentFlits: bounded by creation time, idempotent, per-author counts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from flitfeed.ranker.recent import RecentFlits
+
+
+def test_idempotent_by_flit_id():
+    r = RecentFlits(capacity=10)
+    assert r.add_one("f1", "a", 1.0, tags=("x",))
+    assert not r.add_one("f1", "b", 2.0)
+    assert r.get("f1").author_id == "a" and r.get("f1").tags == ("x",)
+    assert len(r) == 1 and r.author_flit_count("a") == 1 and r.author_flit_count("b") == 0
+
+
+def test_keeps_the_most_recently_created_regardless_of_arrival_order():
+    rng = random.Random(7)
+    times = list(range(100))
+    rng.shuffle(times)
+    r = RecentFlits(capacity=10)
+    for t in times:
+        r.add_one(f"f{t}", f"a{t % 3}", float(t))
+        assert len(r) <= 10
+    assert [f.created_at for f in r.newest(100)] == [float(t) for t in range(99, 89, -1)]
+    assert sum(r.author_flit_count(f"a{i}") for i in range(3)) == 10
+
+
+def test_too_old_for_a_full_store_is_not_kept():
+    r = RecentFlits(capacity=2)
+    r.add_one("f1", "a", 10.0)
+    r.add_one("f2", "a", 20.0)
+    assert not r.add_one("f0", "b", 5.0)
+    assert "f0" not in r and r.author_flit_count("b") == 0
+
+
+def test_newest_limits_and_min_created_at():
+    r = RecentFlits(capacity=10)
+    for t in range(5):
+        r.add_one(f"f{t}", "a", float(t))
+    assert [f.flit_id for f in r.newest(2)] == ["f4", "f3"]
+    assert [f.flit_id for f in r.newest(10, min_created_at=3.0)] == ["f4", "f3"]
+    assert r.newest(0) == []
+
+
+def test_author_counts_follow_eviction():
+    r = RecentFlits(capacity=2)
+    r.add_one("f1", "a", 1.0)
+    r.add_one("f2", "a", 2.0)
+    r.add_one("f3", "b", 3.0)
+    assert r.author_flit_count("a") == 1 and r.author_flit_count("b") == 1
+
+
+def test_rejects_bad_capacity():
+    with pytest.raises(ValueError):
+        RecentFlits(0)
