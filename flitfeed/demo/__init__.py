@@ -1,0 +1,11 @@
+"""A simulated Flutter world for the live demo and tests (pure Python, no Kafka).
+
+>>> from flitfeed.demo import World, Scoreboard
+>>> world = World(seed=42, start=1_700_000_000.0)
+>>> board = Scoreboard(world)
+"""
+
+from flitfeed.demo.scoreboard import Scoreboard
+from flitfeed.demo.world import DEFAULT_TOPICS, TOPIC_SPECS, TopicSpec, World
+
+__all__ = ["DEFAULT_TOPICS", "TOPIC_SPECS", "Scoreboard", "TopicSpec", "World"]
