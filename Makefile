@@ -1,0 +1,44 @@
+# The two commands a fresh machine needs (see README):
+#   make demo   set everything up and run the live demo
+#   make test   set everything up and run the whole test suite (what CI runs)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+KAFKA  := bash deploy/kafka/kafka.sh
+
+.PHONY: setup demo test test-unit broker-start broker-stop clean
+
+$(BIN)/flitfeed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/flitfeed
+	$(KAFKA) install
+
+demo: setup
+	$(BIN)/flitfeed demo
+
+# Starts the project's own broker, runs every test (unit and integration), and stops the
+# broker again only if this run started it.
+test: setup
+	@was_running=0; $(KAFKA) status >/dev/null 2>&1 && was_running=1; \
+	$(KAFKA) start || exit 1; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	[ $$was_running = 1 ] || $(KAFKA) stop; \
+	exit $$rc
+
+test-unit: $(BIN)/flitfeed
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+broker-start: setup
+	$(KAFKA) start && $(BIN)/flitfeed topics create
+
+broker-stop:
+	$(KAFKA) stop
+
+clean:
+	$(KAFKA) clean || true
+	rm -rf var

@@ -1,0 +1,295 @@
+"""The ``flitfeed`` command line.
+
+Every subcommand reads its configuration from :class:`~flitfeed.settings.Settings`
+(``FLITFEED_*`` environment variables); flags only say *what* to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
+
+log = logging.getLogger("flitfeed.cli")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
+
+
+def index_dir(settings: Settings, service: str) -> Path | None:
+    """Where a service's embedded index lives (None with a Qdrant server)."""
+    return None if settings.qdrant_url else settings.data_dir / "index" / service
+
+
+def offsets_path(settings: Settings, service: str) -> Path | None:
+    """How far the service's index replica has read ``flit-vectors``; kept next to the index."""
+    path = index_dir(settings, service)
+    return None if path is None else path.with_name(f"{service}.offsets.json")
+
+
+def drop_index(settings: Settings, service: str) -> None:
+    """Delete a service's embedded index and its replica offsets: the next start replays the log."""
+    from flitfeed.index.edge import EdgeIndex
+
+    path, offsets = index_dir(settings, service), offsets_path(settings, service)
+    if path is not None and path.exists():
+        EdgeIndex.destroy(path)
+    if offsets is not None:
+        offsets.unlink(missing_ok=True)
+
+
+def open_service_index(settings: Settings, service: str, dim: int):  # noqa: ANN201 - VectorIndex
+    """The service's index; a corrupt embedded index is rebuilt from the log, never served empty."""
+    from flitfeed.index.base import IndexError_
+    from flitfeed.index.factory import open_index
+
+    try:
+        return open_index(settings, dim, name=service)
+    except IndexError_ as exc:
+        if settings.qdrant_url:
+            raise
+        log.error("embedded index unusable; rebuilding it from the flit-vectors log",
+                  extra={"service": service, "error": str(exc)})
+        drop_index(settings, service)
+        return open_index(settings, dim, name=service)
+
+
+# --- broker & topics --------------------------------------------------------------------------------------
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    rc = subprocess.call(["bash", str(KAFKA_SCRIPT), args.action])
+    if rc == 0 and args.action == "start":
+        return cmd_topics_create(args, settings)
+    return rc
+
+
+def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.kafka.admin import create_topics, wait_for_broker
+
+    wait_for_broker(settings, timeout_s=60)
+    names = create_topics(settings)
+    print(f"topics ready ({settings.partitions} partitions): {', '.join(names)}")
+    return 0
+
+
+# --- services ---------------------------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust
+
+    from flitfeed.encoders.factory import make_encoder
+    from flitfeed.kafka.admin import wait_for_broker
+    from flitfeed.monitoring.metrics import Metrics
+    from flitfeed.streams.app import create_worker
+
+    wait_for_broker(settings, timeout_s=60)
+    encoder = make_encoder(settings)
+    index = open_service_index(settings, "worker", encoder.dim)
+    metrics = Metrics("worker")
+    metrics.serve(settings.metrics_host, settings.worker_metrics_port)
+    ctx = create_worker(settings, encoder, index, metrics, offsets_path(settings, "worker"))
+    worker = faust.Worker(ctx.app, loglevel=settings.log_level, override_logging=False)
+    try:
+        worker.execute_from_commandline()  # returns (via SystemExit) on SIGTERM/SIGINT after a clean stop
+    finally:
+        index.close()
+    return 0
+
+
+def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.kafka.admin import wait_for_broker
+    from flitfeed.monitoring.metrics import Metrics
+    from flitfeed.ranker.service import RankerService
+
+    wait_for_broker(settings, timeout_s=60)
+    metrics = Metrics("ranker")
+    metrics.serve(settings.metrics_host, settings.ranker_metrics_port)
+    index = open_service_index(settings, "ranker", settings.vector_dim)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    service = RankerService(settings, index, offsets_path(settings, "ranker"), metrics)
+    try:
+        service.run(stop)
+    finally:
+        index.close()
+    return 0
+
+
+def cmd_index_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    """Drop a service's embedded index; it is rebuilt from ``flit-vectors`` when the service starts."""
+    path = index_dir(settings, args.service)
+    if path is None:
+        print("FLITFEED_QDRANT_URL is set: the server's collection is not rebuilt from here", file=sys.stderr)
+        return 2
+    drop_index(settings, args.service)
+    print(f"removed {path}; `flitfeed {args.service}` replays the flit-vectors log into a new index on start")
+    return 0
+
+
+# --- producing and reading ----------------------------------------------------------------------------------
+def _lines(source: str) -> Iterable[bytes]:
+    stream = sys.stdin.buffer if source == "-" else open(source, "rb")
+    with stream:
+        for line in stream:
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield line
+
+
+def _key_of(line: bytes, field: str) -> bytes | None:
+    """The message key taken from the record itself; a line that is not JSON goes unkeyed (and dead-lettered)."""
+    try:
+        value = json.loads(line).get(field)
+    except (ValueError, AttributeError):
+        return None
+    return value.encode() if isinstance(value, str) else None
+
+
+def produce_lines(settings: Settings, kind: str, lines: Iterable[bytes]) -> int:
+    from confluent_kafka import Producer
+
+    from flitfeed.kafka.config import producer_config
+
+    topic, key_field = {"flits": (TOPIC_FLITS, "flit_id"), "interactions": (TOPIC_INTERACTIONS, "user_id"),
+                        "feed-requests": (TOPIC_FEED_REQUESTS, "user_id")}[kind]
+    producer = Producer(producer_config(settings))
+    n = 0
+    for line in lines:
+        producer.produce(settings.topic(topic), key=_key_of(line, key_field), value=line)
+        producer.poll(0)
+        n += 1
+    remaining = producer.flush(30)
+    if remaining:
+        raise RuntimeError(f"{remaining} messages not delivered to {settings.bootstrap_servers}")
+    return n
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    n = produce_lines(settings, args.kind, _lines(args.source))
+    print(f"produced {n} {args.kind}", file=sys.stderr)
+    return 0
+
+
+def cmd_request_feed(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.streams.events import FeedRequest
+
+    request = FeedRequest(request_id=args.request_id or f"req-{uuid.uuid4().hex[:12]}", user_id=args.user, k=args.k)
+    produce_lines(settings, "feed-requests", [request.to_bytes()])
+    print(request.request_id)
+    return 0
+
+
+def format_feed(feed) -> str:  # noqa: ANN001 - Feed
+    head = (f"feed for {feed.user_id}  ({len(feed.items)} items, {feed.trigger_kind} {feed.trigger_id}, "
+            f"{'cold start, ' if feed.cold_start else ''}model {feed.model_version}, "
+            f"{feed.generated_at:%H:%M:%S})")
+    rows = [f"  {i + 1:>2}. {it.flit_id:<24} by {it.author_id:<16} score {it.score:7.3f}  [{it.reason}]"
+            for i, it in enumerate(feed.items)]
+    return "\n".join([head, *rows])
+
+
+def cmd_tail_feed(args: argparse.Namespace, settings: Settings) -> int:
+    from confluent_kafka import Consumer
+
+    from flitfeed.kafka.config import consumer_config
+    from flitfeed.streams.events import Feed
+
+    consumer = Consumer(consumer_config(settings, group_id=f"flitfeed-tail-{uuid.uuid4().hex[:8]}",
+                                        **{"auto.offset.reset": "earliest" if args.from_beginning else "latest"}))
+    consumer.subscribe([settings.topic(TOPIC_FEEDS)])
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    shown = 0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is None or m.error() is not None:
+                continue
+            feed = Feed.model_validate_json(m.value())
+            if args.user and feed.user_id != args.user:
+                continue
+            print(json.dumps(feed.model_dump(mode="json")) if args.json else format_feed(feed), flush=True)
+            shown += 1
+            if args.max and shown >= args.max:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.demo.runner import run_demo
+
+    return run_demo(settings, duration_s=args.duration, seed=args.seed)
+
+
+# --- wiring -----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flitfeed", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="the local Kafka broker (KRaft, 127.0.0.1)")
+    b.add_argument("action", choices=["start", "stop", "status"])
+    b.set_defaults(func=cmd_broker)
+
+    t = sub.add_parser("topics", help="topic administration")
+    t.add_argument("action", choices=["create"])
+    t.set_defaults(func=cmd_topics_create)
+
+    sub.add_parser("worker", help="the Faust worker: embeds flits, updates users").set_defaults(func=cmd_worker)
+    sub.add_parser("ranker", help="the ranker: publishes feeds").set_defaults(func=cmd_ranker)
+
+    ix = sub.add_parser("index", help="the embedded index")
+    ix.add_argument("action", choices=["rebuild"])
+    ix.add_argument("--service", choices=["worker", "ranker"], default="ranker")
+    ix.set_defaults(func=cmd_index_rebuild)
+
+    pr = sub.add_parser("produce", help="produce JSON lines from FILE or - (stdin)")
+    pr.add_argument("kind", choices=["flits", "interactions", "feed-requests"])
+    pr.add_argument("source", nargs="?", default="-")
+    pr.set_defaults(func=cmd_produce)
+
+    rf = sub.add_parser("request-feed", help="ask the ranker for a user's feed")
+    rf.add_argument("user")
+    rf.add_argument("--k", type=int, default=10)
+    rf.add_argument("--request-id", default=None)
+    rf.set_defaults(func=cmd_request_feed)
+
+    tf = sub.add_parser("tail-feed", help="print feeds as they are published")
+    tf.add_argument("--user", default=None)
+    tf.add_argument("--from-beginning", action="store_true")
+    tf.add_argument("--json", action="store_true", help="raw JSON instead of the pretty table")
+    tf.add_argument("--max", type=int, default=0, help="stop after N feeds")
+    tf.add_argument("--timeout", type=float, default=None, help="stop after N seconds")
+    tf.set_defaults(func=cmd_tail_feed)
+
+    d = sub.add_parser("demo", help="start everything and stream a simulated Flutter world")
+    d.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    d.add_argument("--seed", type=int, default=7)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from flitfeed.logs import configure
+
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure(settings.log_level, service=args.command)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""``flitfeed demo``: the whole system live on one machine.
+
+Starts the local broker (unless one is already up), creates the topics, runs
+the worker and the ranker as real processes, and streams a simulated Flutter
+world into Kafka: flits, birds browsing, and birds reacting to the feeds the
+ranker publishes. Every few seconds it prints how well the feeds match each
+bird's hidden interests against a random feed. Ctrl-C stops everything it
+started, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer
+
+from flitfeed.demo.scoreboard import Scoreboard
+from flitfeed.demo.world import World
+from flitfeed.kafka.admin import create_topics, wait_for_broker
+from flitfeed.kafka.config import consumer_config, producer_config
+from flitfeed.settings import TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
+from flitfeed.streams.events import Feed
+
+log = logging.getLogger(__name__)
+
+KAFKA_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "kafka.sh"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _broker_running() -> bool:
+    return subprocess.call(["bash", str(KAFKA_SCRIPT), "status"], stdout=subprocess.DEVNULL) == 0
+
+
+def _spawn(service: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+    out = open(log_dir / f"{service}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "flitfeed.cli", service], env=env, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7) -> int:
+    started_broker = False
+    procs: list[subprocess.Popen] = []
+    log_dir = settings.data_dir / "demo-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_signal(*_: object) -> None:
+        raise _Stop
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if not _broker_running():
+            print("starting the local Kafka broker (first run downloads it from Maven Central) ...", flush=True)
+            if subprocess.call(["bash", str(KAFKA_SCRIPT), "start"]) != 0:
+                print("the broker did not start; see the log above", file=sys.stderr)
+                return 1
+            started_broker = True
+        wait_for_broker(settings, timeout_s=60)
+        create_topics(settings)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        print("starting worker and ranker (loading the embedding model takes a few seconds) ...", flush=True)
+        procs = [_spawn("worker", env, log_dir), _spawn("ranker", env, log_dir)]
+        print(f"  logs:    {log_dir}/worker.log, {log_dir}/ranker.log")
+        print(f"  metrics: http://{settings.metrics_host}:{settings.worker_metrics_port}/metrics (worker), "
+              f"http://{settings.metrics_host}:{settings.ranker_metrics_port}/metrics (ranker)", flush=True)
+        _stream_world(settings, procs, duration_s, seed)
+    except (KeyboardInterrupt, _Stop):
+        print("\nstopping ...", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        for proc in procs:
+            _stop_process(proc)
+        if started_broker:
+            subprocess.call(["bash", str(KAFKA_SCRIPT), "stop"])
+    print("demo stopped cleanly")
+    return 0
+
+
+def _stream_world(settings: Settings, procs: list[subprocess.Popen], duration_s: float | None, seed: int) -> None:
+    now = time.time()
+    world = World(seed=seed, start=now)
+    board = Scoreboard(world)
+    producer = Producer(producer_config(settings))
+    feeds = Consumer(consumer_config(settings, group_id=f"flitfeed-demo-{int(now)}",
+                                     **{"auto.offset.reset": "latest"}))
+    feeds.subscribe([settings.topic(TOPIC_FEEDS)])
+
+    def send(topic: str, key: str, value: bytes) -> None:
+        producer.produce(settings.topic(topic), key=key.encode(), value=value)
+        producer.poll(0)
+
+    # A first catalogue so birds have something to browse before any feed exists.
+    for flit in world.next_flits(60, now):
+        send(TOPIC_FLITS, flit.flit_id, flit.to_bytes())
+    producer.flush(10)
+    started = time.monotonic()
+    next_tick = next_print = started
+    try:
+        while duration_s is None or time.monotonic() - started < duration_s:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a service exited with code {proc.returncode}; see its log")
+            t = time.monotonic()
+            if t >= next_tick:
+                now = time.time()
+                for flit in world.next_flits(2, now):
+                    send(TOPIC_FLITS, flit.flit_id, flit.to_bytes())
+                for event in world.spontaneous_interactions(4, now):
+                    send(TOPIC_INTERACTIONS, event.user_id, event.to_bytes())
+                next_tick = t + 0.5
+            for m in feeds.consume(num_messages=200, timeout=0.1):
+                if m.error() is not None:
+                    continue
+                feed = Feed.model_validate_json(m.value())
+                board.record_feed(feed)
+                # Birds react to some of what they are shown, which feeds the loop.
+                for event in world.interactions_for_feed(feed, time.time())[:3]:
+                    send(TOPIC_INTERACTIONS, event.user_id, event.to_bytes())
+            if t >= next_print:
+                print("\n" + board.render(), flush=True)
+                next_print = t + 5.0
+    finally:
+        producer.flush(10)
+        feeds.close()

@@ -1,0 +1,116 @@
+"""The Faust worker: one App, its topics and table, and the agents.
+
+Build it with :func:`create_worker`; the agents live in ``streams/agents/``
+(one per file) and call the plain domain functions in ``streams/embedding.py``
+and ``streams/user_updates.py``. All inputs are read as raw bytes and decoded
+by flitfeed itself, so a message Faust could not deserialize still reaches the
+dead-letter topic with its original bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from flitfeed.encoders.base import Encoder
+from flitfeed.encoders.user_vector import TasteParams
+from flitfeed.index.base import VectorIndex
+from flitfeed.monitoring.metrics import Metrics
+from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
+                               TOPIC_PARKED, TOPIC_USER_STATES, Settings)
+from flitfeed.streams.replicator import FlitVectorReplicator
+from flitfeed.streams.user_updates import taste_params
+
+log = logging.getLogger(__name__)
+
+#: The Faust table holding every owned user's profile (changelog-backed: survives restarts).
+USER_PROFILES_TABLE = "user_profiles"
+
+
+@dataclass
+class WorkerContext:
+    """Everything an agent needs, passed explicitly instead of module globals."""
+
+    settings: Settings
+    encoder: Encoder
+    index: VectorIndex
+    metrics: Metrics
+    params: TasteParams
+    app: faust.App
+    profiles: Any  # faust Table: user_id -> UserProfile.to_dict()
+    flits: faust.TopicT
+    interactions: faust.TopicT
+    parked: faust.TopicT
+    flit_vectors: faust.TopicT
+    user_states: faust.TopicT
+    dead_letters: faust.TopicT
+    replicator: FlitVectorReplicator | None = None
+
+    async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
+        await topic.send(key=key, value=value)
+        self.metrics.produced.labels(service=self.metrics.service, topic=topic.get_topic_name()).inc()
+
+
+def _raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
+    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=settings.partitions)
+
+
+def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metrics: Metrics,
+                  offsets_path: Path | None) -> WorkerContext:
+    brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        # Commit often: on a crash, what was applied but not committed is re-delivered and skipped by event id.
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        web_enabled=False,
+        autodiscover=False,
+    )
+    ctx = WorkerContext(
+        settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,
+        # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
+        profiles=app.Table(USER_PROFILES_TABLE, default=None, partitions=settings.partitions, key_type=str),
+        flits=_raw_topic(app, settings, TOPIC_FLITS),
+        interactions=_raw_topic(app, settings, TOPIC_INTERACTIONS),
+        parked=_raw_topic(app, settings, TOPIC_PARKED),
+        flit_vectors=_raw_topic(app, settings, TOPIC_FLIT_VECTORS),
+        user_states=_raw_topic(app, settings, TOPIC_USER_STATES),
+        dead_letters=_raw_topic(app, settings, TOPIC_DEAD_LETTERS),
+    )
+    metrics.model.info({"model_version": encoder.model_version, "dim": str(encoder.dim)})
+
+    from flitfeed.streams.agents import embed_flits, retry_parked, update_users
+
+    embed_flits.register(ctx)
+    update_users.register(ctx)
+    retry_parked.register(ctx)
+
+    @app.task
+    async def replicate_flit_vectors() -> None:
+        # Flits embedded by *other* worker processes reach this process's index through the log.
+        ctx.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics)
+        while not app.should_stop:
+            try:
+                if ctx.replicator.poll_once(timeout=0) == 0:
+                    await asyncio.sleep(0.05)
+            except Exception:  # keep replicating; the error is logged with its traceback
+                log.exception("flit-vector replication failed")
+                await asyncio.sleep(1.0)
+
+    @app.timer(interval=5.0)
+    async def export_gauges() -> None:
+        metrics.users.labels(service=metrics.service).set(len(ctx.profiles))
+        metrics.index_points.labels(service=metrics.service).set(index.count())
+
+    return ctx

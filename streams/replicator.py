@@ -1,0 +1,138 @@
+"""Keeping a process's embedded index a replica of the ``flit-vectors`` log.
+
+Users are partitioned but flits are replicated: every process that searches or
+looks up flits reads *all* partitions of ``flit-vectors`` (no consumer group)
+into its own index. Progress is stored beside the index
+(``<data_dir>/index/<service>.offsets.json``, written after the points are upserted), so a
+restart resumes where it stopped; a missing or corrupt index is rebuilt by
+replaying the log from the start. Records already applied before the stored
+offset are still passed to ``on_flit`` (cheap: no embedding, no index write) so
+in-memory views such as the ranker's recent-flits list come back after a
+restart.
+
+Single-threaded by design: the owner calls :meth:`poll_once` from its own loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from flitfeed.index.base import VectorIndex
+from flitfeed.kafka.config import client_config, consumer_config
+from flitfeed.monitoring.metrics import Metrics
+from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
+from flitfeed.streams.embedding import indexed_flit
+from flitfeed.streams.events import FlitVector, to_epoch
+
+log = logging.getLogger(__name__)
+
+class FlitVectorReplicator:
+    def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
+                 on_flit: Callable[[FlitVector], None] | None = None) -> None:
+        self._topic = settings.topic(TOPIC_FLIT_VECTORS)
+        self._index = index
+        self._metrics = metrics
+        self._on_flit = on_flit
+        self._offsets_path = offsets_path
+        self._applied = self._load_offsets()
+        # The group id is never used for commits (we assign and store offsets ourselves);
+        # librdkafka just requires one.
+        self._consumer = Consumer(consumer_config(
+            settings, group_id=f"{settings.app_id}-replica-unused",
+            **{"enable.partition.eof": True}))
+        self._admin = AdminClient(client_config(settings))
+        meta = self._consumer.list_topics(self._topic, timeout=10)
+        partitions = sorted(meta.topics[self._topic].partitions)
+        self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._at_end: set[int] = set()
+        self._n_partitions = len(partitions)
+
+    def _load_offsets(self) -> dict[int, int]:
+        if self._offsets_path is None or not self._offsets_path.exists():
+            return {}
+        try:
+            return {int(k): int(v) for k, v in json.loads(self._offsets_path.read_text()).items()}
+        except (ValueError, OSError) as exc:
+            log.warning("replica offsets unreadable; replaying the whole log", extra={"error": str(exc)})
+            return {}
+
+    def _save_offsets(self) -> None:
+        if self._offsets_path is None:
+            return
+        tmp = self._offsets_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({str(k): v for k, v in self._applied.items()}))
+        os.replace(tmp, self._offsets_path)  # atomic: a crash leaves the old or the new file, never half
+
+    @property
+    def caught_up(self) -> bool:
+        """True once every partition has been read to the end at least once."""
+        return len(self._at_end) >= self._n_partitions
+
+    def poll_once(self, max_messages: int = 500, timeout: float = 0.0) -> int:
+        """Apply what is available now; returns the number of new points written to the index."""
+        messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        if not messages:
+            return 0
+        fresh = []
+        # Freshness is a live figure: a replay after a restart would report the age of the whole log.
+        live = self.caught_up
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_end.add(m.partition())
+                else:
+                    log.warning("flit-vectors consumer error", extra={"error": str(err)})
+                continue
+            try:
+                record = FlitVector.model_validate_json(m.value())
+            except ValueError as exc:
+                # Only the worker writes this topic; a bad record is a bug, not input. Skip it loudly.
+                log.error("undecodable flit-vectors record", extra={"offset": m.offset(), "error": str(exc)})
+                continue
+            if self._on_flit is not None:
+                self._on_flit(record)
+            if m.offset() >= self._applied.get(m.partition(), 0):
+                fresh.append(record)
+                self._applied[m.partition()] = m.offset() + 1
+        if fresh:
+            self._index.upsert_many([indexed_flit(r) for r in fresh])
+            self._save_offsets()
+            done = time.time()
+            for r in fresh if live else ():
+                self._metrics.freshness.labels(service=self._metrics.service).observe(
+                    max(0.0, done - to_epoch(r.flit.created_at)))
+            self._metrics.index_points.labels(service=self._metrics.service).set(self._index.count())
+        return len(fresh)
+
+    def catch_up(self, timeout: float = 2.0) -> bool:
+        """Apply everything written to ``flit-vectors`` up to now; False if ``timeout`` ran out first.
+
+        The ranker calls this before building feeds for new user states: the worker published the
+        vectors of the flits a user interacted with before it published the user's state, so after
+        this the replica knows every flit that state refers to.
+        """
+        deadline = time.monotonic() + timeout
+        # One ListOffsets request on the admin connection: the consumer's own watermark query would
+        # queue behind its in-flight fetch, once per partition.
+        futures = self._admin.list_offsets({TopicPartition(self._topic, p): OffsetSpec.latest()
+                                            for p in range(self._n_partitions)}, request_timeout=timeout)
+        targets = {tp.partition: f.result().offset for tp, f in futures.items()}
+        targets = {p: high for p, high in targets.items() if high > 0}
+        while time.monotonic() < deadline:
+            positions = {tp.partition: tp.offset for tp in self._consumer.position(self._consumer.assignment())}
+            if all(positions.get(p, 0) >= high for p, high in targets.items()):
+                return True
+            self.poll_once(timeout=0.05)
+        return False
+
+    def close(self) -> None:
+        self._consumer.close()
