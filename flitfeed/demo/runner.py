@@ -24,7 +24,7 @@ from flitfeed.demo.scoreboard import Scoreboard
 from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics, wait_for_broker
 from flitfeed.kafka.config import consumer_config, producer_config
-from flitfeed.settings import TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
+from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
 from flitfeed.streams.events import Feed
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ def _stream_world(settings: Settings, procs: list[subprocess.Popen], duration_s:
     producer.flush(10)
     started = time.monotonic()
     next_tick = next_print = started
+    last_feed: Feed | None = None
     try:
         while duration_s is None or time.monotonic() - started < duration_s:
             for proc in procs:
@@ -124,20 +125,39 @@ def _stream_world(settings: Settings, procs: list[subprocess.Popen], duration_s:
                 now = time.time()
                 for flit in world.next_flits(2, now):
                     send(TOPIC_FLITS, flit.flit_id, flit.to_bytes())
-                for event in world.spontaneous_interactions(4, now):
+                for event in world.spontaneous_interactions(2, now):
                     send(TOPIC_INTERACTIONS, event.user_id, event.to_bytes())
+                # Birds open the app: each request is answered by a feed they then react to.
+                for request in world.feed_requests(2):
+                    send(TOPIC_FEED_REQUESTS, request.user_id, request.to_bytes())
                 next_tick = t + 0.5
             for m in feeds.consume(num_messages=200, timeout=0.1):
                 if m.error() is not None:
                     continue
-                feed = Feed.model_validate_json(m.value())
+                feed = last_feed = Feed.model_validate_json(m.value())
                 board.record_feed(feed)
-                # Birds react to some of what they are shown, which feeds the loop.
-                for event in world.interactions_for_feed(feed, time.time())[:3]:
-                    send(TOPIC_INTERACTIONS, event.user_id, event.to_bytes())
+                # Only feeds a bird asked for are "seen": reacting to every feed an interaction
+                # triggered would snowball into a feedback loop no real user produces.
+                if feed.trigger_kind == "request":
+                    for event in world.interactions_for_feed(feed, time.time())[:3]:
+                        send(TOPIC_INTERACTIONS, event.user_id, event.to_bytes())
             if t >= next_print:
                 print("\n" + board.render(), flush=True)
+                if last_feed is not None:
+                    print(_describe(world, last_feed), flush=True)
                 next_print = t + 5.0
     finally:
         producer.flush(10)
         feeds.close()
+
+
+def _describe(world: World, feed: Feed) -> str:
+    """One feed as the bird sees it: each item's topic, marked * where it is one of its interests."""
+    interests = world.interests_of(feed.user_id)
+    topics = []
+    for item in feed.items:
+        topic = world.topic_of(item.flit_id) if world.knows_flit(item.flit_id) else "?"
+        topics.append(f"{topic}{'*' if topic in interests else ''}")
+    likes = ", ".join(f"{t}:{p:.2f}" for t, p in interests.items())
+    return (f"latest feed  {feed.user_id} (likes {likes}; {feed.trigger_kind} {feed.trigger_id}):\n"
+            f"  {' '.join(topics)}")
