@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -63,6 +63,43 @@ class SearchFilter:
 
 class IndexError_(RuntimeError):
     """The index is unusable (corrupt, missing, unreachable)."""
+
+
+# --- the payload layout both backends store (the only module that knows it) ---
+
+def payload_of(flit: IndexedFlit) -> dict[str, Any]:
+    return {
+        "flit_id": flit.flit_id,
+        "author": flit.author_id,
+        # Epoch float: a Float payload index gives range filters on it, and it
+        # round-trips exactly (a datetime string would not, below 1 us).
+        "created_at": float(flit.created_at),
+        "lang": flit.lang,
+        "tags": list(flit.tags),
+    }
+
+
+def hit_from_payload(payload: dict[str, Any], score: float) -> Hit:
+    return Hit(flit_id=payload["flit_id"], author_id=payload["author"], created_at=float(payload["created_at"]),
+               score=float(score), lang=payload.get("lang"), tags=tuple(payload.get("tags") or ()))
+
+
+def flit_from_payload(payload: dict[str, Any], vector: Any) -> IndexedFlit:
+    return IndexedFlit(flit_id=payload["flit_id"], author_id=payload["author"],
+                       created_at=float(payload["created_at"]), vector=np.asarray(vector, dtype=np.float32),
+                       lang=payload.get("lang"), tags=tuple(payload.get("tags") or ()))
+
+
+def checked_vector(vector: np.ndarray, dim: int) -> list[float]:
+    """The vector as the engines take it, refusing what they would accept silently and regret."""
+    arr = np.asarray(vector, dtype=np.float32)
+    if arr.shape != (dim,):
+        raise ValueError(f"vector shape {arr.shape}, expected ({dim},)")
+    # Both engines accept NaN and zero vectors silently; both poison cosine.
+    if not np.isfinite(arr).all() or not arr.any():
+        raise ValueError("vector must be finite and non-zero")
+    values: list[float] = arr.tolist()
+    return values
 
 
 @runtime_checkable

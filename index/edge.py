@@ -66,7 +66,8 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from flitfeed.index.base import Hit, IndexedFlit, IndexError_, SearchFilter, point_id
+from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, SearchFilter, checked_vector, flit_from_payload,
+                                 hit_from_payload, payload_of, point_id)
 
 # uuid5 costs ~7 us; a feed request excludes hundreds of already-seen flits, and
 # the same ids recur request after request.
@@ -257,7 +258,7 @@ class EdgeIndex:
         shard = self._open_shard()
         latest = {f.flit_id: f for f in flits}
         points = [
-            Point(_point_id(f.flit_id), self._vector(f.vector), _payload(f)) for f in latest.values()
+            Point(_point_id(f.flit_id), self._vector(f.vector), payload_of(f)) for f in latest.values()
         ]
         for start in range(0, len(points), _UPSERT_CHUNK):
             operation = UpdateOperation.upsert_points(points[start : start + _UPSERT_CHUNK])
@@ -276,7 +277,7 @@ class EdgeIndex:
             params=self._search_params,
         )
         scored = _engine(lambda: shard.query(request), "search failed")
-        return [_hit(p.payload or {}, p.score) for p in scored]
+        return [hit_from_payload(p.payload or {}, p.score) for p in scored]
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The stored flits among ``flit_ids``, with their (normalised) vectors."""
@@ -287,7 +288,7 @@ class EdgeIndex:
         records = _engine(lambda: shard.retrieve(ids, with_payload=True, with_vector=True), "retrieve failed")
         out: dict[str, IndexedFlit] = {}
         for rec in records:
-            flit = _flit(rec.payload or {}, rec.vector)
+            flit = flit_from_payload(rec.payload or {}, rec.vector)
             out[flit.flit_id] = flit
         return out
 
@@ -389,14 +390,7 @@ class EdgeIndex:
         return self._shard
 
     def _vector(self, vector: np.ndarray) -> list[float]:
-        arr = np.asarray(vector, dtype=np.float32)
-        if arr.shape != (self.dim,):
-            raise ValueError(f"vector shape {arr.shape}, expected ({self.dim},)")
-        # The engine accepts NaN and zero vectors silently; both poison cosine.
-        if not np.isfinite(arr).all() or not arr.any():
-            raise ValueError("vector must be finite and non-zero")
-        values: list[float] = arr.tolist()
-        return values
+        return checked_vector(vector, self.dim)
 
 
 def _is_fresh(path: Path) -> bool:
@@ -413,38 +407,7 @@ def _engine(call: Callable[[], _T], what: str) -> _T:
         raise IndexError_(f"{what}: {exc}") from exc
 
 
-def _payload(flit: IndexedFlit) -> dict[str, Any]:
-    return {
-        "flit_id": flit.flit_id,
-        "author": flit.author_id,
-        # Epoch float: a Float payload index gives range filters on it, and it
-        # round-trips exactly (a datetime string would not, below 1 us).
-        "created_at": float(flit.created_at),
-        "lang": flit.lang,
-        "tags": list(flit.tags),
-    }
 
-
-def _hit(payload: dict[str, Any], score: float) -> Hit:
-    return Hit(
-        flit_id=payload["flit_id"],
-        author_id=payload["author"],
-        created_at=float(payload["created_at"]),
-        score=float(score),
-        lang=payload.get("lang"),
-        tags=tuple(payload.get("tags") or ()),
-    )
-
-
-def _flit(payload: dict[str, Any], vector: Any) -> IndexedFlit:
-    return IndexedFlit(
-        flit_id=payload["flit_id"],
-        author_id=payload["author"],
-        created_at=float(payload["created_at"]),
-        vector=np.asarray(vector, dtype=np.float32),
-        lang=payload.get("lang"),
-        tags=tuple(payload.get("tags") or ()),
-    )
 
 
 def _filter(flt: SearchFilter | None) -> Filter | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from qdrant_client import QdrantClient
@@ -30,7 +30,8 @@ from qdrant_client import models as qm
 from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException
 
-from flitfeed.index.base import Hit, IndexedFlit, IndexError_, SearchFilter, point_id
+from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, SearchFilter, checked_vector, flit_from_payload,
+                                 hit_from_payload, payload_of, point_id)
 
 # uuid5 costs ~7 us; a feed request excludes hundreds of already-seen flits, and
 # the same ids recur request after request.
@@ -138,7 +139,7 @@ class ServerIndex:
         client = self._open_client()
         latest = {f.flit_id: f for f in flits}
         points = [
-            qm.PointStruct(id=_point_id(f.flit_id), vector=self._vector(f.vector), payload=_payload(f))
+            qm.PointStruct(id=_point_id(f.flit_id), vector=self._vector(f.vector), payload=payload_of(f))
             for f in latest.values()
         ]
         for start in range(0, len(points), _UPSERT_CHUNK):
@@ -162,7 +163,7 @@ class ServerIndex:
             ),
             "search failed",
         )
-        return [_hit(p.payload or {}, p.score) for p in response.points]
+        return [hit_from_payload(p.payload or {}, p.score) for p in response.points]
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The stored flits among ``flit_ids``, with their (normalised) vectors."""
@@ -176,7 +177,7 @@ class ServerIndex:
         )
         out: dict[str, IndexedFlit] = {}
         for rec in records:
-            flit = _flit(rec.payload or {}, rec.vector)
+            flit = flit_from_payload(rec.payload or {}, rec.vector)
             out[flit.flit_id] = flit
         return out
 
@@ -218,13 +219,7 @@ class ServerIndex:
         return self._client
 
     def _vector(self, vector: np.ndarray) -> list[float]:
-        arr = np.asarray(vector, dtype=np.float32)
-        if arr.shape != (self.dim,):
-            raise ValueError(f"vector shape {arr.shape}, expected ({self.dim},)")
-        if not np.isfinite(arr).all() or not arr.any():
-            raise ValueError("vector must be finite and non-zero")
-        values: list[float] = arr.tolist()
-        return values
+        return checked_vector(vector, self.dim)
 
 
 def _call(call: Callable[[], _T], what: str) -> _T:
@@ -235,37 +230,7 @@ def _call(call: Callable[[], _T], what: str) -> _T:
         raise IndexError_(f"{what}: {exc}") from exc
 
 
-def _payload(flit: IndexedFlit) -> dict[str, Any]:
-    return {
-        "flit_id": flit.flit_id,
-        "author": flit.author_id,
-        # Epoch float, range-filtered through a Float payload index.
-        "created_at": float(flit.created_at),
-        "lang": flit.lang,
-        "tags": list(flit.tags),
-    }
 
-
-def _hit(payload: dict[str, Any], score: float) -> Hit:
-    return Hit(
-        flit_id=payload["flit_id"],
-        author_id=payload["author"],
-        created_at=float(payload["created_at"]),
-        score=float(score),
-        lang=payload.get("lang"),
-        tags=tuple(payload.get("tags") or ()),
-    )
-
-
-def _flit(payload: dict[str, Any], vector: Any) -> IndexedFlit:
-    return IndexedFlit(
-        flit_id=payload["flit_id"],
-        author_id=payload["author"],
-        created_at=float(payload["created_at"]),
-        vector=np.asarray(vector, dtype=np.float32),
-        lang=payload.get("lang"),
-        tags=tuple(payload.get("tags") or ()),
-    )
 
 
 def _filter(flt: SearchFilter | None) -> qm.Filter | None:

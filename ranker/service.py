@@ -196,8 +196,12 @@ class RankerService:
                 self._dead_letter(m, Reason.PROCESSING_ERROR, repr(exc))
         if messages:
             with self.metrics.time_stage("publish"):
-                self.producer.flush(10)
-            self.consumer.commit(asynchronous=True)
+                undelivered = self.producer.flush(10)
+            if undelivered:
+                # Not committing means these inputs are consumed again after a restart: no feed is lost.
+                log.error("feeds not delivered; offsets not committed", extra={"undelivered": undelivered})
+            else:
+                self.consumer.commit(asynchronous=True)
         self.metrics.users.labels(service=self.metrics.service).set(self.user_count())
         return published
 

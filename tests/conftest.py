@@ -13,7 +13,6 @@ from typing import Iterator
 import pytest
 
 from flitfeed.settings import Settings
-from tests.waiting import wait_until  # noqa: F401 - re-exported for tests
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -21,7 +20,13 @@ KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
 
 @pytest.fixture(scope="session")
 def broker() -> str:
-    """The real local broker; started by the project's own script if it is not running."""
+    """The real local broker; started by the project's own script if it is not running.
+
+    ``FLITFEED_TEST_BOOTSTRAP`` points the tests at a broker someone else started instead.
+    """
+    external = os.environ.get("FLITFEED_TEST_BOOTSTRAP")
+    if external:
+        return external
     subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], check=True)
     return "127.0.0.1:9092"
 

@@ -74,3 +74,20 @@ def test_parking_backs_off_then_gives_up() -> None:
     assert third.attempts == 2
     assert next_park(third, e, "cmF3", 2, 17, now=400.0, settings=S) is None
     assert retry_delay(10, S) == 4.0
+
+
+def test_dead_letter_is_counted_and_keeps_the_message() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from flitfeed.monitoring.metrics import Metrics
+    from flitfeed.streams.dead_letter import dead_letter
+    from flitfeed.streams.events import DeadLetter
+
+    metrics = Metrics("worker", CollectorRegistry())
+    key, value = dead_letter(metrics, topic="flits", partition=1, offset=9, key=b"k", value=b"{oops",
+                             reason=Reason.INVALID_JSON, detail="line 1")
+    record = DeadLetter.model_validate_json(value)
+    assert key == b"k" and record.original_value() == b"{oops" and record.offset == 9
+    assert record.service == "worker" and record.reason == Reason.INVALID_JSON
+    assert metrics.value("flitfeed_events_dead_lettered_total", service="worker", topic="flits",
+                         reason="invalid_json") == 1.0

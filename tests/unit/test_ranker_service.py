@@ -1,0 +1,46 @@
+"""The ranker service's pure parts: from a user state to a query, from a pipeline result to a feed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+
+from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.pipeline import PipelineResult
+from flitfeed.ranker.service import feed_query, make_feed
+from flitfeed.streams.events import Feed, UserState
+
+
+def state(**kw) -> UserState:
+    base = dict(user_id="u1", taste=[0.6, 0.8], positives=2, seen=["f1"], muted_authors=["a9"],
+                updated_at=datetime.now(timezone.utc), trigger_id="e7", trigger_ts=1.0)
+    return UserState(**(base | kw))
+
+
+def test_unknown_user_is_a_cold_query() -> None:
+    q = feed_query(None, "u1", 5, now=100.0)
+    assert q.cold_start and q.k == 5 and q.now == 100.0 and not q.seen
+
+
+def test_state_becomes_a_warm_query() -> None:
+    q = feed_query(state(), "u1", 10, now=1.0)
+    assert not q.cold_start
+    np.testing.assert_allclose(q.taste, [0.6, 0.8])
+    assert q.taste.dtype == np.float32
+    assert q.seen == {"f1"} and q.muted_authors == {"a9"} and q.positives == 2
+
+
+def test_state_without_taste_is_cold() -> None:
+    assert feed_query(state(taste=None, positives=0), "u1", 10, now=1.0).cold_start
+
+
+def test_feed_keeps_order_scores_and_reasons() -> None:
+    items = [Candidate("f3", "a1", 0.0, "similar", score=0.91234567), Candidate("f2", "a2", 0.0, "explore", score=0.5)]
+    result = PipelineResult(items=items, timings={}, removed={}, candidates=2)
+    q = feed_query(state(), "u1", 2, now=1.0)
+    feed = make_feed(q, result, model_version="m@1", trigger_id="e7", trigger_kind="interaction")
+    back = Feed.model_validate_json(feed.to_bytes())
+    assert [(i.flit_id, i.reason) for i in back.items] == [("f3", "similar"), ("f2", "explore")]
+    assert back.items[0].score == 0.912346 and back.model_version == "m@1" and not back.cold_start
+    assert back.trigger_id == "e7" and back.trigger_kind == "interaction"
