@@ -54,6 +54,10 @@ def open_service_index(settings: Settings, service: str, dim: int):  # noqa: ANN
     from flitfeed.index.base import IndexError_
     from flitfeed.index.factory import open_index
 
+    path, offsets = index_dir(settings, service), offsets_path(settings, service)
+    if path is not None and offsets is not None and (not path.exists() or not any(path.iterdir())):
+        # A new, empty index: offsets left from an old one would claim the log was already applied.
+        offsets.unlink(missing_ok=True)
     try:
         return open_index(settings, dim, name=service)
     except IndexError_ as exc:
