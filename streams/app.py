@@ -68,6 +68,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         settings.app_id,
         broker=brokers,
         store="memory://",
+        # Faust's default datadir is "<app id>-data" in the working directory; keep it with our data.
+        datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
