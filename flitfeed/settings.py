@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     drift_threshold_embedding_centroid: float = Field(0.05, gt=0)
     drift_threshold_embedding_mmd: float = Field(0.01, gt=0)
     drift_threshold_embedding_psi: float = Field(0.10, gt=0)
-    drift_threshold_user_vector: float = Field(0.15, gt=0)
+    drift_threshold_user_vector: float = Field(0.08, gt=0)
     drift_threshold_feed_score_psi: float = Field(0.25, gt=0)
     #: An interaction within this long after a feed served its flit counts as feedback on the feed.
     quality_window_s: float = Field(600.0, gt=0)

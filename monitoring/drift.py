@@ -74,7 +74,7 @@ class DriftThresholds:
     embedding_centroid: float = 0.05
     embedding_mmd: float = 0.01
     embedding_psi: float = 0.10
-    user_vector: float = 0.15
+    user_vector: float = 0.08
     feed_score_psi: float = 0.25
 
     def as_dict(self) -> dict[str, float]:

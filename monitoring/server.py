@@ -43,6 +43,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -60,16 +61,17 @@ class Health:
     Thread-safe: the HTTP threads read what the service's loop writes.
     """
 
-    def __init__(self, liveness_timeout_s: float = 30.0) -> None:
+    def __init__(self, liveness_timeout_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.liveness_timeout_s = liveness_timeout_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._last_beat: float | None = None
-        self._started = time.monotonic()
+        self._started = clock()
         self._conditions: dict[str, bool] = {}
 
     def beat(self) -> None:
         with self._lock:
-            self._last_beat = time.monotonic()
+            self._last_beat = self._clock()
 
     def require(self, *names: str) -> None:
         with self._lock:
@@ -83,7 +85,7 @@ class Health:
     def livez(self) -> tuple[int, dict]:
         with self._lock:
             last = self._last_beat
-        now = time.monotonic()
+        now = self._clock()
         age = None if last is None else round(now - last, 3)
         # Before the first beat the service is starting (loading a model, joining a group): alive for one timeout.
         ok = (now - self._started <= self.liveness_timeout_s) if last is None else now - last <= self.liveness_timeout_s
