@@ -227,7 +227,7 @@ class RankerService:
         if now < self._next_export:
             return
         self._next_export = now + self.settings.monitoring_interval_s
-        health.ready("flit_vectors_caught_up", self.replicator.caught_up())
+        health.ready("flit_vectors_caught_up", self.replicator.caught_up)
         self.monitors.export(catalog_size=len(self.recent))
 
     def _dead_letter(self, m, reason: Reason, detail: str) -> None:  # noqa: ANN001 - confluent Message

@@ -120,7 +120,7 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         # Runs on the event loop: a loop blocked by a stuck agent stops the beat and /livez turns 503.
         metrics.health.beat()
         metrics.health.ready("partitions_assigned", not app.rebalancing and bool(app.consumer.assignment()))
-        metrics.health.ready("flit_vectors_caught_up", ctx.replicator is not None and ctx.replicator.caught_up())
+        metrics.health.ready("flit_vectors_caught_up", ctx.replicator is not None and ctx.replicator.caught_up)
 
     @app.timer(interval=settings.monitoring_interval_s)
     async def export_gauges() -> None:
