@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     quality_window_s: float = Field(600.0, gt=0)
     #: How often consumer lag and gauges are refreshed.
     monitoring_interval_s: float = Field(5.0, gt=0)
+    #: The Prometheus that `flitfeed demo` starts (where installed), on 127.0.0.1.
+    prometheus_port: int = Field(9090, ge=1, le=65535)
 
     log_level: str = "INFO"
 
