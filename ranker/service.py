@@ -242,8 +242,9 @@ class RankerService:
 
     def _on_user_state(self, m) -> int:  # noqa: ANN001
         try:
-            state = UserState.model_validate_json(m.value())
-            check_user_key(m.key(), state.user_id)
+            with self.metrics.time_stage("decode"):
+                state = UserState.model_validate_json(m.value())
+                check_user_key(m.key(), state.user_id)
         except (ValueError, DecodeError) as exc:
             reason = exc.reason if isinstance(exc, DecodeError) else Reason.SCHEMA_VIOLATION
             self._dead_letter(m, reason, str(exc)[:500])
@@ -259,8 +260,9 @@ class RankerService:
 
     def _on_feed_request(self, m) -> int:  # noqa: ANN001
         try:
-            request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k)
-            check_user_key(m.key(), request.user_id)
+            with self.metrics.time_stage("decode"):
+                request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k)
+                check_user_key(m.key(), request.user_id)
         except DecodeError as e:
             self._dead_letter(m, e.reason, e.detail)
             return 0

@@ -194,3 +194,29 @@ def react(world: World, bus: Bus, feed: Feed, hidden: set[str]) -> None:
         hidden.add(feed.user_id)
         bus.interaction(Interaction(event_id=f"hide-{feed.trigger_id}", user_id=feed.user_id,
                                     flit_id=feed.items[-1].flit_id, kind="hide", ts=now_utc()))
+
+
+def test_lag_is_high_watermark_minus_committed_offset(isolated_settings: Settings) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from flitfeed.kafka.config import consumer_config
+    from flitfeed.monitoring.lag import LagReporter
+
+    create_topics(isolated_settings)
+    topic = isolated_settings.topic("flits")
+    bus = Bus(isolated_settings)
+    for i in range(7):
+        bus.send("flits", "same-key", f"m{i}".encode())  # one key: all seven on one partition
+    group = f"{isolated_settings.app_id}-lag"
+    reporter = LagReporter(consumer_config(isolated_settings, group_id=group), [topic], lambda *_: None)
+    probe = Consumer(consumer_config(isolated_settings, group_id=group))
+    try:
+        lag = reporter.measure(probe)
+        assert len(lag) == isolated_settings.partitions
+        assert sorted(lag.values())[-2:] == [0, 7]  # nothing committed yet: all retained messages count
+        partition = next(p for (_, p), n in lag.items() if n == 7)
+        probe.commit(offsets=[TopicPartition(topic, partition, 5)], asynchronous=False)
+        assert reporter.measure(probe)[(topic, partition)] == 2
+    finally:
+        probe.close()
+        bus.close()
