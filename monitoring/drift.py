@@ -77,9 +77,6 @@ class DriftThresholds:
     user_vector: float = 0.08
     feed_score_psi: float = 0.25
 
-    def as_dict(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in self.__slots__}
-
 
 def psi(expected: np.ndarray, actual: np.ndarray, eps: float = _PSI_EPS) -> float:
     """Population Stability Index between two histograms (counts or proportions).
