@@ -180,6 +180,12 @@ def test_every_dashboard_and_alert_expression_returns_data(settings: Settings, s
         assert busy == {"worker": 2, "ranker": 2}, "every process consumed its share"
         drift = query(prometheus, 'flitfeed_drift_score{signal="embedding_mmd"}')
         assert {r["metric"]["service"] for r in drift} == {"worker"}
+        # Prometheus loaded the alert rules and evaluates them without errors.
+        code, body = http_json(f"{prometheus}/api/v1/rules")
+        rules = [r for g in body["data"]["groups"] for r in g["rules"]]
+        assert code == 200 and len(rules) == len(rule_exprs())
+        wait_until(lambda: all(r["health"] == "ok" for r in http_json(f"{prometheus}/api/v1/rules")[1]["data"]
+                               ["groups"][0]["rules"]), 10, what="every alert rule evaluated without error")
     finally:
         bus.close()
 
