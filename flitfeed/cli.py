@@ -99,13 +99,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     encoder = make_encoder(settings)
     index = open_service_index(settings, "worker", encoder.dim)
     metrics = Metrics("worker")
-    metrics.serve(settings.metrics_host, settings.worker_metrics_port)
+    metrics.serve(settings.metrics_host, settings.worker_metrics_port, settings.targets_dir(),
+                  settings.liveness_timeout_s)
     ctx = create_worker(settings, encoder, index, metrics, offsets_path(settings, "worker"))
     worker = faust.Worker(ctx.app, loglevel=settings.log_level, override_logging=False)
     try:
         worker.execute_from_commandline()  # returns (via SystemExit) on SIGTERM/SIGINT after a clean stop
     finally:
         index.close()
+        if metrics.server is not None:
+            metrics.server.stop()
     return 0
 
 
@@ -116,8 +119,11 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
 
     wait_for_broker(settings, timeout_s=60)
     metrics = Metrics("ranker")
-    metrics.serve(settings.metrics_host, settings.ranker_metrics_port)
+    metrics.serve(settings.metrics_host, settings.ranker_metrics_port, settings.targets_dir(),
+                  settings.liveness_timeout_s)
+    metrics.health.require("index_open")
     index = open_service_index(settings, "ranker", settings.vector_dim)
+    metrics.health.ready("index_open")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -126,6 +132,8 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
         service.run(stop)
     finally:
         index.close()
+        if metrics.server is not None:
+            metrics.server.stop()
     return 0
 
 

@@ -86,7 +86,34 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
     ranker_metrics_port: int = Field(9102, ge=0, le=65535)
 
+    # --- Monitoring: health, scrape discovery, drift, quality (issue 3; README "Metrics" and "Drift") ----
+    #: Where each service process announces its metrics address for Prometheus file_sd
+    #: (empty = ``data_dir/metrics-targets``).
+    metrics_targets_dir: str = ""
+    #: /livez turns 503 when the service's loop has not made progress for this long.
+    liveness_timeout_s: float = Field(30.0, gt=0)
+    #: Drift windows: the first ``reference_size`` vectors/values vs the latest ``window_size``.
+    drift_reference_size: int = Field(500, ge=2)
+    drift_window_size: int = Field(500, ge=2)
+    drift_projections: int = Field(16, ge=1)
+    drift_bins: int = Field(10, ge=2)
+    drift_threshold_embedding_centroid: float = Field(0.05, gt=0)
+    drift_threshold_embedding_mmd: float = Field(0.01, gt=0)
+    drift_threshold_embedding_psi: float = Field(0.10, gt=0)
+    drift_threshold_user_vector: float = Field(0.08, gt=0)
+    drift_threshold_feed_score_psi: float = Field(0.25, gt=0)
+    #: An interaction within this long after a feed served its flit counts as feedback on the feed.
+    quality_window_s: float = Field(600.0, gt=0)
+    #: How often consumer lag and gauges are refreshed.
+    monitoring_interval_s: float = Field(5.0, gt=0)
+    #: The Prometheus that `flitfeed demo` starts (where installed), on 127.0.0.1.
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+
     log_level: str = "INFO"
+
+    def targets_dir(self) -> Path:
+        """Where metrics servers announce themselves for Prometheus' file-based discovery."""
+        return Path(self.metrics_targets_dir) if self.metrics_targets_dir else self.data_dir / "metrics-targets"
 
     def topic(self, name: str) -> str:
         """The real topic name of a logical topic."""

@@ -18,11 +18,17 @@ import contextlib
 import time
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+
+from flitfeed.monitoring.server import Health, MetricsServer
 
 #: 1 ms … 10 s, roughly ×2 per bucket: resolves both a 3 ms index query and a 5 s catch-up.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Cosine similarities and ratios in [0, 1].
+UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 class Metrics:
@@ -76,6 +82,48 @@ class Metrics:
                            ["service"], registry=r)
         self.model = Info("flitfeed_model", "The embedding model in use.", registry=r)
 
+        # --- health of the process and its consumers --------------------------------------------------
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
+        self.lag = Gauge("flitfeed_consumer_lag_messages",
+                         "Messages in a partition not yet committed by this service's consumer group.",
+                         ["service", "topic", "partition"], registry=r)
+
+        # --- drift (monitoring/drift.py) ----------------------------------------------------------------
+        self.drift = Gauge("flitfeed_drift_score",
+                           "Drift statistic of one signal (embedding_centroid, embedding_mmd, embedding_psi, "
+                           "user_vector, feed_score_psi): current window vs reference window.",
+                           ["service", "signal"], registry=r)
+        self.drift_threshold = Gauge("flitfeed_drift_threshold", "Alert threshold of each drift signal.",
+                                     ["service", "signal"], registry=r)
+        self.drift_window = Gauge("flitfeed_drift_window_samples",
+                                  "Samples in a drift signal's reference and current windows (filled / size).",
+                                  ["service", "signal", "window", "of"], registry=r)
+        self.user_movement = Counter("flitfeed_user_vector_movement_total",
+                                     "Sum of cosine distances users' tastes moved per update (rate = movement "
+                                     "per second).", ["service"], registry=r)
+        self.user_moves = Counter("flitfeed_user_vector_updates_total",
+                                  "Taste updates that had a previous direction (the movement's denominator).",
+                                  ["service"], registry=r)
+
+        # --- online quality proxies (monitoring/quality.py) ---------------------------------------------
+        self.top_similarity = Histogram("flitfeed_feed_top_similarity",
+                                        "Highest taste similarity among a personalised feed's items.",
+                                        buckets=UNIT_BUCKETS, registry=r)
+        self.items_served = Counter("flitfeed_feed_items_served_total", "Items published in feeds.",
+                                    registry=r)
+        self.feedback = Counter("flitfeed_feed_feedback_total",
+                                "Served items that received feedback from their user within the quality window, "
+                                "by feedback (positive: like/reflit/reply; negative: hide/report).",
+                                ["feedback"], registry=r)
+        self.coverage = Gauge("flitfeed_feed_catalog_coverage_ratio",
+                              "Share of the recent catalog shown in the latest feeds.", registry=r)
+        self.diversity = Histogram("flitfeed_feed_author_diversity_ratio",
+                                   "Distinct authors / items of each published feed.", buckets=UNIT_BUCKETS,
+                                   registry=r)
+        #: Set by :meth:`serve`; the service's loop calls ``health.beat()`` and clears readiness conditions.
+        self.health = Health()
+        self.server: MetricsServer | None = None
+
     @contextlib.contextmanager
     def time_stage(self, stage: str) -> Iterator[None]:
         start = time.perf_counter()
@@ -84,10 +132,26 @@ class Metrics:
         finally:
             self.stage_seconds.labels(service=self.service, stage=stage).observe(time.perf_counter() - start)
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose /metrics over HTTP (port 0 = do not serve)."""
-        if port:
-            start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, targets_dir: Path | None = None,
+              liveness_timeout_s: float = 30.0) -> MetricsServer | None:
+        """Serve /metrics, /livez and /readyz (port 0 = do not serve); announce the address in ``targets_dir``."""
+        self.health.liveness_timeout_s = liveness_timeout_s
+        if not port:
+            return None
+        self.server = MetricsServer(self.service, self.registry, self.health, targets_dir).start(host, port)
+        return self.server
+
+    def set_drift(self, signal: str, score: float | None, threshold: float) -> None:
+        """Export a drift score (nothing until its windows are full) and its threshold."""
+        self.drift_threshold.labels(service=self.service, signal=signal).set(threshold)
+        if score is not None:
+            self.drift.labels(service=self.service, signal=signal).set(score)
+
+    def set_drift_windows(self, signal: str, reference: tuple[int, int], current: tuple[int, int]) -> None:
+        """Window fill as ``(filled, size)`` pairs."""
+        for window, (filled, size) in (("reference", reference), ("current", current)):
+            self.drift_window.labels(service=self.service, signal=signal, window=window, of="filled").set(filled)
+            self.drift_window.labels(service=self.service, signal=signal, window=window, of="size").set(size)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (tests and the demo read metrics through this)."""

@@ -31,6 +31,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from flitfeed.index.base import VectorIndex
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.monitoring.metrics import Metrics
+from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feeds import build_feed_pipeline
 from flitfeed.ranker.params import RankerParams
@@ -76,6 +77,10 @@ class RankerService:
         self.recent = RecentFlits(capacity=settings.recent_flits_capacity)
         self.pipeline: FeedPipeline = build_feed_pipeline(index, self.engagement, self.recent, self.params)
         self.model_version = "unknown"
+        self.monitors = RankerMonitors(settings, metrics)
+        self._next_export = 0.0
+        # /readyz: group partitions assigned and the index replica caught up with flit-vectors.
+        metrics.health.require("partitions_assigned", "flit_vectors_caught_up")
         #: user states by partition, so a revoked partition's users can be dropped.
         self.states: dict[int, dict[str, UserState]] = {}
         self._t = {name: settings.topic(name) for name in
@@ -91,7 +96,10 @@ class RankerService:
     def _on_flit(self, record: FlitVector) -> None:
         f = record.flit
         self.recent.add_one(f.flit_id, f.author_id, to_epoch(f.created_at), tuple(f.tags), f.lang)
-        self.model_version = record.model_version
+        if record.model_version != self.model_version:
+            self.model_version = record.model_version
+            # The ranker has no encoder: the model it ranks with is the one that embedded the flits.
+            self.metrics.model.info({"model_version": record.model_version, "dim": str(len(record.vector))})
 
     def _interactions_reader(self) -> Consumer:
         """All partitions of ``interactions`` from one popularity window back: popularity is global."""
@@ -115,6 +123,7 @@ class RankerService:
             except ValueError:
                 continue  # the worker dead-letters invalid interactions; popularity just ignores them
             self.engagement.learn_one(event.flit_id, event.kind, to_epoch(event.ts))
+            self.monitors.learn_interaction(event.user_id, event.flit_id, event.kind, to_epoch(event.ts))
         return len(messages)
 
     # --- group membership ---------------------------------------------------
@@ -126,6 +135,7 @@ class RankerService:
             self.states[tp.partition] = self._bootstrap_states(tp.partition, committed.get(tp.partition, -1))
         log.info("partitions assigned", extra={"partitions": len(partitions), "users": self.user_count()})
         consumer.assign(partitions)
+        self.metrics.health.ready("partitions_assigned")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -164,10 +174,13 @@ class RankerService:
     # --- the loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         log.info("ranker running", extra={"group": self.settings.ranker_group})
+        lag = start_lag_reporter(self.settings, self.metrics, self.settings.ranker_group,
+                                 [self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]])
         try:
             while not stop.is_set():
                 self.step(timeout=0.02)
         finally:
+            lag.stop()
             self.close()
 
     def step(self, timeout: float = 0.02) -> int:
@@ -203,7 +216,19 @@ class RankerService:
             else:
                 self.consumer.commit(asynchronous=True)
         self.metrics.users.labels(service=self.metrics.service).set(self.user_count())
+        self._monitor()
         return published
+
+    def _monitor(self) -> None:
+        """Liveness beat every step; readiness and the slower gauges every ``monitoring_interval_s``."""
+        health = self.metrics.health
+        health.beat()
+        now = time.monotonic()
+        if now < self._next_export:
+            return
+        self._next_export = now + self.settings.monitoring_interval_s
+        health.ready("flit_vectors_caught_up", self.replicator.caught_up)
+        self.monitors.export(catalog_size=len(self.recent))
 
     def _dead_letter(self, m, reason: Reason, detail: str) -> None:  # noqa: ANN001 - confluent Message
         key, value = dead_letter(self.metrics, topic=m.topic(), partition=m.partition(), offset=m.offset(),
@@ -217,8 +242,9 @@ class RankerService:
 
     def _on_user_state(self, m) -> int:  # noqa: ANN001
         try:
-            state = UserState.model_validate_json(m.value())
-            check_user_key(m.key(), state.user_id)
+            with self.metrics.time_stage("decode"):
+                state = UserState.model_validate_json(m.value())
+                check_user_key(m.key(), state.user_id)
         except (ValueError, DecodeError) as exc:
             reason = exc.reason if isinstance(exc, DecodeError) else Reason.SCHEMA_VIOLATION
             self._dead_letter(m, reason, str(exc)[:500])
@@ -234,8 +260,9 @@ class RankerService:
 
     def _on_feed_request(self, m) -> int:  # noqa: ANN001
         try:
-            request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k)
-            check_user_key(m.key(), request.user_id)
+            with self.metrics.time_stage("decode"):
+                request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k)
+                check_user_key(m.key(), request.user_id)
         except DecodeError as e:
             self._dead_letter(m, e.reason, e.detail)
             return 0
@@ -256,6 +283,9 @@ class RankerService:
         self.metrics.feeds.labels(trigger=trigger_kind, cold_start=str(query.cold_start).lower()).inc()
         self.metrics.feed_items.observe(len(feed.items))
         self.metrics.feed_latency.labels(trigger=trigger_kind).observe(max(0.0, time.time() - trigger_ts))
+        self.monitors.learn_feed(user_id, [(c.flit_id, c.author_id) for c in result.items],
+                                 [c.similarity for c in result.items], personalised=not query.cold_start,
+                                 now=time.time())
 
     def _record(self, result: PipelineResult) -> None:
         m = self.metrics

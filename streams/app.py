@@ -21,6 +21,7 @@ from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
 from flitfeed.monitoring.metrics import Metrics
+from flitfeed.monitoring.monitors import WorkerMonitors, start_lag_reporter
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
                                TOPIC_PARKED, TOPIC_USER_STATES, Settings)
 from flitfeed.streams.replicator import FlitVectorReplicator
@@ -50,6 +51,7 @@ class WorkerContext:
     user_states: faust.TopicT
     dead_letters: faust.TopicT
     replicator: FlitVectorReplicator | None = None
+    monitors: WorkerMonitors | None = None
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
         await topic.send(key=key, value=value)
@@ -91,6 +93,9 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         dead_letters=_raw_topic(app, settings, TOPIC_DEAD_LETTERS),
     )
     metrics.model.info({"model_version": encoder.model_version, "dim": str(encoder.dim)})
+    ctx.monitors = WorkerMonitors(settings, metrics, encoder.dim)
+    # /readyz: partitions assigned (no rebalance in progress) and the index replica caught up with the log.
+    metrics.health.require("partitions_assigned", "flit_vectors_caught_up")
 
     from flitfeed.streams.agents import embed_flits, retry_parked, update_users
 
@@ -110,9 +115,24 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
                 log.exception("flit-vector replication failed")
                 await asyncio.sleep(1.0)
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=1.0)
+    async def heartbeat() -> None:
+        # Runs on the event loop: a loop blocked by a stuck agent stops the beat and /livez turns 503.
+        metrics.health.beat()
+        metrics.health.ready("partitions_assigned", not app.rebalancing and bool(app.consumer.assignment()))
+        metrics.health.ready("flit_vectors_caught_up", ctx.replicator is not None and ctx.replicator.caught_up)
+
+    @app.timer(interval=settings.monitoring_interval_s)
     async def export_gauges() -> None:
         metrics.users.labels(service=metrics.service).set(len(ctx.profiles))
         metrics.index_points.labels(service=metrics.service).set(index.count())
+        if ctx.monitors is not None:
+            ctx.monitors.export()
+
+    @app.task
+    async def report_lag() -> None:
+        # A daemon thread with its own consumer (never joins the group); it ends with the process.
+        start_lag_reporter(settings, metrics, settings.app_id, [
+            settings.topic(TOPIC_FLITS), settings.topic(TOPIC_INTERACTIONS), settings.topic(TOPIC_PARKED)])
 
     return ctx

@@ -24,6 +24,7 @@ from flitfeed.demo.scoreboard import Scoreboard
 from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics, wait_for_broker
 from flitfeed.kafka.config import consumer_config, producer_config
+from flitfeed.monitoring.prometheus import LocalPrometheus
 from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
 from flitfeed.streams.events import Feed
 
@@ -60,6 +61,7 @@ def _stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7) -> int:
     started_broker = False
     procs: list[subprocess.Popen] = []
+    prometheus: LocalPrometheus | None = None
     log_dir = settings.data_dir / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -76,12 +78,17 @@ def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7)
             started_broker = True
         wait_for_broker(settings, timeout_s=60)
         create_topics(settings)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # Processes announce their metrics address here; the demo's Prometheus scrapes what it finds.
+        targets_dir = settings.targets_dir().resolve()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", FLITFEED_METRICS_TARGETS_DIR=str(targets_dir))
         print("starting worker and ranker (loading the embedding model takes a few seconds) ...", flush=True)
         procs = [_spawn("worker", env, log_dir), _spawn("ranker", env, log_dir)]
         print(f"  logs:    {log_dir}/worker.log, {log_dir}/ranker.log")
         print(f"  metrics: http://{settings.metrics_host}:{settings.worker_metrics_port}/metrics (worker), "
-              f"http://{settings.metrics_host}:{settings.ranker_metrics_port}/metrics (ranker)", flush=True)
+              f"http://{settings.metrics_host}:{settings.ranker_metrics_port}/metrics (ranker); "
+              f"/livez and /readyz beside them; a taken port falls back to a free one, listed in {targets_dir}",
+              flush=True)
+        prometheus = _start_prometheus(settings, targets_dir)
         _stream_world(settings, procs, duration_s, seed)
     except (KeyboardInterrupt, _Stop):
         print("\nstopping ...", flush=True)
@@ -89,10 +96,30 @@ def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7)
         signal.signal(signal.SIGTERM, previous)
         for proc in procs:
             _stop_process(proc)
+        if prometheus is not None:
+            prometheus.stop()
         if started_broker:
             subprocess.call(["bash", str(KAFKA_SCRIPT), "stop"])
     print("demo stopped cleanly")
     return 0
+
+
+def _start_prometheus(settings: Settings, targets_dir: Path) -> LocalPrometheus | None:
+    """Start the project's Prometheus where it is installed; returns it when this demo started it."""
+    prom = LocalPrometheus(port=settings.prometheus_port, data_dir=settings.data_dir / "prometheus",
+                           targets_dir=targets_dir)
+    if not prom.installed():
+        print("  prometheus: not installed (deploy/prometheus/prometheus.sh install); dashboards: deploy/grafana/",
+              flush=True)
+        return None
+    if prom.running():
+        print(f"  prometheus: already running at {prom.url}", flush=True)
+        return None
+    if prom.start():
+        print(f"  prometheus: {prom.url} (alerts: {prom.url}/alerts; Grafana dashboards: deploy/grafana/)", flush=True)
+        return prom
+    print(f"  prometheus: did not start; see {settings.data_dir / 'prometheus' / 'prometheus.log'}", flush=True)
+    return None
 
 
 def _stream_world(settings: Settings, procs: list[subprocess.Popen], duration_s: float | None, seed: int) -> None:

@@ -7,6 +7,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
+
 from flitfeed.streams.agents.common import raw_message, send_dead_letter
 from flitfeed.streams.embedding import EmbeddedBatch, RawMessage, decode_flits, embed_flits
 from flitfeed.streams.events import Flit, Reason
@@ -63,6 +65,8 @@ async def process_batch(ctx: "WorkerContext", messages: list[RawMessage]) -> Non
             batch.vectors += one.vectors
             batch.points += one.points
     searchable = time.time()
+    if ctx.monitors is not None and batch.points:
+        ctx.monitors.learn_flits(np.stack([p.vector for p in batch.points]))
     for point in batch.points:
         m.freshness.labels(service=m.service).observe(max(0.0, searchable - point.created_at))
     with m.time_stage("publish"):

@@ -56,6 +56,7 @@ async def apply_or_park(ctx: "WorkerContext", interaction: Interaction, msg: Raw
     m = ctx.metrics
     stored = ctx.profiles.get(interaction.user_id)
     profile = UserProfile.from_dict(stored) if stored else UserProfile(interaction.user_id)
+    before = profile.query_vector()
     with m.time_stage("user_update"):
         result = apply_interaction(interaction, profile, lambda fid: lookup(ctx, fid), ctx.params)
     source_topic = ctx.interactions.get_topic_name()
@@ -83,6 +84,8 @@ async def apply_or_park(ctx: "WorkerContext", interaction: Interaction, msg: Raw
         await ctx.send(ctx.parked, interaction.user_id.encode(), nxt.to_bytes())
         return "park"
     ctx.profiles[interaction.user_id] = profile.to_dict()
+    if ctx.monitors is not None:
+        ctx.monitors.learn_taste(before, profile.query_vector())
     m.processed.labels(service=m.service, topic=source_topic).inc()
     await publish_state(ctx, profile, interaction.event_id, msg.timestamp)
     return "applied"
