@@ -234,7 +234,8 @@ class RankerService:
 
     def _on_feed_request(self, m) -> int:  # noqa: ANN001
         try:
-            request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k)
+            request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k,
+                                          max_bytes=self.settings.max_message_bytes)
             check_user_key(m.key(), request.user_id)
         except DecodeError as e:
             self._dead_letter(m, e.reason, e.detail)

@@ -20,6 +20,7 @@ import faust
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
+from flitfeed.kafka.security import faust_credentials
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
                                TOPIC_PARKED, TOPIC_USER_STATES, Settings)
@@ -78,6 +79,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         broker_commit_interval=1.0,
         web_enabled=False,
         autodiscover=False,
+        # TLS/SASL from the same settings as the confluent-kafka clients (None = PLAINTEXT).
+        broker_credentials=faust_credentials(settings),
     )
     ctx = WorkerContext(
         settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,

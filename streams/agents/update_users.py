@@ -34,7 +34,8 @@ def register(ctx: "WorkerContext") -> None:
                 with ctx.metrics.time_stage("decode"):
                     interaction = decode_interaction(msg.value, now=time.time(),
                                                      max_skew_s=ctx.settings.max_clock_skew_s,
-                                                     max_age_s=ctx.settings.max_event_age_s)
+                                                     max_age_s=ctx.settings.max_event_age_s,
+                                                     max_bytes=ctx.settings.max_message_bytes)
                     check_user_key(msg.key, interaction.user_id)
             except DecodeError as e:
                 await send_dead_letter(ctx, msg, e.reason, e.detail)
