@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     qdrant_ca_file: Path | None = None
     #: Bound on waiting for Kafka (and a Qdrant server) at start-up before exiting with a clear error.
     startup_timeout_s: float = Field(60.0, gt=0)
+    #: Consumer-group session timeout of the worker and the ranker: how long a crashed (kill -9)
+    #: member keeps its partitions before the group moves them. Faust's default is 60 s.
+    group_session_timeout_s: float = Field(10.0, ge=6.0, le=300.0)
     #: Messages larger than this are dead-lettered (``message_too_large``) before they are parsed.
     max_message_bytes: int = Field(64 * 1024, ge=256)
 

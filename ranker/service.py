@@ -83,7 +83,9 @@ class RankerService:
         self.producer = Producer(producer_config(settings))
         self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit)
         self.interactions = self._interactions_reader()
-        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group))
+        # The session timeout bounds how long a crashed ranker's partitions wait for a new member.
+        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group, **{
+            "session.timeout.ms": int(settings.group_session_timeout_s * 1000)}))
         self.consumer.subscribe([self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke)
 

@@ -77,6 +77,9 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         # Commit often: on a crash, what was applied but not committed is re-delivered and skipped by event id.
         broker_commit_every=100,
         broker_commit_interval=1.0,
+        # A crashed worker's partitions move to a new member after this (not Faust's 60 s default).
+        broker_session_timeout=settings.group_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
         web_enabled=False,
         autodiscover=False,
         # TLS/SASL from the same settings as the confluent-kafka clients (None = PLAINTEXT).
