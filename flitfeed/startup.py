@@ -88,3 +88,35 @@ def open_with_retries(open_: Callable[[], T], settings: Settings, what: str) -> 
             raise
 
     return retry_until(attempt, what=what, timeout_s=settings.startup_timeout_s, retry_on=(ConnectionError,))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A Kafka error that goes away by itself: a leader moving, a coordinator loading, a broker restarting."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return False
+    err: KafkaError = exc.args[0]
+    return bool(err.retriable()) or err.code() in {
+        KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._WAIT_COORD,
+        KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.REQUEST_TIMED_OUT}
+
+
+def kafka_call(call: Callable[[], T], *, what: str, timeout_s: float = 60.0) -> T:
+    """Run a confluent-kafka request, retrying transient errors for at most ``timeout_s``.
+
+    A topic created a moment ago, or a broker that just restarted, answers "not leader" or times
+    out for a while; a service must wait that out instead of exiting.
+    """
+    def attempt() -> T:
+        try:
+            return call()
+        except Exception as exc:
+            if is_transient(exc):
+                raise ConnectionError(str(exc)) from exc
+            raise
+
+    return retry_until(attempt, what=what, timeout_s=timeout_s, retry_on=(ConnectionError,),
+                       first_delay_s=0.1, max_delay_s=2.0)

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from flitfeed.index.base import VectorIndex
 from flitfeed.kafka.config import consumer_config, producer_config
@@ -42,6 +42,7 @@ from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FE
 from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.events import (DecodeError, Feed, FeedItem, FlitVector, Interaction, Reason, UserState,
                                      check_user_key, decode_feed_request, to_epoch)
+from flitfeed.startup import is_transient, kafka_call
 from flitfeed.streams.replicator import FlitVectorReplicator
 
 log = logging.getLogger(__name__)
@@ -99,10 +100,12 @@ class RankerService:
         """All partitions of ``interactions`` from one popularity window back: popularity is global."""
         topic = self._t[TOPIC_INTERACTIONS]
         reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-engagement-unused"))
-        meta = reader.list_topics(topic, timeout=10)
+        meta = kafka_call(lambda: reader.list_topics(topic, timeout=10), what=f"metadata of {topic}")
         since_ms = int((time.time() - 4 * self.settings.popularity_half_life_s) * 1000)
         wanted = [TopicPartition(topic, p, since_ms) for p in sorted(meta.topics[topic].partitions)]
-        starts = reader.offsets_for_times(wanted, timeout=10)
+        # Right after the topics are created (or the broker restarted) this answers "not leader" for a
+        # while: retried, not fatal (it used to crash a ranker started on a fresh broker).
+        starts = kafka_call(lambda: reader.offsets_for_times(wanted, timeout=10), what=f"start offsets of {topic}")
         reader.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                        for tp in starts])
         return reader
@@ -123,7 +126,8 @@ class RankerService:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         states_topic = self._t[TOPIC_USER_STATES]
         mine = [tp for tp in partitions if tp.topic == states_topic]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(mine, timeout=10)} if mine else {}
+        committed = ({tp.partition: tp.offset for tp in kafka_call(lambda: consumer.committed(mine, timeout=10),
+                                                                   what="committed offsets")} if mine else {})
         for tp in mine:
             self.states[tp.partition] = self._bootstrap_states(tp.partition, committed.get(tp.partition, -1))
         log.info("partitions assigned", extra={"partitions": len(partitions), "users": self.user_count()})
@@ -168,7 +172,14 @@ class RankerService:
         log.info("ranker running", extra={"group": self.settings.ranker_group})
         try:
             while not stop.is_set():
-                self.step(timeout=0.02)
+                try:
+                    self.step(timeout=0.02)
+                except KafkaException as exc:
+                    # A broker restarting: the clients reconnect by themselves; wait and go on.
+                    if not is_transient(exc):
+                        raise
+                    log.warning("Kafka unavailable; retrying", extra={"error": str(exc)[:200]})
+                    stop.wait(1.0)
         finally:
             self.close()
 
