@@ -286,8 +286,21 @@ class RankerService:
         for name, n in result.removed.items():
             m.filter_removed.labels(filter=name).inc(n)
 
+    def _final_commit(self) -> None:
+        """On a graceful stop: deliver what is pending, then commit synchronously (the loop's commits
+        are asynchronous and could still be in flight), so a restart re-reads nothing already served."""
+        if self.producer.flush(10) != 0:
+            log.error("feeds not delivered at shutdown; offsets left uncommitted")
+            return
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._NO_OFFSET:
+                return  # nothing consumed since the last commit
+            raise
+
     def close(self) -> None:
-        for closer in (self.consumer.close, self.interactions.close, self.replicator.close,
+        for closer in (self._final_commit, self.consumer.close, self.interactions.close, self.replicator.close,
                        lambda: self.producer.flush(10)):
             try:
                 closer()

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from flitfeed.streams.agents.common import raw_message, send_dead_letter
+from flitfeed.streams.agents.common import done, raw_message, send_dead_letter
 from flitfeed.streams.embedding import EmbeddedBatch, RawMessage, decode_flits, embed_flits
 from flitfeed.streams.events import Flit, Reason
 
@@ -24,6 +24,8 @@ def register(ctx: "WorkerContext") -> None:
     async def embed_flits_agent(stream: Any) -> None:
         async for events in stream.take_events(s.encoder_batch_size, within=s.embed_batch_wait_s):
             await process_batch(ctx, [raw_message(e) for e in events])
+            for e in events:
+                done(e)
 
 
 async def _embed(ctx: "WorkerContext", flits: Sequence[Flit]) -> EmbeddedBatch:
