@@ -234,3 +234,18 @@ def test_every_dependency_is_pinned() -> None:
     deps = project["dependencies"] + [d for group in project["optional-dependencies"].values() for d in group]
     loose = [d for d in deps if not re.fullmatch(r"[A-Za-z0-9_.\-\[\],]+==[0-9][A-Za-z0-9.]*", d)]
     assert not loose, f"not pinned exactly: {loose}"
+
+
+def test_unreachable_qdrant_server_is_waited_for_then_named(tmp_path: Path) -> None:
+    import socket
+
+    from flitfeed.cli import open_service_index
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    s = Settings(qdrant_url=f"http://127.0.0.1:{port}", qdrant_api_key=SECRET, startup_timeout_s=1.0,
+                 data_dir=tmp_path)
+    with pytest.raises(DependencyUnavailable, match=rf"Qdrant server at http://127.0.0.1:{port} not available "
+                                                     r"after 1s; \d+ attempts") as info:
+        open_service_index(s, "ranker", 4)
+    assert SECRET not in str(info.value)
