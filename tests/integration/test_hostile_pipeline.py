@@ -1,6 +1,7 @@
 """Hostile input through the running pipeline: every message is applied or dead-lettered, counts reconcile.
 
-Hypothesis generates batches of messages for every input topic (``flits``, ``interactions``,
+Junk on the internal topics the services read (``user-states``, ``interactions-parked``) is
+dead-lettered too. Hypothesis generates batches of messages for every input topic (``flits``, ``interactions``,
 ``feed-requests``): valid events, events with one field made hostile, random bytes, oversized
 messages, wrong keys, interactions for flits that never arrive. Each message's expected outcome is
 computed with the same decoders the services use; the real worker and ranker (separate processes,
@@ -37,7 +38,7 @@ from hypothesis import strategies as st
 from flitfeed.kafka.admin import create_topics
 from flitfeed.kafka.config import consumer_config
 from flitfeed.settings import (TOPIC_FEED_REQUESTS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
-                               TOPIC_USER_STATES, Settings)
+                               TOPIC_PARKED, TOPIC_USER_STATES, Settings)
 from flitfeed.streams.events import (DecodeError, Flit, FlitVector, UserState, check_user_key,
                                      decode_feed_request, decode_flit, decode_interaction)
 from flitfeed.encoders.hashing import HashingEncoder
@@ -182,12 +183,19 @@ def read_all(settings: Settings, topic: str) -> list:
     return out
 
 
-def latest_states(bus: Bus) -> dict[str, dict]:
-    states = {}
+def user_states(bus: Bus) -> list[UserState]:
+    """The worker's user states (the junk this test put on the topic skipped)."""
+    out = []
     for m in bus.drain(TOPIC_USER_STATES):
-        s = UserState.model_validate_json(m.value())
-        states[s.user_id] = s.model_dump(exclude={"updated_at", "trigger_ts", "trigger_id"})
-    return states
+        try:
+            out.append(UserState.model_validate_json(m.value()))
+        except ValueError:
+            continue
+    return out
+
+
+def latest_states(bus: Bus) -> dict[str, dict]:
+    return {st.user_id: st.model_dump(exclude={"updated_at", "trigger_ts", "trigger_id"}) for st in user_states(bus)}
 
 
 # --- the test ---------------------------------------------------------------------------------------------
@@ -222,6 +230,15 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
     wait_until(lambda: set(KNOWN_FLITS) <= {FlitVector.model_validate_json(m.value()).flit.flit_id
                                             for m in bus.drain(TOPIC_FLIT_VECTORS)}, SETTLE_S, what="seed flits")
 
+    # The internal topics the services consume are decoded as defensively as the input topics.
+    internal = {s.topic(TOPIC_USER_STATES): "ranker", s.topic(TOPIC_PARKED): "worker"}
+    for topic in internal:
+        for junk in (b"\xff\xfe", b"{}", b"null", b'{"user_id": 5}', b""):
+            delivered = []
+            bus.producer.produce(topic, key=b"u0", value=junk, on_delivery=lambda err, m: delivered.append(m))
+            assert bus.producer.flush(10) == 0
+            sent.append(Sent(topic, b"u0", junk, delivered[0].partition(), delivered[0].offset(), "schema_violation"))
+
     def settled() -> dict | None:
         """The metric samples once every sent message has its outcome, else None."""
         assert services.all_alive(), "a service died on hostile input"
@@ -236,6 +253,8 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
         done[topic_names[TOPIC_FEED_REQUESTS]] = (
             counter_sum(r, "flitfeed_feeds_published_total", trigger="request")
             + counter_sum(r, "flitfeed_events_dead_lettered_total", topic=topic_names[TOPIC_FEED_REQUESTS]))
+        for t, svc in internal.items():
+            done[t] = counter_sum(w if svc == "worker" else r, "flitfeed_events_dead_lettered_total", topic=t)
         return {"worker": w, "ranker": r} if all(done[t] >= want[t] for t in done) else None
 
     def check_reconciled(samples: dict) -> None:
@@ -255,9 +274,12 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
         assert counter_sum(r, "flitfeed_events_consumed_total", topic=t) == sum(1 for x in sent if x.topic == t)
 
         # Exactly the expected dead letters, once each, with the original message and where it was.
+        expected = {(x.topic, x.partition, x.offset): x for x in sent if x.expected not in ("applied", "duplicate")}
+        # The counters say they were sent; reading them back may take more than one poll.
+        wait_until(lambda: set(expected) <= {(d.source_topic, d.partition, d.offset) for d in bus.dead_letters()},
+                   30, what="the dead letters to be readable")
         letters = {(d.source_topic, d.partition, d.offset): d for d in bus.dead_letters()}
         assert len(letters) == len(bus.dead_letters()), "a message was dead-lettered twice"
-        expected = {(x.topic, x.partition, x.offset): x for x in sent if x.expected not in ("applied", "duplicate")}
         assert set(letters) == set(expected), (
             f"missing: {[expected[k].expected for k in set(expected) - set(letters)]}, "
             f"unexpected: {[letters[k].reason for k in set(letters) - set(expected)]}")
@@ -269,12 +291,12 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
         for reason, n in Counter(x.expected for x in expected.values()).items():
             source = Counter(x.topic for x in expected.values() if x.expected == reason)
             for topic, k in source.items():
-                svc = w if topic != topic_names[TOPIC_FEED_REQUESTS] else r
+                svc = r if topic in (topic_names[TOPIC_FEED_REQUESTS], s.topic(TOPIC_USER_STATES)) else w
                 assert counter_sum(svc, "flitfeed_events_dead_lettered_total", topic=topic, reason=reason) == k
 
         # Everything else was applied: its id shows up downstream.
         vectors = {FlitVector.model_validate_json(m.value()).flit.flit_id for m in bus.drain(TOPIC_FLIT_VECTORS)}
-        state_triggers = {UserState.model_validate_json(m.value()).trigger_id for m in bus.drain(TOPIC_USER_STATES)}
+        state_triggers = {st.trigger_id for st in user_states(bus)}
         feed_triggers = {f.trigger_id for f in bus.feeds()}
         for x in sent:
             if x.expected != "applied":
