@@ -207,7 +207,9 @@ class RankerService:
             except Exception as exc:  # one bad message must not stop the ranker
                 log.exception("message failed", extra={"topic": m.topic(), "offset": m.offset()})
                 self._dead_letter(m, Reason.PROCESSING_ERROR, repr(exc))
-        if messages:
+        # Only error events (a broker going away) leave nothing to flush or commit, and committing
+        # before anything was consumed raises "no offset stored".
+        if any(m.error() is None for m in messages):
             with self.metrics.time_stage("publish"):
                 undelivered = self.producer.flush(10)
             if undelivered:
