@@ -181,9 +181,11 @@ def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Se
     load_stopped = time.monotonic()
 
     expected = expected_states(load, s)
-    wait_until(lambda: not mismatches(expected, latest_states(bus)) or None, 180, interval=0.5,
-               what=f"final user states equal to the uninterrupted run; still wrong: "
-                    f"{mismatches(expected, latest_states(bus))[:5]}")
+    try:
+        wait_until(lambda: not mismatches(expected, latest_states(bus)) or None, 180, interval=0.5,
+                   what="final user states equal to the uninterrupted run")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still wrong: {mismatches(expected, latest_states(bus))[:8]}") from None
     caught_up = time.monotonic()
     print(f"\n{len(victims)} kills ({', '.join(victims)}), {len(load.events)} interactions, {len(load.flits)} flits, "
           f"{len(expected)} users: every state correct {caught_up - last_restart:.1f} s after the last restart, "
