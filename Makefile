@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 KAFKA  := bash deploy/kafka/kafka.sh
 PROMETHEUS := bash deploy/prometheus/prometheus.sh
 
-.PHONY: setup demo test test-unit broker-start broker-stop clean
+.PHONY: setup demo test test-unit broker-start broker-stop clean audit
 
 $(BIN)/flitfeed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,16 @@ broker-stop:
 clean:
 	$(KAFKA) clean || true
 	rm -rf var
+
+# Audits the pinned dependencies (as installed in .venv) against the PyPI advisory database.
+# pip-audit lives in its own virtualenv so that its dependencies never shift the project's pins.
+PIP_AUDIT_VERSION := 2.10.1
+AUDIT_VENV := .venv-audit
+# pypi (the PyPI JSON API) or osv (api.osv.dev); --strict fails when a package could not be checked.
+AUDIT_SERVICE ?= pypi
+audit: $(BIN)/flitfeed
+	test -x $(AUDIT_VENV)/bin/pip-audit || $(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/pip install --quiet pip-audit==$(PIP_AUDIT_VERSION)
+	$(BIN)/pip freeze --exclude-editable > $(AUDIT_VENV)/requirements.txt
+	$(AUDIT_VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off --vulnerability-service $(AUDIT_SERVICE) \
+	    -r $(AUDIT_VENV)/requirements.txt

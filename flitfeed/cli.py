@@ -58,11 +58,14 @@ def open_service_index(settings: Settings, service: str, dim: int):  # noqa: ANN
     if path is not None and offsets is not None and (not path.exists() or not any(path.iterdir())):
         # A new, empty index: offsets left from an old one would claim the log was already applied.
         offsets.unlink(missing_ok=True)
+    if settings.qdrant_url:
+        from flitfeed.startup import open_with_retries
+
+        return open_with_retries(lambda: open_index(settings, dim, name=service), settings,
+                                 what=f"Qdrant server at {settings.qdrant_url}")
     try:
         return open_index(settings, dim, name=service)
     except IndexError_ as exc:
-        if settings.qdrant_url:
-            raise
         log.error("embedded index unusable; rebuilding it from the flit-vectors log",
                   extra={"service": service, "error": str(exc)})
         drop_index(settings, service)
@@ -91,11 +94,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from flitfeed.encoders.factory import make_encoder
-    from flitfeed.kafka.admin import wait_for_broker
     from flitfeed.monitoring.metrics import Metrics
+    from flitfeed.startup import wait_for_kafka
     from flitfeed.streams.app import create_worker
 
-    wait_for_broker(settings, timeout_s=60)
+    wait_for_kafka(settings)
     encoder = make_encoder(settings)
     index = open_service_index(settings, "worker", encoder.dim)
     metrics = Metrics("worker")
@@ -113,11 +116,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
-    from flitfeed.kafka.admin import wait_for_broker
     from flitfeed.monitoring.metrics import Metrics
     from flitfeed.ranker.service import RankerService
+    from flitfeed.startup import wait_for_kafka
 
-    wait_for_broker(settings, timeout_s=60)
+    wait_for_kafka(settings)
     metrics = Metrics("ranker")
     metrics.serve(settings.metrics_host, settings.ranker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
@@ -300,7 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     configure(settings.log_level, service=args.command)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return int(args.func(args, settings) or 0)
+    from flitfeed.kafka.security import SecurityConfigError
+    from flitfeed.startup import EXIT_DEPENDENCY, DependencyUnavailable
+
+    try:
+        return int(args.func(args, settings) or 0)
+    except (DependencyUnavailable, SecurityConfigError) as exc:
+        # One clear line instead of a traceback: what was missing and what to do.
+        log.error("cannot start %s: %s", args.command, exc)
+        return EXIT_DEPENDENCY
 
 
 if __name__ == "__main__":

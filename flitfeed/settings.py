@@ -13,8 +13,9 @@ parts it needs) down; nothing reads the environment anywhere else.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Logical topic names; the real name is ``topic_prefix + name``.
@@ -53,7 +54,8 @@ class Settings(BaseSettings):
     # --- Index -------------------------------------------------------------
     #: Empty = embedded Qdrant Edge on ``data_dir``; a URL selects a Qdrant server.
     qdrant_url: str = ""
-    qdrant_api_key: str = ""
+    #: Secret: read with :meth:`Settings.qdrant_api_key_value` (env or ``qdrant_api_key_file``).
+    qdrant_api_key: SecretStr = SecretStr("")
     collection: str = "flits"
     data_dir: Path = Path("var/data")
 
@@ -111,6 +113,37 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # --- Security and start-up (issue 6) ------------------------------------
+    #: Passed to every Kafka client: confluent-kafka (flitfeed.kafka.config) and Faust/aiokafka
+    #: (flitfeed.kafka.security). Secrets are SecretStr (repr and str show '**********') and may
+    #: come from a file (Kubernetes/compose secrets) instead of the environment.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    qdrant_api_key_file: Path | None = None
+    #: CA bundle for a Qdrant server with a private CA (``https://`` URL); empty = system CAs.
+    qdrant_ca_file: Path | None = None
+    #: Bound on waiting for Kafka (and a Qdrant server) at start-up before exiting with a clear error.
+    startup_timeout_s: float = Field(60.0, gt=0)
+    #: Consumer-group session timeout of the worker and the ranker: how long a crashed (kill -9)
+    #: member keeps its partitions before the group moves them. Faust's default is 60 s.
+    group_session_timeout_s: float = Field(10.0, ge=6.0, le=300.0)
+    #: Messages larger than this are dead-lettered (``message_too_large``) before they are parsed.
+    max_message_bytes: int = Field(64 * 1024, ge=256)
+
+    def kafka_sasl_password_value(self) -> str:
+        """The SASL password: from ``kafka_sasl_password_file`` when set, else the env variable."""
+        return _secret(self.kafka_sasl_password, self.kafka_sasl_password_file)
+
+    def qdrant_api_key_value(self) -> str:
+        """The Qdrant API key: from ``qdrant_api_key_file`` when set, else the env variable."""
+        return _secret(self.qdrant_api_key, self.qdrant_api_key_file)
+
     def targets_dir(self) -> Path:
         """Where metrics servers announce themselves for Prometheus' file-based discovery."""
         return Path(self.metrics_targets_dir) if self.metrics_targets_dir else self.data_dir / "metrics-targets"
@@ -118,3 +151,14 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The real topic name of a logical topic."""
         return f"{self.topic_prefix}{name}"
+
+
+def _secret(value: SecretStr, path: Path | None) -> str:
+    """A secret from a file (trailing newline dropped) or the environment; never logged.
+
+    >>> _secret(SecretStr("from-env"), None)
+    'from-env'
+    """
+    if path is not None:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    return value.get_secret_value()

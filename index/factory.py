@@ -25,8 +25,9 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIn
 
     ``settings.qdrant_url`` set: a :class:`~flitfeed.index.server.ServerIndex`
     on collection ``settings.collection`` of that server (``":memory:"`` = the
-    in-process qdrant-client local mode); an empty ``qdrant_api_key`` means no
-    key. Otherwise an embedded :class:`~flitfeed.index.edge.EdgeIndex` in
+    in-process qdrant-client local mode); an empty ``qdrant_api_key`` (and no
+    ``qdrant_api_key_file``) means no key; ``qdrant_ca_file`` verifies an ``https://``
+    server signed by a private CA. Otherwise an embedded :class:`~flitfeed.index.edge.EdgeIndex` in
     ``settings.data_dir / "index" / name``.
 
     Backends are imported lazily so a deployment needs only the Qdrant package
@@ -36,7 +37,8 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIn
     if settings.qdrant_url:
         from flitfeed.index.server import ServerIndex
 
-        return ServerIndex(settings.qdrant_url, settings.collection, dim, api_key=settings.qdrant_api_key or None)
+        return ServerIndex(settings.qdrant_url, settings.collection, dim,
+                           api_key=settings.qdrant_api_key_value() or None, ca_file=settings.qdrant_ca_file)
     from flitfeed.index.edge import EdgeIndex
 
     return EdgeIndex(settings.data_dir / "index" / name, dim)

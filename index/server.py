@@ -20,6 +20,8 @@ The server optimizes (builds HNSW graphs) in the background, so unlike
 from __future__ import annotations
 
 import functools
+import os
+import ssl
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -73,6 +75,7 @@ class ServerIndex:
         *,
         hnsw_ef: int | None = None,
         timeout: int | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -86,7 +89,10 @@ class ServerIndex:
             self._client = QdrantClient(location=":memory:")
             self._owns_client = True
         else:
-            self._client = QdrantClient(url=client_or_url, api_key=api_key or None, timeout=timeout)
+            # TLS: an https:// URL; ``ca_file`` trusts a private CA (httpx's ``verify``). The API key is
+            # sent as a header on every request and never appears in errors or logs raised from here.
+            tls = {"verify": ssl.create_default_context(cafile=str(ca_file))} if ca_file else {}
+            self._client = QdrantClient(url=client_or_url, api_key=api_key or None, timeout=timeout, **tls)
             self._owns_client = True
         try:
             self._ensure_collection()

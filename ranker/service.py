@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from flitfeed.index.base import VectorIndex
 from flitfeed.kafka.config import consumer_config, producer_config
@@ -43,6 +43,7 @@ from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FE
 from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.events import (DecodeError, Feed, FeedItem, FlitVector, Interaction, Reason, UserState,
                                      check_user_key, decode_feed_request, to_epoch)
+from flitfeed.startup import is_transient, kafka_call
 from flitfeed.streams.replicator import FlitVectorReplicator
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ class RankerService:
         self.producer = Producer(producer_config(settings))
         self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit)
         self.interactions = self._interactions_reader()
-        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group))
+        # The session timeout bounds how long a crashed ranker's partitions wait for a new member.
+        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group, **{
+            "session.timeout.ms": int(settings.group_session_timeout_s * 1000)}))
         self.consumer.subscribe([self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -105,10 +108,12 @@ class RankerService:
         """All partitions of ``interactions`` from one popularity window back: popularity is global."""
         topic = self._t[TOPIC_INTERACTIONS]
         reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-engagement-unused"))
-        meta = reader.list_topics(topic, timeout=10)
+        meta = kafka_call(lambda: reader.list_topics(topic, timeout=10), what=f"metadata of {topic}")
         since_ms = int((time.time() - 4 * self.settings.popularity_half_life_s) * 1000)
         wanted = [TopicPartition(topic, p, since_ms) for p in sorted(meta.topics[topic].partitions)]
-        starts = reader.offsets_for_times(wanted, timeout=10)
+        # Right after the topics are created (or the broker restarted) this answers "not leader" for a
+        # while: retried, not fatal (it used to crash a ranker started on a fresh broker).
+        starts = kafka_call(lambda: reader.offsets_for_times(wanted, timeout=10), what=f"start offsets of {topic}")
         reader.assign([TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                        for tp in starts])
         return reader
@@ -130,7 +135,8 @@ class RankerService:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         states_topic = self._t[TOPIC_USER_STATES]
         mine = [tp for tp in partitions if tp.topic == states_topic]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(mine, timeout=10)} if mine else {}
+        committed = ({tp.partition: tp.offset for tp in kafka_call(lambda: consumer.committed(mine, timeout=10),
+                                                                   what="committed offsets")} if mine else {})
         for tp in mine:
             self.states[tp.partition] = self._bootstrap_states(tp.partition, committed.get(tp.partition, -1))
         log.info("partitions assigned", extra={"partitions": len(partitions), "users": self.user_count()})
@@ -178,7 +184,14 @@ class RankerService:
                                  [self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]])
         try:
             while not stop.is_set():
-                self.step(timeout=0.02)
+                try:
+                    self.step(timeout=0.02)
+                except KafkaException as exc:
+                    # A broker restarting: the clients reconnect by themselves; wait and go on.
+                    if not is_transient(exc):
+                        raise
+                    log.warning("Kafka unavailable; retrying", extra={"error": str(exc)[:200]})
+                    stop.wait(1.0)
         finally:
             lag.stop()
             self.close()
@@ -207,7 +220,9 @@ class RankerService:
             except Exception as exc:  # one bad message must not stop the ranker
                 log.exception("message failed", extra={"topic": m.topic(), "offset": m.offset()})
                 self._dead_letter(m, Reason.PROCESSING_ERROR, repr(exc))
-        if messages:
+        # Only error events (a broker going away) leave nothing to flush or commit, and committing
+        # before anything was consumed raises "no offset stored".
+        if any(m.error() is None for m in messages):
             with self.metrics.time_stage("publish"):
                 undelivered = self.producer.flush(10)
             if undelivered:
@@ -261,7 +276,8 @@ class RankerService:
     def _on_feed_request(self, m) -> int:  # noqa: ANN001
         try:
             with self.metrics.time_stage("decode"):
-                request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k)
+                request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k,
+                                              max_bytes=self.settings.max_message_bytes)
                 check_user_key(m.key(), request.user_id)
         except DecodeError as e:
             self._dead_letter(m, e.reason, e.detail)
@@ -302,8 +318,21 @@ class RankerService:
         for name, n in result.removed.items():
             m.filter_removed.labels(filter=name).inc(n)
 
+    def _final_commit(self) -> None:
+        """On a graceful stop: deliver what is pending, then commit synchronously (the loop's commits
+        are asynchronous and could still be in flight), so a restart re-reads nothing already served."""
+        if self.producer.flush(10) != 0:
+            log.error("feeds not delivered at shutdown; offsets left uncommitted")
+            return
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._NO_OFFSET:
+                return  # nothing consumed since the last commit
+            raise
+
     def close(self) -> None:
-        for closer in (self.consumer.close, self.interactions.close, self.replicator.close,
+        for closer in (self._final_commit, self.consumer.close, self.interactions.close, self.replicator.close,
                        lambda: self.producer.flush(10)):
             try:
                 closer()

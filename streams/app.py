@@ -20,6 +20,7 @@ import faust
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
+from flitfeed.kafka.security import faust_credentials
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import WorkerMonitors, start_lag_reporter
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
@@ -78,8 +79,13 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         # Commit often: on a crash, what was applied but not committed is re-delivered and skipped by event id.
         broker_commit_every=100,
         broker_commit_interval=1.0,
+        # A crashed worker's partitions move to a new member after this (not Faust's 60 s default).
+        broker_session_timeout=settings.group_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
         web_enabled=False,
         autodiscover=False,
+        # TLS/SASL from the same settings as the confluent-kafka clients (None = PLAINTEXT).
+        broker_credentials=faust_credentials(settings),
     )
     ctx = WorkerContext(
         settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,

@@ -64,7 +64,8 @@ def decode_flits(messages: Sequence[RawMessage], settings: Settings,
     for m in messages:
         try:
             flit = decode_flit(m.value, now=now, max_text_chars=settings.max_text_chars, max_tags=settings.max_tags,
-                               max_skew_s=settings.max_clock_skew_s, max_age_s=settings.max_event_age_s)
+                               max_skew_s=settings.max_clock_skew_s, max_age_s=settings.max_event_age_s,
+                               max_bytes=settings.max_message_bytes)
         except DecodeError as e:
             rejected.append(Rejected(m, e.reason, e.detail))
             continue

@@ -49,6 +49,10 @@ class Reason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
     TEXT_TOO_LONG = "text_too_long"
+    #: The raw message is larger than ``max_message_bytes``: rejected before it is parsed.
+    MESSAGE_TOO_LARGE = "message_too_large"
+    #: An interaction ``kind`` this version does not know (a newer producer, a typo).
+    UNKNOWN_KIND = "unknown_kind"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     FLIT_NOT_FOUND = "flit_not_found"
     #: A user-keyed message whose key is not its user id would land on the wrong partition owner.
@@ -106,7 +110,8 @@ class Interaction(_Versioned):
     flit_id: Ident
     kind: InteractionKind
     ts: datetime
-    dwell_ms: Annotated[int, Field(ge=0, le=24 * 3600 * 1000)] | None = None
+    # strict: JSON true is not the number 1
+    dwell_ms: Annotated[int, Field(ge=0, le=24 * 3600 * 1000, strict=True)] | None = None
 
     @field_validator("ts")
     @classmethod
@@ -117,7 +122,7 @@ class Interaction(_Versioned):
 class FeedRequest(_Versioned):
     request_id: Ident
     user_id: Ident
-    k: Annotated[int, Field(ge=1, le=1000)] = 10
+    k: Annotated[int, Field(ge=1, le=1000, strict=True)] = 10
 
 
 class FeedItem(_Record):
@@ -170,7 +175,7 @@ class DeadLetter(_Record):
     source_topic: str
     partition: int
     offset: int
-    key_b64: str | None
+    key_b64: str | None = None  # an unkeyed message stays readable (to_bytes drops None fields)
     value_b64: str
     reason: Reason
     detail: str
@@ -206,28 +211,58 @@ class ParkedInteraction(_Record):
 R = TypeVar("R", bound=_Versioned)
 
 
-def _parse(raw: bytes | None, model: type[R]) -> R:
+#: Default bound on one message; the services pass ``Settings.max_message_bytes``.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load(raw: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """Bytes → JSON object, with every check that is cheaper than validation done first."""
     if raw is None:
         raise DecodeError(Reason.SCHEMA_VIOLATION, "empty message")
+    if len(raw) > max_bytes:
+        # Before decoding or parsing: the cost of a hostile message is bounded by its size check.
+        raise DecodeError(Reason.MESSAGE_TOO_LARGE, f"{len(raw)} > {max_bytes} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DecodeError(Reason.INVALID_UTF8, str(exc)) from None
     try:
-        obj: Any = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise DecodeError(Reason.INVALID_JSON, str(exc)) from None
+        # NaN/Infinity are not JSON; Python accepts them unless told otherwise.
+        obj: Any = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(Reason.INVALID_JSON, str(exc)[:300]) from None
+    if "\\u" in text:
+        # A \ud800 escape is valid JSON but decodes to a lone surrogate that can never be
+        # encoded again (keys, logs, the flit-vectors record): reject it here, not in the middle.
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DecodeError(Reason.INVALID_UTF8, f"escaped lone surrogate: {exc}") from None
     if not isinstance(obj, dict):
         raise DecodeError(Reason.SCHEMA_VIOLATION, f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("v", SCHEMA_VERSION)
     if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise DecodeError(Reason.UNKNOWN_SCHEMA_VERSION, f"v={version!r}; this service reads v={SCHEMA_VERSION}")
+        raise DecodeError(Reason.UNKNOWN_SCHEMA_VERSION, f"v={str(version)[:50]}; this service reads v={SCHEMA_VERSION}")
+    return obj
+
+
+def _validate(obj: dict[str, Any], model: type[R]) -> R:
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))
         raise DecodeError(Reason.SCHEMA_VIOLATION, f"{loc}: {first.get('msg', '')}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # defensive: anything else a validator may raise
+        raise DecodeError(Reason.SCHEMA_VIOLATION, repr(exc)[:300]) from None
+
+
+def _parse(raw: bytes | None, model: type[R], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R:
+    return _validate(_load(raw, max_bytes), model)
 
 
 def _check_time(value: datetime, now: float, max_skew_s: float, max_age_s: float, field: str) -> None:
@@ -237,8 +272,9 @@ def _check_time(value: datetime, now: float, max_skew_s: float, max_age_s: float
 
 
 def decode_flit(raw: bytes | None, *, now: float, max_text_chars: int = 1000, max_tags: int = 16,
-                max_skew_s: float = 7 * 86400.0, max_age_s: float = 10 * 365 * 86400.0) -> Flit:
-    flit = _parse(raw, Flit)
+                max_skew_s: float = 7 * 86400.0, max_age_s: float = 10 * 365 * 86400.0,
+                max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Flit:
+    flit = _parse(raw, Flit, max_bytes)
     if len(flit.text) > max_text_chars:
         raise DecodeError(Reason.TEXT_TOO_LONG, f"{len(flit.text)} > {max_text_chars} chars")
     if len(flit.tags) > max_tags:
@@ -248,8 +284,13 @@ def decode_flit(raw: bytes | None, *, now: float, max_text_chars: int = 1000, ma
 
 
 def decode_interaction(raw: bytes | None, *, now: float, max_skew_s: float = 7 * 86400.0,
-                       max_age_s: float = 10 * 365 * 86400.0) -> Interaction:
-    event = _parse(raw, Interaction)
+                       max_age_s: float = 10 * 365 * 86400.0,
+                       max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Interaction:
+    obj = _load(raw, max_bytes)
+    kind = obj.get("kind")
+    if isinstance(kind, str) and kind not in INTERACTION_KINDS:
+        raise DecodeError(Reason.UNKNOWN_KIND, f"kind={kind[:50]!r}; known: {', '.join(INTERACTION_KINDS)}")
+    event = _validate(obj, Interaction)
     _check_time(event.ts, now, max_skew_s, max_age_s, "ts")
     return event
 
@@ -260,8 +301,9 @@ def check_user_key(key: bytes | None, user_id: str) -> None:
         raise DecodeError(Reason.KEY_MISMATCH, f"key {key!r} != user_id {user_id!r}")
 
 
-def decode_feed_request(raw: bytes | None, *, max_k: int = 100) -> FeedRequest:
-    request = _parse(raw, FeedRequest)
+def decode_feed_request(raw: bytes | None, *, max_k: int = 100,
+                        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> FeedRequest:
+    request = _parse(raw, FeedRequest, max_bytes)
     if request.k > max_k:
         raise DecodeError(Reason.SCHEMA_VIOLATION, f"k: {request.k} > {max_k}")
     return request

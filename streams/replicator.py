@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from flitfeed.index.base import VectorIndex
 from flitfeed.kafka.config import client_config, consumer_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
+from flitfeed.startup import kafka_call
 from flitfeed.streams.embedding import indexed_flit
 from flitfeed.streams.events import FlitVector, to_epoch
 
@@ -49,7 +50,8 @@ class FlitVectorReplicator:
             settings, group_id=f"{settings.app_id}-replica-unused",
             **{"enable.partition.eof": True}))
         self._admin = AdminClient(client_config(settings))
-        meta = self._consumer.list_topics(self._topic, timeout=10)
+        meta = kafka_call(lambda: self._consumer.list_topics(self._topic, timeout=10),
+                          what=f"metadata of {self._topic}")
         partitions = sorted(meta.topics[self._topic].partitions)
         self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
         self._at_end: set[int] = set()
@@ -125,7 +127,13 @@ class FlitVectorReplicator:
         # queue behind its in-flight fetch, once per partition.
         futures = self._admin.list_offsets({TopicPartition(self._topic, p): OffsetSpec.latest()
                                             for p in range(self._n_partitions)}, request_timeout=timeout)
-        targets = {tp.partition: f.result().offset for tp, f in futures.items()}
+        try:
+            targets = {tp.partition: f.result().offset for tp, f in futures.items()}
+        except KafkaException as exc:
+            # Best effort by contract (the caller goes on with what the replica has); raising here
+            # would drop the batch the caller already consumed, e.g. while the broker restarts.
+            log.warning("cannot read flit-vectors end offsets", extra={"error": str(exc)[:200]})
+            return False
         targets = {p: high for p, high in targets.items() if high > 0}
         while time.monotonic() < deadline:
             positions = {tp.partition: tp.offset for tp in self._consumer.position(self._consumer.assignment())}

@@ -107,7 +107,11 @@ def wait_for_broker(settings: Settings, timeout_s: float = 30.0) -> None:
     """Return once a broker answers a metadata request; raise
     :class:`BrokerUnavailableError` after ``timeout_s`` seconds otherwise."""
     deadline = time.monotonic() + timeout_s
-    admin = _admin(settings)
+    # librdkafka reports why a connection failed (refused, TLS, SASL authentication) only through the
+    # error callback; the metadata call just says "transport failure". Keep the reason for the message.
+    reasons: list[str] = []
+    admin = AdminClient(client_config(settings, logger=_client_log,
+                                      error_cb=lambda err: reasons.append(f"{err.name()}: {err.str()}")))
     last_error: object = "no answer"
     while (remaining := deadline - time.monotonic()) > 0:
         try:
@@ -122,9 +126,10 @@ def wait_for_broker(settings: Settings, timeout_s: float = 30.0) -> None:
         finally:
             admin.poll(0)
         time.sleep(max(0.0, min(_POLL_INTERVAL_S, deadline - time.monotonic())))
+    cause = f"; cause: {reasons[-1]}" if reasons else ""
     raise BrokerUnavailableError(
         f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout_s:g}s "
-        f"(last error: {last_error}); for the local broker run: bash deploy/kafka/kafka.sh start"
+        f"(last error: {last_error}{cause}); for the local broker run: bash deploy/kafka/kafka.sh start"
     )
 
 

@@ -1,7 +1,8 @@
 """confluent-kafka client configuration, in one place.
 
 Every producer, consumer and admin client of flitfeed is configured from here,
-so that connection and (later) security settings are added once.
+so that connection and security settings (TLS, SASL: :mod:`flitfeed.kafka.security`)
+are added once.
 
 Overrides use librdkafka's dotted names, hence the ``**{...}`` form::
 
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from flitfeed.kafka.security import librdkafka_security
 from flitfeed.settings import Settings
 
 
 def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     """Settings shared by every client (admin clients use this directly)."""
     config: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers}
+    config.update(librdkafka_security(settings))
     config.update(overrides)
     return config
 

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from flitfeed.streams.agents.common import raw_message, send_dead_letter
+from flitfeed.streams.agents.common import done, raw_message, send_dead_letter
 from flitfeed.streams.agents.update_users import apply_or_park
 from flitfeed.streams.events import ParkedInteraction, Reason
 
@@ -33,6 +33,7 @@ def register(ctx: "WorkerContext") -> None:
                 parked = ParkedInteraction.model_validate_json(msg.value or b"")
             except ValueError as exc:
                 await send_dead_letter(ctx, msg, Reason.SCHEMA_VIOLATION, str(exc))
+                done(event)
                 continue
             delay = parked.not_before - time.time()
             if delay > 0:
@@ -44,6 +45,8 @@ def register(ctx: "WorkerContext") -> None:
             except Exception as exc:
                 log.exception("parked interaction failed")
                 await send_dead_letter(ctx, msg, Reason.PROCESSING_ERROR, repr(exc))
+                done(event)
                 continue
             ctx.metrics.retried.labels(service=ctx.metrics.service,
                                        outcome={"park": "reparked"}.get(outcome, outcome)).inc()
+            done(event)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flitfeed.encoders.user_vector import UserProfile
 from flitfeed.index.base import IndexedFlit
-from flitfeed.streams.agents.common import raw_message, send_dead_letter
+from flitfeed.streams.agents.common import done, raw_message, send_dead_letter
 from flitfeed.streams.embedding import RawMessage
 from flitfeed.streams.events import DecodeError, Interaction, ParkedInteraction, Reason, check_user_key, decode_interaction
 from flitfeed.streams.user_updates import apply_interaction, next_park, user_state
@@ -34,16 +34,19 @@ def register(ctx: "WorkerContext") -> None:
                 with ctx.metrics.time_stage("decode"):
                     interaction = decode_interaction(msg.value, now=time.time(),
                                                      max_skew_s=ctx.settings.max_clock_skew_s,
-                                                     max_age_s=ctx.settings.max_event_age_s)
+                                                     max_age_s=ctx.settings.max_event_age_s,
+                                                     max_bytes=ctx.settings.max_message_bytes)
                     check_user_key(msg.key, interaction.user_id)
             except DecodeError as e:
                 await send_dead_letter(ctx, msg, e.reason, e.detail)
+                done(event)
                 continue
             try:
                 await apply_or_park(ctx, interaction, msg, parked=None)
             except Exception as exc:  # never let one event kill the agent
                 log.exception("interaction failed", extra={"offset": msg.offset, "partition": msg.partition})
                 await send_dead_letter(ctx, msg, Reason.PROCESSING_ERROR, repr(exc))
+            done(event)
 
 
 def lookup(ctx: "WorkerContext", flit_id: str) -> IndexedFlit | None:

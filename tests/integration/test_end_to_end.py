@@ -115,7 +115,7 @@ def test_personalised_feed_hide_dead_letters_and_restart(isolated_settings: Sett
 
     letters = {d.source_topic: d for d in wait_until(three_dead_letters, 60, what="three dead letters")}
     assert letters[isolated_settings.topic("flits")].reason == "invalid_json"
-    assert letters[isolated_settings.topic("interactions")].reason == "schema_violation"
+    assert letters[isolated_settings.topic("interactions")].reason == "unknown_kind"
     assert letters[isolated_settings.topic("feed-requests")].reason == "invalid_utf8"
     assert base64.b64decode(letters[isolated_settings.topic("feed-requests")].value_b64) == b"\xff\xfe not utf-8"
     request_id = bus.request(USER, k=5)

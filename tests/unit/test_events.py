@@ -58,7 +58,8 @@ def test_bad_flits_have_a_reason(raw: bytes, reason: Reason) -> None:
 
 
 @pytest.mark.parametrize("patch, reason", [
-    ({"kind": "poke"}, Reason.SCHEMA_VIOLATION),
+    ({"kind": "poke"}, Reason.UNKNOWN_KIND),
+    ({"kind": 3}, Reason.SCHEMA_VIOLATION),
     ({"ts": "yesterday"}, Reason.SCHEMA_VIOLATION),
     ({"ts": NOW + 30 * 86400}, Reason.TIMESTAMP_OUT_OF_RANGE),
     ({"dwell_ms": -1}, Reason.SCHEMA_VIOLATION),
