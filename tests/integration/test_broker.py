@@ -1,6 +1,6 @@
 """The real local broker (deploy/kafka/kafka.sh) and topic administration.
 
-Needs a broker at ``FLITFEED_BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092);
+Runs against the ``broker`` fixture (the project's broker, or ``FLITFEED_TEST_BOOTSTRAP``);
 a missing broker is a failure, not a skip.
 """
 
@@ -33,9 +33,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def settings() -> Settings:
+def settings(broker: str) -> Settings:
     # A fresh prefix per run: topics of an earlier, crashed run cannot leak in.
-    s = Settings(topic_prefix=f"it-broker-{uuid.uuid4().hex[:12]}-", partitions=6, replication_factor=1)
+    s = Settings(bootstrap_servers=broker, topic_prefix=f"it-broker-{uuid.uuid4().hex[:12]}-", partitions=6,
+                 replication_factor=1)
     wait_for_broker(s, timeout_s=60)
     return s
 
