@@ -56,8 +56,13 @@ def window_of(ts: float) -> str:
 
 
 def replay(dataset: Dataset, methods: Sequence[Method], vectors: np.ndarray, k: int = 10,
-           positive_min: float = 4.0, hide_max: float = 1.5, progress_every: int = 10_000) -> dict[str, MethodRun]:
-    """Replay ``dataset`` through ``methods``; returns each method's per-event metrics and timings."""
+           positive_min: float = 4.0, hide_max: float = 1.5, progress_every: int = 10_000,
+           score_from: int = 0) -> dict[str, MethodRun]:
+    """Replay ``dataset`` through ``methods``; returns each method's per-event metrics and timings.
+
+    Events before ``score_from`` are learned but not scored (a warm start: tuning on a late slice
+    with every model already holding the history before it).
+    """
     runs = {m.name: MethodRun(m.name) for m in methods}
     seen: dict[str, set[int]] = defaultdict(set)
     counts = np.zeros(len(dataset.items), dtype=np.float64)  # interactions per item so far (novelty)
@@ -69,7 +74,7 @@ def replay(dataset: Dataset, methods: Sequence[Method], vectors: np.ndarray, k: 
         item = int(dataset.item_index[i])
         ts = float(dataset.timestamps[i])
         kind = interaction_kind(float(dataset.ratings[i]), positive_min, hide_max)
-        if kind == "like":
+        if kind == "like" and i >= score_from:
             relevant = {item}
             user_seen = seen[user]
             window = window_of(ts)
