@@ -20,8 +20,10 @@ Methods (``--methods`` picks a subset, in this order):
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -81,6 +83,35 @@ def build_methods(names: Sequence[str], dataset: Dataset, vectors: np.ndarray, s
     return out
 
 
+def _groups(methods: Sequence[str], jobs: int) -> list[tuple[str, ...]]:
+    """Split methods into at most ``jobs`` groups: the pipeline methods alone, the cheap ones together.
+
+    >>> _groups(METHODS, 3)
+    [('content',), ('flitfeed',), ('random', 'popularity', 'popularity-1d', 'als')]
+    """
+    slow = [m for m in methods if m in ("content", "flitfeed")]
+    fast = tuple(m for m in methods if m not in slow)
+    groups = [(m,) for m in slow][: max(jobs - 1, 1)]
+    rest = [m for m in slow if (m,) not in groups]
+    tail = tuple(rest) + fast
+    return groups + [tail] if tail else groups
+
+
+def _replay_group(dataset: Dataset, vectors: np.ndarray, names: tuple[str, ...], settings: Settings,
+                  params: RankerParams | None) -> tuple[dict[str, MethodRun], dict[str, dict[str, float]]]:
+    built = build_methods(names, dataset, vectors, settings, params)
+    try:
+        runs = replay(dataset, built, vectors)
+    finally:
+        for m in built:
+            close = getattr(m, "close", None)
+            if close is not None:
+                close()
+    stages = {m.name: {k: round(v, 4) for k, v in m.stage_times.mean_ms().items()}
+              for m in built if isinstance(m, FlitfeedMethod)}
+    return runs, stages
+
+
 def load(dataset_dir: Path, extra_text: Path | None, start: int = 0, events: int | None = None) -> Dataset:
     dataset = load_movielens(dataset_dir, extra_text=extra_text)
     stop = len(dataset) if events is None else min(len(dataset), start + events)
@@ -90,8 +121,13 @@ def load(dataset_dir: Path, extra_text: Path | None, start: int = 0, events: int
 def evaluate(dataset_dir: Path, out: Path | None, *, extra_text: Path | None = None, start: int = 0,
              events: int | None = None, methods: Sequence[str] = METHODS, settings: Settings | None = None,
              params: RankerParams | None = None, encoder=None, cache_dir: Path = Path("var/eval-cache"),  # noqa: ANN001
-             plots: bool = True, command: str | None = None) -> tuple[dict[str, Any], dict[str, MethodRun]]:
-    """Run the evaluation; writes ``results.json``, ``report.md`` and plots into ``out`` when given."""
+             plots: bool = True, command: str | None = None,
+             jobs: int = 1) -> tuple[dict[str, Any], dict[str, MethodRun]]:
+    """Run the evaluation; writes ``results.json``, ``report.md`` and plots into ``out`` when given.
+
+    ``jobs > 1`` replays groups of methods in that many processes (the production-pipeline methods
+    are the slow ones and get a process each).
+    """
     settings = eval_settings(settings)
     dataset = load(dataset_dir, extra_text, start, events)
     if encoder is None:
@@ -99,15 +135,20 @@ def evaluate(dataset_dir: Path, out: Path | None, *, extra_text: Path | None = N
 
         encoder = make_encoder(settings)
     vectors = embed_catalog(dataset, encoder, cache_dir)
-    built = build_methods(methods, dataset, vectors, settings, params)
     began = time.perf_counter()
-    try:
-        runs = replay(dataset, built, vectors)
-    finally:
-        for m in built:
-            close = getattr(m, "close", None)
-            if close is not None:
-                close()
+    if jobs <= 1:
+        runs, stages = _replay_group(dataset, vectors, tuple(methods), settings, params)
+    else:
+        runs, stages = {}, {}
+        groups = _groups(methods, jobs)
+        # Methods never share state, so replaying them in separate processes gives the same numbers.
+        with ProcessPoolExecutor(max_workers=len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_replay_group, dataset, vectors, group, settings, params) for group in groups]
+            for future in futures:
+                r, st = future.result()
+                runs.update(r)
+                stages.update(st)
+        runs = {name: runs[name] for name in methods}
     seconds = time.perf_counter() - began
     chosen = params or RankerParams.from_settings(settings)
     info: dict[str, Any] = {
@@ -122,8 +163,7 @@ def evaluate(dataset_dir: Path, out: Path | None, *, extra_text: Path | None = N
         "protocol_text": PROTOCOL,
         "model_version": encoder.model_version,
         "ranker_params": asdict(chosen),
-        "stages_ms": {m.name: {k: round(v, 4) for k, v in m.stage_times.mean_ms().items()}
-                      for m in built if isinstance(m, FlitfeedMethod)},
+        "stages_ms": {name: stages[name] for name in methods if name in stages},
         "replay_seconds": round(seconds, 1),
         "machine": {"python": platform.python_version(), "machine": platform.machine(),
                     "processor": platform.processor() or platform.machine()},

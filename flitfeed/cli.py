@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--start", type=int, default=0, help="first event of the slice")
     ev.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
     ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--jobs", type=int, default=1, help="replay groups of methods in this many processes")
     ev.set_defaults(func=cmd_evaluate)
     return p
 
@@ -302,7 +303,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     methods = tuple(args.methods.split(",")) if args.methods else METHODS
     command = "flitfeed evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
     results, _ = evaluate(args.dataset, args.out, extra_text=args.extra_text, start=args.start, events=args.events,
-                          methods=methods, settings=settings, plots=not args.no_plots, command=command)
+                          methods=methods, settings=settings, plots=not args.no_plots, command=command,
+                          jobs=args.jobs)
     for name, row in results["methods"].items():
         print(f"{name:16s} HR@10 {row['hr@10']:.4f}  NDCG@10 {row['ndcg@10']:.4f}  MRR {row['mrr@10']:.4f}  "
               f"coverage {row['coverage']:.3f}  scored {row['events_scored']}")

@@ -103,3 +103,14 @@ def test_interaction_kinds(rating: float, kind: str) -> None:
     from flitfeed.evaluation.dataset import interaction_kind
 
     assert interaction_kind(rating) == kind
+
+
+def test_parallel_jobs_give_the_same_numbers(tmp_path: Path) -> None:
+    write_movielens(tmp_path / "ml")
+    kw = dict(methods=("random", "popularity", "content", "flitfeed"), encoder=HashingEncoder(dim=32),
+              cache_dir=tmp_path / "cache", plots=False)
+    one, _ = evaluate(tmp_path / "ml", None, jobs=1, **kw)
+    three, _ = evaluate(tmp_path / "ml", None, jobs=3, **kw)
+    for name in kw["methods"]:
+        for key in ("hr@10", "ndcg@10", "coverage", "novelty", "events_scored"):
+            assert one["methods"][name][key] == three["methods"][name][key], (name, key)
