@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 KAFKA  := bash deploy/kafka/kafka.sh
 
-.PHONY: setup demo test test-unit broker-start broker-stop clean
+.PHONY: setup demo test test-unit broker-start broker-stop clean evaluate
 
 $(BIN)/flitfeed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ broker-start: setup
 
 broker-stop:
 	$(KAFKA) stop
+
+# Streaming evaluation on ml-latest-small (long mode: ~40 min on 2 busy cores); reproduces docs/evaluation/.
+DATASET ?= ../shared/data/ml-latest-small
+evaluate: $(BIN)/flitfeed
+	$(BIN)/flitfeed evaluate $(DATASET) --out docs/evaluation/ml-latest-small --jobs 3
 
 clean:
 	$(KAFKA) clean || true

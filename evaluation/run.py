@@ -10,6 +10,7 @@ Methods (``--methods`` picks a subset, in this order):
 ``random``                uniformly random unseen items
 ``popularity``            most positives so far (no decay)
 ``popularity-1d``         most positives, recency-decayed with a 1-day half-life
+``popularity-365d``       the same with a 1-year half-life (the best popularity on ml-latest-small)
 ``content``               the design card's content-only model: the production pipeline ranking
                           by similarity to the user's taste vector only
 ``als``                   ``implicit`` ALS retrained every 2,500 positives on everything so far
@@ -41,7 +42,7 @@ from flitfeed.settings import Settings
 
 log = logging.getLogger(__name__)
 
-METHODS = ("random", "popularity", "popularity-1d", "content", "als", "flitfeed")
+METHODS = ("random", "popularity", "popularity-1d", "popularity-365d", "content", "als", "flitfeed")
 SHIPPED = "flitfeed"
 DAY = 86400.0
 
@@ -71,6 +72,8 @@ def build_methods(names: Sequence[str], dataset: Dataset, vectors: np.ndarray, s
             out.append(PopularityMethod(n, half_life_s=None, name=name))
         elif name == "popularity-1d":
             out.append(PopularityMethod(n, half_life_s=DAY, name=name))
+        elif name == "popularity-365d":
+            out.append(PopularityMethod(n, half_life_s=365 * DAY, name=name))
         elif name == "content":
             out.append(FlitfeedMethod(dataset, vectors, content_params(params), settings, collaborative=False,
                                       name=name))
@@ -87,7 +90,7 @@ def _groups(methods: Sequence[str], jobs: int) -> list[tuple[str, ...]]:
     """Split methods into at most ``jobs`` groups: the pipeline methods alone, the cheap ones together.
 
     >>> _groups(METHODS, 3)
-    [('content',), ('flitfeed',), ('random', 'popularity', 'popularity-1d', 'als')]
+    [('content',), ('flitfeed',), ('random', 'popularity', 'popularity-1d', 'popularity-365d', 'als')]
     """
     slow = [m for m in methods if m in ("content", "flitfeed")]
     fast = tuple(m for m in methods if m not in slow)
