@@ -270,7 +270,8 @@ class FlitfeedMethod:
             self.recent.add_one(p.flit_id, p.author_id, p.created_at, p.tags)
         self.engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
                                             capacity=max(10 * len(self.item_ids), 10_000))
-        self.coengagement = CoEngagement(capacity=max(settings.coengagement_capacity, len(self.item_ids)),
+        # Sized to the catalog: every item fits (no eviction) and the dense matrix is no larger than needed.
+        self.coengagement = CoEngagement(capacity=len(self.item_ids),
                                          history=params.coengagement_history,
                                          recency=params.coengagement_recency,
                                          beta=params.coengagement_beta) if collaborative else None
