@@ -9,7 +9,7 @@ changes what users see. The stateful inputs the ranker reads
 
 >>> p = RankerParams()
 >>> p.weights()
-{'similarity': 0.3, 'freshness': 0.25, 'engagement': 0.3, 'collaborative': 1.0}
+{'similarity': 0.1, 'freshness': 0.25, 'engagement': 0.3, 'collaborative': 1.0}
 >>> RankerParams(author_decay=1.5)
 Traceback (most recent call last):
 ...
@@ -58,7 +58,7 @@ class RankerParams:
     # --- Scoring: base score = Σ weight · component ----------------------------
     #: Weight of cosine similarity to the user's taste (component in [-1, 1];
     #: 0 for cold-start users, so this weight is then inert).
-    similarity_weight: float = 0.3
+    similarity_weight: float = 0.1
     #: Weight of freshness, ``2^(-age / freshness_half_life_s)`` in (0, 1].
     freshness_weight: float = 0.25
     #: Weight of engagement, ``e / (e + engagement_saturation)`` in (-1, 1).
