@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 KAFKA  := bash deploy/kafka/kafka.sh
 PROMETHEUS := bash deploy/prometheus/prometheus.sh
 
-.PHONY: setup demo test test-unit broker-start broker-stop clean audit
+.PHONY: setup demo test test-unit broker-start broker-stop clean audit evaluate
 
 $(BIN)/flitfeed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ broker-start: setup
 
 broker-stop:
 	$(KAFKA) stop
+
+# Streaming evaluation on ml-latest-small (long mode: ~40 min on 2 busy cores); reproduces docs/evaluation/.
+DATASET ?= ../shared/data/ml-latest-small
+evaluate: $(BIN)/flitfeed
+	$(BIN)/flitfeed evaluate $(DATASET) --out docs/evaluation/ml-latest-small --jobs 3
 
 clean:
 	$(KAFKA) clean || true

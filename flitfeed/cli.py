@@ -293,7 +293,33 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     d.add_argument("--seed", type=int, default=7)
     d.set_defaults(func=cmd_demo)
+
+    ev = sub.add_parser("evaluate", help="streaming (test-then-learn) evaluation on a MovieLens-shaped dataset")
+    ev.add_argument("dataset", type=Path, help="folder with movies.csv, ratings.csv (and tags.csv)")
+    ev.add_argument("--out", type=Path, required=True, help="where results.json, report.md and plots go")
+    ev.add_argument("--extra-text", type=Path, default=None,
+                    help="MeLU movies_extrainfos file (or its folder): adds each movie's plot to its text")
+    ev.add_argument("--events", type=int, default=None, help="replay only this many events (a time slice)")
+    ev.add_argument("--start", type=int, default=0, help="first event of the slice")
+    ev.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
+    ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--jobs", type=int, default=1, help="replay groups of methods in this many processes")
+    ev.set_defaults(func=cmd_evaluate)
     return p
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.evaluation.run import METHODS, evaluate
+
+    methods = tuple(args.methods.split(",")) if args.methods else METHODS
+    command = "flitfeed evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    results, _ = evaluate(args.dataset, args.out, extra_text=args.extra_text, start=args.start, events=args.events,
+                          methods=methods, settings=settings, plots=not args.no_plots, command=command,
+                          jobs=args.jobs)
+    for name, row in results["methods"].items():
+        print(f"{name:16s} HR@10 {row['hr@10']:.4f}  NDCG@10 {row['ndcg@10']:.4f}  MRR {row['mrr@10']:.4f}  "
+              f"coverage {row['coverage']:.3f}  scored {row['events_scored']}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

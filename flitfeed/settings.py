@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     popularity_half_life_s: float = Field(24 * 3600.0, gt=0)
     recent_flits_capacity: int = Field(5000, ge=1)
 
+    # --- Ranker: collaborative signal (issue 4, evaluation) ----------------
+    #: Flits the co-engagement model covers (dense matrix: 4·n² bytes; 5,000 → 100 MB).
+    coengagement_capacity: int = Field(5000, ge=1)
+    #: Users whose recent positives the co-engagement model remembers.
+    coengagement_users: int = Field(100_000, ge=1)
+    #: What "now" is for the ranker: ``wall`` (the clock; production) or ``event`` (the latest
+    #: interaction time it has read: replays of historical data, e.g. ``flitfeed evaluate --kafka``).
+    ranker_clock: Literal["wall", "event"] = "wall"
+
     # --- Monitoring --------------------------------------------------------
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(9101, ge=0, le=65535)

@@ -16,6 +16,8 @@ class Candidate:
     similarity: float = 0.0
     #: Decayed engagement count, filled by a hydrator.
     engagement: float = 0.0
+    #: Co-engagement score for this user (0 when unknown), filled by a source or hydrator.
+    collaborative: float = 0.0
     tags: tuple[str, ...] = ()
     lang: str | None = None
     #: Per-scorer components, e.g. {"similarity": 0.8, "freshness": 0.5}.

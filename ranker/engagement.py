@@ -137,18 +137,26 @@ class EngagementTracker:
     def top(self, n: int, now: float, where: Callable[[str], bool] | None = None) -> list[tuple[str, float]]:
         """The ``n`` flits with the highest positive net score at ``now``, best first.
 
+        The scores returned may have decayed to 0.0 (long idle times); the
+        order is still the order of the exact decayed values.
+
         ``where`` restricts the ranking to flit ids it accepts (e.g. flits still
         young enough to show), so excluded flits do not use up the ``n``.
         """
         if n <= 0:
             return []
-        scored = (
-            (fid, self.score(fid, now))
-            for fid in self._counts
-            if where is None or where(fid)
+        # Ranked in the log domain, log2 net(ref) + ref / h, which orders flits
+        # exactly as their decayed scores at any common ``now`` do, but never
+        # underflows: after a long quiet spell (a replayed history, a test
+        # clock) every decayed score may be 0.0 while the order still matters.
+        h = self.half_life_s
+        ranked = heapq.nlargest(
+            n,
+            ((math.log2(c.positive - c.negative) + c.ref / h, fid)
+             for fid, c in self._counts.items()
+             if c.positive > c.negative and (where is None or where(fid))),
         )
-        best = heapq.nlargest(n, (s for s in scored if s[1] > 0), key=lambda s: s[1])
-        return best
+        return [(fid, self.score(fid, now)) for _, fid in ranked]
 
     def _decay(self, dt: float) -> float:
         # A read "before" the reference time would extrapolate growth; the

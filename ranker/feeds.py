@@ -6,14 +6,18 @@ Adding a filter is one file in ``filters/`` and one line below.
 from __future__ import annotations
 
 from flitfeed.index.base import VectorIndex
+from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.filters import DuplicateFilter, MaxAgeFilter, MutedAuthorFilter, OwnFlitsFilter, SeenFilter
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline
 from flitfeed.ranker.recent import RecentFlits
-from flitfeed.ranker.scorers import EngagementScorer, FreshnessScorer, SimilarityScorer, WeightedScorer
+from flitfeed.ranker.scorers import (CollaborativeScorer, EngagementScorer, FreshnessScorer, SimilarityScorer,
+                                    WeightedScorer)
 from flitfeed.ranker.selectors import DiversitySelector
 from flitfeed.ranker.sources import (
+    CoEngagedSource,
+    CollaborativeHydrator,
     EngagementHydrator,
     FreshPopularSource,
     SimilarityHydrator,
@@ -26,18 +30,26 @@ def build_feed_pipeline(
     engagement: EngagementTracker,
     recent: RecentFlits,
     params: RankerParams,
+    coengagement: CoEngagement | None = None,
 ) -> FeedPipeline:
-    """The home-feed pipeline over the shared index, engagement and recent-flit state."""
+    """The home-feed pipeline over the shared index, engagement, recent-flit and co-engagement state.
+
+    Without ``coengagement`` the collaborative source, hydrator and scorer are
+    left out (a content + popularity ranker).
+    """
+    collaborative = coengagement is not None
     return FeedPipeline(
         sources=[
             VectorNeighboursSource(index, params.candidates_per_source, max_age_s=params.max_age_s,
                                    max_pushed_seen=params.max_pushed_seen),
+            *([CoEngagedSource(coengagement, recent, params.candidates_per_source)] if collaborative else []),
             FreshPopularSource(recent, engagement, params.candidates_per_source, max_age_s=params.max_age_s,
                                popular_share=params.popular_share),
         ],
         hydrators=[
             EngagementHydrator(engagement),
             SimilarityHydrator(index),
+            *([CollaborativeHydrator(coengagement)] if collaborative else []),
         ],
         # Duplicates go first so that a flit two sources returned is counted
         # once in the later filters' removed counts.
@@ -53,6 +65,7 @@ def build_feed_pipeline(
             SimilarityScorer(),
             FreshnessScorer(params.freshness_half_life_s),
             EngagementScorer(params.engagement_saturation),
+            *([CollaborativeScorer()] if collaborative else []),
             WeightedScorer(params.weights()),
         ],
         selector=DiversitySelector(params, recent.author_flit_count),

@@ -9,7 +9,7 @@ changes what users see. The stateful inputs the ranker reads
 
 >>> p = RankerParams()
 >>> p.weights()
-{'similarity': 0.6, 'freshness': 0.25, 'engagement': 0.15}
+{'similarity': 0.6, 'freshness': 0.25, 'engagement': 1.8, 'collaborative': 6.0}
 >>> RankerParams(author_decay=1.5)
 Traceback (most recent call last):
 ...
@@ -32,6 +32,7 @@ DAY = 24 * HOUR
 SIMILARITY = "similarity"
 FRESHNESS = "freshness"
 ENGAGEMENT = "engagement"
+COLLABORATIVE = "collaborative"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +56,37 @@ class RankerParams:
     future_skew_s: float = 300.0
 
     # --- Scoring: base score = Σ weight · component ----------------------------
+    # Tuned by the streaming evaluation (docs/evaluation/tuning.json, README
+    # "Recommendation quality"): on ml-latest-small the best relevance mix was
+    # similarity : engagement : collaborative = 0.1 : 0.3 : 1.0. Freshness is
+    # inert there (a film catalog has no post times), so the three are scaled
+    # ×6 to keep issue 2's similarity : freshness ratio (0.6 : 0.25) for short
+    # posts; a common scale does not change a ranking.
     #: Weight of cosine similarity to the user's taste (component in [-1, 1];
     #: 0 for cold-start users, so this weight is then inert).
     similarity_weight: float = 0.6
     #: Weight of freshness, ``2^(-age / freshness_half_life_s)`` in (0, 1].
     freshness_weight: float = 0.25
     #: Weight of engagement, ``e / (e + engagement_saturation)`` in (-1, 1).
-    engagement_weight: float = 0.15
+    engagement_weight: float = 1.8
     #: Age at which the freshness component has halved.
     freshness_half_life_s: float = 6 * HOUR
     #: Decayed engagement at which the engagement component reaches 0.5:
     #: diminishing returns so one viral flit cannot drown relevance.
     engagement_saturation: float = 5.0
+
+    #: Weight of the collaborative component: co-engagement with the user's
+    #: recent positives, scaled to [0, 1] per request (see CollaborativeScorer).
+    collaborative_weight: float = 6.0
+
+    # --- Collaborative signal (CoEngagement, learned online from interactions) --
+    #: How many of a user's latest positive flits define their co-engagement
+    #: neighbourhood (and how far apart two positives may be to co-occur).
+    coengagement_history: int = 50
+    #: Weight of the j-th most recent positive is ``recency ** j``.
+    coengagement_recency: float = 0.95
+    #: Popularity normalisation of co-engagement: 0.5 = cosine; higher favours niche neighbours.
+    coengagement_beta: float = 0.5
 
     # --- Selection: diversity and exploration -----------------------------------
     #: Each further pick from an already-picked author has its score multiplied
@@ -85,16 +105,18 @@ class RankerParams:
     exploration_max_age_s: float = 6 * HOUR
 
     def __post_init__(self) -> None:
-        for name in ("feed_k", "candidates_per_source"):
+        for name in ("feed_k", "candidates_per_source", "coengagement_history"):
             _check(name, getattr(self, name), lo=1)
         for name in ("max_pushed_seen", "exploration_slots", "new_author_max_flits"):
             _check(name, getattr(self, name), lo=0)
         for name in ("max_age_s", "freshness_half_life_s", "engagement_saturation", "exploration_max_age_s"):
             _check(name, getattr(self, name), lo=0, strict=True)
         _check("future_skew_s", self.future_skew_s, lo=0)
-        for name in ("popular_share", "author_decay", "tag_decay"):
+        for name in ("popular_share", "author_decay", "tag_decay", "coengagement_beta"):
             _check(name, getattr(self, name), lo=0, hi=1)
-        for name in ("similarity_weight", "freshness_weight", "engagement_weight"):
+        if not 0 < self.coengagement_recency <= 1:
+            raise ValueError(f"coengagement_recency must be in (0, 1], got {self.coengagement_recency}")
+        for name in ("similarity_weight", "freshness_weight", "engagement_weight", "collaborative_weight"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
 
@@ -104,6 +126,7 @@ class RankerParams:
             SIMILARITY: self.similarity_weight,
             FRESHNESS: self.freshness_weight,
             ENGAGEMENT: self.engagement_weight,
+            COLLABORATIVE: self.collaborative_weight,
         }
 
     @classmethod

@@ -32,12 +32,14 @@ from flitfeed.index.base import VectorIndex
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
+from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feeds import build_feed_pipeline
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline, PipelineResult
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlits
+from flitfeed.ranker.signals import learn_interaction
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
                                TOPIC_USER_STATES, Settings)
 from flitfeed.streams.dead_letter import dead_letter
@@ -67,6 +69,13 @@ def make_feed(query: FeedQuery, result: PipelineResult, *, model_version: str, t
                 trigger_kind=trigger_kind, cold_start=query.cold_start)
 
 
+def coengagement_for(settings: Settings, params: RankerParams) -> CoEngagement:
+    """The ranker's co-engagement model, sized by the settings and shaped by the ranker params."""
+    return CoEngagement(capacity=settings.coengagement_capacity, history=params.coengagement_history,
+                        recency=params.coengagement_recency, beta=params.coengagement_beta,
+                        max_users=settings.coengagement_users)
+
+
 class RankerService:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics) -> None:
         self.settings = settings
@@ -76,12 +85,16 @@ class RankerService:
         self.engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
                                             capacity=max(10 * settings.recent_flits_capacity, 10_000))
         self.recent = RecentFlits(capacity=settings.recent_flits_capacity)
-        self.pipeline: FeedPipeline = build_feed_pipeline(index, self.engagement, self.recent, self.params)
+        self.coengagement = coengagement_for(settings, self.params)
+        self.pipeline: FeedPipeline = build_feed_pipeline(index, self.engagement, self.recent, self.params,
+                                                          self.coengagement)
         self.model_version = "unknown"
         self.monitors = RankerMonitors(settings, metrics)
         self._next_export = 0.0
         # /readyz: group partitions assigned and the index replica caught up with flit-vectors.
         metrics.health.require("partitions_assigned", "flit_vectors_caught_up")
+        #: Latest interaction time read (the clock when ``settings.ranker_clock == "event"``).
+        self.event_now = float("-inf")
         #: user states by partition, so a revoked partition's users can be dropped.
         self.states: dict[int, dict[str, UserState]] = {}
         self._t = {name: settings.topic(name) for name in
@@ -127,8 +140,9 @@ class RankerService:
                 event = Interaction.model_validate_json(m.value())
             except ValueError:
                 continue  # the worker dead-letters invalid interactions; popularity just ignores them
-            self.engagement.learn_one(event.flit_id, event.kind, to_epoch(event.ts))
+            learn_interaction(self.engagement, self.coengagement, event)
             self.monitors.learn_interaction(event.user_id, event.flit_id, event.kind, to_epoch(event.ts))
+            self.event_now = max(self.event_now, to_epoch(event.ts))
         return len(messages)
 
     # --- group membership ---------------------------------------------------
@@ -290,7 +304,7 @@ class RankerService:
 
     def _publish_feed(self, user_id: str, state: UserState | None, k: int, trigger_id: str, trigger_kind: str,
                       trigger_ts: float) -> None:
-        query = feed_query(state, user_id, k, time.time())
+        query = feed_query(state, user_id, k, self.now())
         result = self.pipeline.run(query)
         self._record(result)
         feed = make_feed(query, result, model_version=self.model_version, trigger_id=trigger_id,
@@ -302,6 +316,12 @@ class RankerService:
         self.monitors.learn_feed(user_id, [(c.flit_id, c.author_id) for c in result.items],
                                  [c.similarity for c in result.items], personalised=not query.cold_start,
                                  now=time.time())
+
+    def now(self) -> float:
+        """Ranking time: the wall clock, or the event clock for replays of historical data."""
+        if self.settings.ranker_clock == "event" and self.event_now > float("-inf"):
+            return self.event_now
+        return time.time()
 
     def _record(self, result: PipelineResult) -> None:
         m = self.metrics

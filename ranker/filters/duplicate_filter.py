@@ -10,7 +10,7 @@ from flitfeed.ranker.stages import Filter, FilterResult
 
 #: Which source's copy wins a tie on similarity: the earlier in this list, then
 #: any unlisted source, then the earlier in the input.
-DEFAULT_SOURCE_PRIORITY: tuple[str, ...] = ("similar", "popular", "fresh")
+DEFAULT_SOURCE_PRIORITY: tuple[str, ...] = ("similar", "co_engaged", "popular", "fresh")
 
 
 class DuplicateFilter(Filter):

@@ -93,7 +93,7 @@ def test_personalised_feed_hide_dead_letters_and_restart(isolated_settings: Sett
     assert all(topic_of(f) == "worms" for f in top), f"top items are not about worms: {ids}"
     assert not set(ids) & {*liked, "storms-0"}, f"seen flits in feed: {ids}"
     assert "author-s1" not in {item.author_id for item in feed.items}
-    assert {item.reason for item in feed.items} <= {"similar", "fresh_popular", "fresh", "popular", "explore"}
+    assert {item.reason for item in feed.items} <= {"similar", "fresh_popular", "fresh", "popular", "explore", "co_engaged"}
 
     # Hiding a worm author removes that author from the next feed.
     hide_w1 = make_interaction(USER, "worms-0", "hide")

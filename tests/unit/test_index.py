@@ -83,11 +83,15 @@ def assert_same_ranking(index: VectorIndex, flits: Sequence[IndexedFlit], query:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["edge", "server"])
+@pytest.fixture(params=["edge", "server", "memory"])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
     idx: VectorIndex
     if request.param == "edge":
         idx = EdgeIndex(tmp_path / "idx", DIM)
+    elif request.param == "memory":  # the evaluator's exact numpy backend (issue 4)
+        from flitfeed.index.memory import MemoryIndex
+
+        idx = MemoryIndex(DIM)
     else:
         idx = ServerIndex(QdrantClient(":memory:"), "flits", DIM)
     yield idx
