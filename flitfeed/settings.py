@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     embed_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     #: The encoder's output dimension; the ranker sizes its index replica with it.
     vector_dim: int = Field(384, ge=1)
+    # --- Encoder backend (issue 5, performance) ---
+    #: How ``minilm`` runs: ``onnx-int8`` (ONNX Runtime, int8 dynamic quantization; fastest measured,
+    #: agreement with torch ≥ 0.99, see BENCHMARKS.md), ``onnx-fp32`` or ``torch`` (sentence-transformers).
+    encoder_backend: str = "onnx-int8"
+    #: Where the ONNX export of the model is cached (created on first use).
+    model_cache_dir: Path = Path.home() / ".cache" / "flitfeed" / "models"
 
     # --- Index -------------------------------------------------------------
     #: Empty = embedded Qdrant Edge on ``data_dir``; a URL selects a Qdrant server.
