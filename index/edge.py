@@ -473,6 +473,8 @@ def _filter(flt: SearchFilter | None) -> Filter | None:
         must_not.append(FieldCondition(key="author", match=MatchAny(sorted(flt.exclude_authors))))
     if flt.exclude_flit_ids:
         must_not.append(HasIdCondition({_point_id(f) for f in flt.exclude_flit_ids}))
+    if flt.only_flit_ids is not None:
+        must.append(HasIdCondition({_point_id(f) for f in flt.only_flit_ids}))
     if not must and not must_not:
         return None
     return Filter(must=must or None, must_not=must_not or None)
