@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         for events in (args.events, full):
             # The worst case is measured on 100 users (filling 2000-entry lists is slow): memory per
             # user is what matters, and it is linear in the number of users.
-            n_here = n if events == args.events else 100
+            n_here = n if events == args.events else (20 if args.quick else 100)
             with Timer() as t:
                 profiles = build(n_here, events, params, rng)
             # A JSON round trip: the table holds its own copy of each profile's lists (as after a
