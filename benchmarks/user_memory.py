@@ -7,7 +7,8 @@ Each user receives ``--events`` interactions through the real
 384-d vectors), then is stored as each service stores it: the worker's Faust
 table value (``UserProfile.to_dict()``: base64 taste, seen / muted / recent
 event-id lists) and the ranker's map of :class:`~flitfeed.streams.events.UserState`
-records. Memory is measured with ``tracemalloc`` (Python allocations, exact and
+records as decoded from ``user-states`` (``ranker_state``) and the compact
+:class:`~flitfeed.ranker.service.HeldState` the ranker keeps (``ranker_held``). Memory is measured with ``tracemalloc`` (Python allocations, exact and
 independent of other processes on the machine). A last row per size fills every
 bounded list to its capacity (the worst case the settings allow).
 """
@@ -24,6 +25,8 @@ import numpy as np
 from benchmarks.common import Timer, bench_parser, print_table, setup_logging, write_json
 from flitfeed.encoders.user_vector import TasteParams, UserProfile
 from flitfeed.settings import Settings
+from flitfeed.ranker.service import HeldState
+from flitfeed.streams.events import UserState
 from flitfeed.streams.user_updates import user_state
 
 
@@ -79,14 +82,20 @@ def main(argv: list[str] | None = None) -> int:
             # restart, when the values come back from the changelog).
             table, worker_bytes = measure(lambda: {p.user_id: json.loads(json.dumps(p.to_dict())) for p in profiles})
             del table
-            states, ranker_bytes = measure(lambda: {p.user_id: user_state(p, "ev", 0.0) for p in profiles})
-            del states, profiles
+            records = [UserState.model_validate_json(user_state(p, "ev", 0.0).to_bytes()) for p in profiles]
+            states, ranker_bytes = measure(lambda: {s.user_id: s for s in
+                                                   (UserState.model_validate_json(r.to_bytes()) for r in records)})
+            del states
+            held, held_bytes = measure(lambda: {s.user_id: HeldState.of(s) for s in records})
+            del held, records, profiles
             rows.append({
                 "users": n, "events_per_user": events, "measured_users": n_here,
                 "worker_table_bytes_per_user": round(worker_bytes / n_here),
                 "ranker_state_bytes_per_user": round(ranker_bytes / n_here),
+                "ranker_held_bytes_per_user": round(held_bytes / n_here),
                 "worker_table_mib_at_users": round(worker_bytes / n_here * n / 2**20, 1),
                 "ranker_state_mib_at_users": round(ranker_bytes / n_here * n / 2**20, 1),
+                "ranker_held_mib_at_users": round(held_bytes / n_here * n / 2**20, 1),
                 "build_s": round(t.seconds, 1),
             })
     print_table("User-state memory (tracemalloc; MiB columns scaled to `users`)", rows)
