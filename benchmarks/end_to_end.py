@@ -21,7 +21,8 @@ interactions at that rate (open loop) plus live flits at ``--flits-per-s`` for
   ``flitfeed_flit_freshness_seconds`` histogram, so the p99 is a bucket bound);
 * a step is *sustained* when ≥ 99% of its interactions got their feed before
   the grace period ended and the p99 stayed ≤ 1 s; the highest such rate is
-  the maximum sustained rate.
+  the maximum sustained rate. The ladder stops at the first step that is not
+  sustained (its backlog would pollute the next step).
 
 Quick mode (CI): the hashing encoder, 2k flits, 200 birds, one 5-second step.
 """
@@ -296,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             row = step_row(rate, sent, collector, before, after) | services.rss_mib()
             rows.append(row)
             log.info("step %s", row)
+            if not row["sustained"] and i < len(rates) - 1:
+                # Its backlog would spill into the next step and measure the backlog, not the rate.
+                log.info("rate %s not sustained: the ladder stops here", rate)
+                break
     finally:
         if collector is not None:
             collector.close()
