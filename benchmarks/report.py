@@ -24,10 +24,13 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def split_rows(name: str, rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Rows with different shapes (a head row and per-stage rows) become separate tables."""
+    """Rows of different kinds (a head row, then per-stage rows) become separate tables.
+
+    The kind is the first column: rows that only add columns stay in one table.
+    """
     groups: list[tuple[str, list[dict[str, Any]]]] = []
     for row in rows:
-        key = ",".join(sorted(row))
+        key = next(iter(row), "")
         if groups and groups[-1][0] == key:
             groups[-1][1].append(row)
         else:
