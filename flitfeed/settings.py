@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     #: serving, when at least this many points are unindexed (below it, brute force is fast enough:
     #: ~1.5 ms per 10k points). 0 = never. Blocking, so it delays readiness, never a feed.
     index_optimize_min_points: int = Field(20_000, ge=0)
+    #: While serving, the ranker checks this often whether INDEX_OPTIMIZE_MIN_POINTS points are unindexed
+    #: and, if so, rebuilds the graph in a child process on a copy and swaps it in
+    #: (``index/edge_optimizer.py``; the copy pauses the loop briefly, see BENCHMARKS.md). 0 = never.
+    index_rebuild_interval_s: float = Field(60.0, ge=0)
 
     # --- Monitoring --------------------------------------------------------
     metrics_host: str = "127.0.0.1"

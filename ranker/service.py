@@ -114,6 +114,13 @@ class RankerService:
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
         self.producer = Producer(producer_config(settings))
         self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit)
+        self.rebuilder = None
+        if settings.index_rebuild_interval_s > 0 and hasattr(index, "swap_in"):  # an embedded EdgeIndex
+            from flitfeed.index.edge_optimizer import IndexRebuilder
+
+            self.rebuilder = IndexRebuilder(index, self.replicator.position, self.replicator.rewind,  # type: ignore[arg-type]
+                                            min_unindexed=settings.index_optimize_min_points,
+                                            interval_s=settings.index_rebuild_interval_s)
         self.interactions = self._interactions_reader()
         self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group))
         self.consumer.subscribe([self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]],
@@ -222,6 +229,8 @@ class RankerService:
 
     def step(self, timeout: float = 0.02) -> int:
         """One iteration: refresh broadcast inputs, then handle a batch of user-states and requests."""
+        if self.rebuilder is not None:
+            self.rebuilder.poll()
         self.replicator.poll_once(timeout=0)
         self._poll_interactions()
         messages = self.consumer.consume(num_messages=200, timeout=timeout)
@@ -323,6 +332,8 @@ class RankerService:
             m.filter_removed.labels(filter=name).inc(n)
 
     def close(self) -> None:
+        if self.rebuilder is not None:
+            self.rebuilder.close()
         for closer in (self.consumer.close, self.interactions.close, self.replicator.close,
                        lambda: self.producer.flush(10)):
             try:

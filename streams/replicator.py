@@ -143,6 +143,17 @@ class FlitVectorReplicator:
             self.poll_once(timeout=0.05)
         return False
 
+    def position(self) -> dict[int, int]:
+        """The next offset to apply per partition: everything before it is in the index."""
+        return dict(self._applied)
+
+    def rewind(self, position: dict[int, int]) -> None:
+        """Re-apply the log from ``position`` (e.g. after an index copy taken there was swapped in)."""
+        self._applied = dict(position)
+        self._consumer.assign([TopicPartition(self._topic, p, position.get(p, OFFSET_BEGINNING))
+                               for p in range(self._n_partitions)])
+        self._save_offsets(force=True)
+
     def close(self) -> None:
         self._save_offsets(force=True)
         self._consumer.close()
