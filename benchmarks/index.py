@@ -14,7 +14,7 @@ from the real ones, see there. Queries: real embeddings of 200 held-out flits
   thread searches (the stall it causes is reported);
 * ``edge-hnsw-sq``: scalar int8 quantization with rescoring, optimized in a
   *child process* on a copy (:mod:`flitfeed.index.edge_optimizer`) while the
-  parent searches, then swapped in (the swap pause is reported).
+  parent searches, then swapped in (the copy and swap pauses are reported).
 
 Per row: upserts/s, search p50/p99, recall@10 vs exact, resident memory added
 per million flits (RSS delta, and directory size on disk), and how long a new
@@ -139,7 +139,8 @@ def bench_size(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, work: Pat
                 if schedule == "inline":
                     index.maybe_optimize(0)
                 else:
-                    copy = snapshot_copy(index, work / f"{config}.copy")
+                    with Timer() as copying:
+                        copy = snapshot_copy(index, work / f"{config}.copy")
                     optimize_copy(copy, corpus.vectors.shape[1], quantization=quantization,
                                   indexing_threshold_kb=threshold_kb)
         row["optimize_schedule"] = schedule
@@ -151,6 +152,8 @@ def bench_size(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, work: Pat
         if schedule == "process":
             with Timer() as swap:
                 index.swap_in(copy)
+            # The owner's two pauses: copying the index (no writes meanwhile) and swapping the result in.
+            row["copy_pause_ms"] = round(copying.seconds * 1000, 1)
             row["swap_pause_ms"] = round(swap.seconds * 1000, 1)
         row.update(search_rows(index, queries, truth))
         row["mem_mib_per_1M"] = round((rss_mib() - rss0) / n * 1e6, 1)
