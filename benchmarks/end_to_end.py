@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flits-per-s", type=float, default=None, help="live flits/s (default 150; quick 20)")
     parser.add_argument("--step-s", type=float, default=None, help="seconds per step (default 20; quick 5)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
-                        help="record py-spy profiles of the worker and ranker during the last step into DIR")
+                        help="record py-spy flame graphs of the worker and the ranker during every step into DIR")
     args = parser.parse_args(argv)
     setup_logging()
     quick = args.quick
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         setup |= services.rss_mib()
         for i, rate in enumerate(rates):
             profilers = []
-            if args.profile and i == len(rates) - 1:
+            if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 for name, p in services.procs.items():
                     out = args.profile / f"{name}-{int(rate)}per_s.svg"
