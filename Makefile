@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 KAFKA  := bash deploy/kafka/kafka.sh
 PROMETHEUS := bash deploy/prometheus/prometheus.sh
 
-.PHONY: setup demo test test-unit broker-start broker-stop clean audit evaluate
+.PHONY: setup demo test test-unit broker-start broker-stop clean audit evaluate bench bench-quick
 
 $(BIN)/flitfeed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,3 +63,23 @@ audit: $(BIN)/flitfeed
 	$(BIN)/pip freeze --exclude-editable > $(AUDIT_VENV)/requirements.txt
 	$(AUDIT_VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off --vulnerability-service $(AUDIT_SERVICE) \
 	    -r $(AUDIT_VENV)/requirements.txt
+
+# Benchmarks (issue 5; see BENCHMARKS.md). `make bench` runs every benchmark in full mode (about 15 min on
+# a quiet 2-core machine, plus ~7 min once to embed the cached 100k-flit corpus) and writes JSON to
+# benchmarks/results/; `make bench-quick` is the CI smoke mode. Both start the project's broker for the
+# end-to-end benchmark and stop it again only if they started it. BENCH_ARGS is passed to every benchmark.
+BENCHES := embedding index ranker user_memory end_to_end
+BENCH_BOOTSTRAP ?= 127.0.0.1:$${FLITFEED_KAFKA_PORT:-9092}
+
+bench bench-quick: setup
+	@mode=$(if $(filter bench-quick,$@),--quick,); suffix=$(if $(filter bench-quick,$@),-quick,); \
+	was_running=0; $(KAFKA) status >/dev/null 2>&1 && was_running=1; \
+	$(KAFKA) start || exit 1; rc=0; \
+	for b in $(BENCHES); do \
+	  echo "== benchmarks.$$b $$mode"; \
+	  $(BIN)/python -m benchmarks.$$b $$mode --json benchmarks/results/$$b$$suffix.json \
+	    $$( [ $$b = end_to_end ] && echo --bootstrap $(BENCH_BOOTSTRAP) ) $(BENCH_ARGS) || rc=1; \
+	done; \
+	[ $$was_running = 1 ] || $(KAFKA) stop; \
+	$(BIN)/python -m benchmarks.report benchmarks/results $$mode $$( [ -z "$$mode" ] && echo --update BENCHMARKS.md ); \
+	exit $$rc

@@ -7,7 +7,18 @@ from flitfeed.settings import Settings
 
 
 def make_encoder(settings: Settings) -> Encoder:
+    if settings.encoder == "minilm" and settings.encoder_backend.startswith("onnx-"):
+        from flitfeed.encoders.onnx_encoder import QUANTIZATIONS, OnnxEncoder
+
+        quantize = settings.encoder_backend.removeprefix("onnx-")
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={settings.encoder_backend!r}")
+        return OnnxEncoder(quantize=quantize, batch_size=settings.encoder_batch_size,
+                           threads=settings.encoder_threads, cache_dir=settings.model_cache_dir)
     if settings.encoder == "minilm":
+        if settings.encoder_backend != "torch":
+            raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={settings.encoder_backend!r} "
+                             "(expected 'onnx-int8', 'onnx-fp32' or 'torch')")
         from flitfeed.encoders.sentence_transformer import SentenceTransformerEncoder
 
         return SentenceTransformerEncoder(batch_size=settings.encoder_batch_size, threads=settings.encoder_threads)

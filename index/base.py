@@ -59,6 +59,9 @@ class SearchFilter:
     exclude_flit_ids: frozenset[str] = field(default_factory=frozenset)
     min_created_at: float | None = None  # epoch seconds, inclusive
     author: str | None = None  # only this author
+    #: Only these flits (None = no restriction): lets the engine score a known set of candidates
+    #: against a query vector without shipping their vectors to Python.
+    only_flit_ids: frozenset[str] | None = None
 
 
 class IndexError_(RuntimeError):

@@ -54,13 +54,17 @@ from qdrant_edge import (
     FieldCondition,
     Filter,
     HasIdCondition,
+    HnswIndexConfig,
     MatchAny,
     MatchValue,
     PayloadSchemaType,
     Point,
     Query,
     QueryRequest,
+    QuantizationSearchParams,
     RangeFloat,
+    ScalarQuantizationConfig,
+    ScalarType,
     ScrollRequest,
     SearchParams,
     UpdateOperation,
@@ -102,7 +106,11 @@ class EdgeIndex:
     ``hnsw_ef`` widens the HNSW beam at query time (engine default when None);
     ``indexing_threshold_kb`` sets the segment size above which
     :meth:`maybe_optimize` builds an HNSW graph (applies on create and on open;
-    engine default when None; small values are for tests).
+    engine default when None; small values are for tests). ``hnsw_m`` and
+    ``hnsw_ef_construct`` shape the graph (engine defaults 16 / 100 when None).
+    ``quantization="int8"`` adds scalar quantization: searches scan int8 copies
+    of the vectors (4x less memory traffic) and rescore the best with the
+    originals; applies to shards this call creates (and when indexing).
 
     Thread-safety: methods may be called from several threads (the engine
     locks internally). ``search`` releases the GIL while the engine works, so
@@ -118,21 +126,39 @@ class EdgeIndex:
         create: bool = True,
         hnsw_ef: int | None = None,
         indexing_threshold_kb: int | None = None,
+        hnsw_m: int | None = None,
+        hnsw_ef_construct: int | None = None,
+        quantization: str | None = None,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
         self.dim = dim
         self.path = Path(path)
-        self._search_params = SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        if quantization not in (None, "int8"):
+            raise ValueError(f"quantization must be None or 'int8', got {quantization!r}")
+        quantization_config = ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, always_ram=True) \
+            if quantization else None
+        self._search_params = (
+            SearchParams(hnsw_ef=hnsw_ef,
+                         quantization=QuantizationSearchParams(rescore=True) if quantization else None)
+            if hnsw_ef or quantization else None
+        )
         self._optimize_lock = threading.Lock()
+        hnsw = None
+        if hnsw_m is not None or hnsw_ef_construct is not None:
+            # full_scan_threshold (KB): below it a filtered search scans instead of walking the graph.
+            hnsw = HnswIndexConfig(m=hnsw_m or 16, ef_construct=hnsw_ef_construct or 100, full_scan_threshold=10_000)
         config = EdgeConfig(
             vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            hnsw_config=hnsw,
+            quantization_config=quantization_config,
             optimizers=(
                 EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
                 if indexing_threshold_kb is not None
                 else None
             ),
         )
+        self._config = config
         if _is_fresh(self.path):
             if not create:
                 raise IndexError_(f"no index at {self.path} (and create=False)")
@@ -355,6 +381,30 @@ class EdgeIndex:
         finally:
             self._optimize_lock.release()
 
+    def flush(self) -> None:
+        """Persist everything written so far to the segments (a consistent on-disk copy after this)."""
+        _engine(self._open_shard().flush, f"cannot flush {self.path}")
+
+    def swap_in(self, optimized: Path) -> None:
+        """Replace this index's directory by ``optimized`` (a copy built by
+        :mod:`flitfeed.index.edge_optimizer`) and reopen it.
+
+        Writes made after the copy was taken are *not* in it: the caller
+        re-applies them (a log replica rewinds its offsets to the copy's).
+        Searches must not run during the swap (it closes the shard).
+        """
+        optimized = Path(optimized)
+        config = self._config
+        self.close()
+        retired = self.path.with_name(self.path.name + ".retired")
+        if retired.exists():
+            shutil.rmtree(retired)
+        os.replace(self.path, retired)
+        os.replace(optimized, self.path)
+        self._shard = self._load(config)
+        self._write_marker(clean=False, points=None)
+        shutil.rmtree(retired, ignore_errors=True)
+
     @staticmethod
     def destroy(path: Path) -> None:
         """Delete an index directory (for rebuilds). The index must be closed.
@@ -423,6 +473,8 @@ def _filter(flt: SearchFilter | None) -> Filter | None:
         must_not.append(FieldCondition(key="author", match=MatchAny(sorted(flt.exclude_authors))))
     if flt.exclude_flit_ids:
         must_not.append(HasIdCondition({_point_id(f) for f in flt.exclude_flit_ids}))
+    if flt.only_flit_ids is not None:
+        must.append(HasIdCondition({_point_id(f) for f in flt.only_flit_ids}))
     if not must and not must_not:
         return None
     return Filter(must=must or None, must_not=must_not or None)

@@ -96,6 +96,10 @@ class MemoryIndex:
             rows = [self._row[f] for f in flt.exclude_flit_ids if f in self._row]
             if rows:
                 ok[rows] = False
+            if flt.only_flit_ids is not None:
+                only = np.zeros_like(ok)
+                only[[self._row[f] for f in flt.only_flit_ids if f in self._row]] = True
+                ok &= only
         candidates = np.flatnonzero(ok)
         if candidates.size == 0:
             return []

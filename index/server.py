@@ -252,6 +252,8 @@ def _filter(flt: SearchFilter | None) -> qm.Filter | None:
         must_not.append(qm.FieldCondition(key="author", match=qm.MatchAny(any=sorted(flt.exclude_authors))))
     if flt.exclude_flit_ids:
         must_not.append(qm.HasIdCondition(has_id=sorted(_point_id(f) for f in flt.exclude_flit_ids)))
+    if flt.only_flit_ids is not None:
+        must.append(qm.HasIdCondition(has_id=sorted(_point_id(f) for f in flt.only_flit_ids)))
     if not must and not must_not:
         return None
     return qm.Filter(must=must or None, must_not=must_not or None)

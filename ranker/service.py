@@ -20,8 +20,10 @@ Single-threaded: one loop polls the broadcast readers and the group consumer.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -51,7 +53,37 @@ from flitfeed.streams.replicator import FlitVectorReplicator
 log = logging.getLogger(__name__)
 
 
-def feed_query(state: UserState | None, user_id: str, k: int, now: float) -> FeedQuery:
+@dataclass(frozen=True, slots=True)
+class HeldState:
+    """What the ranker keeps per user: the parts of a :class:`UserState` a feed needs, compactly.
+
+    A decoded ``UserState`` holds its taste as 384 Python floats (~12 KB per user); this holds
+    float32 (1.5 KB) and interns flit ids and authors, which many users share. Measured by
+    ``benchmarks/user_memory.py`` (``ranker_state`` vs ``ranker_held`` columns).
+
+    >>> s = UserState(user_id="u", taste=[0.6, 0.8], seen=["f1"], updated_at=0, trigger_id="e1")
+    >>> h = HeldState.of(s)
+    >>> h.taste.dtype.name, h.seen, h.trigger_id
+    ('float32', ('f1',), 'e1')
+    """
+
+    user_id: str
+    taste: np.ndarray | None
+    seen: tuple[str, ...]
+    muted_authors: tuple[str, ...]
+    positives: int
+    trigger_id: str
+
+    @classmethod
+    def of(cls, state: UserState) -> "HeldState":
+        return cls(user_id=state.user_id,
+                   taste=None if state.taste is None else np.asarray(state.taste, dtype=np.float32),
+                   seen=tuple(sys.intern(f) for f in state.seen),
+                   muted_authors=tuple(sys.intern(a) for a in state.muted_authors),
+                   positives=state.positives, trigger_id=state.trigger_id)
+
+
+def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: float) -> FeedQuery:
     """The pipeline's view of a user; an unknown user is a cold-start query."""
     if state is None:
         return FeedQuery(user_id=user_id, k=k, now=now)
@@ -96,11 +128,18 @@ class RankerService:
         #: Latest interaction time read (the clock when ``settings.ranker_clock == "event"``).
         self.event_now = float("-inf")
         #: user states by partition, so a revoked partition's users can be dropped.
-        self.states: dict[int, dict[str, UserState]] = {}
+        self.states: dict[int, dict[str, HeldState]] = {}
         self._t = {name: settings.topic(name) for name in
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
         self.producer = Producer(producer_config(settings))
         self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit)
+        self.rebuilder = None
+        if settings.index_rebuild_interval_s > 0 and hasattr(index, "swap_in"):  # an embedded EdgeIndex
+            from flitfeed.index.edge_optimizer import IndexRebuilder
+
+            self.rebuilder = IndexRebuilder(index, self.replicator.position, self.replicator.rewind,  # type: ignore[arg-type]
+                                            min_unindexed=settings.index_optimize_min_points,
+                                            interval_s=settings.index_rebuild_interval_s)
         self.interactions = self._interactions_reader()
         # The session timeout bounds how long a crashed ranker's partitions wait for a new member.
         self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group, **{
@@ -162,9 +201,9 @@ class RankerService:
             if tp.topic == self._t[TOPIC_USER_STATES]:
                 self.states.pop(tp.partition, None)
 
-    def _bootstrap_states(self, partition: int, until: int) -> dict[str, UserState]:
+    def _bootstrap_states(self, partition: int, until: int) -> dict[str, HeldState]:
         """Latest state per user in [0, until) of a user-states partition, without publishing feeds."""
-        states: dict[str, UserState] = {}
+        states: dict[str, HeldState] = {}
         if until <= 0:
             return states
         reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-bootstrap-unused"))
@@ -180,7 +219,7 @@ class RankerService:
                         state = UserState.model_validate_json(m.value())
                     except ValueError:
                         continue
-                    states[state.user_id] = state
+                    states[state.user_id] = HeldState.of(state)
                 position = reader.position([TopicPartition(self._t[TOPIC_USER_STATES], partition)])[0].offset
                 if position >= until:
                     return states
@@ -197,6 +236,7 @@ class RankerService:
         lag = start_lag_reporter(self.settings, self.metrics, self.settings.ranker_group,
                                  [self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]])
         try:
+            self.warm_index(stop)
             while not stop.is_set():
                 try:
                     self.step(timeout=0.02)
@@ -210,8 +250,27 @@ class RankerService:
             lag.stop()
             self.close()
 
+    def warm_index(self, stop: threading.Event) -> None:
+        """Before serving: read the flit-vector log to its end, then build the HNSW graph if it pays.
+
+        Unindexed points are searched by brute force (~1.5 ms per 10k per query): with a catalogue of
+        100k, that is most of a feed's cost. Qdrant Edge's optimize holds the GIL, so it runs here, before
+        the consumer group is joined, where it delays readiness and blocks no feed.
+        """
+        while not stop.is_set() and not self.replicator.caught_up:
+            self.replicator.poll_once(max_messages=5000, timeout=0.2)
+        optimize = getattr(self.index, "maybe_optimize", None)
+        minimum = self.settings.index_optimize_min_points
+        if optimize is not None and minimum > 0 and not stop.is_set():
+            started = time.monotonic()
+            if optimize(minimum):
+                log.info("index optimized before serving",
+                         extra={"seconds": round(time.monotonic() - started, 1), "points": self.index.count()})
+
     def step(self, timeout: float = 0.02) -> int:
         """One iteration: refresh broadcast inputs, then handle a batch of user-states and requests."""
+        if self.rebuilder is not None:
+            self.rebuilder.poll()
         self.replicator.poll_once(timeout=0)
         self._poll_interactions()
         messages = self.consumer.consume(num_messages=200, timeout=timeout)
@@ -280,10 +339,10 @@ class RankerService:
             return 0
         users = self.states.setdefault(m.partition(), {})
         previous = users.get(state.user_id)
-        users[state.user_id] = state
+        held = users[state.user_id] = HeldState.of(state)
         if previous is not None and previous.trigger_id == state.trigger_id:
             return 0  # the worker re-published after a crash; this feed was already served
-        self._publish_feed(state.user_id, state, self.settings.feed_k, state.trigger_id, "interaction",
+        self._publish_feed(state.user_id, held, self.settings.feed_k, state.trigger_id, "interaction",
                            state.trigger_ts)
         return 1
 
@@ -302,7 +361,7 @@ class RankerService:
                            ts_ms / 1000.0 if ts_ms > 0 else time.time())
         return 1
 
-    def _publish_feed(self, user_id: str, state: UserState | None, k: int, trigger_id: str, trigger_kind: str,
+    def _publish_feed(self, user_id: str, state: HeldState | None, k: int, trigger_id: str, trigger_kind: str,
                       trigger_ts: float) -> None:
         query = feed_query(state, user_id, k, self.now())
         result = self.pipeline.run(query)
@@ -352,6 +411,8 @@ class RankerService:
             raise
 
     def close(self) -> None:
+        if self.rebuilder is not None:
+            self.rebuilder.close()
         for closer in (self._final_commit, self.consumer.close, self.interactions.close, self.replicator.close,
                        lambda: self.producer.flush(10)):
             try:

@@ -120,6 +120,7 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
             except Exception:  # keep replicating; the error is logged with its traceback
                 log.exception("flit-vector replication failed")
                 await asyncio.sleep(1.0)
+        ctx.replicator.close()  # stores the final read position (saves are throttled while running)
 
     @app.timer(interval=1.0)
     async def heartbeat() -> None:

@@ -208,6 +208,14 @@ FILTER_CASES: dict[str, tuple[SearchFilter, Callable[[IndexedFlit], bool]]] = {
     # Inclusive bound exactly on flit f120's timestamp.
     "min_created_at": (SearchFilter(min_created_at=T0 + 60.0 * 120 + 0.25), lambda f: f.created_at >= T0 + 7200.25),
     "author": (SearchFilter(author="bob"), lambda f: f.author_id == "bob"),
+    "only_flit_ids": (
+        SearchFilter(only_flit_ids=frozenset({"f3", "f77", "f150", "nope"})),
+        lambda f: f.flit_id in {"f3", "f77", "f150"},
+    ),
+    "only_and_exclude": (
+        SearchFilter(only_flit_ids=frozenset({"f3", "f77", "f150"}), exclude_flit_ids=frozenset({"f77"})),
+        lambda f: f.flit_id in {"f3", "f150"},
+    ),
     "author_and_recent": (
         SearchFilter(author="dave", min_created_at=T0 + 60.0 * 100),
         lambda f: f.author_id == "dave" and f.created_at >= T0 + 6000.0,

@@ -56,6 +56,7 @@ class FakeIndex:
             and f.flit_id not in flt.exclude_flit_ids
             and (flt.min_created_at is None or f.created_at >= flt.min_created_at)
             and (flt.author is None or f.author_id == flt.author)
+            and (flt.only_flit_ids is None or f.flit_id in flt.only_flit_ids)
         ]
         if not ok:
             return []
@@ -153,9 +154,11 @@ def test_hydrators_fill_engagement_and_missing_similarity_in_one_call(world):
     assert [c.engagement for c in cs] == [1.5, 0.0, 0.0, 0.0]
     assert cs[0].similarity > 0.9 and abs(cs[1].similarity) < 0.2
     assert cs[2].similarity == 0.42 and cs[3].similarity == 0.0
-    assert world.index.retrieves == 1
+    # One id-restricted search scores them all in the engine (no vectors shipped to Python).
+    assert world.index.retrieves == 0
+    assert [f.only_flit_ids for f in world.index.searches] == [frozenset({"a1", "b1", "gone"})]
     SimilarityHydrator(world.index).hydrate(FeedQuery("me", 5, NOW), [Candidate("b2", "x", NOW, "fresh")])
-    assert world.index.retrieves == 1  # nothing to compare with for a cold-start user
+    assert len(world.index.searches) == 1  # nothing to compare with for a cold-start user
 
 
 # --- Full pipeline ---------------------------------------------------------------

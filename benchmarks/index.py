@@ -1,0 +1,204 @@
+"""Vector index: upsert rate, search latency and recall@10 against exact search, memory, freshness, indexing schedule.
+
+``python -m benchmarks.index [--quick] [--json PATH] [--sizes 100000] [--real N]``
+
+Corpus: real embeddings of demo-world flit texts (:mod:`benchmarks.corpus`,
+cached); above ``--real`` points (default: all of them) the rest are derived
+from the real ones, see there. Queries: real embeddings of 200 held-out flits
+(another world seed). For each size:
+
+* ``exact-numpy``: the baseline, one matrix-vector product per query;
+* ``edge-unindexed``: Qdrant Edge right after the upserts (brute force over
+  appendable segments, what a service searches before any optimize);
+* ``edge-hnsw``: after ``optimize()`` run *inline* on a thread while another
+  thread searches (the stall it causes is reported);
+* ``edge-hnsw-sq``: scalar int8 quantization with rescoring, optimized in a
+  *child process* on a copy (:mod:`flitfeed.index.edge_optimizer`) while the
+  parent searches, then swapped in (the copy and swap pauses are reported).
+
+Per row: upserts/s, search p50/p99, recall@10 vs exact, resident memory added
+per million flits (RSS delta, and directory size on disk), and how long a new
+flit takes to be searchable (upsert → found as its own nearest neighbour).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import Timer, bench_parser, percentiles, print_table, rss_mib, setup_logging, write_json
+from benchmarks.corpus import Corpus
+from flitfeed.index.base import IndexedFlit
+from flitfeed.index.edge import EdgeIndex
+from flitfeed.index.edge_optimizer import optimize_copy, snapshot_copy
+
+log = logging.getLogger("benchmarks.index")
+K = 10
+
+
+def dir_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def exact_topk(matrix: np.ndarray, queries: np.ndarray, k: int = K) -> tuple[list[set[int]], list[float]]:
+    truth, latencies = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        scores = matrix @ q
+        top = np.argpartition(-scores, k)[:k]
+        latencies.append(time.perf_counter() - t0)
+        truth.append(set(int(i) for i in top))
+    return truth, latencies
+
+
+def flits(vectors: np.ndarray, start: int = 0) -> list[IndexedFlit]:
+    return [IndexedFlit(f"f{start + i}", f"a{(start + i) % 997}", 1.7e9 + start + i, v)
+            for i, v in enumerate(vectors)]
+
+
+def search_rows(index: EdgeIndex, queries: np.ndarray, truth: list[set[int]]) -> dict[str, Any]:
+    latencies, recalls = [], []
+    for q, want in zip(queries, truth):
+        t0 = time.perf_counter()
+        hits = index.search(q, K)
+        latencies.append(time.perf_counter() - t0)
+        got = {int(h.flit_id[1:]) for h in hits}
+        recalls.append(len(got & want) / K)
+    return {**{f"search_{k}": v for k, v in percentiles(latencies).items()},
+            f"recall@{K}": round(statistics.fmean(recalls), 4)}
+
+
+def searchable_after(index: EdgeIndex, vectors: np.ndarray, start: int) -> dict[str, float]:
+    """Upsert new flits one by one; time until each is its own nearest neighbour."""
+    waits = []
+    for i, point in enumerate(flits(vectors, start)):
+        t0 = time.perf_counter()
+        index.upsert_many([point])
+        while not any(h.flit_id == point.flit_id for h in index.search(vectors[i], 3)):
+            pass  # upserts are synchronous: found on the first try (the loop proves it)
+        waits.append(time.perf_counter() - t0)
+    return {f"new_flit_searchable_{k}": v for k, v in percentiles(waits).items() if k != "max_ms"}
+
+
+class SearchLoad:
+    """A thread searching continuously: what a ranker does while the index is being optimized."""
+
+    def __init__(self, index: EdgeIndex, queries: np.ndarray) -> None:
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(index, queries), daemon=True)
+
+    def _run(self, index: EdgeIndex, queries: np.ndarray) -> None:
+        i = 0
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            index.search(queries[i % len(queries)], K)
+            self.latencies.append(time.perf_counter() - t0)
+            i += 1
+            time.sleep(0.005)  # ~a ranker at 200 searches/s, not a busy loop stealing the optimizer's core
+
+    def __enter__(self) -> "SearchLoad":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_size(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, work: Path, threshold_kb: int | None,
+               label: str) -> list[dict[str, Any]]:
+    n = len(corpus.vectors)
+    truth, exact_lat = exact_topk(corpus.vectors, queries)
+    rows: list[dict[str, Any]] = [{"corpus": label, "n": n, "config": "exact-numpy",
+                                   **{f"search_{k}": v for k, v in percentiles(exact_lat).items()},
+                                   f"recall@{K}": 1.0,
+                                   "mem_mib_per_1M": round(corpus.vectors.nbytes / 2**20 / n * 1e6, 1)}]
+    for config, quantization, schedule in (("edge-hnsw", None, "inline"), ("edge-hnsw-sq", "int8", "process")):
+        path = work / config
+        rss0 = rss_mib()
+        index = EdgeIndex(path, corpus.vectors.shape[1], quantization=quantization,
+                          indexing_threshold_kb=threshold_kb)
+        with Timer() as up:
+            batch = 4096
+            for start in range(0, n, batch):
+                index.upsert_many(flits(corpus.vectors[start : start + batch], start))
+        row: dict[str, Any] = {"corpus": label, "n": n, "config": config, "upserts_per_s": round(n / up.seconds)}
+        if config == "edge-hnsw":
+            rows.append({"corpus": label, "n": n, "config": "edge-unindexed", **search_rows(index, queries, truth)})
+        with SearchLoad(index, queries) as load:
+            with Timer() as opt:
+                if schedule == "inline":
+                    index.maybe_optimize(0)
+                else:
+                    with Timer() as copying:
+                        copy = snapshot_copy(index, work / f"{config}.copy")
+                    optimize_copy(copy, corpus.vectors.shape[1], quantization=quantization,
+                                  indexing_threshold_kb=threshold_kb)
+        row["optimize_schedule"] = schedule
+        row["optimize_s"] = round(opt.seconds, 1)
+        during = percentiles(load.latencies)
+        row["search_during_optimize_p99_ms"] = during["p99_ms"]
+        row["search_during_optimize_max_ms"] = during["max_ms"]
+        row["searches_during_optimize"] = len(load.latencies)
+        if schedule == "process":
+            with Timer() as swap:
+                index.swap_in(copy)
+            # The owner's two pauses: copying the index (no writes meanwhile) and swapping the result in.
+            row["copy_pause_ms"] = round(copying.seconds * 1000, 1)
+            row["swap_pause_ms"] = round(swap.seconds * 1000, 1)
+        row.update(search_rows(index, queries, truth))
+        row["mem_mib_per_1M"] = round((rss_mib() - rss0) / n * 1e6, 1)
+        row["disk_mib_per_1M"] = round(dir_mib(path) / n * 1e6, 1)
+        row.update(searchable_after(index, fresh, start=n))
+        rows.append(row)
+        index.close()
+        shutil.rmtree(path, ignore_errors=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=None, help="comma-separated flit counts (default 100000; quick 3000)")
+    parser.add_argument("--real", type=int, default=None,
+                        help="real embeddings in the corpus; points beyond are derived (default: all real)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="also run the largest real size with a corpus derived from a tenth of it")
+    args = parser.parse_args(argv)
+    setup_logging()
+    sizes = [int(s) for s in (args.sizes or ("3000" if args.quick else "100000")).split(",")]
+    n_real = min(args.real or max(sizes), max(sizes))
+    # Quick mode: the hashing encoder (no model load) and a tiny indexing threshold so HNSW is really built.
+    make_corpus = Corpus.hashing if args.quick else Corpus.real
+    threshold_kb = 100 if args.quick else None
+    base = make_corpus(n_real, seed=11)
+    held_out = make_corpus(200 + 50, seed=12).vectors
+    queries, fresh = held_out[:200], held_out[200:]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="flitfeed-bench-index-") as tmp:
+        for n in sizes:
+            corpus = base.with_derived(n, seed=n)
+            label = "real" if corpus.n_real == n else f"{corpus.n_real} real + {n - corpus.n_real} derived"
+            rows += bench_size(corpus, queries, fresh, Path(tmp), threshold_kb, label)
+        if args.calibrate:
+            n = min(max(sizes), n_real)
+            derived = Corpus(base.vectors[: n // 10], base.topics[: n // 10], n // 10, base.model_version)
+            rows += bench_size(derived.with_derived(n, seed=1), queries, fresh, Path(tmp), threshold_kb,
+                               f"calibration: {n // 10} real + {n - n // 10} derived")
+    print_table(f"Index: {base.model_version} embeddings, top-{K}, 200 queries", rows)
+    if args.json:
+        write_json(args.json, "index", {"quick": args.quick, "sizes": sizes, "real": n_real,
+                                        "calibrate": args.calibrate}, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""Ranker throughput (feeds/s) and the cost of each stage, in process, on the real index.
+
+``python -m benchmarks.ranker [--quick] [--json PATH] [--flits 20000] [--users 500]``
+
+The production pipeline (:func:`flitfeed.ranker.feeds.build_feed_pipeline`) over
+a Qdrant Edge index of real flit embeddings (HNSW built), an engagement
+tracker fed with the demo world's interactions, and users whose tastes are
+means of the vectors of flits they liked (so ``similar`` candidates are real
+neighbours). Each feed is run through the pipeline and serialised as the
+service publishes it (``Feed.to_bytes``); reported: feeds/s on one thread,
+p50/p99 per feed, and per stage (``kind:name``) the mean and p99 in ms and
+its share of the feed's time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import Timer, bench_parser, percentiles, print_table, setup_logging, write_json
+from benchmarks.corpus import Corpus
+from flitfeed.encoders.base import l2_normalise
+from flitfeed.index.base import IndexedFlit
+from flitfeed.index.edge import EdgeIndex
+from flitfeed.ranker.engagement import EngagementTracker
+from flitfeed.ranker.feeds import build_feed_pipeline
+from flitfeed.ranker.params import RankerParams
+from flitfeed.ranker.query import FeedQuery
+from flitfeed.ranker.recent import RecentFlits
+from flitfeed.ranker.service import make_feed
+from flitfeed.settings import Settings
+
+NOW = 1_800_000_000.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--flits", type=int, default=None, help="index size (default 20000; quick 2000)")
+    parser.add_argument("--users", type=int, default=None, help="distinct users (default 500; quick 50)")
+    parser.add_argument("--feeds", type=int, default=None, help="feeds to build (default 2000; quick 100)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    n = args.flits or (2000 if args.quick else 20_000)
+    n_users = args.users or (50 if args.quick else 500)
+    n_feeds = args.feeds or (100 if args.quick else 2000)
+    corpus = Corpus.hashing(n, seed=11) if args.quick else Corpus.real(n, seed=11)
+    settings = Settings()
+    params = RankerParams.from_settings(settings)
+    rng = np.random.default_rng(3)
+    authors = [f"author-{i % 200:03d}" for i in range(n)]
+    created = NOW - 2 * 86400 + np.sort(rng.uniform(0, 2 * 86400 - 60, size=n))
+    engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
+                                   capacity=max(10 * settings.recent_flits_capacity, 10_000))
+    recent = RecentFlits(capacity=settings.recent_flits_capacity)
+    kinds = ["view", "view", "view", "like", "reflit", "reply"]
+    # Popularity: a Zipf-ish share of the newest flits gets most interactions, as in a live feed.
+    for _ in range(20 * n_users):
+        i = n - 1 - min(n - 1, int(rng.zipf(1.3)))
+        engagement.learn_one(f"f{i}", kinds[int(rng.integers(len(kinds)))], float(created[i]) + 30)
+    topics = np.array(corpus.topics)
+    with tempfile.TemporaryDirectory(prefix="flitfeed-bench-ranker-") as tmp:
+        index = EdgeIndex(Path(tmp) / "flits", corpus.vectors.shape[1],
+                          indexing_threshold_kb=100 if args.quick else None)
+        batch = [IndexedFlit(f"f{i}", authors[i], float(created[i]), corpus.vectors[i], "en", (corpus.topics[i],))
+                 for i in range(n)]
+        index.upsert_many(batch)
+        for f in batch:
+            recent.add_one(f.flit_id, f.author_id, f.created_at, f.tags, f.lang)
+        with Timer() as opt:
+            index.maybe_optimize(0)
+        pipeline = build_feed_pipeline(index, engagement, recent, params)
+        users = []
+        for u in range(n_users):
+            topic = sorted(set(corpus.topics))[u % len(set(corpus.topics))]
+            liked = rng.choice(np.flatnonzero(topics == topic), size=10)
+            taste = l2_normalise(corpus.vectors[liked].mean(axis=0, keepdims=True))[0]
+            seen = frozenset(f"f{i}" for i in rng.choice(n, size=50)) | {f"f{i}" for i in liked}
+            users.append(FeedQuery(user_id=f"bird-{u:05d}", k=10, now=NOW, taste=taste, seen=seen,
+                                   muted_authors=frozenset({authors[int(rng.integers(n))]}), positives=10))
+        stage_times: dict[str, list[float]] = defaultdict(list)
+        totals: list[float] = []
+        for q in users[: min(20, n_users)]:  # warm-up
+            pipeline.run(q)
+        with Timer() as total:
+            for j in range(n_feeds):
+                q = users[j % n_users]
+                t0 = time.perf_counter()
+                result = pipeline.run(q)
+                t1 = time.perf_counter()
+                make_feed(q, result, model_version=corpus.model_version, trigger_id=f"ev{j}",
+                          trigger_kind="interaction").to_bytes()
+                t2 = time.perf_counter()
+                totals.append(t2 - t0)
+                for (kind, name), seconds in result.timings.items():
+                    stage_times[f"{kind}:{name}"].append(seconds)
+                stage_times["publish:serialise"].append(t2 - t1)
+        index.close()
+    mean_total = float(np.mean(totals))
+    head = [{"flits": n, "users": n_users, "feeds": n_feeds, "feeds_per_s": round(n_feeds / total.seconds, 1),
+             **{f"feed_{k}": v for k, v in percentiles(totals).items()}, "optimize_s": round(opt.seconds, 1)}]
+    stages = [{"stage": name, "mean_ms": round(float(np.mean(v)) * 1000, 3),
+               "p99_ms": percentiles(v)["p99_ms"], "share": round(float(np.mean(v)) / mean_total, 3)}
+              for name, v in sorted(stage_times.items(), key=lambda kv: -float(np.mean(kv[1])))]
+    print_table(f"Ranker: {corpus.model_version}, one thread", head)
+    print_table("Ranker: cost per stage", stages)
+    if args.json:
+        write_json(args.json, "ranker", {"quick": args.quick, "flits": n, "users": n_users, "feeds": n_feeds},
+                   head + stages)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""User-state memory: bytes per user in the worker's profile table and the ranker's state map, at 10k and 100k users.
+
+``python -m benchmarks.user_memory [--quick] [--json PATH] [--users 10000,100000] [--events 20]``
+
+Each user receives ``--events`` interactions through the real
+:meth:`~flitfeed.encoders.user_vector.UserProfile.learn_one` (real-looking ids,
+384-d vectors), then is stored as each service stores it: the worker's Faust
+table value (``UserProfile.to_dict()``: base64 taste, seen / muted / recent
+event-id lists) and the ranker's map of :class:`~flitfeed.streams.events.UserState`
+records as decoded from ``user-states`` (``ranker_state``) and the compact
+:class:`~flitfeed.ranker.service.HeldState` the ranker keeps (``ranker_held``). Memory is measured with ``tracemalloc`` (Python allocations, exact and
+independent of other processes on the machine). A last row per size fills every
+bounded list to its capacity (the worst case the settings allow).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import tracemalloc
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import Timer, bench_parser, print_table, setup_logging, write_json
+from flitfeed.encoders.user_vector import TasteParams, UserProfile
+from flitfeed.settings import Settings
+from flitfeed.ranker.service import HeldState
+from flitfeed.streams.events import UserState
+from flitfeed.streams.user_updates import user_state
+
+
+def build(n_users: int, events: int, params: TasteParams, rng: np.random.Generator) -> list[UserProfile]:
+    dim = 384
+    pool = rng.standard_normal((256, dim)).astype(np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    kinds = ["view", "view", "like", "reflit", "reply", "hide"]
+    profiles = []
+    seq = 0
+    for u in range(n_users):
+        p = UserProfile(f"bird-{u:06d}")
+        for e in range(events):
+            seq += 1
+            flit = int(rng.integers(1_000_000))
+            p.learn_one(f"ev-s11-{seq:09d}", kinds[e % len(kinds)], 1.7e9 + e, pool[flit % 256],
+                        f"author-{flit % 200:03d}", f"flit-s11-{flit:07d}", params, dwell_ms=4000)
+        profiles.append(p)
+    return profiles
+
+
+def measure(make: Any) -> tuple[Any, int]:
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    obj = make()
+    gc.collect()
+    size = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return obj, size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--users", default=None, help="comma-separated user counts (default 10000,100000)")
+    parser.add_argument("--events", type=int, default=20, help="interactions per user (default 20)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    sizes = [int(s) for s in (args.users or ("1000" if args.quick else "10000,100000")).split(",")]
+    s = Settings()
+    params = TasteParams(s.taste_half_life_s, s.seen_capacity, s.muted_capacity, s.dedup_capacity)
+    rng = np.random.default_rng(5)
+    rows: list[dict[str, Any]] = []
+    full = max(s.seen_capacity, s.dedup_capacity)
+    for n in sizes:
+        for events in (args.events, full):
+            # The worst case is measured on 100 users (filling 2000-entry lists is slow): memory per
+            # user is what matters, and it is linear in the number of users.
+            n_here = n if events == args.events else (20 if args.quick else 100)
+            with Timer() as t:
+                profiles = build(n_here, events, params, rng)
+            # A JSON round trip: the table holds its own copy of each profile's lists (as after a
+            # restart, when the values come back from the changelog).
+            table, worker_bytes = measure(lambda: {p.user_id: json.loads(json.dumps(p.to_dict())) for p in profiles})
+            del table
+            records = [UserState.model_validate_json(user_state(p, "ev", 0.0).to_bytes()) for p in profiles]
+            states, ranker_bytes = measure(lambda: {s.user_id: s for s in
+                                                   (UserState.model_validate_json(r.to_bytes()) for r in records)})
+            del states
+            held, held_bytes = measure(lambda: {s.user_id: HeldState.of(s) for s in records})
+            del held, records, profiles
+            rows.append({
+                "users": n, "events_per_user": events, "measured_users": n_here,
+                "worker_table_bytes_per_user": round(worker_bytes / n_here),
+                "ranker_state_bytes_per_user": round(ranker_bytes / n_here),
+                "ranker_held_bytes_per_user": round(held_bytes / n_here),
+                "worker_table_mib_at_users": round(worker_bytes / n_here * n / 2**20, 1),
+                "ranker_state_mib_at_users": round(ranker_bytes / n_here * n / 2**20, 1),
+                "ranker_held_mib_at_users": round(held_bytes / n_here * n / 2**20, 1),
+                "build_s": round(t.seconds, 1),
+            })
+    print_table("User-state memory (tracemalloc; MiB columns scaled to `users`)", rows)
+    if args.json:
+        write_json(args.json, "user_memory", {"quick": args.quick, "users": sizes, "events": args.events,
+                                              "capacities": {"seen": s.seen_capacity, "muted": s.muted_capacity,
+                                                             "dedup": s.dedup_capacity}}, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

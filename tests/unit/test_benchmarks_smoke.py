@@ -1,0 +1,72 @@
+"""Every benchmark's quick mode runs and writes a well-formed result (CI keeps the suite working).
+
+No timing is asserted (figures depend on the machine); what is asserted is what would
+break silently: the rows each benchmark must produce and the quality figures it reports
+(agreement between encoders, recall of the index), which do not depend on speed.
+The end-to-end benchmark needs the broker: tests/integration/test_benchmark_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import embedding, index, ranker, report, user_memory
+
+
+def run(module, tmp_path: Path, *extra: str) -> dict:  # noqa: ANN001
+    out = tmp_path / f"{module.__name__.rsplit('.', 1)[1]}.json"
+    assert module.main(["--quick", "--json", str(out), *extra]) == 0
+    body = json.loads(out.read_text())
+    assert body["settings"]["quick"] is True
+    assert {"cpu", "cores", "loadavg", "python"} <= set(body["machine"])
+    return body
+
+
+def test_embedding_quick_reports_every_backend_and_agreement(tmp_path: Path) -> None:
+    rows = run(embedding, tmp_path)["rows"]
+    assert {(r["backend"], r["batch"]) for r in rows} == {(b, n) for b in embedding.BACKENDS for n in (1, 32)}
+    agree = {r["backend"]: r["agree_mean_cos"] for r in rows}
+    assert agree["torch"] == pytest.approx(1.0, abs=1e-4)
+    assert agree["onnx-fp32"] > 0.9999 and agree["onnx-int8"] >= 0.99
+    assert all(r["texts_per_s"] > 0 for r in rows)
+
+
+def test_index_quick_measures_every_config_with_recall(tmp_path: Path) -> None:
+    rows = run(index, tmp_path)["rows"]
+    by = {r["config"]: r for r in rows}
+    assert set(by) == {"exact-numpy", "edge-unindexed", "edge-hnsw", "edge-hnsw-sq"}
+    assert by["edge-hnsw"]["optimize_schedule"] == "inline" and by["edge-hnsw-sq"]["optimize_schedule"] == "process"
+    assert by["edge-hnsw-sq"]["swap_pause_ms"] > 0
+    # The hashing encoder's duplicate texts make ties, so even exact engines miss a few of numpy's top 10.
+    assert all(by[c]["recall@10"] > 0.8 for c in ("edge-unindexed", "edge-hnsw", "edge-hnsw-sq"))
+    assert by["edge-hnsw"]["new_flit_searchable_p99_ms"] > 0
+
+
+def test_ranker_quick_reports_throughput_and_every_stage(tmp_path: Path) -> None:
+    rows = run(ranker, tmp_path)["rows"]
+    head, stages = rows[0], {r["stage"] for r in rows[1:]}
+    assert head["feeds"] == 100 and head["feeds_per_s"] > 0
+    assert {"source:similar", "source:fresh_popular", "hydrator:similarity", "filter:seen",
+            "scorer:weighted", "selector:diversity", "publish:serialise"} <= stages
+    assert sum(r["share"] for r in rows[1:]) == pytest.approx(1.0, abs=0.05)
+
+
+def test_user_memory_quick_grows_with_state(tmp_path: Path) -> None:
+    rows = run(user_memory, tmp_path)["rows"]
+    typical, full = rows
+    assert full["worker_table_bytes_per_user"] > typical["worker_table_bytes_per_user"] > 1000
+    assert typical["ranker_state_bytes_per_user"] > 384 * 4  # at least the taste vector
+
+
+def test_report_renders_results_into_the_marked_section(tmp_path: Path) -> None:
+    run(user_memory, tmp_path, "--users", "200")
+    (tmp_path / "user_memory.json").rename(tmp_path / "user_memory-quick.json")
+    doc = tmp_path / "B.md"
+    doc.write_text("intro\n<!-- results:start -->\nold\n<!-- results:end -->\ntail\n")
+    assert report.main([str(tmp_path), "--quick", "--update", str(doc)]) == 0
+    text = doc.read_text()
+    assert "old" not in text and "#### user_memory" in text and text.endswith("tail\n")
+    assert "worker_table_bytes_per_user" in text

@@ -1,0 +1,65 @@
+"""The ONNX Runtime encoder backends agree with torch and honour the Encoder contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flitfeed.encoders.base import Encoder
+from flitfeed.encoders.factory import make_encoder
+from flitfeed.settings import Settings
+
+TEXTS = [
+    "After the rain the lawn was full of earthworms, I pulled out three before breakfast.",
+    "Worm tip: drum your feet on the soil and the worms come up thinking it is raining.",
+    "The storm last night shook the hawthorn hedge; I tucked my head under my wing until dawn.",
+    "Sang a three-note whistle from the church spire for an hour.",
+    "Day five of the journey to West Africa: eight hundred kilometres flown.",
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors() -> np.ndarray:
+    return make_encoder(Settings(encoder_backend="torch")).encode_many(TEXTS)
+
+
+@pytest.fixture(scope="module", params=["onnx-fp32", "onnx-int8"])
+def onnx_encoder(request, tmp_path_factory) -> Encoder:
+    return make_encoder(Settings(encoder_backend=request.param, encoder_batch_size=4,
+                                 model_cache_dir=tmp_path_factory.mktemp("models")))
+
+
+def test_agrees_with_torch(onnx_encoder: Encoder, torch_vectors: np.ndarray) -> None:
+    vectors = onnx_encoder.encode_many(TEXTS)
+    cos = (vectors * torch_vectors).sum(axis=1)
+    if onnx_encoder.model_version.endswith("fp32"):
+        assert cos.min() > 0.9999, cos
+    else:  # the issue's bar is a mean >= 0.99; a one-letter text is the worst case
+        assert cos.mean() >= 0.99 and cos.min() > 0.97, cos
+
+
+def test_contract(onnx_encoder: Encoder) -> None:
+    vectors = onnx_encoder.encode_many(TEXTS)
+    assert vectors.shape == (len(TEXTS), 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # Sorting by length inside encode_many must not scramble rows, and batching must not change them.
+    one_by_one = np.stack([onnx_encoder.encode_one(t) for t in TEXTS])
+    if onnx_encoder.model_version.endswith("fp32"):
+        np.testing.assert_allclose(one_by_one, vectors, atol=2e-3)
+    else:  # int8 activation scales are computed per batch, so a text's vector shifts slightly with its batch
+        assert (one_by_one * vectors).sum(axis=1).min() > 0.97
+    assert onnx_encoder.encode_many([]).shape == (0, 384)
+
+
+def test_model_version_names_the_backend(onnx_encoder: Encoder) -> None:
+    # Vectors from different backends differ slightly: an index must see that the model changed.
+    assert onnx_encoder.model_version.startswith("all-MiniLM-L6-v2@")
+    assert onnx_encoder.model_version.rsplit("+", 1)[1] in ("onnx-fp32", "onnx-int8")
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="ENCODER_BACKEND"):
+        make_encoder(Settings(encoder_backend="onnx-int4"))
+    with pytest.raises(ValueError, match="ENCODER_BACKEND"):
+        make_encoder(Settings(encoder_backend="tensorflow"))
