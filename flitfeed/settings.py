@@ -12,6 +12,8 @@ parts it needs) down; nothing reads the environment anywhere else.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -87,6 +89,19 @@ class Settings(BaseSettings):
     ranker_metrics_port: int = Field(9102, ge=0, le=65535)
 
     log_level: str = "INFO"
+
+    # --- Scale-out (issue 7: several workers/rankers, deployments) ---------------
+    #: Names this process in its Kafka client id and in the ``flitfeed-instance`` header of every
+    #: record it produces, so an operator (or a test) can tell which replica wrote a feed.
+    #: Empty = ``<hostname>-<pid>`` (the pod name in Kubernetes, the container id in compose).
+    instance_id: str = ""
+    #: Consumer-group session timeout of the worker and the ranker: how long a replica that died
+    #: without leaving the group keeps its partitions before the survivors take them over.
+    session_timeout_s: float = Field(30.0, ge=6.0, le=300.0)
+
+    def instance(self) -> str:
+        """This process's instance id (``instance_id`` or ``<hostname>-<pid>``)."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     def topic(self, name: str) -> str:
         """The real topic name of a logical topic."""

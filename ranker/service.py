@@ -29,7 +29,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from flitfeed.index.base import VectorIndex
-from flitfeed.kafka.config import consumer_config, producer_config
+from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feeds import build_feed_pipeline
@@ -83,7 +83,12 @@ class RankerService:
         self.producer = Producer(producer_config(settings))
         self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit)
         self.interactions = self._interactions_reader()
-        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group))
+        self.instance = settings.instance()
+        self._headers = instance_headers(settings)
+        # client.id = instance id: the group's member list (kafka-consumer-groups --describe, AdminClient)
+        # then says which replica owns which partitions.
+        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group,
+                                                 **{"client.id": self.instance}, **session_config(settings)))
         self.consumer.subscribe([self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -211,7 +216,7 @@ class RankerService:
         self._produce(self._t[TOPIC_DEAD_LETTERS], key, value)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self.producer.produce(topic, key=key, value=value)
+        self.producer.produce(topic, key=key, value=value, headers=self._headers)
         self.producer.poll(0)
         self.metrics.produced.labels(service=self.metrics.service, topic=topic).inc()
 

@@ -20,6 +20,7 @@ import faust
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
+from flitfeed.kafka.config import instance_headers
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
                                TOPIC_PARKED, TOPIC_USER_STATES, Settings)
@@ -52,7 +53,8 @@ class WorkerContext:
     replicator: FlitVectorReplicator | None = None
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
-        await topic.send(key=key, value=value)
+        # Every record names the replica that produced it (header flitfeed-instance).
+        await topic.send(key=key, value=value, headers=instance_headers(self.settings))
         self.metrics.produced.labels(service=self.metrics.service, topic=topic.get_topic_name()).inc()
 
 
@@ -78,6 +80,11 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         broker_commit_interval=1.0,
         web_enabled=False,
         autodiscover=False,
+        # The instance id names this replica in the group's member list; a replica that died without
+        # leaving gives up its partitions after the session timeout (Faust's default is 60 s).
+        broker_client_id=settings.instance(),
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     )
     ctx = WorkerContext(
         settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,
