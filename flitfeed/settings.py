@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     #: Consumer-group session timeout of the worker and the ranker: how long a replica that died
     #: without leaving the group keeps its partitions before the survivors take them over.
     session_timeout_s: float = Field(30.0, ge=6.0, le=300.0)
+    #: Shards and replicas of the collection when a service creates it on a Qdrant cluster
+    #: (0 = the server's default). Replication 2+ keeps every shard served when a node is lost.
+    qdrant_shard_number: int = Field(0, ge=0)
+    qdrant_replication_factor: int = Field(0, ge=0)
 
     def instance(self) -> str:
         """This process's instance id (``instance_id`` or ``<hostname>-<pid>``)."""

@@ -36,7 +36,9 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIn
     if settings.qdrant_url:
         from flitfeed.index.server import ServerIndex
 
-        return ServerIndex(settings.qdrant_url, settings.collection, dim, api_key=settings.qdrant_api_key or None)
+        return ServerIndex(settings.qdrant_url, settings.collection, dim, api_key=settings.qdrant_api_key or None,
+                           shard_number=settings.qdrant_shard_number,
+                           replication_factor=settings.qdrant_replication_factor)
     from flitfeed.index.edge import EdgeIndex
 
     return EdgeIndex(settings.data_dir / "index" / name, dim)
