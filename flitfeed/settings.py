@@ -90,7 +90,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    # --- Scale-out (issue 7: several workers/rankers, deployments) ---------------
+    # --- Scale-out and deployment ----------------------------------------------
     #: Names this process in its Kafka client id and in the ``flitfeed-instance`` header of every
     #: record it produces, so an operator (or a test) can tell which replica wrote a feed.
     #: Empty = ``<hostname>-<pid>`` (the pod name in Kubernetes, the container id in compose).
