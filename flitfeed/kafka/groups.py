@@ -37,7 +37,7 @@ class GroupView:
 def describe_group(settings: Settings, group_id: str, timeout_s: float = 10.0,
                    admin: AdminClient | None = None) -> GroupView:
     """The group's state and members; raises ``KafkaException`` while the coordinator is unavailable."""
-    admin = admin or AdminClient(client_config(settings))
+    admin = admin if admin is not None else AdminClient(client_config(settings))  # an AdminClient is falsy (len 0)
     description = admin.describe_consumer_groups([group_id], request_timeout=timeout_s)[group_id].result()
     members: dict[str, list[tuple[str, int]]] = {}
     for member in description.members:

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.<name> [--quick] [--json PATH]`` (see BENCHMARKS.md)."""
