@@ -3,9 +3,9 @@
 * ``deploy/docker-compose.yml``: ``docker compose config`` when the CLI plugin is installed, and always
   against the Compose Specification's JSON schema (vendored by the pinned PyPI package check-jsonschema).
 * ``deploy/k8s/*.yaml``: every built-in kind against Kubernetes' own OpenAPI-derived schemas (the pinned
-  PyPI package kubernetes-validate, strict: unknown fields fail). Custom resources (Strimzi's Kafka,
-  KafkaNodePool, KafkaTopic, KafkaUser; the Prometheus Operator's ServiceMonitor) have no schema offline:
-  they are listed in SKIPPED_KINDS with the reason and get structural checks against the rest instead.
+  PyPI package kubernetes-validate, strict: unknown fields fail); the custom resources (Strimzi's Kafka,
+  KafkaNodePool, KafkaTopic, KafkaUser; the Prometheus Operator's ServiceMonitor) against their CRDs'
+  schemas (pinned npm packages, run by node: tests/crd_validate/), plus cross-checks between files.
 * ``deploy/Dockerfile``: parsed by BuildKit's own parser (PyPI ``dockerfile``) and checked for what the
   deployment relies on (multi-stage, non-root, health check, every source folder copied).
 * ``deploy/README.md``: its configuration reference equals the one generated from Settings.
@@ -38,15 +38,15 @@ DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 #: The Kubernetes version the manifests are written for (kubernetes-validate 1.37.0 ships its schemas).
 K8S_VERSION = "1.37.0"
-#: Custom resources: no CRD schema is available offline (Strimzi publishes its CRDs only as GitHub release
-#: assets and Helm charts, not on PyPI/npm/Maven Central; the Prometheus Operator likewise).
-SKIPPED_KINDS = {
-    ("kafka.strimzi.io/v1beta2", "Kafka"): "Strimzi CRD schema not available offline",
-    ("kafka.strimzi.io/v1beta2", "KafkaNodePool"): "Strimzi CRD schema not available offline",
-    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "Strimzi CRD schema not available offline",
-    ("kafka.strimzi.io/v1beta2", "KafkaUser"): "Strimzi CRD schema not available offline",
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD schema not available offline",
+#: Custom resources: kubernetes-validate has no schema for them; they are checked against their own CRD
+#: schemas (Strimzi 0.49.0's and the Prometheus Operator's CRDs, compiled by the pinned npm packages
+#: @kubernetes-models/*) by tests/crd_validate/validate.mjs under node.
+CUSTOM_KINDS = {
+    ("kafka.strimzi.io/v1beta2", "Kafka"), ("kafka.strimzi.io/v1beta2", "KafkaNodePool"),
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"), ("kafka.strimzi.io/v1beta2", "KafkaUser"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
 }
+CRD_VALIDATE = REPO / "tests" / "crd_validate"
 #: Settings agreed in CONTRACTS.md and implemented by the security work (issue 6); the manifests use them.
 CONTRACT_SETTINGS = {
     "FLITFEED_KAFKA_SECURITY_PROTOCOL", "FLITFEED_KAFKA_SASL_MECHANISM", "FLITFEED_KAFKA_SASL_USERNAME",
@@ -145,14 +145,14 @@ def test_builtin_manifests_match_the_kubernetes_schemas_strictly() -> None:
     validated, skipped = [], []
     for name, doc in manifests():
         key = (doc["apiVersion"], doc["kind"])
-        if key in SKIPPED_KINDS:
+        if key in CUSTOM_KINDS:
             skipped.append(key)
             continue
         k8s_validate(doc, K8S_VERSION, strict=True)  # raises ValidationError with the path of the bad field
         validated.append(key)
     assert {k for _, k in validated} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap",
                                          "Secret", "Namespace", "PodDisruptionBudget"}
-    assert set(skipped) == set(SKIPPED_KINDS), "every skipped kind is used, and only those are skipped"
+    assert set(skipped) == CUSTOM_KINDS, "only custom resources are left to their CRD schemas"
 
 
 def test_kubernetes_schema_check_rejects_a_typo_and_a_wrong_type() -> None:
@@ -164,8 +164,41 @@ def test_kubernetes_schema_check_rejects_a_typo_and_a_wrong_type() -> None:
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] = "often"
     with pytest.raises(jsonschema.ValidationError):
         k8s_validate(deployment, K8S_VERSION, strict=True)
-    with pytest.raises(SchemaNotFoundError):  # why custom resources are skipped: no schema offline
+    with pytest.raises(SchemaNotFoundError):  # why custom resources are validated by their CRDs instead
         k8s_validate(by_kind("KafkaTopic")[0], K8S_VERSION, strict=True)
+
+
+def crd_validate(files: list[Path]) -> tuple[int, list[dict]]:
+    """Run tests/crd_validate/validate.mjs (installing its pinned npm packages on first use)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node/npm not installed: custom resources not validated against their CRD schemas")
+    if not (CRD_VALIDATE / "node_modules").exists():
+        install = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=CRD_VALIDATE, capture_output=True,
+                                 text=True, timeout=300)
+        assert install.returncode == 0, install.stderr
+    run = subprocess.run(["node", "validate.mjs", *map(str, files)], cwd=CRD_VALIDATE, capture_output=True,
+                         text=True, timeout=120)
+    return run.returncode, [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
+def test_custom_resources_match_their_crd_schemas() -> None:
+    rc, results = crd_validate(sorted(K8S.glob("*.yaml")))
+    assert [r for r in results if not r["ok"]] == [] and rc == 0
+    checked = {(r["apiVersion"], r["kind"]) for r in results}
+    assert checked == CUSTOM_KINDS
+    assert len(results) == sum(1 for _, d in manifests() if (d["apiVersion"], d["kind"]) in CUSTOM_KINDS)
+
+
+def test_crd_schema_check_rejects_wrong_custom_resources(tmp_path: Path) -> None:
+    topic = copy.deepcopy(by_kind("KafkaTopic")[0])
+    topic["spec"]["partitions"] = "twelve"
+    monitor = copy.deepcopy(by_kind("ServiceMonitor")[0])
+    del monitor["spec"]["selector"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump_all([topic, monitor]))
+    rc, results = crd_validate([bad])
+    assert rc == 1 and [r["ok"] for r in results] == [False, False]
+    assert "partitions" in results[0]["error"] and "selector" in results[1]["error"]
 
 
 def config_map() -> dict[str, str]:
