@@ -188,17 +188,20 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
         t0 = produce(producer, settings.topic(TOPIC_FLITS), ((f.flit_id, f.to_bytes()) for f in flits))
         ids = {f.flit_id for f in flits}
         t_vec = wait_for(lambda: vectors.last_of(ids), sizes.timeout_s, "flit vectors", processes)
+        log.info("%d flits embedded in %.1f s", len(ids), t_vec - t0)
 
         events = world.spontaneous_interactions(sizes.interactions, now=time.time())
         t1 = produce(producer, settings.topic(TOPIC_INTERACTIONS), ((e.user_id, e.to_bytes()) for e in events))
         ids = {e.event_id for e in events}
         t_state = wait_for(lambda: states.last_of(ids), sizes.timeout_s, "user states", processes)
         t_ifeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for interactions", processes)
+        log.info("%d interactions: states in %.1f s, feeds in %.1f s", len(ids), t_state - t1, t_ifeed - t1)
 
         requests = world.feed_requests(sizes.requests)
         t2 = produce(producer, settings.topic(TOPIC_FEED_REQUESTS), ((r.user_id, r.to_bytes()) for r in requests))
         ids = {r.request_id for r in requests}
         t_rfeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for requests", processes)
+        log.info("%d requests answered in %.1f s", len(ids), t_rfeed - t2)
         return {
             "processes_per_role": n,
             "encoder": encoder,
