@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.common import bench_parser, machine_info, print_table, write_json
@@ -93,8 +93,11 @@ class Outputs:
     """Reads an output topic from the beginning and remembers the broker timestamp of each wanted id."""
 
     def __init__(self, settings: Settings, topic: str, id_of: Callable[[dict], str]) -> None:
+        # Assigned, not subscribed: an idle reader must not be evicted from a group (max.poll.interval.ms).
         self.consumer = Consumer(consumer_config(settings, group_id=f"bench-{uuid.uuid4().hex[:8]}"))
-        self.consumer.subscribe([settings.topic(topic)])
+        name = settings.topic(topic)
+        partitions = self.consumer.list_topics(name, timeout=10).topics[name].partitions
+        self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(partitions)])
         self.id_of = id_of
         self.seen: dict[str, float] = {}
 
