@@ -238,6 +238,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, duration_s=args.duration, seed=args.seed)
 
 
+def cmd_owners(args: argparse.Namespace, settings: Settings) -> int:
+    """Which worker/ranker replica owns which partition (the broker's view of both consumer groups)."""
+    from flitfeed.kafka.groups import owners_report
+
+    print(owners_report(settings))
+    return 0
+
+
 # --- wiring -----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flitfeed", description=__doc__.splitlines()[0])
@@ -282,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     d.add_argument("--seed", type=int, default=7)
     d.set_defaults(func=cmd_demo)
+
+    sub.add_parser("owners", help="which worker/ranker replica owns which partition").set_defaults(func=cmd_owners)
     return p
 
 

@@ -49,3 +49,19 @@ def describe_group(settings: Settings, group_id: str, timeout_s: float = 10.0,
 def partition_owners(settings: Settings, group_id: str, topic: str) -> dict[int, str]:
     """Partition → owning instance for one topic of a consumer group (empty while it rebalances)."""
     return describe_group(settings, group_id).owners(topic)
+
+
+def owners_report(settings: Settings) -> str:
+    """Which replica owns which partition, for the worker and the ranker groups (``flitfeed owners``)."""
+    from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_INTERACTIONS
+
+    admin = AdminClient(client_config(settings))
+    lines = []
+    for role, group, topic in (("worker", settings.app_id, TOPIC_INTERACTIONS),
+                               ("ranker", settings.ranker_group, TOPIC_FEED_REQUESTS)):
+        view = describe_group(settings, group, admin=admin)
+        owners = view.owners(settings.topic(topic))
+        lines.append(f"{role} group {group!r} ({view.state}, {len(view.members)} members)")
+        for partition in range(settings.partitions):
+            lines.append(f"  partition {partition:>3}  {owners.get(partition, '(unassigned)')}")
+    return "\n".join(lines)

@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics
 from flitfeed.kafka.config import INSTANCE_HEADER, client_config
-from flitfeed.kafka.groups import describe_group
+from flitfeed.kafka.groups import describe_group, owners_report
 from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FLIT_VECTORS, TOPIC_INTERACTIONS, TOPIC_USER_STATES, Settings
 from flitfeed.streams.events import Feed, FeedRequest, FlitVector, Interaction, UserState
 from tests.integration.helpers import Bus
@@ -180,6 +180,8 @@ def test_two_workers_two_rankers_share_partitions_survive_a_kill_and_match_one_p
 
     # (1) every record of the scaled stack came from the owner of its partition
     assert scaled.stable_owners({"w1", "w2", "r1", "r2"}) == owners, "ownership changed without a failure"
+    report = owners_report(scaled.settings)  # what `flitfeed owners` prints
+    assert f"  partition   0  {worker_owner[0]}" in report and f"  partition   0  {ranker_owner[0]}" in report
     state_producers = {(m.partition(), instance_of(m)) for m in scaled.user_states()}
     feed_producers = {(m.partition(), instance_of(m)) for m in scaled.feeds()}
     assert state_producers == {(p, worker_owner[p]) for p, _ in state_producers}
