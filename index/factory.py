@@ -42,3 +42,12 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIn
     from flitfeed.index.edge import EdgeIndex
 
     return EdgeIndex(settings.data_dir / "index" / name, dim)
+
+
+def is_shared(settings: Settings) -> bool:
+    """True when every process uses the same index (a Qdrant server), so only the embedding worker writes.
+
+    >>> is_shared(Settings(qdrant_url="http://qdrant:6333")), is_shared(Settings(qdrant_url=":memory:"))
+    (True, False)
+    """
+    return bool(settings.qdrant_url) and settings.qdrant_url != ":memory:"

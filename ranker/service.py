@@ -29,6 +29,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from flitfeed.index.base import VectorIndex
+from flitfeed.index.factory import is_shared
 from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.ranker.engagement import EngagementTracker
@@ -81,7 +82,8 @@ class RankerService:
         self._t = {name: settings.topic(name) for name in
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
         self.producer = Producer(producer_config(settings))
-        self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit)
+        self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit,
+                                               write_index=not is_shared(settings))
         self.interactions = self._interactions_reader()
         self.instance = settings.instance()
         self._headers = instance_headers(settings)

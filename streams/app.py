@@ -20,6 +20,7 @@ import faust
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
+from flitfeed.index.factory import is_shared
 from flitfeed.kafka.config import instance_headers
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
@@ -108,7 +109,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     @app.task
     async def replicate_flit_vectors() -> None:
         # Flits embedded by *other* worker processes reach this process's index through the log.
-        ctx.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics)
+        ctx.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics,
+                                              write_index=not is_shared(settings))
         while not app.should_stop:
             try:
                 if ctx.replicator.poll_once(timeout=0) == 0:
