@@ -17,7 +17,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pytest
@@ -28,10 +28,14 @@ from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics
 from flitfeed.kafka.config import INSTANCE_HEADER, client_config
 from flitfeed.kafka.groups import describe_group, owners_report
-from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FLIT_VECTORS, TOPIC_INTERACTIONS, TOPIC_USER_STATES, Settings
-from flitfeed.streams.events import Feed, FeedRequest, FlitVector, Interaction, UserState
+from flitfeed.settings import (TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
+                               TOPIC_USER_STATES, Settings)
+from flitfeed.streams.events import Feed, FeedRequest, FlitVector, UserState
 from tests.integration.helpers import Bus
 from tests.waiting import wait_until
+
+if TYPE_CHECKING:
+    from tests.conftest import Service
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +62,7 @@ class Stack:
         self.name = name
         self.tmp = tmp
         self.services = services
-        self.processes: dict[str, object] = {}
+        self.processes: dict[str, Service] = {}
         create_topics(self.settings)
         self.bus = Bus(self.settings, alive=services.all_alive)
         self.admin = AdminClient(client_config(self.settings))
@@ -72,7 +76,7 @@ class Stack:
         produce = self.bus.producer.produce
         t = self.settings.topic
         for f in flits:
-            produce(t("flits"), key=f.flit_id.encode(), value=f.to_bytes())
+            produce(t(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
         for i in interactions:
             produce(t(TOPIC_INTERACTIONS), key=i.user_id.encode(), value=i.to_bytes())
         for r in requests:
@@ -101,7 +105,7 @@ class Stack:
         return self.bus.drain(TOPIC_USER_STATES)
 
     def feeds(self) -> list:
-        return self.bus.drain("feeds")
+        return self.bus.drain(TOPIC_FEEDS)
 
     def triggers(self, topic: str) -> set[str]:
         messages = self.bus.drain(topic)
@@ -114,7 +118,7 @@ class Stack:
         def done() -> bool:
             assert self.services.all_alive(), f"a service died while waiting for {what}"
             return (event_ids <= self.triggers(TOPIC_USER_STATES)
-                    and event_ids | request_ids <= self.triggers("feeds"))
+                    and event_ids | request_ids <= self.triggers(TOPIC_FEEDS))
 
         wait_until(done, WAIT_S, interval=0.3, what=f"{self.name}: {what}")
 
@@ -137,10 +141,6 @@ def stacks(isolated_settings: Settings, services, tmp_path: Path) -> Iterator[tu
     yield single, scaled
     single.bus.close()
     scaled.bus.close()
-
-
-def interactions_of(world: World, n: int, now: float) -> list[Interaction]:
-    return world.spontaneous_interactions(n, now=now)
 
 
 def test_two_workers_two_rankers_share_partitions_survive_a_kill_and_match_one_process(stacks) -> None:
@@ -170,7 +170,7 @@ def test_two_workers_two_rankers_share_partitions_survive_a_kill_and_match_one_p
     for stack in stacks:
         wait_until(lambda: embedded(stack), WAIT_S, interval=0.3, what=f"{stack.name}: {N_FLITS} flits embedded")
 
-    phase1 = interactions_of(world, PHASE_INTERACTIONS, time.time())
+    phase1 = world.spontaneous_interactions(PHASE_INTERACTIONS, now=time.time())
     requests1 = world.feed_requests(N_BIRDS)
     for stack in stacks:
         stack.send_all(interactions=phase1, requests=requests1)
@@ -193,7 +193,7 @@ def test_two_workers_two_rankers_share_partitions_survive_a_kill_and_match_one_p
     # --- phase 2: kill one worker and one ranker without a goodbye, keep producing -------------------------
     scaled.processes["w1"].stop(signal.SIGKILL)
     scaled.processes["r1"].stop(signal.SIGKILL)
-    phase2 = interactions_of(world, PHASE_INTERACTIONS, time.time())
+    phase2 = world.spontaneous_interactions(PHASE_INTERACTIONS, now=time.time())
     requests2 = world.feed_requests(N_BIRDS)
     for stack in stacks:
         stack.send_all(interactions=phase2, requests=requests2)
