@@ -147,7 +147,7 @@ def test_compose_stack_has_every_part_wired() -> None:
     assert "./prometheus/prometheus.yml:" in prometheus_mounts and "./prometheus/rules:" in prometheus_mounts
     grafana_mounts = " ".join(services["grafana"]["volumes"])
     assert "./grafana/provisioning:" in grafana_mounts and "./grafana/dashboards:" in grafana_mounts
-    for role, port, probe in (("worker", "9101", "livez"), ("ranker", "9102", "readyz")):
+    for role, port, probe in (("worker", "9101", "livez"), ("ranker", "9102", "livez")):
         svc = services[role]
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile" and (DEPLOY.parent / svc["build"]["context"]
                                                                        .replace("..", ".")).exists()
