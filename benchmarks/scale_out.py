@@ -10,7 +10,9 @@ seeded Flutter world (``flitfeed.demo.world.World``) and measures how fast they 
 * feed requests → feeds published (ranker).
 
 A rate is ``count / (last output's broker timestamp - first input's produce time)``, so the reading
-side's own speed does not count. Usage::
+side's own speed does not count. Beside each rate, the work per CPU-second the services consumed in
+that phase (from /proc): on a shared machine the rates follow the CPU share the processes get, the
+per-CPU-second figures do not. Usage::
 
     python -m benchmarks.scale_out --quick                  # CI smoke: hashing encoder, small backlogs
     python -m benchmarks.scale_out --json benchmarks/results/scale_out.json   # MiniLM, larger backlogs
@@ -75,6 +77,11 @@ class Process:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (all threads), from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
     def stop(self) -> None:
         if self.alive():
@@ -187,24 +194,36 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
         producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         world = World(seed=5, n_birds=sizes.users, n_authors=max(4, sizes.users // 10), start=time.time())
 
+        workers = [p for p in processes if p.role == "worker"]
+        rankers = [p for p in processes if p.role == "ranker"]
+
+        def cpu(group: list[Process]) -> float:
+            return sum(p.cpu_seconds() for p in group)
+
         flits = world.next_flits(sizes.flits)
+        cpu0 = cpu(workers)
         t0 = produce(producer, settings.topic(TOPIC_FLITS), ((f.flit_id, f.to_bytes()) for f in flits))
         ids = {f.flit_id for f in flits}
         t_vec = wait_for(lambda: vectors.last_of(ids), sizes.timeout_s, "flit vectors", processes)
         log.info("%d flits embedded in %.1f s", len(ids), t_vec - t0)
+        embed_cpu = cpu(workers) - cpu0
 
         events = world.spontaneous_interactions(sizes.interactions, now=time.time())
+        cpu1 = cpu(processes)
         t1 = produce(producer, settings.topic(TOPIC_INTERACTIONS), ((e.user_id, e.to_bytes()) for e in events))
         ids = {e.event_id for e in events}
         t_state = wait_for(lambda: states.last_of(ids), sizes.timeout_s, "user states", processes)
         t_ifeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for interactions", processes)
         log.info("%d interactions: states in %.1f s, feeds in %.1f s", len(ids), t_state - t1, t_ifeed - t1)
+        interaction_cpu = cpu(processes) - cpu1
 
         requests = world.feed_requests(sizes.requests)
+        cpu2 = cpu(rankers)
         t2 = produce(producer, settings.topic(TOPIC_FEED_REQUESTS), ((r.user_id, r.to_bytes()) for r in requests))
         ids = {r.request_id for r in requests}
         t_rfeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for requests", processes)
         log.info("%d requests answered in %.1f s", len(ids), t_rfeed - t2)
+        request_cpu = cpu(rankers) - cpu2
         return {
             "processes_per_role": n,
             "encoder": encoder,
@@ -213,6 +232,11 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
             "interactions_to_state_per_s": sizes.interactions / max(t_state - t1, 1e-3),
             "interactions_to_feed_per_s": sizes.interactions / max(t_ifeed - t1, 1e-3),
             "requests_to_feed_per_s": sizes.requests / max(t_rfeed - t2, 1e-3),
+            # Work per CPU-second of the services: independent of how much CPU the machine gave them, so
+            # equal figures for 1 and 2 processes mean splitting the work costs nothing extra.
+            "flits_per_worker_cpu_s": sizes.flits / max(embed_cpu, 1e-3),
+            "interactions_per_cpu_s": sizes.interactions / max(interaction_cpu, 1e-3),
+            "requests_per_ranker_cpu_s": sizes.requests / max(request_cpu, 1e-3),
             "startup_s": startup_s,
         }
     finally:
