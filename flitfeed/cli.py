@@ -249,6 +249,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, duration_s=args.duration, seed=args.seed)
 
 
+def cmd_owners(args: argparse.Namespace, settings: Settings) -> int:
+    """Which worker/ranker replica owns which partition (the broker's view of both consumer groups)."""
+    from flitfeed.kafka.groups import owners_report
+
+    print(owners_report(settings))
+    return 0
+
+
 # --- wiring -----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flitfeed", description=__doc__.splitlines()[0])
@@ -305,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--jobs", type=int, default=1, help="replay groups of methods in this many processes")
     ev.set_defaults(func=cmd_evaluate)
+
+    sub.add_parser("owners", help="which worker/ranker replica owns which partition").set_defaults(func=cmd_owners)
     return p
 
 

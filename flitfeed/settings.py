@@ -12,6 +12,8 @@ parts it needs) down; nothing reads the environment anywhere else.
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -172,6 +174,20 @@ class Settings(BaseSettings):
     def targets_dir(self) -> Path:
         """Where metrics servers announce themselves for Prometheus' file-based discovery."""
         return Path(self.metrics_targets_dir) if self.metrics_targets_dir else self.data_dir / "metrics-targets"
+
+    # --- Scale-out and deployment ----------------------------------------------
+    #: Names this process in its Kafka client id and in the ``flitfeed-instance`` header of every
+    #: record it produces, so an operator (or a test) can tell which replica wrote a feed.
+    #: Empty = ``<hostname>-<pid>`` (the pod name in Kubernetes, the container id in compose).
+    instance_id: str = ""
+    #: Shards and replicas of the collection when a service creates it on a Qdrant cluster
+    #: (0 = the server's default). Replication 2+ keeps every shard served when a node is lost.
+    qdrant_shard_number: int = Field(0, ge=0)
+    qdrant_replication_factor: int = Field(0, ge=0)
+
+    def instance(self) -> str:
+        """This process's instance id (``instance_id`` or ``<hostname>-<pid>``)."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     def topic(self, name: str) -> str:
         """The real topic name of a logical topic."""

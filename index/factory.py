@@ -38,7 +38,18 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIn
         from flitfeed.index.server import ServerIndex
 
         return ServerIndex(settings.qdrant_url, settings.collection, dim,
-                           api_key=settings.qdrant_api_key_value() or None, ca_file=settings.qdrant_ca_file)
+                           api_key=settings.qdrant_api_key_value() or None, ca_file=settings.qdrant_ca_file,
+                           shard_number=settings.qdrant_shard_number,
+                           replication_factor=settings.qdrant_replication_factor)
     from flitfeed.index.edge import EdgeIndex
 
     return EdgeIndex(settings.data_dir / "index" / name, dim)
+
+
+def is_shared(settings: Settings) -> bool:
+    """True when every process uses the same index (a Qdrant server), so only the embedding worker writes.
+
+    >>> is_shared(Settings(qdrant_url="http://qdrant:6333")), is_shared(Settings(qdrant_url=":memory:"))
+    (True, False)
+    """
+    return bool(settings.qdrant_url) and settings.qdrant_url != ":memory:"

@@ -76,12 +76,18 @@ class ServerIndex:
         hnsw_ef: int | None = None,
         timeout: int | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
         self.dim = dim
         self.collection = collection
         self._search_params = qm.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
+        # Only used when this process creates the collection (a Qdrant cluster: shards spread the
+        # points over nodes, replicas keep every shard searchable when a node is lost).
+        self._shard_number = shard_number or None
+        self._replication_factor = replication_factor or None
         if isinstance(client_or_url, QdrantClient):
             self._client: QdrantClient | None = client_or_url
             self._owns_client = False
@@ -108,6 +114,8 @@ class ServerIndex:
                 client.create_collection(
                     self.collection,
                     vectors_config=qm.VectorParams(size=self.dim, distance=qm.Distance.COSINE),
+                    shard_number=self._shard_number,
+                    replication_factor=self._replication_factor,
                 )
             except _CLIENT_ERRORS as exc:
                 # Another service may have created it between the two calls.

@@ -31,7 +31,8 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from flitfeed.index.base import VectorIndex
-from flitfeed.kafka.config import consumer_config, producer_config
+from flitfeed.index.factory import is_shared
+from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
 from flitfeed.ranker.coengagement import CoEngagement
@@ -132,7 +133,8 @@ class RankerService:
         self._t = {name: settings.topic(name) for name in
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
         self.producer = Producer(producer_config(settings))
-        self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit)
+        self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit,
+                                               write_index=not is_shared(settings))
         self.rebuilder = None
         if settings.index_rebuild_interval_s > 0 and hasattr(index, "swap_in"):  # an embedded EdgeIndex
             from flitfeed.index.edge_optimizer import IndexRebuilder
@@ -141,9 +143,13 @@ class RankerService:
                                             min_unindexed=settings.index_optimize_min_points,
                                             interval_s=settings.index_rebuild_interval_s)
         self.interactions = self._interactions_reader()
-        # The session timeout bounds how long a crashed ranker's partitions wait for a new member.
-        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group, **{
-            "session.timeout.ms": int(settings.group_session_timeout_s * 1000)}))
+        self.instance = settings.instance()
+        self._headers = instance_headers(settings)
+        # client.id = instance id: the group's member list (kafka-consumer-groups --describe, AdminClient)
+        # then says which replica owns which partitions. The session timeout bounds how long a crashed
+        # ranker's partitions wait for a new member.
+        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group,
+                                                 **{"client.id": self.instance}, **session_config(settings)))
         self.consumer.subscribe([self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -324,7 +330,7 @@ class RankerService:
         self._produce(self._t[TOPIC_DEAD_LETTERS], key, value)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self.producer.produce(topic, key=key, value=value)
+        self.producer.produce(topic, key=key, value=value, headers=self._headers)
         self.producer.poll(0)
         self.metrics.produced.labels(service=self.metrics.service, topic=topic).inc()
 

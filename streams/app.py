@@ -20,6 +20,8 @@ import faust
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
+from flitfeed.index.factory import is_shared
+from flitfeed.kafka.config import instance_headers
 from flitfeed.kafka.security import faust_credentials
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import WorkerMonitors, start_lag_reporter
@@ -55,7 +57,8 @@ class WorkerContext:
     monitors: WorkerMonitors | None = None
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
-        await topic.send(key=key, value=value)
+        # Every record names the replica that produced it (header flitfeed-instance).
+        await topic.send(key=key, value=value, headers=instance_headers(self.settings))
         self.metrics.produced.labels(service=self.metrics.service, topic=topic.get_topic_name()).inc()
 
 
@@ -86,6 +89,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         autodiscover=False,
         # TLS/SASL from the same settings as the confluent-kafka clients (None = PLAINTEXT).
         broker_credentials=faust_credentials(settings),
+        # The instance id names this replica in the group's member list.
+        broker_client_id=settings.instance(),
     )
     ctx = WorkerContext(
         settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,
@@ -112,7 +117,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     @app.task
     async def replicate_flit_vectors() -> None:
         # Flits embedded by *other* worker processes reach this process's index through the log.
-        ctx.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics)
+        ctx.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics,
+                                              write_index=not is_shared(settings))
         while not app.should_stop:
             try:
                 if ctx.replicator.poll_once(timeout=0) == 0:

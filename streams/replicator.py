@@ -37,9 +37,13 @@ log = logging.getLogger(__name__)
 
 class FlitVectorReplicator:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
-                 on_flit: Callable[[FlitVector], None] | None = None) -> None:
+                 on_flit: Callable[[FlitVector], None] | None = None, write_index: bool = True) -> None:
+        """``write_index=False`` for an index shared by every process (a Qdrant server): the worker that
+        embedded a flit wrote it there before publishing its vector, so replicas only follow the log
+        (``on_flit``, :meth:`catch_up`) instead of writing every vector once per process."""
         self._topic = settings.topic(TOPIC_FLIT_VECTORS)
         self._index = index
+        self._write_index = write_index
         self._metrics = metrics
         self._on_flit = on_flit
         self._offsets_path = offsets_path
@@ -114,6 +118,8 @@ class FlitVectorReplicator:
             if m.offset() >= self._applied.get(m.partition(), 0):
                 fresh.append(record)
                 self._applied[m.partition()] = m.offset() + 1
+        if fresh and not self._write_index:
+            return 0
         if fresh:
             self._index.upsert_many([indexed_flit(r) for r in fresh])
             self._save_offsets()

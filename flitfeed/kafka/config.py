@@ -59,3 +59,26 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     )
     config.update(overrides)
     return config
+
+
+#: Header naming the process (``Settings.instance()``) that produced a record: which replica wrote a feed.
+INSTANCE_HEADER = "flitfeed-instance"
+
+
+def instance_headers(settings: Settings) -> list[tuple[str, bytes]]:
+    """Headers every record produced by a flitfeed service carries.
+
+    >>> instance_headers(Settings(instance_id="ranker-0"))
+    [('flitfeed-instance', b'ranker-0')]
+    """
+    return [(INSTANCE_HEADER, settings.instance().encode())]
+
+
+def session_config(settings: Settings) -> dict[str, Any]:
+    """Group-membership timing for the ranker's consumer (the worker's Faust app uses the same numbers).
+
+    >>> session_config(Settings(group_session_timeout_s=6))
+    {'session.timeout.ms': 6000, 'heartbeat.interval.ms': 2000}
+    """
+    timeout_ms = int(settings.group_session_timeout_s * 1000)
+    return {"session.timeout.ms": timeout_ms, "heartbeat.interval.ms": min(3000, timeout_ms // 3)}

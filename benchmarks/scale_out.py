@@ -1,0 +1,274 @@
+"""Scale-out: throughput of 1 vs 2 processes per role (worker, ranker) on this machine.
+
+For each process count the benchmark starts that many workers and rankers as real processes on
+fresh topics of the broker in ``FLITFEED_BOOTSTRAP_SERVERS``, waits until both consumer groups are
+stable with every replica owning partitions, then pushes three backlogs produced at once from the
+seeded Flutter world (``flitfeed.demo.world.World``) and measures how fast they drain:
+
+* flits → flit vectors published (embedding, worker);
+* interactions → user states published (worker) and → feeds published (worker + ranker);
+* feed requests → feeds published (ranker).
+
+A rate is ``count / (last output's broker timestamp - first input's produce time)``, so the reading
+side's own speed does not count. Beside each rate, the work per CPU-second the services consumed in
+that phase (from /proc): on a shared machine the rates follow the CPU share the processes get, the
+per-CPU-second figures do not. Usage::
+
+    python -m benchmarks.scale_out --quick                  # CI smoke: hashing encoder, small backlogs
+    python -m benchmarks.scale_out --json benchmarks/results/scale_out.json   # MiniLM, larger backlogs
+    python -m benchmarks.scale_out --processes 1 2 3 --encoder hashing
+
+Results and their reading: BENCHMARKS.md "Scale-out".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from benchmarks.common import bench_parser, machine_info, print_table, write_json
+from flitfeed.demo.world import World
+from flitfeed.kafka.admin import create_topics, wait_for_broker
+from flitfeed.kafka.config import client_config, consumer_config, producer_config
+from flitfeed.kafka.groups import describe_group
+from flitfeed.settings import (TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
+                               TOPIC_USER_STATES, Settings)
+
+log = logging.getLogger("benchmarks.scale_out")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    flits: int
+    interactions: int
+    requests: int
+    users: int
+    timeout_s: float
+
+
+QUICK = Sizes(flits=60, interactions=300, requests=200, users=40, timeout_s=120)
+FULL = Sizes(flits=1500, interactions=4000, requests=3000, users=400, timeout_s=600)
+
+
+class Process:
+    """One flitfeed service as a child process (``python -m flitfeed.cli <role>``)."""
+
+    def __init__(self, role: str, settings: Settings, log_dir: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLITFEED_")}
+        env |= {f"FLITFEED_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
+        self.role = role
+        self.log_path = log_dir / f"{settings.instance_id}.log"
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "flitfeed.cli", role], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (all threads), from /proc."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+class Outputs:
+    """Reads an output topic from the beginning and remembers the broker timestamp of each wanted id."""
+
+    def __init__(self, settings: Settings, topic: str, id_of: Callable[[dict], str]) -> None:
+        # Assigned, not subscribed: an idle reader must not be evicted from a group (max.poll.interval.ms).
+        self.consumer = Consumer(consumer_config(settings, group_id=f"bench-{uuid.uuid4().hex[:8]}"))
+        name = settings.topic(topic)
+        partitions = self.consumer.list_topics(name, timeout=10).topics[name].partitions
+        self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(partitions)])
+        self.id_of = id_of
+        self.seen: dict[str, float] = {}
+
+    def poll(self) -> None:
+        for m in self.consumer.consume(num_messages=1000, timeout=0.2):
+            if m.error() is None:
+                key = self.id_of(json.loads(m.value()))
+                self.seen.setdefault(key, m.timestamp()[1] / 1000.0)
+
+    def last_of(self, ids: set[str]) -> float | None:
+        """Broker time of the last of ``ids`` to appear, once all have."""
+        self.poll()
+        if not ids <= self.seen.keys():
+            return None
+        return max(self.seen[i] for i in ids)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, processes: list[Process]) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        dead = [p for p in processes if not p.alive()]
+        if dead:
+            raise RuntimeError(f"{dead[0].role} exited while waiting for {what}:\n{dead[0].tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def groups_ready(settings: Settings, admin: AdminClient, n: int) -> bool:
+    try:
+        workers = describe_group(settings, settings.app_id, admin=admin)
+        rankers = describe_group(settings, settings.ranker_group, admin=admin)
+    except KafkaException:
+        return False  # coordinator still loading
+    w = workers.owners(settings.topic(TOPIC_INTERACTIONS))
+    r = rankers.owners(settings.topic(TOPIC_FEED_REQUESTS))
+    return (workers.state == rankers.state == "stable" and len(w) == len(r) == settings.partitions
+            and len(set(w.values())) == len(set(r.values())) == n)
+
+
+def produce(producer: Producer, topic: str, records: Iterable[tuple[str, bytes]]) -> float:
+    """Produce everything, wait for the broker; returns the time the first record was handed over."""
+    start = time.time()
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key.encode(), value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(60) != 0:
+        raise RuntimeError(f"records to {topic} not delivered")
+    return start
+
+
+def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -> dict:
+    tag = uuid.uuid4().hex[:6]
+    settings = base.model_copy(update={
+        "topic_prefix": f"bench-{tag}-", "app_id": f"bench-{tag}", "ranker_group": f"bench-{tag}-ranker",
+        "encoder": encoder, "vector_dim": 384, "group_session_timeout_s": 6.0, "worker_metrics_port": 0,
+        "ranker_metrics_port": 0, "data_dir": workdir / tag})
+    create_topics(settings)
+    admin = AdminClient(client_config(settings))
+    processes: list[Process] = []
+    outputs: list[Outputs] = []
+    try:
+        started = time.monotonic()
+        for i in range(n):
+            for role in ("worker", "ranker"):
+                instance = f"{role[0]}{i + 1}"
+                processes.append(Process(role, settings.model_copy(update={
+                    "instance_id": instance, "data_dir": workdir / tag / instance}), workdir))
+        wait_for(lambda: groups_ready(settings, admin, n), sizes.timeout_s, f"{n}+{n} replicas in their groups",
+                 processes)
+        startup_s = time.monotonic() - started
+
+        vectors = Outputs(settings, TOPIC_FLIT_VECTORS, lambda v: v["flit"]["flit_id"])
+        states = Outputs(settings, TOPIC_USER_STATES, lambda v: v["trigger_id"])
+        feeds = Outputs(settings, TOPIC_FEEDS, lambda v: v["trigger_id"])
+        outputs += [vectors, states, feeds]
+        producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+        world = World(seed=5, n_birds=sizes.users, n_authors=max(4, sizes.users // 10), start=time.time())
+
+        workers = [p for p in processes if p.role == "worker"]
+        rankers = [p for p in processes if p.role == "ranker"]
+
+        def cpu(group: list[Process]) -> float:
+            return sum(p.cpu_seconds() for p in group)
+
+        flits = world.next_flits(sizes.flits)
+        cpu0 = cpu(workers)
+        t0 = produce(producer, settings.topic(TOPIC_FLITS), ((f.flit_id, f.to_bytes()) for f in flits))
+        ids = {f.flit_id for f in flits}
+        t_vec = wait_for(lambda: vectors.last_of(ids), sizes.timeout_s, "flit vectors", processes)
+        log.info("%d flits embedded in %.1f s", len(ids), t_vec - t0)
+        embed_cpu = cpu(workers) - cpu0
+
+        events = world.spontaneous_interactions(sizes.interactions, now=time.time())
+        cpu1 = cpu(processes)
+        t1 = produce(producer, settings.topic(TOPIC_INTERACTIONS), ((e.user_id, e.to_bytes()) for e in events))
+        ids = {e.event_id for e in events}
+        t_state = wait_for(lambda: states.last_of(ids), sizes.timeout_s, "user states", processes)
+        t_ifeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for interactions", processes)
+        log.info("%d interactions: states in %.1f s, feeds in %.1f s", len(ids), t_state - t1, t_ifeed - t1)
+        interaction_cpu = cpu(processes) - cpu1
+
+        requests = world.feed_requests(sizes.requests)
+        cpu2 = cpu(rankers)
+        t2 = produce(producer, settings.topic(TOPIC_FEED_REQUESTS), ((r.user_id, r.to_bytes()) for r in requests))
+        ids = {r.request_id for r in requests}
+        t_rfeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for requests", processes)
+        log.info("%d requests answered in %.1f s", len(ids), t_rfeed - t2)
+        request_cpu = cpu(rankers) - cpu2
+        return {
+            "processes_per_role": n,
+            "encoder": encoder,
+            "partitions": settings.partitions,
+            "flits_embedded_per_s": sizes.flits / max(t_vec - t0, 1e-3),
+            "interactions_to_state_per_s": sizes.interactions / max(t_state - t1, 1e-3),
+            "interactions_to_feed_per_s": sizes.interactions / max(t_ifeed - t1, 1e-3),
+            "requests_to_feed_per_s": sizes.requests / max(t_rfeed - t2, 1e-3),
+            # Work per CPU-second of the services: independent of how much CPU the machine gave them, so
+            # equal figures for 1 and 2 processes mean splitting the work costs nothing extra.
+            "flits_per_worker_cpu_s": sizes.flits / max(embed_cpu, 1e-3),
+            "interactions_per_cpu_s": sizes.interactions / max(interaction_cpu, 1e-3),
+            "requests_per_ranker_cpu_s": sizes.requests / max(request_cpu, 1e-3),
+            "startup_s": startup_s,
+        }
+    finally:
+        for o in outputs:
+            o.close()
+        for p in processes:
+            p.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="processes per role to compare")
+    parser.add_argument("--encoder", choices=("minilm", "hashing"),
+                        help="default: minilm, hashing with --quick (no torch start-up cost)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    sizes = QUICK if args.quick else FULL
+    encoder = args.encoder or ("hashing" if args.quick else "minilm")
+    base = Settings()
+    wait_for_broker(base, timeout_s=60)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="flitfeed-scale-out-") as tmp:
+        for n in args.processes:
+            log.info("measuring %d process(es) per role", n)
+            rows.append(run_one(base, n, sizes, encoder, Path(tmp)))
+    print_table(f"Scale-out throughput ({'quick' if args.quick else 'full'}, {encoder} encoder, "
+                f"{machine_info()['cores']} cores)", rows)
+    if args.json:
+        write_json(args.json, "scale_out", {"quick": args.quick, "encoder": encoder, "sizes": sizes.__dict__,
+                                            "processes": args.processes}, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
