@@ -44,8 +44,9 @@ broker-stop:
 
 # Streaming evaluation on ml-latest-small (long mode: ~40 min on 2 busy cores); reproduces docs/evaluation/.
 DATASET ?= ../shared/data/ml-latest-small
+EVAL_EVENTS ?= 20000
 evaluate: $(BIN)/flitfeed
-	$(BIN)/flitfeed evaluate $(DATASET) --out docs/evaluation/ml-latest-small --jobs 3
+	$(BIN)/flitfeed evaluate $(DATASET) --out docs/evaluation/ml-latest-small --events $(EVAL_EVENTS) --jobs 3
 
 clean:
 	$(KAFKA) clean || true
