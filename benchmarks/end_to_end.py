@@ -67,9 +67,7 @@ def free_port() -> int:
 
 def service_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLITFEED_")}
-    for name, value in settings.model_dump().items():
-        env[f"FLITFEED_{name.upper()}"] = str(value)
-    return env | {"PYTHONUNBUFFERED": "1"} | extra
+    return env | settings.to_env() | {"PYTHONUNBUFFERED": "1"} | extra
 
 
 class Services:

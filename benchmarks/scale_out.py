@@ -68,7 +68,7 @@ class Process:
 
     def __init__(self, role: str, settings: Settings, log_dir: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLITFEED_")}
-        env |= {f"FLITFEED_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
+        env |= settings.to_env()
         self.role = role
         self.log_path = log_dir / f"{settings.instance_id}.log"
         with open(self.log_path, "ab") as out:

@@ -189,6 +189,27 @@ class Settings(BaseSettings):
         """This process's instance id (``instance_id`` or ``<hostname>-<pid>``)."""
         return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``FLITFEED_*`` variables, for a child process (tests, benchmarks).
+
+        Unset optional values stay unset and secrets pass their real value (``str()`` of a
+        ``SecretStr`` is its mask), so the child builds exactly these settings again.
+
+        >>> env = Settings(topic_prefix="t-", kafka_ssl_cafile=None).to_env()
+        >>> env["FLITFEED_TOPIC_PREFIX"], "FLITFEED_KAFKA_SSL_CAFILE" in env
+        ('t-', False)
+        >>> Settings.model_validate({k[len("FLITFEED_"):].lower(): v for k, v in env.items()}) == Settings(topic_prefix="t-")
+        True
+        """
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"FLITFEED_{name.upper()}"] = str(value)
+        return env
+
     def topic(self, name: str) -> str:
         """The real topic name of a logical topic."""
         return f"{self.topic_prefix}{name}"

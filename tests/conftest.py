@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from pydantic import SecretStr
 
 from flitfeed.settings import Settings
 
@@ -43,14 +42,7 @@ def isolated_settings(broker: str, tmp_path: Path) -> Settings:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLITFEED_")}
-    for name, value in settings.model_dump().items():
-        if value is None:  # unset optional settings (files) stay unset
-            continue
-        if isinstance(value, SecretStr):  # str() would pass the mask, not the secret
-            value = value.get_secret_value()
-        env[f"FLITFEED_{name.upper()}"] = str(value)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return env | settings.to_env() | {"PYTHONUNBUFFERED": "1"}
 
 
 class Service:
