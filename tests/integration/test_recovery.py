@@ -107,6 +107,15 @@ def wait_embedded(bus: Bus, flit_ids, timeout: float = FIRST_FEED_S) -> None:
     wait_until(done, timeout, what=f"vectors of {len(wanted)} flits")
 
 
+def publish_world(bus: Bus) -> dict[str, Flit]:
+    """Publish the small topic world and wait until every flit is embedded."""
+    flits = world()
+    for flit in flits.values():
+        bus.flit(flit)
+    wait_embedded(bus, flits)
+    return flits
+
+
 def feeds_for(bus: Bus, user: str) -> list[Feed]:
     return [f for f in bus.feeds() if f.user_id == user]
 
@@ -190,10 +199,7 @@ def test_interaction_for_missing_flit_is_dead_lettered(isolated_settings: Settin
     bus = make_bus(settings)
     services("worker", settings, FLITFEED_ENCODER="hashing")
     services("ranker", settings)
-    flits = world()
-    for flit in flits.values():
-        bus.flit(flit)
-    wait_embedded(bus, flits)
+    publish_world(bus)
 
     user = "lonely-bird"
     ghost = make_interaction(user, "never-posted", "like")
@@ -227,10 +233,7 @@ def test_ranker_restart_keeps_user_state_without_republishing(isolated_settings:
     bus = make_bus(isolated_settings)
     services("worker")
     ranker = services("ranker")
-    flits = world()
-    for flit in flits.values():
-        bus.flit(flit)
-    wait_embedded(bus, flits)
+    publish_world(bus)
 
     user = "restless-bird"
     likes = [make_interaction(user, fid, "like") for fid in ("storms-0", "storms-1", "storms-2")]
@@ -292,10 +295,7 @@ def test_corrupt_ranker_index_is_rebuilt_from_the_log(isolated_settings: Setting
     bus = make_bus(settings)
     services("worker", settings, FLITFEED_ENCODER="hashing")
     ranker = services("ranker", settings)
-    flits = world()
-    for flit in flits.values():
-        bus.flit(flit)
-    wait_embedded(bus, flits)
+    flits = publish_world(bus)
     user = "warm-bird"
     like = make_interaction(user, "songs-0", "like")
     bus.interaction(like)
@@ -330,10 +330,7 @@ def test_duplicate_interaction_is_applied_once(isolated_settings: Settings, serv
     bus = make_bus(settings)
     services("worker", settings, FLITFEED_ENCODER="hashing")
     services("ranker", settings)
-    flits = world()
-    for flit in flits.values():
-        bus.flit(flit)
-    wait_embedded(bus, flits)
+    publish_world(bus)
 
     user = "echo-bird"
     x = make_interaction(user, "worms-1", "like")
@@ -365,10 +362,7 @@ def test_metrics_endpoints(isolated_settings: Settings, services, make_bus) -> N
     bus = make_bus(settings)
     services("worker", settings, FLITFEED_ENCODER="hashing")
     services("ranker", settings)
-    flits = world()
-    for flit in flits.values():
-        bus.flit(flit)
-    wait_embedded(bus, flits)
+    flits = publish_world(bus)
     like = make_interaction("counted-bird", "songs-2", "like")
     bus.interaction(like)
     bus.wait_feed(lambda f: f.trigger_id == like.event_id, FEED_S, what="a feed")
