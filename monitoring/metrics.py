@@ -54,6 +54,10 @@ class Metrics:
         self.retried = Counter("flitfeed_events_retried_total",
                                "Parked interactions taken up again, by outcome (applied, reparked, expired).",
                                ["service", "outcome"], registry=r)
+        self.refetched = Counter("flitfeed_skipped_offsets_total",
+                                 "Offsets Faust skipped without processing during a rebalance, by outcome: "
+                                 "refetch (fetched again) or no_message (a transaction marker).",
+                                 ["service", "topic", "outcome"], registry=r)
         self.stage_seconds = Histogram("flitfeed_stage_duration_seconds",
                                        "Time spent in one processing stage (decode, embed, index_write, "
                                        "user_update, candidate_query, rank, publish).",

@@ -27,6 +27,8 @@ from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import WorkerMonitors, start_lag_reporter
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
                                TOPIC_PARKED, TOPIC_USER_STATES, Settings)
+from flitfeed.streams.changelog import ChangelogHandover
+from flitfeed.streams.offset_guard import guard_commits
 from flitfeed.streams.replicator import FlitVectorReplicator
 from flitfeed.streams.user_updates import taste_params
 
@@ -53,6 +55,7 @@ class WorkerContext:
     flit_vectors: faust.TopicT
     user_states: faust.TopicT
     dead_letters: faust.TopicT
+    changelog: ChangelogHandover
     replicator: FlitVectorReplicator | None = None
     monitors: WorkerMonitors | None = None
 
@@ -92,6 +95,9 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         # The instance id names this replica in the group's member list.
         broker_client_id=settings.instance(),
     )
+    # Faust may skip a message during a rebalance and then commit past it; never let it (see offset_guard).
+    guard_commits(app, lambda tp, offset, outcome: metrics.refetched.labels(
+        service=metrics.service, topic=tp.topic, outcome=outcome).inc())
     ctx = WorkerContext(
         settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,
         # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
@@ -102,6 +108,7 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         flit_vectors=_raw_topic(app, settings, TOPIC_FLIT_VECTORS),
         user_states=_raw_topic(app, settings, TOPIC_USER_STATES),
         dead_letters=_raw_topic(app, settings, TOPIC_DEAD_LETTERS),
+        changelog=ChangelogHandover(app.producer.buffer),
     )
     metrics.model.info({"model_version": encoder.model_version, "dim": str(encoder.dim)})
     ctx.monitors = WorkerMonitors(settings, metrics, encoder.dim)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.embedding import RawMessage
@@ -13,13 +13,28 @@ if TYPE_CHECKING:
     from flitfeed.streams.app import WorkerContext
 
 
-def done(event: Any) -> None:
-    """Mark an event processed now, so its offset can be committed.
+def events(stream: Any) -> AsyncIterator[Any]:
+    """The stream's events, acked only by :func:`done`.
 
-    Faust acks an event only when its stream fetches the next one; the last event before a
-    SIGTERM was therefore never committed and came back (as a duplicate) after every graceful
-    restart. Acking right after the effects are sent closes that gap; the commit still waits for
-    the producer to flush them. Acking twice is a no-op.
+    Faust's own acks are not safe for us: ``stream.events()`` acks the current event in its
+    ``finally`` and ``stream.take_events()`` acks the whole batch in its ``finally`` -- also when the
+    agent is cancelled halfway through an event (a SIGTERM, a crash of the agent), so the offset of
+    an event whose effects were never sent gets committed and the event is lost. With manual acks an
+    unfinished event stays uncommitted and comes back after the restart (its effects are idempotent).
+    """
+    return stream.noack().events()
+
+
+def batches(stream: Any, size: int, within: float) -> AsyncIterator[list[Any]]:
+    """Batches of up to ``size`` events (waiting at most ``within`` seconds), acked only by :func:`done`."""
+    return stream.noack_take(size, within=within)
+
+
+def done(event: Any) -> None:
+    """Mark an event processed, so its offset can be committed: call it after its effects are sent.
+
+    The commit flushes the producer first, so the effects reach Kafka before the offset does.
+    Acking twice is a no-op.
     """
     event.ack()
 

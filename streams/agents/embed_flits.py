@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from flitfeed.streams.agents.common import done, raw_message, send_dead_letter
+from flitfeed.streams.agents.common import batches, done, raw_message, send_dead_letter
 from flitfeed.streams.embedding import EmbeddedBatch, RawMessage, decode_flits, embed_flits
 from flitfeed.streams.events import Flit, Reason
 
@@ -24,9 +24,9 @@ def register(ctx: "WorkerContext") -> None:
 
     @ctx.app.agent(ctx.flits, name="embed_flits")
     async def embed_flits_agent(stream: Any) -> None:
-        async for events in stream.take_events(s.encoder_batch_size, within=s.embed_batch_wait_s):
-            await process_batch(ctx, [raw_message(e) for e in events])
-            for e in events:
+        async for batch in batches(stream, s.encoder_batch_size, within=s.embed_batch_wait_s):
+            await process_batch(ctx, [raw_message(e) for e in batch])
+            for e in batch:
                 done(e)
 
 

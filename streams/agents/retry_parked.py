@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from flitfeed.streams.agents.common import done, raw_message, send_dead_letter
+from flitfeed.streams.agents.common import done, events, raw_message, send_dead_letter
 from flitfeed.streams.agents.update_users import apply_or_park
 from flitfeed.streams.events import ParkedInteraction, Reason
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def register(ctx: "WorkerContext") -> None:
     @ctx.app.agent(ctx.parked, name="retry_parked")
     async def retry_parked_agent(stream: Any) -> None:
-        async for event in stream.events():
+        async for event in events(stream):
             msg = raw_message(event)
             try:
                 parked = ParkedInteraction.model_validate_json(msg.value or b"")

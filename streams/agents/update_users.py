@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from flitfeed.encoders.user_vector import UserProfile
 from flitfeed.index.base import IndexedFlit
-from flitfeed.streams.agents.common import done, raw_message, send_dead_letter
+from flitfeed.streams.agents.common import done, events, raw_message, send_dead_letter
 from flitfeed.streams.embedding import RawMessage
 from flitfeed.streams.events import DecodeError, Interaction, ParkedInteraction, Reason, check_user_key, decode_interaction
 from flitfeed.streams.user_updates import apply_interaction, next_park, user_state
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def register(ctx: "WorkerContext") -> None:
     @ctx.app.agent(ctx.interactions, name="update_users")
     async def update_users_agent(stream: Any) -> None:
-        async for event in stream.events():
+        async for event in events(stream):
             msg = raw_message(event)
             ctx.metrics.consumed.labels(service=ctx.metrics.service, topic=msg.topic).inc()
             try:
@@ -91,6 +91,8 @@ async def apply_or_park(ctx: "WorkerContext", interaction: Interaction, msg: Raw
         ctx.monitors.learn_taste(before, profile.query_vector())
     m.processed.labels(service=m.service, topic=source_topic).inc()
     await publish_state(ctx, profile, interaction.event_id, msg.timestamp)
+    # The caller acks next: the profile's changelog record must be with the Kafka client by then.
+    await ctx.changelog.wait()
     return "applied"
 
 

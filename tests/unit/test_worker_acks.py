@@ -1,0 +1,260 @@
+"""When the worker acks (lets Faust commit) an input event: only after its effects reached the producer.
+
+Real Faust streams and a real Faust producer buffer, without a broker: events are put on a channel
+and the consumer's list of acked offsets (what the next commit would write) is inspected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import faust
+import pytest
+from faust.events import Event
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+from flitfeed.streams.agents.common import batches, done, events
+from flitfeed.streams.changelog import ChangelogHandover
+from flitfeed.streams.offset_guard import guard_commits, head_hole
+
+TOPIC = "interactions"
+
+
+def make_app() -> faust.App:
+    app = faust.App("test-acks", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
+                    web_enabled=False)
+    app.topics._acking_topics.add(TOPIC)  # what the conductor does for a subscribed topic
+    app.flow_control.resume()
+    return app
+
+
+def make_event(app: faust.App, offset: int) -> Event:
+    message = ConsumerMessage(topic=TOPIC, partition=0, offset=offset, timestamp=0.0, timestamp_type=0,
+                              headers=[], key=b"u", value=b"{}", checksum=None,
+                              generation_id=app.consumer_generation_id)
+    message.incref()  # one stream reads it, as the conductor counts
+    return Event(app, b"u", b"{}", {}, message)
+
+
+def acked(app: faust.App) -> list[int]:
+    return sorted(off for offsets in app.consumer._acked.values() for off in offsets)
+
+
+async def process_then_fail_on(app: faust.App, iterate: Any, failing_offset: int) -> None:
+    """An agent body: acks each finished event, and is cancelled while processing ``failing_offset``."""
+    async for event in iterate:
+        if event.message.offset == failing_offset:
+            raise asyncio.CancelledError  # e.g. SIGTERM arrives while the effects are being sent
+        done(event)
+
+
+@pytest.mark.parametrize("manual, expected", [(False, [0, 1]), (True, [0])],
+                         ids=["faust-events-acks-unfinished", "manual-acks"])
+def test_an_event_whose_processing_was_cancelled_is_not_acked(manual: bool, expected: list[int]) -> None:
+    async def scenario() -> list[int]:
+        app = make_app()
+        channel = app.channel()
+        stream = channel.stream()
+        for offset in (0, 1, 2):
+            await channel.put(make_event(app, offset))
+        iterate = events(stream) if manual else stream.events()
+        with pytest.raises(asyncio.CancelledError):
+            await process_then_fail_on(app, iterate, failing_offset=1)
+        # The agent task is gone; the event loop finalizes the abandoned iterators (as it does on
+        # shutdown, before Faust's final commit).
+        await iterate.aclose()
+        del iterate, stream
+        gc.collect()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return acked(app)
+
+    # Faust's own iterator acks offset 1 in its finally although nothing was done with it: a commit
+    # would then skip it for good. The worker's iterator leaves it for the restart to re-read.
+    assert asyncio.run(scenario()) == expected
+
+
+def test_a_batch_whose_processing_was_cancelled_is_not_acked() -> None:
+    async def scenario() -> tuple[list[int], list[int]]:
+        app = make_app()
+        channel = app.channel()
+        stream = channel.stream()
+        for offset in range(3):
+            await channel.put(make_event(app, offset))
+        seen: list[int] = []
+        take = batches(stream, 3, within=5.0)
+        async for batch in take:
+            seen = [e.message.offset for e in batch]
+            break  # the agent stops before acking: the batch was never embedded
+        await take.aclose()
+        return seen, acked(app)
+
+    seen, done_offsets = asyncio.run(scenario())
+    assert seen == [0, 1, 2]
+    assert done_offsets == []
+
+
+class GatedChannel:
+    """A producer channel whose publishing waits for a gate (a slow Kafka client, a busy loop)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.published = 0
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        await self.gate.wait()
+        self.published += 1
+
+
+class Record:
+    def __init__(self, channel: GatedChannel) -> None:
+        self.message = self
+        self.channel = channel
+
+
+def test_changelog_handover_waits_for_the_record_that_faust_flush_gives_up_on() -> None:
+    async def scenario() -> None:
+        app = make_app()
+        buffer = app.producer.buffer
+        handover = ChangelogHandover(buffer)
+        await buffer.start()
+        try:
+            channel = GatedChannel()
+            buffer.put(Record(channel))  # a table write: queued, not yet with the Kafka client
+            assert handover.pending == 1
+
+            # Faust's flush returns after 0.1 s without progress, with the record still unsent:
+            # a commit made now would pass the event whose profile update this record carries.
+            await asyncio.wait_for(buffer.flush(), timeout=10)
+            assert channel.published == 0
+
+            waiter = asyncio.ensure_future(handover.wait())
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not waiter.done(), "returned before the record was handed over"
+            channel.gate.set()
+            await asyncio.wait_for(waiter, timeout=10)
+            assert channel.published == 1
+            assert handover.pending == 0
+        finally:
+            await buffer.stop()
+
+    asyncio.run(scenario())
+
+
+class SeekRecorder:
+    """Stands in for the Kafka client's seek (there is no broker in a unit test)."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[int, int]] = []
+
+    async def __call__(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+
+
+def guarded_consumer(app: faust.App, committed: int) -> tuple[Any, Any, SeekRecorder]:
+    guard_commits(app)
+    consumer = app.consumer
+    tp = TP(TOPIC, 0)
+    consumer._committed_offset[tp] = committed
+    consumer.assignment = lambda: {tp}
+    recorder = SeekRecorder()
+    consumer._seek = recorder
+    return consumer, tp, recorder
+
+
+def ack_offsets(app: faust.App, *offsets: int) -> None:
+    for offset in offsets:
+        event = make_event(app, offset)
+        event.message.tracked = True
+        event.ack()
+
+
+def test_a_skipped_message_at_the_committed_offset_stops_the_commit_and_is_fetched_again() -> None:
+    async def scenario() -> None:
+        app = make_app()
+        consumer, tp, recorder = guarded_consumer(app, committed=35)
+        committed: list[dict] = []
+
+        async def broker_commit(offsets: Any, *args: Any, **kwargs: Any) -> bool:
+            committed.append(dict(offsets))
+            return True
+
+        consumer._commit_offsets = broker_commit
+        # Offset 35 was fetched during a rebalance and dropped by Faust's stream; 36 and 37 were processed.
+        ack_offsets(app, 36, 37)
+        # Unguarded, Faust would commit 38 here (it takes a one-offset hole for a transaction marker).
+        assert head_hole(consumer, tp) == 35
+        await consumer.commit()
+        assert committed == []
+        assert recorder.seeks == [(0, 35)]
+        await consumer.commit()
+        assert recorder.seeks == [(0, 35)], "one re-fetch per hole, not one per commit"
+
+        # The re-fetch brings 35 (and 36, 37 again); once 35 is processed the commit goes on.
+        await fetch(consumer, tp, 35, 36, 37)
+        ack_offsets(app, 35)
+        await consumer.commit()
+        assert committed == [{tp: 38}]
+
+    asyncio.run(scenario())
+
+
+def test_a_hole_without_a_message_is_passed_after_the_refetch_shows_it() -> None:
+    async def scenario() -> None:
+        app = make_app()
+        consumer, tp, recorder = guarded_consumer(app, committed=10)
+        committed: list[dict] = []
+
+        async def broker_commit(offsets: Any, *args: Any, **kwargs: Any) -> bool:
+            committed.append(dict(offsets))
+            return True
+
+        consumer._commit_offsets = broker_commit
+        ack_offsets(app, 11, 12)
+        await consumer.commit()
+        assert committed == [] and recorder.seeks == [(0, 10)]
+        # A fetch that was under way during the seek returns records of the old position: no verdict.
+        await fetch(consumer, tp, 12, started_before_seek=True)
+        await consumer.commit()
+        assert committed == []
+        # The first record of a fetch started after the seek is 11: offset 10 holds a transaction marker.
+        await fetch(consumer, tp, 11, 12)
+        await consumer.commit()
+        assert committed == [{tp: 13}]
+
+    asyncio.run(scenario())
+
+
+async def fetch(consumer: Any, tp: Any, *offsets: int, started_before_seek: bool = False) -> None:
+    """One fetch through the guarded ``_getmany``, the Kafka client answering with ``offsets``."""
+    saved = dict(consumer.__dict__.get("_flitfeed_refetching", {}))
+
+    class Thread:
+        async def getmany(self, active: Any, timeout: float) -> dict:
+            if started_before_seek:  # the seek lands while this fetch is under way
+                consumer.__dict__["_flitfeed_refetching"].update(saved)
+            return {tp: [FakeRecord(o) for o in offsets]}
+
+    if started_before_seek:
+        consumer.__dict__["_flitfeed_refetching"].clear()
+    consumer._thread = Thread()
+    await consumer._getmany({tp}, 1.0)
+
+
+class FakeRecord:
+    def __init__(self, offset: int) -> None:
+        self.topic = TOPIC
+        self.partition = 0
+        self.offset = offset
+        self.timestamp = 0
+        self.timestamp_type = 0
+        self.key = b"u"
+        self.value = b"{}"
+        self.checksum = None
+        self.serialized_key_size = 1
+        self.serialized_value_size = 2
+        self.headers: list = []
