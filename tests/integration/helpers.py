@@ -9,8 +9,8 @@ from typing import Callable
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from flitfeed.kafka.config import consumer_config, producer_config
-from flitfeed.settings import TOPIC_INTERACTIONS, TOPIC_USER_STATES, Settings
-from flitfeed.streams.events import DeadLetter, Feed, FeedRequest, Flit, Interaction, UserState
+from flitfeed.settings import Settings
+from flitfeed.streams.events import DeadLetter, Feed, FeedRequest, Flit, Interaction
 from tests.waiting import wait_until
 
 
@@ -85,24 +85,14 @@ def make_interaction(user: str, flit_id: str, kind: str, event_id: str | None = 
                        ts=now_utc())
 
 
-def faust_skipped_and_acked(settings: Settings, bus: Bus, event_id: str) -> bool:
-    """The faust-streaming skip-and-ack symptom (README "Known limits") for one interaction.
-
-    True when the worker's group has committed every message on the interactions topic (so the event
-    was acknowledged) yet no user state was ever published for it: Faust dropped a message fetched while
-    a rebalance settled and acked it anyway. Any other reason for a missing feed returns False.
-    """
-    topic = settings.topic(TOPIC_INTERACTIONS)
-    probe = Consumer(consumer_config(settings, group_id=settings.app_id))  # never subscribes: reads commits only
+def uncommitted(settings: Settings, topic_name: str, group_id: str | None = None) -> int:
+    """Messages of a topic that the group (the worker's by default) has not committed yet."""
+    topic = settings.topic(topic_name)
+    probe = Consumer(consumer_config(settings, group_id=group_id or settings.app_id))  # reads commits only
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        committed = {tp.partition: tp.offset for tp in probe.committed(tps, timeout=10)}
-        for p in range(settings.partitions):
-            _, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > 0 and committed.get(p, -1) < high:
-                return False
+        committed = {tp.partition: max(tp.offset, 0) for tp in probe.committed(tps, timeout=10)}
+        return sum(probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] - committed.get(p, 0)
+                   for p in range(settings.partitions))
     finally:
         probe.close()
-    states = [UserState.model_validate_json(m.value()) for m in bus.drain(settings.topic(TOPIC_USER_STATES))
-              if m.value()]
-    return not any(s.trigger_id == event_id for s in states)

@@ -28,7 +28,6 @@ import random
 import signal
 import threading
 import time
-from collections import defaultdict
 
 import numpy as np
 import pytest

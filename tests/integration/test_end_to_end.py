@@ -10,7 +10,7 @@ import pytest
 from flitfeed.kafka.admin import create_topics
 from flitfeed.settings import Settings
 from flitfeed.streams.events import Feed, Flit
-from tests.integration.helpers import Bus, faust_skipped_and_acked, make_interaction, now_utc
+from tests.integration.helpers import Bus, make_interaction, now_utc
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -127,13 +127,7 @@ def test_personalised_feed_hide_dead_letters_and_restart(isolated_settings: Sett
     services("worker")
     like = make_interaction(USER, "worms-3", "like")
     bus.interaction(like)
-    try:
-        feed = bus.wait_feed(lambda f: f.trigger_id == like.event_id, timeout=120, what="feed after worker restart")
-    except AssertionError:
-        if faust_skipped_and_acked(isolated_settings, bus, like.event_id):
-            pytest.xfail("faust-streaming skipped and acked the like fetched while the restarted worker's "
-                         "group settled (README 'Known limits')")
-        raise
+    feed = bus.wait_feed(lambda f: f.trigger_id == like.event_id, timeout=120, what="feed after worker restart")
     assert not feed.cold_start
     assert topic_of(feed.items[0].flit_id) == "worms"
     assert "author-w1" not in {item.author_id for item in feed.items}, "muted author forgotten across restart"

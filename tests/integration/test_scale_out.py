@@ -216,21 +216,7 @@ def test_two_workers_two_rankers_share_partitions_survive_a_kill_and_match_one_p
                            what="the survivors owning every partition")
     assert set(survivors[0].values()) == {"w2"} and set(survivors[1].values()) == {"r2"}
     single.wait_processed(ids1 | ids2, req1 | req2, "phase 2")
-    moved_workers = {p for p, owner in worker_owner.items() if owner == "w1"}
-    try:
-        scaled.wait_processed(ids1 | ids2, req1 | req2, "phase 2 after the kill")
-    except AssertionError as exc:
-        # Known faust-streaming 0.15.3 race (README "Known limits"): a stream skips a message fetched
-        # while a rebalance is settling and acks it anyway, so the new owner never processes it.
-        # Reported as xfail only for exactly that symptom: interactions lost on partitions taken over
-        # from the killed worker; anything else fails.
-        no_state = (ids1 | ids2) - scaled.triggers(TOPIC_USER_STATES)
-        partitions = {p for p in range(PARTITIONS)
-                      for e in phase2 if e.event_id in no_state and partition_of(e.user_id) == p}
-        if no_state and partitions <= moved_workers:
-            pytest.xfail(f"faust skipped-and-acked {len(no_state)} interactions on taken-over partitions "
-                         f"{sorted(partitions)}: {sorted(no_state)}")
-        raise exc
+    scaled.wait_processed(ids1 | ids2, req1 | req2, "phase 2 after the kill")
     phase2_feeds = [m for m in scaled.feeds()
                     if Feed.model_validate_json(m.value()).trigger_id in ids2 | req2]
     moved = {p for p, owner in ranker_owner.items() if owner == "r1"}
