@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     max_flit_age_s: float = Field(7 * 24 * 3600.0, gt=0)
     popularity_half_life_s: float = Field(24 * 3600.0, gt=0)
     recent_flits_capacity: int = Field(5000, ge=1)
+    #: Scoring weights; unset = the tuned defaults of ``RankerParams`` (ranker/params.py).
+    ranker_similarity_weight: float | None = None
+    ranker_freshness_weight: float | None = None
+    ranker_engagement_weight: float | None = None
+    ranker_collaborative_weight: float | None = None
 
     # --- Ranker: collaborative signal (issue 4, evaluation) ----------------
     #: Flits the co-engagement model covers (dense matrix: 4·n² bytes; 5,000 → 100 MB).

@@ -137,11 +137,17 @@ class RankerParams:
         >>> p = RankerParams.from_settings(Settings(feed_k=5, max_flit_age_s=60.0), tag_decay=1.0)
         >>> p.feed_k, p.candidates_per_source, p.max_age_s, p.tag_decay
         (5, 200, 60.0, 1.0)
+        >>> RankerParams.from_settings(Settings(ranker_collaborative_weight=0.0)).weights()["collaborative"]
+        0.0
         """
+        weights = {name: value for name in ("similarity_weight", "freshness_weight", "engagement_weight",
+                                            "collaborative_weight")
+                   if (value := getattr(settings, f"ranker_{name}")) is not None}
         base = cls(
             feed_k=settings.feed_k,
             candidates_per_source=settings.candidates_per_source,
             max_age_s=settings.max_flit_age_s,
+            **weights,
         )
         return replace(base, **overrides)
 
