@@ -155,7 +155,8 @@ class SeekRecorder:
         self.seeks.append((tp.partition, offset))
 
 
-def guarded_consumer(app: faust.App, committed: int) -> tuple[Any, Any, SeekRecorder]:
+def guarded_consumer(app: faust.App, committed: int) -> tuple[Any, Any, SeekRecorder, list[dict]]:
+    """A guarded Faust consumer at ``committed`` on one partition; its broker commits are recorded."""
     guard_commits(app)
     consumer = app.consumer
     tp = TP(TOPIC, 0)
@@ -163,7 +164,14 @@ def guarded_consumer(app: faust.App, committed: int) -> tuple[Any, Any, SeekReco
     consumer.assignment = lambda: {tp}
     recorder = SeekRecorder()
     consumer._seek = recorder
-    return consumer, tp, recorder
+    commits: list[dict] = []
+
+    async def broker_commit(offsets: Any, *args: Any, **kwargs: Any) -> bool:
+        commits.append(dict(offsets))
+        return True
+
+    consumer._commit_offsets = broker_commit
+    return consumer, tp, recorder, commits
 
 
 def ack_offsets(app: faust.App, *offsets: int) -> None:
@@ -176,14 +184,7 @@ def ack_offsets(app: faust.App, *offsets: int) -> None:
 def test_a_skipped_message_at_the_committed_offset_stops_the_commit_and_is_fetched_again() -> None:
     async def scenario() -> None:
         app = make_app()
-        consumer, tp, recorder = guarded_consumer(app, committed=35)
-        committed: list[dict] = []
-
-        async def broker_commit(offsets: Any, *args: Any, **kwargs: Any) -> bool:
-            committed.append(dict(offsets))
-            return True
-
-        consumer._commit_offsets = broker_commit
+        consumer, tp, recorder, committed = guarded_consumer(app, committed=35)
         # Offset 35 was fetched during a rebalance and dropped by Faust's stream; 36 and 37 were processed.
         ack_offsets(app, 36, 37)
         # Unguarded, Faust would commit 38 here (it takes a one-offset hole for a transaction marker).
@@ -206,14 +207,7 @@ def test_a_skipped_message_at_the_committed_offset_stops_the_commit_and_is_fetch
 def test_a_hole_without_a_message_is_passed_after_the_refetch_shows_it() -> None:
     async def scenario() -> None:
         app = make_app()
-        consumer, tp, recorder = guarded_consumer(app, committed=10)
-        committed: list[dict] = []
-
-        async def broker_commit(offsets: Any, *args: Any, **kwargs: Any) -> bool:
-            committed.append(dict(offsets))
-            return True
-
-        consumer._commit_offsets = broker_commit
+        consumer, tp, recorder, committed = guarded_consumer(app, committed=10)
         ack_offsets(app, 11, 12)
         await consumer.commit()
         assert committed == [] and recorder.seeks == [(0, 10)]
