@@ -88,6 +88,8 @@ def guard_commits(app: Any, on_hole: Callable[[TP, int, str], None] | None = Non
         did_commit = await commit(self, *args, **kwargs)
         refetching = _refetching(self)
         assigned = self.assignment()
+        for tp in [tp for tp in refetching if tp not in assigned]:
+            del refetching[tp]  # revoked: its next owner starts from the committed offset anyway
         for tp in list(self._acked):
             hole = head_hole(self, tp)
             if hole is None or tp not in assigned or refetching.get(tp) == hole:
