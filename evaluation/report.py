@@ -118,6 +118,13 @@ def render_markdown(results: Mapping[str, Any], images: list[str] | None = None)
     return "\n".join(lines)
 
 
+def _save(plt: Any, fig: Any, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def _plots(results: Mapping[str, Any], runs: Mapping[str, MethodRun], out: Path) -> list[str]:
     import matplotlib
 
@@ -136,10 +143,7 @@ def _plots(results: Mapping[str, Any], runs: Mapping[str, MethodRun], out: Path)
     ax.set_title("Prequential Recall@10 over the stream")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "recall_over_time.png", dpi=110)
-    plt.close(fig)
-    written.append("recall_over_time.png")
+    written.append(_save(plt, fig, out, "recall_over_time.png"))
 
     years = sorted({w for per in results["windows"].values() for w in per})
     fig, ax = plt.subplots(figsize=(9, 5))
@@ -151,10 +155,7 @@ def _plots(results: Mapping[str, Any], runs: Mapping[str, MethodRun], out: Path)
     ax.tick_params(axis="x", rotation=60)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "recall_per_year.png", dpi=110)
-    plt.close(fig)
-    written.append("recall_per_year.png")
+    written.append(_save(plt, fig, out, "recall_per_year.png"))
 
     fig, ax = plt.subplots(figsize=(9, 5))
     labels, values = [], []
@@ -170,8 +171,5 @@ def _plots(results: Mapping[str, Any], runs: Mapping[str, MethodRun], out: Path)
     ax.set_title("Latency of each step")
     ax.tick_params(axis="y", labelsize=6)
     fig.set_size_inches(9, max(5, 0.22 * len(labels)))
-    fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=110)
-    plt.close(fig)
-    written.append("latency.png")
+    written.append(_save(plt, fig, out, "latency.png"))
     return written

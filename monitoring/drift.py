@@ -359,26 +359,29 @@ class UserVectorDrift:
 
     def learn_one(self, before: np.ndarray | None, after: np.ndarray | None) -> float | None:
         """Record one taste update; returns the move (None when either side has no direction)."""
-        if after is None:
-            return None
-        a = np.asarray(after, dtype=np.float64).reshape(-1)
-        na = np.linalg.norm(a)
-        if na == 0.0:
+        a = _direction(after)
+        if a is None:
             return None
         if self._drift is None or self._dim != a.shape[0]:
             self._dim = a.shape[0]
             self._drift = EmbeddingDrift(self._dim, self.reference_size, self.window_size, projections=1,
                                          bins=2, with_mmd=False)
-        self._drift.learn_one(a / na)
-        if before is None:
+        self._drift.learn_one(a)
+        b = _direction(before)
+        if b is None:
             return None
-        b = np.asarray(before, dtype=np.float64).reshape(-1)
-        nb = np.linalg.norm(b)
-        if nb == 0.0:
-            return None
-        return float(np.clip(1.0 - b @ a / (nb * na), 0.0, 2.0))
+        return float(np.clip(1.0 - b @ a, 0.0, 2.0))
 
     def score(self) -> float | None:
         """Centroid cosine distance, reference vs current window, once both are full; else None."""
         scores = self._drift.scores() if self._drift is not None else {}
         return scores.get("embedding_centroid")
+
+
+def _direction(vector: np.ndarray | None) -> np.ndarray | None:
+    """``vector`` as a unit float64 vector; None when it is missing or zero (it has no direction)."""
+    if vector is None:
+        return None
+    v = np.asarray(vector, dtype=np.float64).reshape(-1)
+    norm = np.linalg.norm(v)
+    return None if norm == 0.0 else v / norm
