@@ -19,7 +19,7 @@ from flitfeed.settings import Settings
 from flitfeed.streams.events import Flit
 from tests.integration.extra_broker import ExtraBroker
 from tests.integration.helpers import Bus, make_interaction, now_utc
-from tests.integration.test_crash_recovery import Load, expected_states, latest_states, mismatches
+from tests.integration.test_crash_recovery import Load, expected_states, latest_states, wait_states_exact
 from tests.integration.test_recovery import free_port, scrape
 from tests.waiting import wait_until
 
@@ -53,11 +53,7 @@ def test_services_reconnect_after_a_broker_restart_and_lose_nothing(isolated_set
         assert worker.alive() and ranker.alive(), "a service exited when the broker went away"
 
         expected = expected_states(load, s)
-        try:
-            wait_until(lambda: not mismatches(expected, latest_states(bus)) or None, 180, interval=0.5,
-                       what="every user state complete and exact after the broker restart")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; still wrong: {mismatches(expected, latest_states(bus))[:8]}") from None
+        wait_states_exact(bus, expected, "every user state complete and exact after the broker restart")
         event_ids = {e.event_id for e in load.events}
         wait_until(lambda: event_ids <= {f.trigger_id for f in bus.feeds()}, 120,
                    what="a feed for every interaction, before and after the restart")

@@ -96,6 +96,14 @@ def expected_states(load: Load, settings: Settings) -> dict[str, UserProfile]:
     return profiles
 
 
+def wait_states_exact(bus: Bus, expected: dict, what: str, timeout_s: float = 180) -> None:
+    """Wait until the latest published user states match ``expected``; the failure lists what differs."""
+    try:
+        wait_until(lambda: not mismatches(expected, latest_states(bus)) or None, timeout_s, interval=0.5, what=what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; still wrong: {mismatches(expected, latest_states(bus))[:8]}") from None
+
+
 def mismatches(expected: dict[str, UserProfile], actual: dict[str, UserState]) -> list[str]:
     out = []
     for user, p in expected.items():
@@ -180,11 +188,7 @@ def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Se
     load_stopped = time.monotonic()
 
     expected = expected_states(load, s)
-    try:
-        wait_until(lambda: not mismatches(expected, latest_states(bus)) or None, 180, interval=0.5,
-                   what="final user states equal to the uninterrupted run")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; still wrong: {mismatches(expected, latest_states(bus))[:8]}") from None
+    wait_states_exact(bus, expected, "final user states equal to the uninterrupted run")
     caught_up = time.monotonic()
     print(f"\n{len(victims)} kills ({', '.join(victims)}), {len(load.events)} interactions, {len(load.flits)} flits, "
           f"{len(expected)} users: every state correct {caught_up - last_restart:.1f} s after the last restart, "
