@@ -13,6 +13,7 @@ from typing import Any
 import faust
 import pytest
 from faust.events import Event
+from faust.transport.consumer import Consumer as BaseConsumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
@@ -155,7 +156,7 @@ class SeekRecorder:
         self.seeks.append((tp.partition, offset))
 
 
-def guarded_consumer(app: faust.App, committed: int) -> tuple[Any, Any, SeekRecorder, list[dict]]:
+def guarded_consumer(app: faust.App, committed: int | None) -> tuple[Any, Any, SeekRecorder, list[dict]]:
     """A guarded Faust consumer at ``committed`` on one partition; its broker commits are recorded."""
     guard_commits(app)
     consumer = app.consumer
@@ -168,6 +169,7 @@ def guarded_consumer(app: faust.App, committed: int) -> tuple[Any, Any, SeekReco
 
     async def broker_commit(offsets: Any, *args: Any, **kwargs: Any) -> bool:
         commits.append(dict(offsets))
+        consumer._committed_offset.update(offsets)  # as Faust's _commit_offsets does after the broker call
         return True
 
     consumer._commit_offsets = broker_commit
@@ -219,6 +221,70 @@ def test_a_hole_without_a_message_is_passed_after_the_refetch_shows_it() -> None
         await fetch(consumer, tp, 11, 12)
         await consumer.commit()
         assert committed == [{tp: 13}]
+
+    asyncio.run(scenario())
+
+
+def unguarded(method: Any) -> Any:
+    """Faust's own method, also after the guard wrapped it."""
+    return getattr(method, "__wrapped__", method)
+
+
+def test_unguarded_faust_commits_past_messages_it_took_for_a_gap_and_past_a_never_committed_head() -> None:
+    app = make_app()
+    consumer, tp = app.consumer, TP(TOPIC, 0)
+    consumer._committed_offset[tp] = 56
+    # Its fetch loop last read 56, was sought back, and a fetch from the old position delivers 64.
+    asyncio.run(unguarded(BaseConsumer._add_gap)(consumer, tp, 57, 63))
+    ack_offsets(app, 56, 64)
+    assert unguarded(BaseConsumer._new_offset)(consumer, tp) == 65, "57-63 committed unprocessed"
+
+    fresh = make_app()
+    fresh_tp = TP(TOPIC, 0)
+    ack_offsets(fresh, 9, 10)  # nothing committed yet; 0-8 were dropped during a rebalance
+    assert unguarded(BaseConsumer._new_offset)(fresh.consumer, fresh_tp) == 11, "0-8 committed unprocessed"
+
+
+def test_a_jump_in_read_offsets_is_not_taken_for_offsets_without_messages() -> None:
+    async def scenario() -> None:
+        app = make_app()
+        consumer, tp, recorder, committed = guarded_consumer(app, committed=56)
+        await consumer._add_gap(tp, 57, 63)  # what Faust's fetch loop does when 64 follows 56
+        ack_offsets(app, 56, 64)
+        await consumer.commit()
+        assert committed == [{tp: 57}]
+        assert recorder.seeks == [(0, 57)], "57-63 are fetched again"
+        await fetch(consumer, tp, 57, 58)
+        ack_offsets(app, *range(57, 64))
+        await consumer.commit()
+        assert committed[-1] == {tp: 65}
+
+    asyncio.run(scenario())
+
+
+def test_a_never_committed_partition_is_measured_from_its_log_start() -> None:
+    async def scenario() -> None:
+        app = make_app()
+        consumer, tp, recorder, committed = guarded_consumer(app, committed=None)
+        log_start: dict[str, Any] = {"answer": ConnectionError("broker down")}
+
+        async def earliest_offsets(*tps: Any) -> dict:
+            if isinstance(log_start["answer"], Exception):
+                raise log_start["answer"]
+            return {t: log_start["answer"] for t in tps}
+
+        consumer.earliest_offsets = earliest_offsets
+        ack_offsets(app, 9, 10)
+        await consumer.commit()  # the log start is unknown: no commit, no crash
+        assert committed == [] and recorder.seeks == []
+
+        log_start["answer"] = 0
+        await consumer.commit()
+        assert committed == [] and recorder.seeks == [(0, 0)]
+        await fetch(consumer, tp, 0, 1)
+        ack_offsets(app, *range(0, 9))
+        await consumer.commit()
+        assert committed == [{tp: 11}]
 
     asyncio.run(scenario())
 
