@@ -36,11 +36,11 @@ from flitfeed.demo.world import World
 from flitfeed.encoders.hashing import HashingEncoder
 from flitfeed.encoders.user_vector import UserProfile
 from flitfeed.kafka.admin import create_topics
-from flitfeed.settings import TOPIC_USER_STATES, Settings
+from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_USER_STATES, Settings
 from flitfeed.streams.embedding import flit_text
 from flitfeed.streams.events import Feed, Flit, Interaction, UserState, to_epoch
 from flitfeed.streams.user_updates import taste_params
-from tests.integration.helpers import Bus
+from tests.integration.helpers import Bus, uncommitted
 from tests.integration.test_recovery import free_port, scrape
 from tests.waiting import wait_until
 
@@ -140,6 +140,13 @@ def same_feed(a: Feed, b: Feed) -> bool:
             and all(abs(i.score - scores_b[i.flit_id]) < 1e-3 for i in a.items))
 
 
+def wait_ranker_read_all(s: Settings, who: str) -> None:
+    """Until the ranker group of ``s`` has committed every user state and feed request on the broker."""
+    wait_until(lambda: uncommitted(s, TOPIC_USER_STATES, s.ranker_group) == 0
+               and uncommitted(s, TOPIC_FEED_REQUESTS, s.ranker_group) == 0, 120,
+               what=f"{who} to have read every user state and feed request")
+
+
 def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Settings, services) -> None:
     worker_port, ranker_port = free_port(), free_port()
     s = isolated_settings.model_copy(update={
@@ -198,14 +205,17 @@ def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Se
     event_ids = {e.event_id for e in load.events}
     wait_until(lambda: event_ids <= {f.trigger_id for f in bus.feeds()}, 60, what="a feed for every interaction")
 
-    # The restarted ranker serves the same feeds as a ranker that never crashed.
+    # The restarted ranker serves the same feeds as a ranker that never crashed. Each is asked only once it
+    # has read every user state (a ranker answers a request with the states it has read so far).
     users = sorted(expected)[:4]
+    wait_ranker_read_all(s, "the restarted ranker")
     crashed = {u: bus.wait_feed(lambda f, r=bus.request(u): f.trigger_id == r, 60, what=f"feed for {u}")
                for u in users}
     assert running["ranker"].stop() == 0, running["ranker"].log_tail()
     fresh = s.model_copy(update={"ranker_group": f"{s.ranker_group}-fresh", "data_dir": s.data_dir / "fresh",
                                  "ranker_metrics_port": 0})
     services("ranker", fresh, **env)
+    wait_ranker_read_all(fresh, "a ranker that never crashed")
     for u in users:
         request_id = bus.request(u)
         reference = bus.wait_feed(lambda f: f.trigger_id == request_id, 120, what=f"reference feed for {u}")
