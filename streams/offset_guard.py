@@ -20,7 +20,10 @@ test after the first fix (2 of 4 runs lost 1-3 interactions):
   the same loop then drops as already read. The guard ignores those inferred gaps; a hole is only
   passed once a fetch shows it holds no message.
 - for a partition with no committed offset yet, it commits the first run of acked offsets wherever it
-  starts. The guard measures holes of such a partition from the log start instead.
+  starts, and after a rebalance it seeks only committed partitions back, so the messages its stream
+  fetched and dropped meanwhile are never fetched again when nothing after them is processed (the
+  scale-out test: a new worker's 35 flits never embedded). The guard seeks such a partition back to
+  its log start too, and measures its holes from there.
 
 :func:`guard_commits` makes a hole at the head of a partition's acked offsets stop the commit there
 (``_new_offset`` returns "nothing to commit") and seeks the partition back to the hole, so the message
@@ -93,10 +96,10 @@ def _log_starts(consumer: Any) -> dict[TP, int]:
     return _consumer_state(consumer, "_flitfeed_log_starts")
 
 
-async def _learn_log_starts(consumer: Any, assigned: set[TP]) -> None:
+async def _learn_log_starts(consumer: Any, tps: list[TP]) -> None:
+    """Ask the broker for the log start of the never-committed partitions among ``tps`` not known yet."""
     starts = _log_starts(consumer)
-    unknown = [tp for tp in consumer._acked
-               if tp in assigned and tp not in starts and consumer._committed_offset[tp] is None]
+    unknown = [tp for tp in tps if tp not in starts and consumer._committed_offset[tp] is None]
     if not unknown:
         return
     try:
@@ -116,7 +119,7 @@ def guard_commits(app: Any, on_hole: Callable[[TP, int, str], None] | None = Non
     if getattr(BaseConsumer._new_offset, _INSTALLED, False):
         return
     new_offset, commit, getmany = BaseConsumer._new_offset, BaseConsumer.commit, AIOKafkaConsumer._getmany
-    add_gap = BaseConsumer._add_gap
+    add_gap, perform_seek = BaseConsumer._add_gap, BaseConsumer.perform_seek
 
     @functools.wraps(new_offset)
     def guarded_new_offset(self: Any, tp: TP) -> Optional[int]:
@@ -129,9 +132,24 @@ def guard_commits(app: Any, on_hole: Callable[[TP, int, str], None] | None = Non
         log.debug("not taking a jump in read offsets for offsets without messages",
                   extra={"topic": tp.topic, "partition": tp.partition, "from": offset_from, "to": offset_to})
 
+    @functools.wraps(perform_seek)
+    async def seek_never_committed_too(self: Any) -> None:
+        # Faust seeks the stream partitions back to their committed offsets once a rebalance settles,
+        # so what its stream fetched and dropped meanwhile is fetched again -- but not a partition
+        # without a commit, which then stays past the dropped messages for good: seek it to its start.
+        await perform_seek(self)
+        acked_topics = self.app.topics.acks_enabled_for
+        never = [tp for tp in self.assignment() if acked_topics(tp.topic) and self._committed_offset[tp] is None]
+        await _learn_log_starts(self, never)
+        starts = _log_starts(self)
+        for tp in never:
+            if tp in starts:
+                await self.seek(tp, starts[tp])
+
     @functools.wraps(commit)
     async def guarded_commit(self: Any, *args: Any, **kwargs: Any) -> bool:
-        await _learn_log_starts(self, self.assignment())
+        assigned = self.assignment()
+        await _learn_log_starts(self, [tp for tp in self._acked if tp in assigned])
         did_commit = await commit(self, *args, **kwargs)
         refetching, starts, assigned = _refetching(self), _log_starts(self), self.assignment()
         for state in (refetching, starts):
@@ -173,4 +191,5 @@ def guard_commits(app: Any, on_hole: Callable[[TP, int, str], None] | None = Non
     BaseConsumer._new_offset = guarded_new_offset  # type: ignore[method-assign]
     BaseConsumer.commit = guarded_commit  # type: ignore[method-assign]
     BaseConsumer._add_gap = ignored_gap  # type: ignore[method-assign]
+    BaseConsumer.perform_seek = seek_never_committed_too  # type: ignore[method-assign]
     AIOKafkaConsumer._getmany = watching_getmany  # type: ignore[method-assign]

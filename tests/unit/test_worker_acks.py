@@ -289,6 +289,36 @@ def test_a_never_committed_partition_is_measured_from_its_log_start() -> None:
     asyncio.run(scenario())
 
 
+def test_a_never_committed_partition_is_sought_back_to_its_log_start_when_a_rebalance_settles() -> None:
+    async def scenario() -> None:
+        app = make_app()
+        consumer, tp, recorder, committed = guarded_consumer(app, committed=None)
+        changelog = TP("user_profiles-changelog", 0)  # acks disabled: table recovery positions it
+        consumer.assignment = lambda: {tp, changelog}
+
+        async def seek_to_committed() -> dict:
+            return {}  # the broker has no commit for either
+
+        async def earliest_offsets(*tps: Any) -> dict:
+            return {t: 3 for t in tps}
+
+        consumer.seek_to_committed = seek_to_committed
+        consumer.earliest_offsets = earliest_offsets
+        # Its stream fetched 3-9 while the rebalance settled and dropped them; Faust's own perform_seek
+        # seeks only committed partitions back, leaving the fetch position past them.
+        await unguarded(BaseConsumer.perform_seek)(consumer)
+        assert recorder.seeks == []
+        await consumer.perform_seek()
+        assert recorder.seeks == [(0, 3)]
+        await consumer.perform_seek()  # the next rebalance keeps the partition: sought back again
+        assert recorder.seeks == [(0, 3), (0, 3)]
+        ack_offsets(app, 3, 4)
+        await consumer.commit()
+        assert committed == [{tp: 5}]
+
+    asyncio.run(scenario())
+
+
 async def fetch(consumer: Any, tp: Any, *offsets: int, started_before_seek: bool = False) -> None:
     """One fetch through the guarded ``_getmany``, the Kafka client answering with ``offsets``."""
     saved = dict(consumer.__dict__.get("_flitfeed_refetching", {}))
