@@ -56,7 +56,9 @@ class Metrics:
                                ["service", "outcome"], registry=r)
         self.refetched = Counter("flitfeed_skipped_offsets_total",
                                  "Offsets Faust skipped without processing during a rebalance, by outcome: "
-                                 "refetch (fetched again) or no_message (a transaction marker).",
+                                 "refetch (fetched again), no_message (a transaction marker), stall_refetch "
+                                 "(a partition behind its log end without progress fetched again) or "
+                                 "changelog_refetch (a stalled table recovery's changelog fetched again).",
                                  ["service", "topic", "outcome"], registry=r)
         self.stage_seconds = Histogram("flitfeed_stage_duration_seconds",
                                        "Time spent in one processing stage (decode, embed, index_write, "

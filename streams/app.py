@@ -28,7 +28,8 @@ from flitfeed.monitoring.monitors import WorkerMonitors, start_lag_reporter
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
                                TOPIC_PARKED, TOPIC_USER_STATES, Settings)
 from flitfeed.streams.changelog import ChangelogHandover
-from flitfeed.streams.offset_guard import guard_commits
+from flitfeed.streams.offset_guard import guard_commits, refetch_stalled
+from flitfeed.streams.recovery_guard import reseek_stalled
 from flitfeed.streams.replicator import FlitVectorReplicator
 from flitfeed.streams.user_updates import taste_params
 
@@ -63,6 +64,16 @@ class WorkerContext:
         # Every record names the replica that produced it (header flitfeed-instance).
         await topic.send(key=key, value=value, headers=instance_headers(self.settings))
         self.metrics.produced.labels(service=self.metrics.service, topic=topic.get_topic_name()).inc()
+
+
+#: A table recovery without a changelog record for this long while behind is fetched again. Records
+#: arrive within milliseconds of a seek on a live broker; a broker outage makes this retry every 10 s.
+RECOVERY_STALL_S = 10.0
+#: An input partition behind its log end whose commit and acks did not move for this long (plus the
+#: parked-retry back-off) is fetched again: well above the slowest batch (an embedding batch takes
+#: seconds on a loaded 2-core machine).
+PARTITION_STALL_S = 30.0
+STALL_CHECK_S = 2.0
 
 
 def _raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
@@ -141,6 +152,18 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         metrics.health.beat()
         metrics.health.ready("partitions_assigned", not app.rebalancing and bool(app.consumer.assignment()))
         metrics.health.ready("flit_vectors_caught_up", ctx.replicator is not None and ctx.replicator.caught_up)
+
+    reseeked_at: dict = {}
+    progress: dict = {}
+
+    @app.timer(interval=STALL_CHECK_S)
+    async def unstick() -> None:
+        # Faust may drop the changelog records a table recovery waits for (see recovery_guard), or the
+        # last message of a partition (see offset_guard.refetch_stalled): fetch them again.
+        for tp in await reseek_stalled(app, RECOVERY_STALL_S, reseeked_at):
+            metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome="changelog_refetch").inc()
+        # The parked-retry agent holds a record unacked for up to park_max_delay_s on purpose.
+        await refetch_stalled(app, settings.park_max_delay_s + PARTITION_STALL_S, progress)
 
     @app.timer(interval=settings.monitoring_interval_s)
     async def export_gauges() -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any, Callable, Optional
 
 from faust.transport.consumer import Consumer as BaseConsumer
@@ -92,7 +93,8 @@ def _refetching(consumer: Any) -> dict[TP, int]:
 
 
 def _log_starts(consumer: Any) -> dict[TP, int]:
-    """Partition never committed -> its log start offset, asked of the broker at the first commit."""
+    """Partition never committed -> its log start offset, asked of the broker when a rebalance settles
+    (or at the next commit, if the broker could not answer then); forgotten when revoked."""
     return _consumer_state(consumer, "_flitfeed_log_starts")
 
 
@@ -107,6 +109,54 @@ async def _learn_log_starts(consumer: Any, tps: list[TP]) -> None:
     except Exception as exc:  # the broker is unreachable: those partitions wait for the next commit
         log.warning("cannot read the log start of never-committed partitions; not committing them yet",
                     extra={"partitions": len(unknown), "error": repr(exc)})
+
+
+def stalled_partitions(consumer: Any, now: float, stall_s: float,
+                       progress: dict[TP, tuple[tuple, float]]) -> dict[TP, int]:
+    """Acked partitions behind their log end whose commit and acks did not move for ``stall_s``
+    -> the offset to fetch them again from. ``progress`` is this function's memory between calls."""
+    assigned = consumer.assignment()
+    for tp in [tp for tp in progress if tp not in assigned]:
+        del progress[tp]
+    stalled = {}
+    for tp in assigned:
+        if not consumer.app.topics.acks_enabled_for(tp.topic):
+            continue
+        resume, end = resume_offset(consumer, tp), consumer.highwater(tp)
+        if resume is None or end is None or resume >= end:
+            progress.pop(tp, None)
+            continue
+        acked = consumer._acked.get(tp) or []
+        marker = (resume, len(acked), max(acked) if acked else None)
+        seen = progress.get(tp)
+        if seen is None or seen[0] != marker:
+            progress[tp] = (marker, now)
+        elif now - seen[1] >= stall_s:
+            stalled[tp] = int(resume)
+            progress[tp] = (marker, now)  # the next try only after another stall_s
+    return stalled
+
+
+async def refetch_stalled(app: Any, stall_s: float, progress: dict[TP, tuple[tuple, float]],
+                          clock: Callable[[], float] = time.monotonic) -> dict[TP, int]:
+    """Fetch again, from the first unprocessed offset, every partition :func:`stalled_partitions` finds.
+
+    The hole guard needs a later acked message to see a dropped one; when the dropped message is the
+    last of its partition (the last interaction of a user before the input pauses), nothing comes
+    after it and it would wait for the partition's next message. Re-delivered messages are skipped
+    by event id, so a false alarm (an agent slower than ``stall_s`` on one batch) costs duplicates only.
+    """
+    consumer = app.consumer
+    if app.rebalancing or not consumer.flow_active or app.tables.recovery.in_recovery:
+        progress.clear()  # no progress is expected now
+        return {}
+    stalled = stalled_partitions(consumer, clock(), stall_s, progress)
+    for tp, offset in stalled.items():
+        log.warning("a partition behind its log end made no progress; fetching it again",
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset, "stall_s": stall_s})
+        await consumer.seek(tp, offset)
+        _report(consumer, tp, offset, "stall_refetch")
+    return stalled
 
 
 def guard_commits(app: Any, on_hole: Callable[[TP, int, str], None] | None = None) -> None:

@@ -1,13 +1,16 @@
-"""When the worker acks (lets Faust commit) an input event: only after its effects reached the producer.
+"""When the worker acks (lets Faust commit) an input event: only after its effects reached the producer;
+and the guards that keep Faust from committing past, or never fetching again, what it dropped.
 
-Real Faust streams and a real Faust producer buffer, without a broker: events are put on a channel
-and the consumer's list of acked offsets (what the next commit would write) is inspected.
+Real Faust streams, consumer and producer buffer, without a broker: events are put on a channel and
+the consumer's list of acked offsets (what the next commit would write), its commits and its seeks
+are inspected. Where a test shows Faust's own behaviour it calls the unguarded method.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -19,7 +22,8 @@ from faust.types.tuples import ConsumerMessage
 
 from flitfeed.streams.agents.common import batches, done, events
 from flitfeed.streams.changelog import ChangelogHandover
-from flitfeed.streams.offset_guard import guard_commits, head_hole
+from flitfeed.streams.offset_guard import guard_commits, head_hole, refetch_stalled
+from flitfeed.streams.recovery_guard import reseek_stalled
 
 TOPIC = "interactions"
 
@@ -348,3 +352,60 @@ class FakeRecord:
         self.serialized_key_size = 1
         self.serialized_value_size = 2
         self.headers: list = []
+
+
+def test_a_table_recovery_that_got_no_changelog_record_is_fetched_again() -> None:
+    changelog, done_tp = TP("user_profiles-changelog", 0), TP("user_profiles-changelog", 1)
+    recovery = SimpleNamespace(in_recovery=True, _recovery_started_at=100.0, active_tps={changelog, done_tp},
+                               active_offsets={changelog: 6, done_tp: 9}, active_highwaters={changelog: 41, done_tp: 9},
+                               _active_events_received_at={changelog: 101.0})
+    seeks: list[dict] = []
+
+    async def seek_wait(positions: dict) -> None:
+        seeks.append(dict(positions))
+
+    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery), consumer=SimpleNamespace(seek_wait=seek_wait))
+    now = {"t": 110.0}
+    reseeked: dict = {}
+
+    def reseek() -> dict:
+        return asyncio.run(reseek_stalled(app, 10.0, reseeked, clock=lambda: now["t"]))
+
+    assert reseek() == {} and seeks == []  # 9 s without a record: not yet
+    now["t"] = 111.5
+    assert reseek() == {changelog: 7}  # the next record it needs; the caught-up partition is left alone
+    assert seeks == [{changelog: 7}]
+    now["t"] = 115.0
+    assert reseek() == {}, "not again before another stall_s"
+    recovery.active_offsets[changelog] = 41  # caught up
+    now["t"] = 130.0
+    assert reseek() == {} and len(seeks) == 1
+    recovery.in_recovery = False
+    recovery.active_offsets[changelog] = 6
+    assert reseek() == {}
+
+
+def test_a_partition_whose_last_message_was_dropped_is_fetched_again_once_it_stalls() -> None:
+    async def scenario() -> None:
+        app = make_app()
+        consumer, tp, recorder, committed = guarded_consumer(app, committed=2)
+        consumer.highwater = lambda tp: 3  # offset 2 is the last message; Faust's stream dropped it
+        consumer.resume_flow()
+        now = {"t": 0.0}
+        progress: dict = {}
+
+        async def check(at: float) -> dict:
+            now["t"] = at
+            return await refetch_stalled(app, 30.0, progress, clock=lambda: now["t"])
+
+        assert await check(0.0) == {}
+        assert await check(29.0) == {}
+        assert await check(31.0) == {tp: 2} and recorder.seeks == [(0, 2)]
+        assert await check(40.0) == {}, "not again before another stall"
+        ack_offsets(app, 2)  # the re-fetched message is processed: progress, no more seeks
+        assert await check(80.0) == {} and recorder.seeks == [(0, 2)]
+        await consumer.commit()
+        assert committed == [{tp: 3}]
+        assert await check(200.0) == {}, "caught up with the log end"
+
+    asyncio.run(scenario())
