@@ -54,7 +54,9 @@ def render(results_dir: Path, suffix: str = "") -> str:
         body = json.loads(found[name].read_text())
         m = body["machine"]
         settings = {k: v for k, v in body["settings"].items() if k not in ("logs",)}
-        parts.append(f"#### {name}\n\nRun at {m['at']}, load average {m['loadavg']} (1/5/15 min) when it ended; "
+        # Records written before machine_info() carried the time and load use the older keys.
+        at, load = m.get("at", body.get("at")), m.get("loadavg", m.get("load_average"))
+        parts.append(f"#### {name}\n\nRun at {at}, load average {load} (1/5/15 min) when it ended; "
                      f"settings `{json.dumps(settings, default=str)}`.\n")
         for title, rows in split_rows(name, body["rows"]):
             parts.append(format_table(title, rows).split("\n", 2)[2] + "\n")

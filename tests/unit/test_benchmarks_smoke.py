@@ -70,3 +70,15 @@ def test_report_renders_results_into_the_marked_section(tmp_path: Path) -> None:
     text = doc.read_text()
     assert "old" not in text and "#### user_memory" in text and text.endswith("tail\n")
     assert "worker_table_bytes_per_user" in text
+
+
+def test_report_reads_a_record_written_with_the_older_machine_keys(tmp_path: Path) -> None:
+    # benchmarks/results/scale_out.json was written before machine_info() carried the time and load.
+    old = {"benchmark": "scale_out", "at": "2026-11-21T03:48:40+00:00", "settings": {"quick": False},
+           "machine": {"cpu": "AMD EPYC", "cores": 2, "mem_gib": 23.5, "python": "3.11.7", "torch": "2.13.0",
+                       "load_average": [16.28, 14.68, 14.46]},
+           "rows": [{"processes_per_role": 1, "flits_embedded_per_s": 23.9}]}
+    (tmp_path / "scale_out.json").write_text(json.dumps(old))
+    text = report.render(tmp_path)
+    assert "Run at 2026-11-21T03:48:40+00:00, load average [16.28, 14.68, 14.46]" in text
+    assert "flits_embedded_per_s" in text
