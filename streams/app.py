@@ -160,10 +160,13 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     async def unstick() -> None:
         # Faust may drop the changelog records a table recovery waits for (see recovery_guard), or the
         # last message of a partition (see offset_guard.refetch_stalled): fetch them again.
-        for tp in await reseek_stalled(app, RECOVERY_STALL_S, reseeked_at):
-            metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome="changelog_refetch").inc()
-        # The parked-retry agent holds a record unacked for up to park_max_delay_s on purpose.
-        await refetch_stalled(app, settings.park_max_delay_s + PARTITION_STALL_S, progress)
+        try:
+            for tp in await reseek_stalled(app, RECOVERY_STALL_S, reseeked_at):
+                metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome="changelog_refetch").inc()
+            # The parked-retry agent holds a record unacked for up to park_max_delay_s on purpose.
+            await refetch_stalled(app, settings.park_max_delay_s + PARTITION_STALL_S, progress)
+        except Exception:  # e.g. a partition revoked between the check and the seek: next tick
+            log.exception("stall check failed")
 
     @app.timer(interval=settings.monitoring_interval_s)
     async def export_gauges() -> None:

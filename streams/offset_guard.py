@@ -122,7 +122,10 @@ def stalled_partitions(consumer: Any, now: float, stall_s: float,
     for tp in assigned:
         if not consumer.app.topics.acks_enabled_for(tp.topic):
             continue
-        resume, end = resume_offset(consumer, tp), consumer.highwater(tp)
+        try:
+            resume, end = resume_offset(consumer, tp), consumer.highwater(tp)
+        except Exception:  # not assigned in the Kafka client yet (a rebalance under way)
+            continue
         if resume is None or end is None or resume >= end:
             progress.pop(tp, None)
             continue
