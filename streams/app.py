@@ -106,9 +106,11 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         # The instance id names this replica in the group's member list.
         broker_client_id=settings.instance(),
     )
+    def count_refetch(tp: Any, offset: int, outcome: str) -> None:
+        metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome=outcome).inc()
+
     # Faust may skip a message during a rebalance and then commit past it; never let it (see offset_guard).
-    guard_commits(app, lambda tp, offset, outcome: metrics.refetched.labels(
-        service=metrics.service, topic=tp.topic, outcome=outcome).inc())
+    guard_commits(app, count_refetch)
     ctx = WorkerContext(
         settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,
         # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
@@ -161,8 +163,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         # Faust may drop the changelog records a table recovery waits for (see recovery_guard), or the
         # last message of a partition (see offset_guard.refetch_stalled): fetch them again.
         try:
-            for tp in await reseek_stalled(app, RECOVERY_STALL_S, reseeked_at):
-                metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome="changelog_refetch").inc()
+            for tp, offset in (await reseek_stalled(app, RECOVERY_STALL_S, reseeked_at)).items():
+                count_refetch(tp, offset, "changelog_refetch")
             # The parked-retry agent holds a record unacked for up to park_max_delay_s on purpose.
             await refetch_stalled(app, settings.park_max_delay_s + PARTITION_STALL_S, progress)
         except Exception:  # e.g. a partition revoked between the check and the seek: next tick
