@@ -16,12 +16,20 @@ Memory is bounded: when a new flit takes the count beyond ``capacity``, the
 flits with the least decayed signal left are evicted (a tenth of the capacity
 at once, so the scan stays cheap).
 
+:meth:`EngagementTracker.top` is read for every feed, so the flits with a
+positive net score are kept sorted by their rank key (a leaderboard updated
+on each interaction) instead of being ranked from scratch per feed: the
+rank key ``log2 net(ref) + ref / h`` does not depend on ``now``, so the order
+only changes when a flit's counts do (the full scan was 12% of a feed's time
+in the ranker benchmark's profile).
+
 The tracker is plain, synchronous and not thread-safe; the ranker feeds it
 from its interaction stream and reads it while ranking.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from types import MappingProxyType
@@ -42,12 +50,14 @@ NEGATIVE_WEIGHTS: Mapping[str, float] = MappingProxyType({
 
 
 class _Counts:
-    __slots__ = ("positive", "negative", "ref")
+    __slots__ = ("positive", "negative", "ref", "rank")
 
     def __init__(self, ref: float) -> None:
         self.positive = 0.0
         self.negative = 0.0
         self.ref = ref
+        #: The flit's key on the leaderboard, None while its net score is <= 0 (not on it).
+        self.rank: float | None = None
 
 
 class EngagementTracker:
@@ -80,6 +90,8 @@ class EngagementTracker:
         self.half_life_s = float(half_life_s)
         self.capacity = int(capacity)
         self._counts: dict[str, _Counts] = {}
+        # (rank key, flit id) of every flit with positive > negative, ascending.
+        self._board: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -113,6 +125,7 @@ class EngagementTracker:
             counts.positive += weight
         else:
             counts.negative += weight
+        self._rerank(flit_id, counts)
         if len(self._counts) > self.capacity:
             self._evict()
         return True
@@ -145,18 +158,33 @@ class EngagementTracker:
         """
         if n <= 0:
             return []
-        # Ranked in the log domain, log2 net(ref) + ref / h, which orders flits
-        # exactly as their decayed scores at any common ``now`` do, but never
-        # underflows: after a long quiet spell (a replayed history, a test
-        # clock) every decayed score may be 0.0 while the order still matters.
-        h = self.half_life_s
-        ranked = heapq.nlargest(
-            n,
-            ((math.log2(c.positive - c.negative) + c.ref / h, fid)
-             for fid, c in self._counts.items()
-             if c.positive > c.negative and (where is None or where(fid))),
-        )
-        return [(fid, self.score(fid, now)) for _, fid in ranked]
+        ranked: list[str] = []
+        for _, fid in reversed(self._board):
+            if where is None or where(fid):
+                ranked.append(fid)
+                if len(ranked) >= n:
+                    break
+        return [(fid, self.score(fid, now)) for fid in ranked]
+
+    def _rerank(self, flit_id: str, counts: _Counts) -> None:
+        # The log domain, log2 net(ref) + ref / h, orders flits exactly as
+        # their decayed scores at any common ``now`` do, but never underflows:
+        # after a long quiet spell (a replayed history, a test clock) every
+        # decayed score may be 0.0 while the order still matters.
+        if counts.rank is not None:
+            self._unrank(flit_id, counts)
+        if counts.positive > counts.negative:
+            counts.rank = math.log2(counts.positive - counts.negative) + counts.ref / self.half_life_s
+            bisect.insort(self._board, (counts.rank, flit_id))
+
+    def _unrank(self, flit_id: str, counts: _Counts) -> None:
+        assert counts.rank is not None
+        entry = (counts.rank, flit_id)
+        i = bisect.bisect_left(self._board, entry)
+        # The stored key is the very float that was inserted, so it is found exactly.
+        assert self._board[i] == entry, "leaderboard out of step with the counts"
+        del self._board[i]
+        counts.rank = None
 
     def _decay(self, dt: float) -> float:
         # A read "before" the reference time would extrapolate growth; the
@@ -175,5 +203,7 @@ class EngagementTracker:
             total = c.positive + c.negative
             return -math.inf if total <= 0 else math.log2(total) + c.ref / self.half_life_s
 
-        for fid, _ in heapq.nsmallest(excess, self._counts.items(), key=strength):
+        for fid, counts in heapq.nsmallest(excess, self._counts.items(), key=strength):
+            if counts.rank is not None:
+                self._unrank(fid, counts)
             del self._counts[fid]

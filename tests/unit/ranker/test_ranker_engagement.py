@@ -106,3 +106,33 @@ def test_rejects_bad_configuration():
         EngagementTracker(half_life_s=0, capacity=1)
     with pytest.raises(ValueError):
         EngagementTracker(half_life_s=1, capacity=0)
+
+
+def _ranked_from_scratch(t: EngagementTracker, now: float, where=None) -> list[str]:
+    # What top() computed before it kept a leaderboard: every flit ranked by its decayed net score.
+    net = {fid: t.score(fid, now) for fid in list(_tracked(t)) if t.positive(fid, now) > t.negative(fid, now)}
+    return [fid for fid in sorted(net, key=lambda f: (net[f], f), reverse=True) if where is None or where(fid)]
+
+
+def _tracked(t: EngagementTracker):
+    return [fid for fid in (f"f{i}" for i in range(60)) if fid in t]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_top_equals_a_full_ranking_through_updates_and_evictions(seed):
+    # top() reads a leaderboard kept sorted on every interaction; it must stay
+    # exactly the from-scratch order through negatives, late arrivals,
+    # flits falling off (net <= 0) and evictions.
+    rng = random.Random(seed)
+    t = EngagementTracker(half_life_s=H, capacity=40)
+    kinds = ["like", "view", "reflit", "reply", "hide", "report"]
+    for step in range(1500):
+        fid = f"f{rng.randrange(60)}"
+        ts = float(step * 10 + rng.randrange(-300, 300))  # some arrive late
+        t.learn_one(fid, rng.choice(kinds), ts)
+        if step % 97 == 0:
+            now = step * 10.0 + 300  # after every interaction so far: scores are not clamped
+            assert [f for f, _ in t.top(60, now)] == _ranked_from_scratch(t, now)[:60]
+            odd = lambda f: int(f[1:]) % 2 == 1  # noqa: E731
+            assert [f for f, _ in t.top(5, now, where=odd)] == _ranked_from_scratch(t, now, odd)[:5]
+    assert len(t) <= 40
