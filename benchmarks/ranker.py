@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                  for i in range(n)]
         index.upsert_many(batch)
         for f in batch:
-            recent.add_one(f.flit_id, f.author_id, f.created_at, f.tags, f.lang)
+            recent.add_one(f.flit_id, f.author_id, f.created_at, f.tags, f.lang, f.vector)
         with Timer() as opt:
             index.maybe_optimize(0)
         pipeline = build_feed_pipeline(index, engagement, recent, params)

@@ -267,7 +267,7 @@ class FlitfeedMethod:
         self.index.upsert_many(list(self.points.values()))
         self.recent = RecentFlits(capacity=max(settings.recent_flits_capacity, len(self.item_ids)))
         for p in self.points.values():
-            self.recent.add_one(p.flit_id, p.author_id, p.created_at, p.tags)
+            self.recent.add_one(p.flit_id, p.author_id, p.created_at, p.tags, vector=p.vector)
         self.engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
                                             capacity=max(10 * len(self.item_ids), 10_000))
         # Sized to the catalog: every item fits (no eviction) and the dense matrix is no larger than needed.

@@ -48,7 +48,7 @@ def build_feed_pipeline(
         ],
         hydrators=[
             EngagementHydrator(engagement),
-            SimilarityHydrator(index),
+            SimilarityHydrator(index, recent),
             *([CollaborativeHydrator(coengagement)] if collaborative else []),
         ],
         # Duplicates go first so that a flit two sources returned is counted

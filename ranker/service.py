@@ -156,7 +156,7 @@ class RankerService:
     # --- broadcast inputs ---------------------------------------------------
     def _on_flit(self, record: FlitVector) -> None:
         f = record.flit
-        self.recent.add_one(f.flit_id, f.author_id, to_epoch(f.created_at), tuple(f.tags), f.lang)
+        self.recent.add_one(f.flit_id, f.author_id, to_epoch(f.created_at), tuple(f.tags), f.lang, record.vector)
         if record.model_version != self.model_version:
             self.model_version = record.model_version
             # The ranker has no encoder: the model it ranks with is the one that embedded the flits.

@@ -95,8 +95,10 @@ class World:
     def flit(self, fid: str, author: str, topic: np.ndarray, age: float = 3600.0, tags: tuple[str, ...] = ()):
         noise = np.random.default_rng(zlib.crc32(fid.encode())).normal(0, 0.05, DIM)
         created = NOW - age
-        self.index.upsert_many([IndexedFlit(fid, author, created, unit(topic + noise), tags=tags)])
-        self.recent.add_one(fid, author, created, tags)
+        vector = unit(topic + noise)
+        self.index.upsert_many([IndexedFlit(fid, author, created, vector, tags=tags)])
+        # As the ranker service does: the recent store keeps the vector it replicated.
+        self.recent.add_one(fid, author, created, tags, vector=vector)
 
     def pipeline(self, **params) -> FeedPipeline:
         return build_feed_pipeline(self.index, self.engagement, self.recent, RankerParams(**params))
@@ -159,6 +161,21 @@ def test_hydrators_fill_engagement_and_missing_similarity_in_one_call(world):
     assert [f.only_flit_ids for f in world.index.searches] == [frozenset({"a1", "b1", "gone"})]
     SimilarityHydrator(world.index).hydrate(FeedQuery("me", 5, NOW), [Candidate("b2", "x", NOW, "fresh")])
     assert len(world.index.searches) == 1  # nothing to compare with for a cold-start user
+
+
+def test_similarity_hydrator_scores_recent_flits_in_memory_and_asks_the_index_for_the_rest(world):
+    world.index.upsert_many([IndexedFlit("old", "x", NOW - 9e5, unit(TOPIC_A))])  # indexed, not recent
+    cs = [Candidate(f, "x", NOW, "fresh") for f in ("a1", "b1", "old", "gone")]
+    reference = [Candidate(f, "x", NOW, "fresh") for f in ("a1", "b1", "old", "gone")]
+    SimilarityHydrator(world.index).hydrate(warm(), reference)  # every cosine from the index
+    SimilarityHydrator(world.index, world.recent).hydrate(warm(), cs)
+    # The recent flits' cosines are the index's; only the others went to the index, in one search.
+    assert [c.similarity for c in cs] == pytest.approx([c.similarity for c in reference], abs=1e-6)
+    assert cs[0].similarity > 0.9 and cs[2].similarity > 0.99 and cs[3].similarity == 0.0
+    assert world.index.searches[-1].only_flit_ids == frozenset({"old", "gone"})
+    searches = len(world.index.searches)
+    SimilarityHydrator(world.index, world.recent).hydrate(warm(), [Candidate("a3", "x", NOW, "fresh")])
+    assert len(world.index.searches) == searches  # all in memory: the index is not asked
 
 
 # --- Full pipeline ---------------------------------------------------------------
@@ -249,6 +266,15 @@ def test_a_failing_index_still_yields_a_fresh_feed(world):
 
     world.index.search = boom
     world.index.retrieve_many = boom
+    result = world.pipeline().run(warm(k=5))
+    assert len(result.items) == 5
+    # The recent flits' similarity comes from memory, so the feed is still personal.
+    assert set(result.errors) == {("source", "similar")}
+    assert result.items[0].flit_id.startswith("a") and result.items[0].similarity > 0.9
+    # A hydrator that needs the index for a candidate fails with it; the feed is still built.
+    world.recent = RecentFlits(capacity=1000)
+    for fid, flit in world.index.flits.items():
+        world.recent.add_one(fid, flit.author_id, flit.created_at, flit.tags)  # no vectors held
     result = world.pipeline().run(warm(k=5))
     assert len(result.items) == 5
     assert set(result.errors) == {("source", "similar"), ("hydrator", "similarity")}

@@ -57,3 +57,13 @@ def test_author_counts_follow_eviction():
 def test_rejects_bad_capacity():
     with pytest.raises(ValueError):
         RecentFlits(0)
+
+
+def test_vectors_are_kept_unit_length_and_dropped_on_eviction():
+    r = RecentFlits(capacity=2)
+    r.add_one("f1", "a", 1.0, vector=[0.0, 2.0])
+    r.add_one("f2", "a", 2.0, vector=[float("nan"), 1.0])  # not kept: the index scores it
+    r.add_one("f3", "a", 3.0, vector=[1.0, 1.0])            # evicts f1 and its vector
+    assert r.similarities([1.0, 0.0], ["f1", "f2", "f3"]) == pytest.approx({"f3": 2 ** -0.5})
+    assert r.similarities([0.0, 0.0], ["f3"]) == {}         # no direction to compare with
+    assert r.similarities([3.0, 3.0], ["f3"]) == pytest.approx({"f3": 1.0})
