@@ -81,7 +81,7 @@ class Corpus:
             from flitfeed.encoders.factory import make_encoder
             from flitfeed.settings import Settings
 
-            encoder = make_encoder(Settings(encoder="minilm", encoder_batch_size=128))
+            encoder = make_encoder(Settings(encoder="minilm"))
         texts, topics = world_flits(n, seed)
         path = CACHE / f"corpus-{encoder.model_version.replace('@', '-')}-w{WORLD_BIRDS}x{WORLD_AUTHORS}-s{seed}.npy"
         have = np.load(path) if path.exists() else np.zeros((0, encoder.dim), dtype=np.float32)

@@ -13,7 +13,7 @@ def make_encoder(settings: Settings) -> Encoder:
         quantize = settings.encoder_backend.removeprefix("onnx-")
         if quantize not in QUANTIZATIONS:
             raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={settings.encoder_backend!r}")
-        return OnnxEncoder(quantize=quantize, batch_size=settings.encoder_batch_size,
+        return OnnxEncoder(quantize=quantize, batch_size=settings.encoder_run_size,
                            threads=settings.encoder_threads, cache_dir=settings.model_cache_dir)
     if settings.encoder == "minilm":
         if settings.encoder_backend != "torch":
@@ -21,7 +21,7 @@ def make_encoder(settings: Settings) -> Encoder:
                              "(expected 'onnx-int8', 'onnx-fp32' or 'torch')")
         from flitfeed.encoders.sentence_transformer import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder(batch_size=settings.encoder_batch_size, threads=settings.encoder_threads)
+        return SentenceTransformerEncoder(batch_size=settings.encoder_run_size, threads=settings.encoder_threads)
     if settings.encoder == "hashing":
         from flitfeed.encoders.hashing import HashingEncoder
 

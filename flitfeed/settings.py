@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     #: ``hashing`` = deterministic bag-of-words encoder (tests, no torch).
     encoder: str = "minilm"
     encoder_batch_size: int = Field(64, ge=1, le=4096)
+    #: Texts per model run: a batch is sorted by length and run in slices of this many. Small
+    #: slices pad less and keep activations in cache; 16 measured best for int8 on 2 cores
+    #: (BENCHMARKS.md; one run of 128 texts was ~25% slower).
+    encoder_run_size: int = Field(16, ge=1, le=4096)
     encoder_threads: int = Field(0, ge=0)  # 0 = leave torch's default
     embed_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     #: The encoder's output dimension; the ranker sizes its index replica with it.
