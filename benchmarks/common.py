@@ -158,11 +158,11 @@ def percentiles(samples: Iterable[float], scale: float = 1000.0) -> dict[str, fl
             f"max_{unit}": round(float(arr.max()), 3)}
 
 
-def rss_mib(pid: int | None = None) -> float:
-    """Resident memory of a process (default: this one) in MiB, from /proc."""
+def rss_mib(pid: int | None = None, field: str = "VmRSS") -> float:
+    """Resident memory of a process (default: this one) in MiB, from /proc (``field``: ``RssAnon`` for anonymous)."""
     status = Path(f"/proc/{pid or 'self'}/status").read_text()
     for line in status.splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

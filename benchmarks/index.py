@@ -1,6 +1,6 @@
 """Vector index: upsert rate, search latency and recall@10 against exact search, memory, freshness, indexing schedule.
 
-``python -m benchmarks.index [--quick] [--json PATH] [--sizes 100000] [--real N]``
+``python -m benchmarks.index [--quick] [--json PATH] [--sizes 100000] [--real N] [--configs a,b]``
 
 Corpus: real embeddings of demo-world flit texts (:mod:`benchmarks.corpus`,
 cached); above ``--real`` points (default: all of them) the rest are derived
@@ -12,13 +12,25 @@ from the real ones, see there. Queries: real embeddings of 200 held-out flits
   appendable segments, what a service searches before any optimize);
 * ``edge-hnsw``: after ``optimize()`` run *inline* on a thread while another
   thread searches (the stall it causes is reported);
-* ``edge-hnsw-sq``: scalar int8 quantization with rescoring, optimized in a
-  *child process* on a copy (:mod:`flitfeed.index.edge_optimizer`) while the
-  parent searches, then swapped in (the copy and swap pauses are reported).
+* ``edge-hnsw-sq``: scalar int8 quantization, 2x oversampling and rescoring,
+  optimized in a *child process* on a copy (:mod:`flitfeed.index.edge_optimizer`)
+  while the parent searches, then swapped in (the copy and swap pauses are
+  reported);
+* ``edge-hnsw-sq-disk``: the same search, with the original vectors and the
+  payloads in memory-mapped files (``on_disk``) so only the int8 copies and
+  the graph must stay in RAM; optimized inline.
 
-Per row: upserts/s, search p50/p99, recall@10 vs exact, resident memory added
-per million flits (RSS delta, and directory size on disk), and how long a new
-flit takes to be searchable (upsert → found as its own nearest neighbour).
+Per row: upserts/s, search p50/p99, recall@10 vs exact, memory per million
+flits, and how long a new flit takes to be searchable (upsert → found as its
+own nearest neighbour). Memory is reported three ways, because the engine
+keeps its data in memory-mapped files: ``mem_mib_per_1M`` is the RSS growth
+(it counts every page of the index's files the process has touched, page
+cache the kernel can drop under pressure included); ``anon_mib_per_1M`` the
+growth of anonymous memory (what cannot be dropped); ``search_wss_mib_per_1M``
+the pages of the index's files that 200 searches referenced (the working set
+searches need resident to stay fast; measured by clearing the referenced bits,
+``/proc/self/clear_refs``, and reading ``/proc/self/smaps``). Directory size
+on disk beside them.
 """
 
 from __future__ import annotations
@@ -57,6 +69,36 @@ def exact_topk(matrix: np.ndarray, queries: np.ndarray, k: int = K) -> tuple[lis
         latencies.append(time.perf_counter() - t0)
         truth.append(set(int(i) for i in top))
     return truth, latencies
+
+
+#: (name, EdgeIndex options, how the HNSW graph is built): every Qdrant Edge configuration measured.
+CONFIGS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("edge-hnsw", {}, "inline"),
+    ("edge-hnsw-sq", {"quantization": "int8", "oversampling": 2.0}, "process"),
+    # Inline: the child-process optimizer opens the copy with the default (in-RAM) storage.
+    ("edge-hnsw-sq-disk", {"quantization": "int8", "oversampling": 2.0, "on_disk": True}, "inline"),
+)
+
+
+def clear_referenced() -> None:
+    """Clear the referenced bit of every page of this process (Linux; needs root, else a no-op)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("1")
+    except OSError:
+        log.warning("cannot clear referenced bits; search_wss_mib_per_1M counts every touched page")
+
+
+def referenced_mib(under: Path) -> float:
+    """MiB of pages referenced since :func:`clear_referenced` in mappings of files under ``under``."""
+    total_kb, inside = 0, False
+    prefix = str(under.resolve())
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and ":" not in fields[0]:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5].startswith(prefix)
+        elif inside and fields and fields[0] == "Referenced:":
+            total_kb += int(fields[1])
+    return total_kb / 1024
 
 
 def flits(vectors: np.ndarray, start: int = 0) -> list[IndexedFlit]:
@@ -115,24 +157,25 @@ class SearchLoad:
 
 
 def bench_size(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, work: Path, threshold_kb: int | None,
-               label: str) -> list[dict[str, Any]]:
+               label: str, configs: set[str]) -> list[dict[str, Any]]:
     n = len(corpus.vectors)
     truth, exact_lat = exact_topk(corpus.vectors, queries)
     rows: list[dict[str, Any]] = [{"corpus": label, "n": n, "config": "exact-numpy",
                                    **{f"search_{k}": v for k, v in percentiles(exact_lat).items()},
                                    f"recall@{K}": 1.0,
                                    "mem_mib_per_1M": round(corpus.vectors.nbytes / 2**20 / n * 1e6, 1)}]
-    for config, quantization, schedule in (("edge-hnsw", None, "inline"), ("edge-hnsw-sq", "int8", "process")):
+    for config, options, schedule in CONFIGS:
+        if config not in configs:
+            continue
         path = work / config
-        rss0 = rss_mib()
-        index = EdgeIndex(path, corpus.vectors.shape[1], quantization=quantization,
-                          indexing_threshold_kb=threshold_kb)
+        rss0, anon0 = rss_mib(), rss_mib(field="RssAnon")
+        index = EdgeIndex(path, corpus.vectors.shape[1], indexing_threshold_kb=threshold_kb, **options)
         with Timer() as up:
             batch = 4096
             for start in range(0, n, batch):
                 index.upsert_many(flits(corpus.vectors[start : start + batch], start))
         row: dict[str, Any] = {"corpus": label, "n": n, "config": config, "upserts_per_s": round(n / up.seconds)}
-        if config == "edge-hnsw":
+        if config == CONFIGS[0][0]:
             rows.append({"corpus": label, "n": n, "config": "edge-unindexed", **search_rows(index, queries, truth)})
         with SearchLoad(index, queries) as load:
             with Timer() as opt:
@@ -141,7 +184,7 @@ def bench_size(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, work: Pat
                 else:
                     with Timer() as copying:
                         copy = snapshot_copy(index, work / f"{config}.copy")
-                    optimize_copy(copy, corpus.vectors.shape[1], quantization=quantization,
+                    optimize_copy(copy, corpus.vectors.shape[1], quantization=options.get("quantization"),
                                   indexing_threshold_kb=threshold_kb)
         row["optimize_schedule"] = schedule
         row["optimize_s"] = round(opt.seconds, 1)
@@ -155,8 +198,11 @@ def bench_size(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, work: Pat
             # The owner's two pauses: copying the index (no writes meanwhile) and swapping the result in.
             row["copy_pause_ms"] = round(copying.seconds * 1000, 1)
             row["swap_pause_ms"] = round(swap.seconds * 1000, 1)
+        clear_referenced()
         row.update(search_rows(index, queries, truth))
+        row["search_wss_mib_per_1M"] = round(referenced_mib(path) / n * 1e6, 1)
         row["mem_mib_per_1M"] = round((rss_mib() - rss0) / n * 1e6, 1)
+        row["anon_mib_per_1M"] = round((rss_mib(field="RssAnon") - anon0) / n * 1e6, 1)
         row["disk_mib_per_1M"] = round(dir_mib(path) / n * 1e6, 1)
         row.update(searchable_after(index, fresh, start=n))
         rows.append(row)
@@ -172,8 +218,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="real embeddings in the corpus; points beyond are derived (default: all real)")
     parser.add_argument("--calibrate", action="store_true",
                         help="also run the largest real size with a corpus derived from a tenth of it")
+    parser.add_argument("--configs", default=",".join(c for c, _, _ in CONFIGS),
+                        help="Qdrant Edge configurations to measure (exact-numpy always runs)")
     args = parser.parse_args(argv)
     setup_logging()
+    configs = {c for c in args.configs.split(",") if c}
+    unknown = configs - {c for c, _, _ in CONFIGS}
+    if unknown:
+        parser.error(f"unknown configs: {sorted(unknown)}")
     sizes = [int(s) for s in (args.sizes or ("3000" if args.quick else "100000")).split(",")]
     n_real = min(args.real or max(sizes), max(sizes))
     # Quick mode: the hashing encoder (no model load) and a tiny indexing threshold so HNSW is really built.
@@ -187,16 +239,16 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             corpus = base.with_derived(n, seed=n)
             label = "real" if corpus.n_real == n else f"{corpus.n_real} real + {n - corpus.n_real} derived"
-            rows += bench_size(corpus, queries, fresh, Path(tmp), threshold_kb, label)
+            rows += bench_size(corpus, queries, fresh, Path(tmp), threshold_kb, label, configs)
         if args.calibrate:
             n = min(max(sizes), n_real)
             derived = Corpus(base.vectors[: n // 10], base.topics[: n // 10], n // 10, base.model_version)
             rows += bench_size(derived.with_derived(n, seed=1), queries, fresh, Path(tmp), threshold_kb,
-                               f"calibration: {n // 10} real + {n - n // 10} derived")
+                               f"calibration: {n // 10} real + {n - n // 10} derived", configs)
     print_table(f"Index: {base.model_version} embeddings, top-{K}, 200 queries", rows)
     if args.json:
         write_json(args.json, "index", {"quick": args.quick, "sizes": sizes, "real": n_real,
-                                        "calibrate": args.calibrate}, rows)
+                                        "calibrate": args.calibrate, "configs": sorted(configs)}, rows)
     return 0
 
 

@@ -111,6 +111,12 @@ class EdgeIndex:
     ``quantization="int8"`` adds scalar quantization: searches scan int8 copies
     of the vectors (4x less memory traffic) and rescore the best with the
     originals; applies to shards this call creates (and when indexing).
+    ``oversampling`` (with quantization) fetches that many times ``limit``
+    candidates from the int8 scan before rescoring, buying back recall.
+    ``on_disk=True`` keeps the original vectors and the payloads in
+    memory-mapped files rather than in RAM, so with quantization only the
+    int8 copies and the graph need to stay resident (the page cache holds
+    the originals while memory allows; the rescoring reads a few per query).
 
     Thread-safety: methods may be called from several threads (the engine
     locks internally). ``search`` releases the GIL while the engine works, so
@@ -129,6 +135,8 @@ class EdgeIndex:
         hnsw_m: int | None = None,
         hnsw_ef_construct: int | None = None,
         quantization: str | None = None,
+        oversampling: float | None = None,
+        on_disk: bool = False,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -138,9 +146,12 @@ class EdgeIndex:
             raise ValueError(f"quantization must be None or 'int8', got {quantization!r}")
         quantization_config = ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, always_ram=True) \
             if quantization else None
+        if oversampling is not None and (not quantization or oversampling < 1):
+            raise ValueError(f"oversampling needs quantization and must be >= 1, got {oversampling!r}")
         self._search_params = (
             SearchParams(hnsw_ef=hnsw_ef,
-                         quantization=QuantizationSearchParams(rescore=True) if quantization else None)
+                         quantization=QuantizationSearchParams(rescore=True, oversampling=oversampling)
+                         if quantization else None)
             if hnsw_ef or quantization else None
         )
         self._optimize_lock = threading.Lock()
@@ -149,7 +160,8 @@ class EdgeIndex:
             # full_scan_threshold (KB): below it a filtered search scans instead of walking the graph.
             hnsw = HnswIndexConfig(m=hnsw_m or 16, ef_construct=hnsw_ef_construct or 100, full_scan_threshold=10_000)
         config = EdgeConfig(
-            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+            vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine, on_disk=on_disk or None),
+            on_disk_payload=on_disk or None,
             hnsw_config=hnsw,
             quantization_config=quantization_config,
             optimizers=(

@@ -37,12 +37,14 @@ def test_embedding_quick_reports_every_backend_and_agreement(tmp_path: Path) -> 
 def test_index_quick_measures_every_config_with_recall(tmp_path: Path) -> None:
     rows = run(index, tmp_path)["rows"]
     by = {r["config"]: r for r in rows}
-    assert set(by) == {"exact-numpy", "edge-unindexed", "edge-hnsw", "edge-hnsw-sq"}
+    assert set(by) == {"exact-numpy", "edge-unindexed", "edge-hnsw", "edge-hnsw-sq", "edge-hnsw-sq-disk"}
     assert by["edge-hnsw"]["optimize_schedule"] == "inline" and by["edge-hnsw-sq"]["optimize_schedule"] == "process"
     assert by["edge-hnsw-sq"]["swap_pause_ms"] > 0
     # The hashing encoder's duplicate texts make ties, so even exact engines miss a few of numpy's top 10.
-    assert all(by[c]["recall@10"] > 0.8 for c in ("edge-unindexed", "edge-hnsw", "edge-hnsw-sq"))
+    assert all(by[c]["recall@10"] > 0.8 for c in ("edge-unindexed", "edge-hnsw", "edge-hnsw-sq", "edge-hnsw-sq-disk"))
     assert by["edge-hnsw"]["new_flit_searchable_p99_ms"] > 0
+    # Searches reference pages of the index's own files (the working-set measurement finds them).
+    assert all(by[c]["search_wss_mib_per_1M"] > 0 for c in ("edge-hnsw", "edge-hnsw-sq", "edge-hnsw-sq-disk"))
 
 
 def test_ranker_quick_reports_throughput_and_every_stage(tmp_path: Path) -> None:

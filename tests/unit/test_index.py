@@ -83,11 +83,17 @@ def assert_same_ranking(index: VectorIndex, flits: Sequence[IndexedFlit], query:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["edge", "server", "memory"])
+#: The memory-lean embedded configuration: int8 copies searched, originals and payloads on disk.
+LEAN = {"quantization": "int8", "oversampling": 2.0, "on_disk": True}
+
+
+@pytest.fixture(params=["edge", "edge-lean", "server", "memory"])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
     idx: VectorIndex
     if request.param == "edge":
         idx = EdgeIndex(tmp_path / "idx", DIM)
+    elif request.param == "edge-lean":
+        idx = EdgeIndex(tmp_path / "idx", DIM, **LEAN)
     elif request.param == "memory":  # the evaluator's exact numpy backend (issue 4)
         from flitfeed.index.memory import MemoryIndex
 
@@ -365,6 +371,22 @@ def test_edge_persists_across_close_and_reopen(edge_path: Path, corpus: list[Ind
         assert set(got) == {f.flit_id for f in corpus} - {"f5"}
         for f in corpus[6:]:
             np.testing.assert_allclose(got[f.flit_id].vector, f.vector, atol=1e-6)
+
+
+def test_edge_lean_config_is_exact_after_indexing_and_persists(edge_path: Path) -> None:
+    # After the HNSW graph and the int8 copies are built, oversampling + rescoring with the
+    # on-disk originals still return the exact top 10, with exact cosine scores, before and after a reopen.
+    flits = make_flits(2000)
+    with EdgeIndex(edge_path, DIM, indexing_threshold_kb=1, hnsw_ef=128, **LEAN) as idx:
+        idx.upsert_many(flits)
+        assert idx.maybe_optimize(0) is True and idx.unindexed_count() == 0
+        for q in queries():
+            assert_same_ranking(idx, flits, q, 10)
+        before = [idx.search(q, 10) for q in queries()]
+    with EdgeIndex(edge_path, DIM, create=False, hnsw_ef=128, **LEAN) as idx:
+        assert [idx.search(q, 10) for q in queries()] == before
+    with pytest.raises(ValueError):
+        EdgeIndex(edge_path.parent / "other", DIM, oversampling=2.0)  # oversampling needs quantization
 
 
 def test_edge_replays_wal_after_unclean_shutdown(edge_path: Path, corpus: list[IndexedFlit]) -> None:
