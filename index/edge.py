@@ -154,6 +154,11 @@ class EdgeIndex:
                          if quantization else None)
             if hnsw_ef or quantization else None
         )
+        #: How the graph and storage are built: what an off-process optimizer must open a copy with.
+        self.build_options: dict[str, object] = {
+            "quantization": quantization, "hnsw_m": hnsw_m, "hnsw_ef_construct": hnsw_ef_construct,
+            "indexing_threshold_kb": indexing_threshold_kb, "on_disk": on_disk or None,
+        }
         self._optimize_lock = threading.Lock()
         hnsw = None
         if hnsw_m is not None or hnsw_ef_construct is not None:

@@ -65,7 +65,9 @@ def optimize_command(path: Path, dim: int, **index_kwargs: object) -> list[str]:
     """The child process's command line (see :func:`optimize_copy`)."""
     cmd = [sys.executable, "-m", "flitfeed.index.edge_optimizer", str(path), "--dim", str(dim)]
     for key, value in index_kwargs.items():
-        if value is not None:
+        if value is True:
+            cmd.append(f"--{key.replace('_', '-')}")
+        elif value is not None and value is not False:
             cmd += [f"--{key.replace('_', '-')}", str(value)]
     return cmd
 
@@ -118,7 +120,8 @@ class IndexRebuilder:
         self.min_unindexed = min_unindexed
         self.interval_s = interval_s
         self._clock = clock
-        self._kwargs = index_kwargs
+        # The copy is built as the live index was opened (quantization, on-disk storage, graph shape).
+        self._kwargs = {**index.build_options, **index_kwargs}
         self._next_check = clock() + interval_s
         self._child: subprocess.Popen | None = None
         self._copy = index.path.with_name(index.path.name + ".rebuild")
@@ -190,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hnsw-m", type=int, default=None)
     parser.add_argument("--hnsw-ef-construct", type=int, default=None)
     parser.add_argument("--indexing-threshold-kb", type=int, default=None)
+    parser.add_argument("--on-disk", action="store_true")
     args = parser.parse_args(argv)
     with EdgeIndex(args.path, args.dim, create=False, quantization=args.quantization, hnsw_m=args.hnsw_m,
                    hnsw_ef_construct=args.hnsw_ef_construct,
-                   indexing_threshold_kb=args.indexing_threshold_kb) as index:
+                   indexing_threshold_kb=args.indexing_threshold_kb, on_disk=args.on_disk) as index:
         optimized = index.maybe_optimize(0)
     print(f"optimized={optimized}")
     return 0

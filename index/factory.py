@@ -43,7 +43,11 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIn
                            replication_factor=settings.qdrant_replication_factor)
     from flitfeed.index.edge import EdgeIndex
 
-    return EdgeIndex(settings.data_dir / "index" / name, dim)
+    quantized = settings.index_quantization != "none"
+    return EdgeIndex(settings.data_dir / "index" / name, dim,
+                     quantization=settings.index_quantization if quantized else None,
+                     oversampling=settings.index_oversampling if quantized else None,
+                     on_disk=settings.index_on_disk)
 
 
 def is_shared(settings: Settings) -> bool:

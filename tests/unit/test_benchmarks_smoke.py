@@ -45,6 +45,9 @@ def test_index_quick_measures_every_config_with_recall(tmp_path: Path) -> None:
     assert by["edge-hnsw"]["new_flit_searchable_p99_ms"] > 0
     # Searches reference pages of the index's own files (the working-set measurement finds them).
     assert all(by[c]["search_wss_mib_per_1M"] > 0 for c in ("edge-hnsw", "edge-hnsw-sq", "edge-hnsw-sq-disk"))
+    # A fresh process opened each closed index and searched it (its memory is measured apart).
+    assert all(by[c]["serving_wss_mib_per_1M"] > 0 and by[c]["serving_mib_per_1M"] >= by[c]["serving_wss_mib_per_1M"]
+               for c in ("edge-hnsw", "edge-hnsw-sq", "edge-hnsw-sq-disk"))
 
 
 def test_ranker_quick_reports_throughput_and_every_stage(tmp_path: Path) -> None:

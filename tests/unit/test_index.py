@@ -346,6 +346,36 @@ def test_factory_selects_backend(tmp_path: Path) -> None:
     assert (tmp_path / "index" / "test" / MARKER_NAME).is_file()
 
 
+def test_factory_builds_the_lean_edge_config_from_settings(tmp_path: Path) -> None:
+    settings = Settings(qdrant_url="", data_dir=tmp_path, index_quantization="int8", index_oversampling=3.0,
+                        index_on_disk=True)
+    lean = open_index(settings, DIM, name="lean")
+    plain = open_index(Settings(qdrant_url="", data_dir=tmp_path), DIM, name="plain")
+    assert isinstance(lean, EdgeIndex) and isinstance(plain, EdgeIndex)
+    assert lean.build_options["quantization"] == "int8" and lean.build_options["on_disk"] is True
+    assert plain.build_options["quantization"] is None and plain.build_options["on_disk"] is None
+    lean.close()
+    plain.close()
+
+
+def test_off_process_rebuild_of_a_lean_index_keeps_its_storage_and_exact_results(tmp_path: Path) -> None:
+    # The child optimizer must open the copy as the live index was opened; IndexRebuilder
+    # passes the index's build options, so the rebuilt graph has the int8 copies and on-disk originals.
+    from flitfeed.index.edge_optimizer import optimize_command, optimize_copy, snapshot_copy
+
+    flits = make_flits(2000)
+    with EdgeIndex(tmp_path / "live", DIM, indexing_threshold_kb=1, hnsw_ef=128, **LEAN) as idx:
+        idx.upsert_many(flits)
+        cmd = optimize_command(idx.path, DIM, **idx.build_options)
+        assert "--on-disk" in cmd and cmd[cmd.index("--quantization") + 1] == "int8"
+        copy = snapshot_copy(idx, tmp_path / "copy")
+        assert optimize_copy(copy, DIM, **idx.build_options) is True
+        idx.swap_in(copy)
+        assert idx.unindexed_count() == 0
+        for q in queries():
+            assert_same_ranking(idx, flits, q, 10)
+
+
 # --------------------------------------------------------------------------- edge-only
 
 
