@@ -9,7 +9,9 @@ batches of that size, one ``encode_many`` call per batch, as the worker's
 backend runs with the production run size (``FLITFEED_ENCODER_RUN_SIZE``:
 a batch is sorted by length and run in slices of that many texts) except
 ``torch-plain``, the baseline: sentence-transformers as it comes (its
-default ``batch_size`` of 32). ``x_torch_plain`` is each row's texts/s over
+default ``batch_size`` of 32), and ``onnx-int8-spin``, int8 with ONNX
+Runtime's threads spin-waiting between runs (faster alone, but not the
+default: see ``FLITFEED_ENCODER_SPIN_WAIT``). ``x_torch_plain`` is each row's texts/s over
 the baseline's best batched figure (the issue's 2x target), ``x_torch`` over
 torch's with the same run size (what the backend alone buys). The
 measurements are repeated ``--repeats`` times, backends interleaved within
@@ -30,7 +32,7 @@ import numpy as np
 
 from benchmarks.common import Timer, bench_parser, percentiles, print_table, setup_logging, world_texts, write_json
 
-BACKENDS = ("torch-plain", "torch", "onnx-fp32", "onnx-int8")
+BACKENDS = ("torch-plain", "torch", "onnx-fp32", "onnx-int8", "onnx-int8-spin")
 #: sentence-transformers' own default batch_size (SentenceTransformer.encode).
 PLAIN_TORCH_BATCH = 32
 
@@ -41,6 +43,9 @@ def make(backend: str, run_size: int):  # noqa: ANN201 - an Encoder
 
     if backend == "torch-plain":
         return make_encoder(Settings(encoder="minilm", encoder_backend="torch", encoder_run_size=PLAIN_TORCH_BATCH))
+    if backend == "onnx-int8-spin":  # the encoder on cores of its own (FLITFEED_ENCODER_SPIN_WAIT=true)
+        return make_encoder(Settings(encoder="minilm", encoder_backend="onnx-int8", encoder_run_size=run_size,
+                                     encoder_spin_wait=True))
     return make_encoder(Settings(encoder="minilm", encoder_backend=backend, encoder_run_size=run_size))
 
 

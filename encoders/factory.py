@@ -14,7 +14,8 @@ def make_encoder(settings: Settings) -> Encoder:
         if quantize not in QUANTIZATIONS:
             raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={settings.encoder_backend!r}")
         return OnnxEncoder(quantize=quantize, batch_size=settings.encoder_run_size,
-                           threads=settings.encoder_threads, cache_dir=settings.model_cache_dir)
+                           threads=settings.encoder_threads, cache_dir=settings.model_cache_dir,
+                           spin_wait=settings.encoder_spin_wait)
     if settings.encoder == "minilm":
         if settings.encoder_backend != "torch":
             raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={settings.encoder_backend!r} "

@@ -106,7 +106,7 @@ class OnnxEncoder:
     """Batched sentence embeddings on ONNX Runtime (see the module docstring)."""
 
     def __init__(self, model_dir: Path | None = None, *, quantize: str = "int8", batch_size: int = 64,
-                 threads: int = 0, cache_dir: Path | None = None) -> None:
+                 threads: int = 0, cache_dir: Path | None = None, spin_wait: bool = False) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -118,6 +118,8 @@ class OnnxEncoder:
         if threads > 0:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads answer the next run sooner but burn the CPU the services beside them need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._wanted = {i.name for i in self._session.get_inputs()}
         max_len = json.loads((self._model_dir / "sentence_bert_config.json").read_text()).get("max_seq_length", 256)

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     #: slices pad less and keep activations in cache; 16 measured best for int8 on 2 cores
     #: (BENCHMARKS.md; one run of 128 texts was ~25% slower).
     encoder_run_size: int = Field(16, ge=1, le=4096)
+    #: ONNX backends: let ONNX Runtime's threads spin-wait for work between runs. Faster on cores of
+    #: their own (+10-15% texts/s measured); on a machine the encoder shares with the ranker and the
+    #: broker the spinning steals their CPU (end to end at 100 interactions/s + 20 flits/s on 2 cores:
+    #: flit -> vector logged p50 1.35 s with spinning, 0.15 s without; BENCHMARKS.md).
+    encoder_spin_wait: bool = False
     encoder_threads: int = Field(0, ge=0)  # 0 = leave torch's default
     embed_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     #: The encoder's output dimension; the ranker sizes its index replica with it.
