@@ -80,9 +80,14 @@ class RecentFlits:
         """Remember a flit (and its vector, if given); returns whether it is now held and was not before.
 
         A vector that is not finite or is all zeros is not kept: the flit is
-        then scored by the index, like one added without a vector.
+        then scored by the index, like one added without a vector. A flit
+        already held gets the new vector (a re-embedded flit must score as the
+        index does) and False.
         """
         if flit_id in self._by_id:
+            unit = None if vector is None else _unit(vector)
+            if unit is not None:
+                self._vectors[flit_id] = unit
             return False
         key = (float(created_at), flit_id)
         if len(self._order) >= self.capacity and key < self._order[0]:

@@ -67,3 +67,6 @@ def test_vectors_are_kept_unit_length_and_dropped_on_eviction():
     assert r.similarities([1.0, 0.0], ["f1", "f2", "f3"]) == pytest.approx({"f3": 2 ** -0.5})
     assert r.similarities([0.0, 0.0], ["f3"]) == {}         # no direction to compare with
     assert r.similarities([3.0, 3.0], ["f3"]) == pytest.approx({"f3": 1.0})
+    # Re-embedded (a new model version): the held vector follows, as the index's does.
+    assert r.add_one("f3", "a", 3.0, vector=[1.0, 0.0]) is False
+    assert r.similarities([1.0, 0.0], ["f3"]) == pytest.approx({"f3": 1.0})
