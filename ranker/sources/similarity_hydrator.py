@@ -40,9 +40,13 @@ class SimilarityHydrator(Hydrator):
         missing = [c for c in candidates if c.similarity == 0.0]
         if not missing:
             return
-        scores: dict[str, float] = {}
+        # A flit another source already scored keeps that score in every copy: the memory and the
+        # engine cosines can differ in the last bits, and the duplicate filter, which keeps the copy
+        # with the higher similarity, must not be decided by rounding.
+        scores = {c.flit_id: c.similarity for c in candidates if c.similarity != 0.0}
         if self.recent is not None:
-            scores = self.recent.similarities(query.taste, [c.flit_id for c in missing])
+            unscored = [c.flit_id for c in missing if c.flit_id not in scores]
+            scores.update(self.recent.similarities(query.taste, unscored))
         ids = frozenset(c.flit_id for c in missing if c.flit_id not in scores)
         if ids:
             hits = self.index.search(np.asarray(query.taste, dtype=np.float32), len(ids),

@@ -25,6 +25,7 @@ from flitfeed.ranker.sources import (
     SimilarityHydrator,
     VectorNeighboursSource,
 )
+from flitfeed.ranker.filters import DuplicateFilter
 from flitfeed.ranker.stages import Source
 
 NOW = 1_000_000.0
@@ -161,6 +162,19 @@ def test_hydrators_fill_engagement_and_missing_similarity_in_one_call(world):
     assert [f.only_flit_ids for f in world.index.searches] == [frozenset({"a1", "b1", "gone"})]
     SimilarityHydrator(world.index).hydrate(FeedQuery("me", 5, NOW), [Candidate("b2", "x", NOW, "fresh")])
     assert len(world.index.searches) == 1  # nothing to compare with for a cold-start user
+
+
+def test_a_flit_two_sources_returned_gets_one_similarity_and_the_similar_copy_wins(world):
+    # The similar source's copy carries the engine's cosine; the fresh copy of the same flit must get
+    # exactly that number (not a memory cosine a rounding error higher), so the duplicate filter's
+    # similarity tie goes to the preferred source.
+    engine_cosine = 0.7000000001
+    cs = [Candidate("a1", "x", NOW, "similar", similarity=engine_cosine), Candidate("a1", "x", NOW, "fresh"),
+          Candidate("b1", "x", NOW, "fresh")]
+    SimilarityHydrator(world.index, world.recent).hydrate(warm(), cs)
+    assert cs[1].similarity == engine_cosine and cs[2].similarity != 0.0
+    kept = DuplicateFilter().filter(warm(), cs).kept
+    assert [(c.flit_id, c.source) for c in kept] == [("a1", "similar"), ("b1", "fresh")]
 
 
 def test_similarity_hydrator_scores_recent_flits_in_memory_and_asks_the_index_for_the_rest(world):
