@@ -84,8 +84,8 @@ class RecentFlits:
         already held gets the new vector (a re-embedded flit must score as the
         index does) and False.
         """
+        unit = None if vector is None else _unit(vector)
         if flit_id in self._by_id:
-            unit = None if vector is None else _unit(vector)
             if unit is not None:
                 self._vectors[flit_id] = unit
             return False
@@ -95,10 +95,8 @@ class RecentFlits:
         bisect.insort(self._order, key)
         self._by_id[flit_id] = RecentFlit(flit_id, author_id, float(created_at), tuple(tags), lang)
         self._per_author[author_id] += 1
-        if vector is not None:
-            unit = _unit(vector)
-            if unit is not None:
-                self._vectors[flit_id] = unit
+        if unit is not None:
+            self._vectors[flit_id] = unit
         while len(self._order) > self.capacity:
             _, old_id = self._order.pop(0)
             old = self._by_id.pop(old_id)
@@ -138,6 +136,8 @@ class RecentFlits:
 
 
 def _unit(vector: Sequence[float] | np.ndarray) -> np.ndarray | None:
+    # Not encoders.base.l2_normalise: that keeps a zero row at zero, and warns on an infinite one;
+    # a vector without a direction must be refused here (the index then scores the flit).
     arr = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(arr))
     if not np.isfinite(norm) or norm == 0.0:
