@@ -101,7 +101,11 @@ def is_transient(exc: BaseException) -> bool:
         KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._WAIT_COORD,
         KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.NOT_COORDINATOR, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.REQUEST_TIMED_OUT}
+        KafkaError.NOT_COORDINATOR, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.REQUEST_TIMED_OUT,
+        # A broker that just restarted has not caught up with the leader epochs clients cached; Kafka's
+        # own clients retry these, librdkafka does not flag them retriable (a ranker started right
+        # after the broker died on UNKNOWN_LEADER_EPOCH from offsets_for_times).
+        KafkaError.UNKNOWN_LEADER_EPOCH, KafkaError.FENCED_LEADER_EPOCH}
 
 
 def kafka_call(call: Callable[[], T], *, what: str, timeout_s: float = 60.0) -> T:
