@@ -40,18 +40,11 @@ import numpy as np
 
 from flitfeed.encoders.base import l2_normalise
 
-#: How strongly each kind of interaction moves the taste. Negative = push away.
-KIND_WEIGHTS: dict[str, float] = {
-    "view": 0.2,
-    "like": 1.0,
-    "reflit": 1.5,
-    "reply": 1.2,
-    "hide": -1.0,
-    "report": -2.0,
-}
-NEGATIVE_KINDS = frozenset({"hide", "report"})
-#: A view shorter than this says little; longer dwell counts up to the full view weight.
-FULL_DWELL_MS = 10_000
+from flitfeed.streams.vocabulary import FULL_DWELL_MS, KINDS, negative_kinds
+
+#: How strongly each kind of interaction moves the taste (the vocabulary's ``taste_weight``). Negative = push away.
+KIND_WEIGHTS: dict[str, float] = {name: kind.taste_weight for name, kind in KINDS.items()}
+NEGATIVE_KINDS = negative_kinds()
 
 
 @dataclass(frozen=True, slots=True)

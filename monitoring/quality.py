@@ -26,8 +26,10 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from typing import Sequence
 
-POSITIVE_KINDS = frozenset({"like", "reflit", "reply"})
-NEGATIVE_KINDS = frozenset({"hide", "report"})
+from flitfeed.streams.vocabulary import negative_kinds, positive_kinds
+
+POSITIVE_KINDS = positive_kinds()
+NEGATIVE_KINDS = negative_kinds()
 
 __all__ = ["FeedQuality", "diversity", "POSITIVE_KINDS", "NEGATIVE_KINDS"]
 

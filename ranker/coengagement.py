@@ -44,8 +44,10 @@ from typing import Collection, Sequence
 
 import numpy as np
 
+from flitfeed.streams.vocabulary import positive_kinds
+
 #: Interaction kinds that count as co-engagement.
-POSITIVE_KINDS = frozenset({"like", "reflit", "reply"})
+POSITIVE_KINDS = positive_kinds()
 
 
 class CoEngagement:

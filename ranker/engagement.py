@@ -35,18 +35,15 @@ import math
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-#: Weight of one positive interaction of each kind.
-POSITIVE_WEIGHTS: Mapping[str, float] = MappingProxyType({
-    "like": 1.0,
-    "reflit": 1.5,
-    "reply": 1.2,
-    "view": 0.1,  # a view is cheap and automatic: weak evidence on its own
-})
+from flitfeed.streams.vocabulary import KINDS
+
+#: Weight of one positive interaction of each kind (the vocabulary's ``engagement_weight``; a view
+#: is cheap and automatic, weak evidence on its own, but counts on the positive side).
+POSITIVE_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {k.name: k.engagement_weight for k in KINDS.values() if k.polarity != "negative"})
 #: Weight of one negative interaction of each kind (counted separately).
-NEGATIVE_WEIGHTS: Mapping[str, float] = MappingProxyType({
-    "hide": 1.0,
-    "report": 2.0,
-})
+NEGATIVE_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {k.name: k.engagement_weight for k in KINDS.values() if k.polarity == "negative"})
 
 
 class _Counts:

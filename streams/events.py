@@ -29,13 +29,16 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from flitfeed.streams.vocabulary import INTERACTION_KINDS
+
 SCHEMA_VERSION = 1
 
 #: Identifiers: printable, bounded, no surrounding whitespace.
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=False, pattern=r"^[^\s\x00-\x1f]+$")]
 
 InteractionKind = Literal["view", "like", "reflit", "reply", "hide", "report"]
-INTERACTION_KINDS: tuple[str, ...] = ("view", "like", "reflit", "reply", "hide", "report")
+# The table of kinds is streams/vocabulary.py; pydantic needs the Literal spelled out, so it is checked here.
+assert set(InteractionKind.__args__) == set(INTERACTION_KINDS), "InteractionKind must list vocabulary.KINDS"  # type: ignore[attr-defined]
 
 HARD_MAX_TEXT_CHARS = 10_000
 HARD_MAX_TAGS = 64

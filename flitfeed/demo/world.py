@@ -42,6 +42,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from flitfeed.streams.events import Feed, FeedRequest, Flit, Interaction, from_epoch
+from flitfeed.streams.vocabulary import INTERACTION_KINDS, positive_kinds
 
 __all__ = [
     "DEFAULT_TOPICS",
@@ -274,7 +275,7 @@ _P_POSITIVE_TOP = 0.80       # positive reaction to the bird's favourite topic
 _P_POSITIVE_OTHER = 0.04     # ... to a topic it has no interest in
 _P_POSITIVE_DISLIKED = 0.01  # ... to a topic it dislikes
 _P_HIDE_DISLIKED = 0.20      # hide the author of a flit about a disliked topic
-_POSITIVE_KINDS = ("like", "reflit", "reply")
+_POSITIVE_KINDS = tuple(k for k in INTERACTION_KINDS if k in positive_kinds())  # like, reflit, reply
 _POSITIVE_KIND_P = np.array([0.6, 0.2, 0.2])
 _AUTHOR_MAIN_TOPIC_P = 0.85  # an author writes about its main topic this often
 _BROWSE_WINDOW = 60          # spontaneous browsing looks at this many newest flits
