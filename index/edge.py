@@ -474,9 +474,6 @@ def _engine(call: Callable[[], _T], what: str) -> _T:
         raise IndexError_(f"{what}: {exc}") from exc
 
 
-
-
-
 def _filter(flt: SearchFilter | None) -> Filter | None:
     if flt is None:
         return None

@@ -244,9 +244,6 @@ def _call(call: Callable[[], _T], what: str) -> _T:
         raise IndexError_(f"{what}: {exc}") from exc
 
 
-
-
-
 def _filter(flt: SearchFilter | None) -> qm.Filter | None:
     if flt is None:
         return None

@@ -41,7 +41,6 @@ class Rejected:
 class EmbeddedBatch:
     vectors: list[FlitVector] = field(default_factory=list)
     points: list[IndexedFlit] = field(default_factory=list)
-    rejected: list[Rejected] = field(default_factory=list)
 
 
 def flit_text(flit: Flit) -> str:

@@ -8,7 +8,6 @@ or give up on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Literal
 
@@ -17,13 +16,8 @@ from flitfeed.index.base import IndexedFlit
 from flitfeed.settings import Settings
 from flitfeed.streams.events import Interaction, ParkedInteraction, UserState, to_epoch
 
-Outcome = Literal["applied", "duplicate", "park", "expired"]
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateResult:
-    outcome: Outcome
-    profile: UserProfile
+#: What :func:`apply_interaction` did with an interaction.
+Outcome = Literal["applied", "duplicate", "park"]
 
 
 def taste_params(settings: Settings) -> TasteParams:
@@ -32,19 +26,19 @@ def taste_params(settings: Settings) -> TasteParams:
 
 
 def apply_interaction(event: Interaction, profile: UserProfile, lookup: Callable[[str], IndexedFlit | None],
-                      params: TasteParams) -> UpdateResult:
+                      params: TasteParams) -> Outcome:
     """Apply ``event`` to ``profile`` (in place) if its flit is known.
 
     A duplicate is recognised before the lookup, so a replay never parks.
     """
     if profile.has_applied(event.event_id):
-        return UpdateResult("duplicate", profile)
+        return "duplicate"
     flit = lookup(event.flit_id)
     if flit is None:
-        return UpdateResult("park", profile)
+        return "park"
     profile.learn_one(event.event_id, event.kind, to_epoch(event.ts), flit.vector, flit.author_id,
                       event.flit_id, params, event.dwell_ms)
-    return UpdateResult("applied", profile)
+    return "applied"
 
 
 def user_state(profile: UserProfile, trigger_id: str, trigger_ts: float) -> UserState:

@@ -61,16 +61,16 @@ async def apply_or_park(ctx: "WorkerContext", interaction: Interaction, msg: Raw
     profile = UserProfile.from_dict(stored) if stored else UserProfile(interaction.user_id)
     before = profile.query_vector()
     with m.time_stage("user_update"):
-        result = apply_interaction(interaction, profile, lambda fid: lookup(ctx, fid), ctx.params)
+        outcome = apply_interaction(interaction, profile, lambda fid: lookup(ctx, fid), ctx.params)
     source_topic = ctx.interactions.get_topic_name()
-    if result.outcome == "duplicate":
+    if outcome == "duplicate":
         m.duplicates.labels(service=m.service, topic=source_topic).inc()
         if interaction.event_id == profile.last_event_id:
             # Re-delivered after a crash between the table write and the publish: publish again
             # (the ranker skips a state it has already seen).
             await publish_state(ctx, profile, interaction.event_id, msg.timestamp)
         return "duplicate"
-    if result.outcome == "park":
+    if outcome == "park":
         raw_b64 = parked.raw_b64 if parked else base64.b64encode(msg.value or b"").decode("ascii")
         partition = parked.source_partition if parked else msg.partition
         offset = parked.source_offset if parked else msg.offset

@@ -56,10 +56,10 @@ def test_apply_park_duplicate() -> None:
     known = {"f1": IndexedFlit("f1", "a", NOW, np.array([1.0, 0.0], dtype=np.float32))}
     profile = UserProfile("u")
     params = taste_params(S)
-    assert apply_interaction(event("e1", "missing"), profile, known.get, params).outcome == "park"
+    assert apply_interaction(event("e1", "missing"), profile, known.get, params) == "park"
     assert profile.taste is None, "a parked interaction must not change the profile"
-    assert apply_interaction(event("e2", "f1"), profile, known.get, params).outcome == "applied"
-    assert apply_interaction(event("e2", "f1"), profile, lambda _: None, params).outcome == "duplicate"
+    assert apply_interaction(event("e2", "f1"), profile, known.get, params) == "applied"
+    assert apply_interaction(event("e2", "f1"), profile, lambda _: None, params) == "duplicate"
     state = user_state(profile, "e2", 123.0)
     assert state.taste == [1.0, 0.0] and state.seen == ["f1"] and state.trigger_ts == 123.0
 

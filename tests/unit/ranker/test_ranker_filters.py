@@ -99,7 +99,6 @@ def test_filter_contract(flt: Filter, seed: int):
 
     result = flt.filter(q, cs)
 
-    assert isinstance(flt, Filter)
     # kept + removed is the input, as a multiset of the very same objects.
     assert Counter(map(_key, result.kept + result.removed)) == Counter(map(_key, cs))
     # kept preserves input order.

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-from flitfeed.index.base import Hit, IndexedFlit, SearchFilter, VectorIndex
+from flitfeed.index.base import Hit, IndexedFlit, SearchFilter
 from flitfeed.ranker import (
     Candidate,
     EngagementTracker,
@@ -292,10 +292,6 @@ def test_a_failing_index_still_yields_a_fresh_feed(world):
     result = world.pipeline().run(warm(k=5))
     assert len(result.items) == 5
     assert set(result.errors) == {("source", "similar"), ("hydrator", "similarity")}
-
-
-def test_fake_index_implements_the_protocol():
-    assert isinstance(FakeIndex(), VectorIndex)
 
 
 def test_duplicate_stage_names_are_rejected(world):
