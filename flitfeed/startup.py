@@ -74,20 +74,14 @@ def wait_for_kafka(settings: Settings) -> None:
 
 
 def open_with_retries(open_: Callable[[], T], settings: Settings, what: str) -> T:
-    """Open something that may not be reachable yet (a Qdrant server), within the start-up bound."""
-    from flitfeed.index.base import IndexError_
+    """Open something that may not be reachable yet (a Qdrant server), within the start-up bound.
 
-    def attempt() -> T:
-        try:
-            return open_()
-        except IndexError_ as exc:
-            # Only an unreachable server is worth waiting for; a wrong dimension or a corrupt
-            # embedded index is not going to fix itself.
-            if "cannot reach" in str(exc):
-                raise ConnectionError(str(exc)) from exc
-            raise
+    Only an unreachable server is worth waiting for; any other error (a wrong dimension, a corrupt
+    embedded index) is not going to fix itself and is raised at once.
+    """
+    from flitfeed.index.base import IndexUnreachable
 
-    return retry_until(attempt, what=what, timeout_s=settings.startup_timeout_s, retry_on=(ConnectionError,))
+    return retry_until(open_, what=what, timeout_s=settings.startup_timeout_s, retry_on=(IndexUnreachable,))
 
 
 def is_transient(exc: BaseException) -> bool:

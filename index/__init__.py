@@ -12,7 +12,7 @@ Backends: :class:`flitfeed.index.edge.EdgeIndex` (embedded, the default) and
 their modules, so that only the one in use loads its Qdrant package.
 """
 
-from flitfeed.index.base import Hit, IndexedFlit, IndexError_, SearchFilter, VectorIndex
+from flitfeed.index.base import Hit, IndexedFlit, IndexError_, IndexUnreachable, SearchFilter, VectorIndex
 from flitfeed.index.factory import open_index
 
-__all__ = ["Hit", "IndexError_", "IndexedFlit", "SearchFilter", "VectorIndex", "open_index"]
+__all__ = ["Hit", "IndexError_", "IndexUnreachable", "IndexedFlit", "SearchFilter", "VectorIndex", "open_index"]

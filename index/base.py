@@ -68,6 +68,10 @@ class IndexError_(RuntimeError):
     """The index is unusable (corrupt, missing, unreachable)."""
 
 
+class IndexUnreachable(IndexError_):
+    """The index's server did not answer: unlike a corrupt index or a wrong dimension, this may pass."""
+
+
 # --- the payload layout both backends store (the only module that knows it) ---
 
 def payload_of(flit: IndexedFlit) -> dict[str, Any]:

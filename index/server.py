@@ -32,8 +32,8 @@ from qdrant_client import models as qm
 from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException
 
-from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, SearchFilter, checked_vector, flit_from_payload,
-                                 hit_from_payload, payload_of, point_id)
+from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, IndexUnreachable, SearchFilter, checked_vector,
+                                 flit_from_payload, hit_from_payload, payload_of, point_id)
 
 # uuid5 costs ~7 us; a feed request excludes hundreds of already-seen flits, and
 # the same ids recur request after request.
@@ -108,8 +108,11 @@ class ServerIndex:
 
     def _ensure_collection(self) -> None:
         client = self._open_client()
-        exists = _call(lambda: client.collection_exists(self.collection), "cannot reach Qdrant")
-        if not exists:
+
+        def exists() -> bool:
+            return _call(lambda: client.collection_exists(self.collection), "cannot reach Qdrant", IndexUnreachable)
+
+        if not exists():
             try:
                 client.create_collection(
                     self.collection,
@@ -119,7 +122,7 @@ class ServerIndex:
                 )
             except _CLIENT_ERRORS as exc:
                 # Another service may have created it between the two calls.
-                if not _call(lambda: client.collection_exists(self.collection), "cannot reach Qdrant"):
+                if not exists():
                     raise IndexError_(f"cannot create collection {self.collection!r}: {exc}") from exc
         info = _call(lambda: client.get_collection(self.collection), f"cannot read collection {self.collection!r}")
         params = info.config.params.vectors
@@ -236,12 +239,12 @@ class ServerIndex:
         return checked_vector(vector, self.dim)
 
 
-def _call(call: Callable[[], _T], what: str) -> _T:
-    """Run a client call, turning transport and server errors into IndexError_."""
+def _call(call: Callable[[], _T], what: str, error: type[IndexError_] = IndexError_) -> _T:
+    """Run a client call, turning transport and server errors into ``error`` (an IndexError_)."""
     try:
         return call()
     except _CLIENT_ERRORS as exc:
-        raise IndexError_(f"{what}: {exc}") from exc
+        raise error(f"{what}: {exc}") from exc
 
 
 def _filter(flt: SearchFilter | None) -> qm.Filter | None:

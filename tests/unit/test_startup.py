@@ -1,11 +1,15 @@
-"""Which Kafka errors a service waits out at start-up instead of exiting."""
+"""Which errors a service waits out at start-up instead of exiting: Kafka's by code, the index's by type."""
 
 from __future__ import annotations
+
+import socket
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from flitfeed.startup import is_transient, kafka_call
+from flitfeed.index.base import IndexError_, IndexUnreachable
+from flitfeed.settings import Settings
+from flitfeed.startup import DependencyUnavailable, is_transient, kafka_call, open_with_retries
 
 
 @pytest.mark.parametrize("code", [
@@ -36,3 +40,57 @@ def test_kafka_call_waits_out_a_leader_epoch_the_broker_has_not_caught_up_with()
 
     assert kafka_call(offsets_for_times, what="start offsets", timeout_s=10) == "offsets"
     assert answers == []
+
+
+def opener(*answers: object):  # noqa: ANN201 - a callable that raises or returns each answer in turn
+    remaining = list(answers)
+
+    def open_() -> object:
+        answer = remaining.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    open_.remaining = remaining  # type: ignore[attr-defined]
+    return open_
+
+
+def test_an_unreachable_index_server_is_waited_for() -> None:
+    open_ = opener(IndexUnreachable("connection refused"), IndexUnreachable("connection refused"), "index")
+    assert open_with_retries(open_, Settings(startup_timeout_s=10), what="Qdrant") == "index"
+    assert open_.remaining == []
+
+
+def test_an_unreachable_index_server_is_given_up_on_after_the_bound() -> None:
+    open_ = opener(*[IndexUnreachable("connection refused")] * 1000)
+    with pytest.raises(DependencyUnavailable, match=r"Qdrant not available after 0.2s; \d+ attempts, "
+                                                    r"last error: connection refused"):
+        open_with_retries(open_, Settings(startup_timeout_s=0.2), what="Qdrant")
+
+
+def test_any_other_index_error_is_raised_at_once_whatever_its_text() -> None:
+    # The text of the old string match: the type decides now, not the message.
+    open_ = opener(IndexError_("cannot reach the right dimension: collection holds 8-d vectors"), "index")
+    with pytest.raises(IndexError_, match="8-d") as info:
+        open_with_retries(open_, Settings(startup_timeout_s=10), what="Qdrant")
+    assert not isinstance(info.value, IndexUnreachable)
+    assert open_.remaining == ["index"], "retried an error that will not go away"
+
+
+def test_the_server_index_says_which_of_its_errors_may_pass() -> None:
+    from qdrant_client import QdrantClient
+
+    from flitfeed.index.server import ServerIndex
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(IndexUnreachable, match="cannot reach Qdrant"):
+        ServerIndex(f"http://127.0.0.1:{port}", "flits", dim=4, timeout=1)
+
+    client = QdrantClient(location=":memory:")
+    ServerIndex(client, "flits", dim=4).close()
+    with pytest.raises(IndexError_, match="4-d Cosine vectors, asked for 8-d") as info:
+        ServerIndex(client, "flits", dim=8)
+    assert not isinstance(info.value, IndexUnreachable)
+    client.close()
