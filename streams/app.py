@@ -27,9 +27,8 @@ from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import WorkerMonitors, start_lag_reporter
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
                                TOPIC_PARKED, TOPIC_USER_STATES, Settings)
-from flitfeed.streams.changelog import ChangelogHandover
-from flitfeed.streams.offset_guard import guard_commits, refetch_stalled
-from flitfeed.streams.recovery_guard import reseek_stalled
+from flitfeed.streams import faust_compat
+from flitfeed.streams.faust_compat import ChangelogHandover
 from flitfeed.streams.replicator import FlitVectorReplicator
 from flitfeed.streams.user_updates import taste_params
 
@@ -66,16 +65,6 @@ class WorkerContext:
         self.metrics.produced.labels(service=self.metrics.service, topic=topic.get_topic_name()).inc()
 
 
-#: A table recovery without a changelog record for this long while behind is fetched again. Records
-#: arrive within milliseconds of a seek on a live broker; a broker outage makes this retry every 10 s.
-RECOVERY_STALL_S = 10.0
-#: An input partition behind its log end whose commit and acks did not move for this long (plus the
-#: parked-retry back-off) is fetched again: well above the slowest batch (an embedding batch takes
-#: seconds on a loaded 2-core machine).
-PARTITION_STALL_S = 30.0
-STALL_CHECK_S = 2.0
-
-
 def _raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
     return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
                      value_serializer="raw", partitions=settings.partitions)
@@ -109,8 +98,10 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     def count_refetch(tp: Any, offset: int, outcome: str) -> None:
         metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome=outcome).inc()
 
-    # Faust may skip a message during a rebalance and then commit past it; never let it (see offset_guard).
-    guard_commits(app, count_refetch)
+    # Faust may skip or drop messages it should process (README, Known limits): every workaround, on this
+    # app only. Refuses a faust-streaming release they were not verified against. The parked-retry agent
+    # holds a record unacked for up to park_max_delay_s on purpose.
+    workarounds = faust_compat.install(app, count_refetch, held_unacked_s=settings.park_max_delay_s)
     ctx = WorkerContext(
         settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,
         # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
@@ -121,7 +112,7 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         flit_vectors=_raw_topic(app, settings, TOPIC_FLIT_VECTORS),
         user_states=_raw_topic(app, settings, TOPIC_USER_STATES),
         dead_letters=_raw_topic(app, settings, TOPIC_DEAD_LETTERS),
-        changelog=ChangelogHandover(app.producer.buffer),
+        changelog=workarounds.changelog,
     )
     metrics.model.info({"model_version": encoder.model_version, "dim": str(encoder.dim)})
     ctx.monitors = WorkerMonitors(settings, metrics, encoder.dim)
@@ -154,21 +145,6 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         metrics.health.beat()
         metrics.health.ready("partitions_assigned", not app.rebalancing and bool(app.consumer.assignment()))
         metrics.health.ready("flit_vectors_caught_up", ctx.replicator is not None and ctx.replicator.caught_up)
-
-    reseeked_at: dict = {}
-    progress: dict = {}
-
-    @app.timer(interval=STALL_CHECK_S)
-    async def unstick() -> None:
-        # Faust may drop the changelog records a table recovery waits for (see recovery_guard), or the
-        # last message of a partition (see offset_guard.refetch_stalled): fetch them again.
-        try:
-            for tp, offset in (await reseek_stalled(app, RECOVERY_STALL_S, reseeked_at)).items():
-                count_refetch(tp, offset, "changelog_refetch")
-            # The parked-retry agent holds a record unacked for up to park_max_delay_s on purpose.
-            await refetch_stalled(app, settings.park_max_delay_s + PARTITION_STALL_S, progress)
-        except Exception:  # e.g. a partition revoked between the check and the seek: next tick
-            log.exception("stall check failed")
 
     @app.timer(interval=settings.monitoring_interval_s)
     async def export_gauges() -> None:

@@ -3,7 +3,8 @@ and the guards that keep Faust from committing past, or never fetching again, wh
 
 Real Faust streams, consumer and producer buffer, without a broker: events are put on a channel and
 the consumer's list of acked offsets (what the next commit would write), its commits and its seeks
-are inspected. Where a test shows Faust's own behaviour it calls the unguarded method.
+are inspected. Where a test shows Faust's own behaviour it uses an unguarded app, or calls Faust's own
+method on the guarded consumer.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from typing import Any
 import faust
 import pytest
 from faust.events import Event
-from faust.transport.consumer import Consumer as BaseConsumer
+from faust.transport.drivers.aiokafka import Consumer as FaustConsumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
 from flitfeed.streams.agents.common import batches, done, events
-from flitfeed.streams.changelog import ChangelogHandover
-from flitfeed.streams.offset_guard import guard_commits, head_hole, refetch_stalled
-from flitfeed.streams.recovery_guard import reseek_stalled
+from flitfeed.streams.faust_compat import ChangelogHandover, guard_commits, head_hole, refetch_stalled, reseek_stalled
 
 TOPIC = "interactions"
 
@@ -229,24 +228,19 @@ def test_a_hole_without_a_message_is_passed_after_the_refetch_shows_it() -> None
     asyncio.run(scenario())
 
 
-def unguarded(method: Any) -> Any:
-    """Faust's own method, also after the guard wrapped it."""
-    return getattr(method, "__wrapped__", method)
-
-
 def test_unguarded_faust_commits_past_messages_it_took_for_a_gap_and_past_a_never_committed_head() -> None:
     app = make_app()
     consumer, tp = app.consumer, TP(TOPIC, 0)
     consumer._committed_offset[tp] = 56
     # Its fetch loop last read 56, was sought back, and a fetch from the old position delivers 64.
-    asyncio.run(unguarded(BaseConsumer._add_gap)(consumer, tp, 57, 63))
+    asyncio.run(consumer._add_gap(tp, 57, 63))
     ack_offsets(app, 56, 64)
-    assert unguarded(BaseConsumer._new_offset)(consumer, tp) == 65, "57-63 committed unprocessed"
+    assert consumer._new_offset(tp) == 65, "57-63 committed unprocessed"
 
     fresh = make_app()
     fresh_tp = TP(TOPIC, 0)
     ack_offsets(fresh, 9, 10)  # nothing committed yet; 0-8 were dropped during a rebalance
-    assert unguarded(BaseConsumer._new_offset)(fresh.consumer, fresh_tp) == 11, "0-8 committed unprocessed"
+    assert fresh.consumer._new_offset(fresh_tp) == 11, "0-8 committed unprocessed"
 
 
 def test_a_jump_in_read_offsets_is_not_taken_for_offsets_without_messages() -> None:
@@ -310,7 +304,7 @@ def test_a_never_committed_partition_is_sought_back_to_its_log_start_when_a_reba
         consumer.earliest_offsets = earliest_offsets
         # Its stream fetched 3-9 while the rebalance settled and dropped them; Faust's own perform_seek
         # seeks only committed partitions back, leaving the fetch position past them.
-        await unguarded(BaseConsumer.perform_seek)(consumer)
+        await FaustConsumer.perform_seek(consumer)
         assert recorder.seeks == []
         await consumer.perform_seek()
         assert recorder.seeks == [(0, 3)]
@@ -325,16 +319,17 @@ def test_a_never_committed_partition_is_sought_back_to_its_log_start_when_a_reba
 
 async def fetch(consumer: Any, tp: Any, *offsets: int, started_before_seek: bool = False) -> None:
     """One fetch through the guarded ``_getmany``, the Kafka client answering with ``offsets``."""
-    saved = dict(consumer.__dict__.get("_flitfeed_refetching", {}))
+    refetching = consumer.guard.refetching
+    saved = dict(refetching)
 
     class Thread:
         async def getmany(self, active: Any, timeout: float) -> dict:
             if started_before_seek:  # the seek lands while this fetch is under way
-                consumer.__dict__["_flitfeed_refetching"].update(saved)
+                refetching.update(saved)
             return {tp: [FakeRecord(o) for o in offsets]}
 
     if started_before_seek:
-        consumer.__dict__["_flitfeed_refetching"].clear()
+        refetching.clear()
     consumer._thread = Thread()
     await consumer._getmany({tp}, 1.0)
 

@@ -9,7 +9,8 @@ although the offset says it was applied.
 
 :class:`ChangelogHandover` counts records into the buffer and out of it; the agent awaits
 :meth:`ChangelogHandover.wait` after a table write and before acking the event. Once handed over, the
-record is in the Kafka client's batches, which the commit's producer flush does wait for.
+record is in the Kafka client's batches, which the commit's producer flush does wait for. It wraps the
+methods of the one buffer it is given (this app's producer), not Faust's ``ProducerBuffer`` class.
 
 >>> import asyncio, faust
 >>> app = faust.App("doc-handover", broker="kafka://127.0.0.1:1", autodiscover=False)
