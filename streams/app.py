@@ -29,7 +29,7 @@ from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLI
                                TOPIC_PARKED, TOPIC_USER_STATES, Settings)
 from flitfeed.streams import faust_compat
 from flitfeed.streams.faust_compat import ChangelogHandover
-from flitfeed.streams.replicator import FlitVectorReplicator
+from flitfeed.streams.replicator import AsyncFlitVectorReplicator, FlitVectorReplicator
 from flitfeed.streams.user_updates import taste_params
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class WorkerContext:
     user_states: faust.TopicT
     dead_letters: faust.TopicT
     changelog: ChangelogHandover
-    replicator: FlitVectorReplicator | None = None
+    replicator: AsyncFlitVectorReplicator | None = None
     monitors: WorkerMonitors | None = None
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
@@ -127,17 +127,19 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
 
     @app.task
     async def replicate_flit_vectors() -> None:
-        # Flits embedded by *other* worker processes reach this process's index through the log.
-        ctx.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics,
-                                              write_index=not is_shared(settings))
-        while not app.should_stop:
-            try:
-                if ctx.replicator.poll_once(timeout=0) == 0:
-                    await asyncio.sleep(0.05)
-            except Exception:  # keep replicating; the error is logged with its traceback
-                log.exception("flit-vector replication failed")
-                await asyncio.sleep(1.0)
-        ctx.replicator.close()  # stores the final read position (saves are throttled while running)
+        # Flits embedded by *other* worker processes reach this process's index through the log. The
+        # replicator's Kafka calls block: they run on a thread of their own, never on this loop.
+        ctx.replicator = replicator = await AsyncFlitVectorReplicator.open(
+            lambda: FlitVectorReplicator(settings, index, offsets_path, metrics, write_index=not is_shared(settings)))
+        try:
+            while not app.should_stop:
+                try:
+                    await replicator.poll_once(timeout=0.05)  # waits for records off the loop
+                except Exception:  # keep replicating; the error is logged with its traceback
+                    log.exception("flit-vector replication failed")
+                    await asyncio.sleep(1.0)
+        finally:
+            await replicator.close()  # stores the final read position (saves are throttled while running)
 
     @app.timer(interval=1.0)
     async def heartbeat() -> None:

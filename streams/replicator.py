@@ -10,17 +10,21 @@ offset are still passed to ``on_flit`` (cheap: no embedding, no index write) so
 in-memory views such as the ranker's recent-flits list come back after a
 restart.
 
-Single-threaded by design: the owner calls :meth:`poll_once` from its own loop.
+Single-threaded by design: the owner calls :meth:`poll_once` from its own loop (the ranker), or
+uses :class:`AsyncFlitVectorReplicator` from an asyncio loop (the worker), which runs the blocking
+Kafka calls on a thread of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -34,6 +38,9 @@ from flitfeed.streams.embedding import indexed_flit
 from flitfeed.streams.events import FlitVector, to_epoch
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
 
 class FlitVectorReplicator:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
@@ -93,7 +100,14 @@ class FlitVectorReplicator:
 
     def poll_once(self, max_messages: int = 500, timeout: float = 0.0) -> int:
         """Apply what is available now; returns the number of new points written to the index."""
-        messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        return self.apply_many(self.fetch_many(max_messages, timeout))
+
+    def fetch_many(self, max_messages: int = 500, timeout: float = 0.0) -> list[Any]:
+        """Read up to ``max_messages`` records of the log, waiting at most ``timeout`` s (blocking)."""
+        return self._consumer.consume(num_messages=max_messages, timeout=timeout)
+
+    def apply_many(self, messages: list[Any]) -> int:
+        """Apply what :meth:`fetch_many` read; returns the number of new points written to the index."""
         if not messages:
             return 0
         fresh = []
@@ -171,3 +185,45 @@ class FlitVectorReplicator:
     def close(self) -> None:
         self._save_offsets(force=True)
         self._consumer.close()
+
+
+class AsyncFlitVectorReplicator:
+    """A :class:`FlitVectorReplicator` for an asyncio loop (the worker's): its blocking Kafka calls --
+    opening (a metadata request retried for up to a minute), fetching, closing -- run one at a time on
+    a thread of their own, so the loop keeps serving agents and timers meanwhile. What was fetched is
+    applied on the loop, so the index is written from the loop's thread only, as the agents write it.
+    """
+
+    def __init__(self, replicator: FlitVectorReplicator, thread: ThreadPoolExecutor) -> None:
+        self._replicator = replicator
+        self._thread = thread
+
+    @classmethod
+    async def open(cls, make: Callable[[], FlitVectorReplicator]) -> "AsyncFlitVectorReplicator":
+        """Build the replicator with ``make()`` off the loop (its constructor waits for the topic's metadata)."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flit-vector-replica")
+        try:
+            replicator = await asyncio.get_running_loop().run_in_executor(thread, make)
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        return cls(replicator, thread)
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
+
+    @property
+    def caught_up(self) -> bool:
+        return self._replicator.caught_up
+
+    async def poll_once(self, max_messages: int = 500, timeout: float = 0.0) -> int:
+        """Fetch (off the loop, waiting at most ``timeout`` s) and apply (on it) what is available."""
+        messages = await self._off_loop(self._replicator.fetch_many, max_messages, timeout)
+        return self._replicator.apply_many(messages)
+
+    async def close(self) -> None:
+        """Store the final read position and close the consumer (after any fetch still under way)."""
+        try:
+            await self._off_loop(self._replicator.close)
+        finally:
+            self._thread.shutdown(wait=False)
