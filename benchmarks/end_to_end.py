@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from benchmarks.common import bench_parser, percentiles, print_table, rss_mib, setup_logging, write_json
 from benchmarks.corpus import Corpus, bench_world
+from benchmarks.service import Service, stop_all
 from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
 from flitfeed.kafka.config import consumer_config
 from flitfeed.loadgen import LoadGenerator, SentLog
@@ -65,40 +65,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def service_env(settings: Settings, extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLITFEED_")}
-    return env | settings.to_env() | {"PYTHONUNBUFFERED": "1"} | extra
-
-
 class Services:
     """The worker and the ranker as real processes, logs under the run's directory."""
 
     def __init__(self, settings: Settings, log_dir: Path, extra_env: dict[str, str]) -> None:
-        self.procs: dict[str, subprocess.Popen] = {}
-        for name in ("worker", "ranker"):
-            out = open(log_dir / f"{name}.log", "ab")
-            self.procs[name] = subprocess.Popen([sys.executable, "-m", "flitfeed.cli", name],
-                                                env=service_env(settings, extra_env), stdout=out,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs = {name: Service(name, settings, log_dir / f"{name}.log", extra_env).start()
+                      for name in ("worker", "ranker")}
 
     def check(self) -> None:
-        for name, p in self.procs.items():
-            if p.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {p.returncode}; see its log")
+        for name, svc in self.procs.items():
+            if not svc.alive():
+                raise RuntimeError(f"{name} exited with code {svc.proc.returncode}; see its log")
 
     def rss_mib(self) -> dict[str, float]:
-        return {f"{name}_rss_mib": round(rss_mib(p.pid), 1) for name, p in self.procs.items() if p.poll() is None}
+        return {f"{name}_rss_mib": round(rss_mib(svc.pid), 1) for name, svc in self.procs.items() if svc.alive()}
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop_all(self.procs.values())
 
 
 def scrape(port: int) -> str:

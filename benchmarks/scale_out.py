@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.common import bench_parser, machine_info, print_table, write_json
+from benchmarks.service import Service, stop_all
 from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics, wait_for_broker
 from flitfeed.kafka.config import client_config, consumer_config, producer_config
@@ -61,39 +59,6 @@ class Sizes:
 
 QUICK = Sizes(flits=60, interactions=300, requests=200, users=40, timeout_s=120)
 FULL = Sizes(flits=1500, interactions=4000, requests=3000, users=400, timeout_s=600)
-
-
-class Process:
-    """One flitfeed service as a child process (``python -m flitfeed.cli <role>``)."""
-
-    def __init__(self, role: str, settings: Settings, log_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLITFEED_")}
-        env |= settings.to_env()
-        self.role = role
-        self.log_path = log_dir / f"{settings.instance_id}.log"
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "flitfeed.cli", role], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process so far (all threads), from /proc."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
 
 class Outputs:
@@ -125,7 +90,7 @@ class Outputs:
         self.consumer.close()
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, processes: list[Process]) -> object:
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, processes: list[Service]) -> object:
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -133,7 +98,7 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, proce
             return value
         dead = [p for p in processes if not p.alive()]
         if dead:
-            raise RuntimeError(f"{dead[0].role} exited while waiting for {what}:\n{dead[0].tail()}")
+            raise RuntimeError(f"{dead[0].name} exited while waiting for {what}:\n{dead[0].log_tail(30)}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.2)
@@ -174,15 +139,15 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
         "ranker_metrics_port": 0, "data_dir": workdir / tag})
     create_topics(settings)
     admin = AdminClient(client_config(settings))
-    processes: list[Process] = []
+    processes: list[Service] = []
     outputs: list[Outputs] = []
     try:
         started = time.monotonic()
         for i in range(n):
             for role in ("worker", "ranker"):
                 instance = f"{role[0]}{i + 1}"
-                processes.append(Process(role, settings.model_copy(update={
-                    "instance_id": instance, "data_dir": workdir / tag / instance}), workdir))
+                replica = settings.model_copy(update={"instance_id": instance, "data_dir": workdir / tag / instance})
+                processes.append(Service(role, replica, workdir / f"{instance}.log").start())
         wait_for(lambda: groups_ready(settings, admin, n), sizes.timeout_s, f"{n}+{n} replicas in their groups",
                  processes)
         startup_s = time.monotonic() - started
@@ -194,10 +159,10 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
         producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         world = World(seed=5, n_birds=sizes.users, n_authors=max(4, sizes.users // 10), start=time.time())
 
-        workers = [p for p in processes if p.role == "worker"]
-        rankers = [p for p in processes if p.role == "ranker"]
+        workers = [p for p in processes if p.name == "worker"]
+        rankers = [p for p in processes if p.name == "ranker"]
 
-        def cpu(group: list[Process]) -> float:
+        def cpu(group: list[Service]) -> float:
             return sum(p.cpu_seconds() for p in group)
 
         flits = world.next_flits(sizes.flits)
@@ -242,8 +207,7 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
     finally:
         for o in outputs:
             o.close()
-        for p in processes:
-            p.stop()
+        stop_all(processes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from tests.integration.helpers import Bus
 from tests.waiting import wait_until
 
 if TYPE_CHECKING:
-    from tests.conftest import Service
+    from benchmarks.service import Service
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,97 @@
+"""A flitfeed service (``python -m flitfeed.cli <name>``) as a real child process, its output in a log file.
+
+The one wrapper the integration tests (``tests/conftest.py``) and the benchmarks that run the real
+services (:mod:`benchmarks.end_to_end`, :mod:`benchmarks.scale_out`) start and stop them with.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from flitfeed.settings import Settings
+
+__all__ = ["Service", "service_env", "stop_all"]
+
+
+def service_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without its ``FLITFEED_*`` variables, then ``settings``, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLITFEED_")}
+    return env | settings.to_env() | {"PYTHONUNBUFFERED": "1"} | (extra or {})
+
+
+class Service:
+    """One service process; ``start()`` launches it, appending its stdout and stderr to ``log_path``.
+
+    It runs in a session of its own, so a signal meant for the caller (Ctrl-C) is not delivered to it.
+    """
+
+    def __init__(self, name: str, settings: Settings, log_path: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
+        #: The flitfeed subcommand it runs: ``worker`` or ``ranker``.
+        self.name = name
+        self.env = service_env(settings, extra_env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        #: Set by stop(): the caller ended it on purpose (it did not crash).
+        self.stopped = False
+
+    def start(self) -> Service:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "flitfeed.cli", self.name], env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} was never started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` if it is still running; counts as a stop on purpose."""
+        self.stopped = True
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int | None:
+        """Its exit status, killing it after ``timeout`` seconds; None if it was never started."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Send ``sig`` (if it is still running) and wait for it to exit; its exit status."""
+        self.send_signal(sig)
+        return self.wait(timeout)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (all threads), from /proc."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def stop_all(services: Iterable[Service], sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    """Signal every service first, then wait for each: they shut down side by side."""
+    services = list(services)
+    for svc in services:
+        svc.send_signal(sig)
+    for svc in services:
+        svc.wait(timeout)
