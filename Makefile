@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 KAFKA  := bash deploy/kafka/kafka.sh
 PROMETHEUS := bash deploy/prometheus/prometheus.sh
 
-.PHONY: setup demo test test-unit broker-start broker-stop clean audit evaluate bench bench-quick
+.PHONY: setup demo test test-unit test-wheel broker-start broker-stop clean audit evaluate bench bench-quick
 
 $(BIN)/flitfeed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +25,23 @@ demo: setup
 	$(BIN)/flitfeed demo
 
 # Starts the project's own broker, runs every test (unit and integration), and stops the
-# broker again only if this run started it.
+# broker again only if this run started it; then checks the built wheel on its own (WHEEL_CHECK=0 skips that).
+WHEEL_CHECK ?= 1
 test: setup
 	@was_running=0; $(KAFKA) status >/dev/null 2>&1 && was_running=1; \
 	$(KAFKA) start || exit 1; \
 	FLITFEED_REQUIRE_PROMETHEUS=1 $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	[ $$was_running = 1 ] || $(KAFKA) stop; \
+	[ "$(WHEEL_CHECK)" = 0 ] || bash tests/wheel_check.sh || rc=1; \
 	exit $$rc
 
 test-unit: $(BIN)/flitfeed
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# The built wheel, installed into a fresh virtualenv, run from outside the checkout: `flitfeed --help`,
+# `flitfeed broker start|stop` with the script it ships, the unit tests (tests/wheel_check.sh; ~2 min).
+test-wheel: $(BIN)/flitfeed
+	bash tests/wheel_check.sh
 
 broker-start: setup
 	$(KAFKA) start && $(BIN)/flitfeed topics create

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,9 +21,6 @@ from typing import Iterable, Sequence
 from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
 
 log = logging.getLogger("flitfeed.cli")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka" / "kafka.sh"
 
 
 def index_dir(settings: Settings, service: str) -> Path | None:
@@ -74,7 +70,9 @@ def open_service_index(settings: Settings, service: str, dim: int):  # noqa: ANN
 
 # --- broker & topics --------------------------------------------------------------------------------------
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
-    rc = subprocess.call(["bash", str(KAFKA_SCRIPT), args.action])
+    from flitfeed.kafka.local_broker import run_kafka_script
+
+    rc = run_kafka_script(args.action)
     if rc == 0 and args.action == "start":
         return cmd_topics_create(args, settings)
     return rc
@@ -339,12 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings()
     configure(settings.log_level, service=args.command)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from flitfeed.kafka.local_broker import BrokerScriptMissing
     from flitfeed.kafka.security import SecurityConfigError
     from flitfeed.startup import EXIT_DEPENDENCY, DependencyUnavailable
 
     try:
         return int(args.func(args, settings) or 0)
-    except (DependencyUnavailable, SecurityConfigError) as exc:
+    except (DependencyUnavailable, SecurityConfigError, BrokerScriptMissing) as exc:
         # One clear line instead of a traceback: what was missing and what to do.
         log.error("cannot start %s: %s", args.command, exc)
         return EXIT_DEPENDENCY

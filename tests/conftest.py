@@ -11,10 +11,26 @@ from typing import Iterator
 import pytest
 
 from benchmarks.service import Service, stop_all
+from flitfeed.kafka.local_broker import kafka_script
 from flitfeed.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-KAFKA_SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
+KAFKA_SCRIPT = kafka_script()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``FLITFEED_TEST_INSTALLED=PREFIX``: refuse to run unless flitfeed is imported from under PREFIX.
+
+    tests/wheel_check.sh runs the unit tests against an installed wheel; without this guard a stray
+    path to the checkout would silently test the sources instead.
+    """
+    installed = os.environ.get("FLITFEED_TEST_INSTALLED")
+    if installed:
+        import flitfeed
+
+        where = Path(flitfeed.__file__).resolve()
+        if not where.is_relative_to(Path(installed).resolve()):
+            raise pytest.UsageError(f"flitfeed is imported from {where}, not from the installation in {installed}")
 
 
 @pytest.fixture(scope="session")

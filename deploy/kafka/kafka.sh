@@ -7,7 +7,8 @@
 #
 # Environment:
 #   FLITFEED_CACHE                  jar cache root   (default ~/.cache/flitfeed)
-#   FLITFEED_KAFKA_DATA             data dir         (default <repo>/var/kafka)
+#   FLITFEED_KAFKA_DATA             data dir         (default <repo>/var/kafka in a checkout; run from an
+#                                   installed wheel, ${XDG_DATA_HOME:-~/.local/share}/flitfeed/kafka)
 #   FLITFEED_KAFKA_PORT             client port      (default 9092)
 #   FLITFEED_KAFKA_CONTROLLER_PORT  controller port  (default 9093)
 #   FLITFEED_KAFKA_WAIT_S           readiness deadline in seconds (default 90)
@@ -18,7 +19,14 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# In a checkout this is deploy/kafka/; an installed wheel ships the same files as flitfeed/kafka/deploy/
+# in site-packages, where nothing may be written.
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+if [[ -f "$REPO_ROOT/pyproject.toml" ]]; then
+    DEFAULT_DATA_DIR="$REPO_ROOT/var/kafka"
+else
+    DEFAULT_DATA_DIR="${XDG_DATA_HOME:-$HOME/.local/share}/flitfeed/kafka"
+fi
 
 KAFKA_VERSION="$(tr -d '[:space:]' <"$SCRIPT_DIR/VERSION")"
 CACHE_ROOT="${FLITFEED_CACHE:-$HOME/.cache/flitfeed}"
@@ -28,7 +36,7 @@ LIB_DIR="$KAFKA_HOME/lib"
 # a complete one.
 LIB_MARKER="$LIB_DIR/.complete"
 
-DATA_DIR="${FLITFEED_KAFKA_DATA:-$REPO_ROOT/var/kafka}"
+DATA_DIR="${FLITFEED_KAFKA_DATA:-$DEFAULT_DATA_DIR}"
 PORT="${FLITFEED_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${FLITFEED_KAFKA_CONTROLLER_PORT:-9093}"
 WAIT_S="${FLITFEED_KAFKA_WAIT_S:-90}"
@@ -71,7 +79,8 @@ install() {
     if [[ -f "$LIB_MARKER" ]]; then
         return 0
     fi
-    command -v mvn >/dev/null || die "mvn not found on PATH (needed once to fetch the Kafka jars)"
+    command -v mvn >/dev/null \
+        || die "mvn not found on PATH (needed once to fetch the Kafka jars; e.g. apt-get install maven)"
     mkdir -p "$KAFKA_HOME"
     exec 8>"$KAFKA_HOME/.install.lock"
     flock -w 600 8 || die "timed out waiting for another install into $KAFKA_HOME"
@@ -267,6 +276,8 @@ format_storage() {
 
 start() {
     install
+    command -v java >/dev/null \
+        || die "java not found on PATH (Kafka $KAFKA_VERSION needs Java 17+; e.g. apt-get install openjdk-17-jre)"
     take_lock
     local pid
     if pid="$(broker_pid)"; then

@@ -207,7 +207,7 @@ def test_worker_without_a_broker_exits_with_a_clear_error(tmp_path: Path) -> Non
            "FLITFEED_WORKER_METRICS_PORT": "0", "FLITFEED_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
            "FLITFEED_KAFKA_SASL_USERNAME": "svc", "FLITFEED_KAFKA_SASL_PASSWORD": SECRET}
     proc = subprocess.run([sys.executable, "-m", "flitfeed.cli", "worker"], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=REPO)
+                          text=True, timeout=120, cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert f"cannot start worker: no Kafka broker answered at 127.0.0.1:{port} within 2s" in out
