@@ -33,7 +33,11 @@ import numpy as np
 from flitfeed.evaluation.dataset import Dataset
 from flitfeed.index.base import IndexedFlit, VectorIndex
 from flitfeed.index.memory import MemoryIndex
+from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.coengagement import CoEngagement
+from flitfeed.ranker.feedback import ExampleLearner, impression_for
+from flitfeed.ranker.join import ImpressionJoin
+from flitfeed.ranker.model import ActionModel, prior_weights
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feeds import build_feed_pipeline
 from flitfeed.ranker.params import RankerParams
@@ -221,11 +225,13 @@ def eval_settings(base: Settings | None = None, **overrides: object) -> Settings
     a whole history (the protocol excludes every item the user saw, as
     production does within its bounded memory). Popularity's half-life is
     scaled from a day (short posts) to a year (films rated over 22 years:
-    measured best for popularity on ml-latest-small, see docs/evaluation).
+    measured best for popularity on ml-latest-small, see docs/evaluation), and the
+    feedback window from a minute (a feed scrolled past) to a day (a rating session).
     """
     s = base or Settings()
     values = dict(max_flit_age_s=1e11, recent_flits_capacity=10**6, seen_capacity=100_000,
-                  dedup_capacity=8, coengagement_capacity=10**6, popularity_half_life_s=365 * 86400.0)
+                  dedup_capacity=8, coengagement_capacity=10**6, popularity_half_life_s=365 * 86400.0,
+                  feedback_window_s=86400.0)
     values.update(overrides)
     return s.model_copy(update=values)
 
@@ -241,7 +247,7 @@ class FlitfeedMethod:
 
     def __init__(self, dataset: Dataset, vectors: np.ndarray, params: RankerParams, settings: Settings,
                  collaborative: bool = True, name: str = "flitfeed",
-                 index: VectorIndex | Literal["edge"] | None = None) -> None:
+                 index: VectorIndex | Literal["edge"] | None = None, learned: bool = True) -> None:
         self.name = name
         self.settings = settings
         self.params = params
@@ -275,8 +281,17 @@ class FlitfeedMethod:
                                          history=params.coengagement_history,
                                          recency=params.coengagement_recency,
                                          beta=params.coengagement_beta) if collaborative else None
-        self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement)
+        # learned: the service's ranking model, learning from each feed computed here as an impression,
+        # joined with the user's later events exactly as the ranker joins them (ranker/feedback.py, join.py).
+        self.model = (ActionModel(learning_rate=settings.model_learning_rate, prior=prior_weights(params.weights()))
+                      if learned else None)
+        self.affinity = Affinity(max_users=settings.coengagement_users) if learned else None
+        self.join = ImpressionJoin(window_s=settings.feedback_window_s)
+        self.learner = None if self.model is None else ExampleLearner(self.model)
+        self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement,
+                                            model=self.model, affinity=self.affinity)
         self.profiles: dict[str, UserProfile] = {}
+        self._impressions = 0
         self.stage_times = StageTimes()
 
     def close(self) -> None:
@@ -288,11 +303,14 @@ class FlitfeedMethod:
         profile = self.profiles.get(user)
         start = time.perf_counter()
         state = None if profile is None else user_state(profile, trigger_id="eval", trigger_ts=now)
-        query = feed_query(state, user, k, now)
+        self._impressions += 1
+        query = feed_query(state, user, k, now, trigger_id=f"eval-{self._impressions}")
         self.stage_times.add("user_state", time.perf_counter() - start)
         result = self.pipeline.run(query)
         for (kind, name), seconds in result.timings.items():
             self.stage_times.add(f"{kind}:{name}", seconds)
+        if self.learner is not None:
+            self.join.add(impression_for(query, result.items, f"imp-{self._impressions}"))
         return [self.position[c.flit_id] for c in result.items]
 
     def learn(self, event: Event) -> None:
@@ -306,7 +324,14 @@ class FlitfeedMethod:
         # The worker's rule, with the lookup the index gives it.
         apply_interaction(interaction, profile, self.points.get, self.taste)
         self.stage_times.add("learn:user_update", time.perf_counter() - start)
+        if self.learner is not None:
+            start = time.perf_counter()
+            examples = self.join.expire(event.ts)
+            labelled = self.join.learn_one(event.user, fid, event.kind, event.ts)
+            self.learner.learn_many(examples + ([labelled] if labelled is not None else []))
+            self.stage_times.add("learn:model", time.perf_counter() - start)
         start = time.perf_counter()
-        learn_interaction(self.engagement, self.coengagement, interaction)
+        learn_interaction(self.engagement, self.coengagement, interaction, self.affinity, self.recent,
+                          self.params.engagement_saturation)
         self.stage_times.add("learn:ranker_signals", time.perf_counter() - start)
 

@@ -14,7 +14,9 @@ Methods (``--methods`` picks a subset, in this order):
 ``content``               the design card's content-only model: the production pipeline ranking
                           by similarity to the user's taste vector only
 ``als``                   ``implicit`` ALS retrained every 2,500 positives on everything so far
-``flitfeed``              the shipped default: :class:`~flitfeed.ranker.params.RankerParams` defaults
+``blend``                 the former hand-set blend (``RankerParams`` weights), no learning
+``flitfeed``              the shipped default: the learned ranking model, learning from each feed it
+                          computes as an impression (ranker/feedback.py), RankerParams defaults
 ========================  ====================================================================
 """
 
@@ -42,7 +44,7 @@ from flitfeed.settings import Settings
 
 log = logging.getLogger(__name__)
 
-METHODS = ("random", "popularity", "popularity-1d", "popularity-365d", "content", "als", "flitfeed")
+METHODS = ("random", "popularity", "popularity-1d", "popularity-365d", "content", "als", "blend", "flitfeed")
 SHIPPED = "flitfeed"
 DAY = 86400.0
 
@@ -57,7 +59,7 @@ PROTOCOL = (
 def content_params(base: RankerParams) -> RankerParams:
     """The content-only model: similarity to the taste vector and nothing else."""
     return replace(base, similarity_weight=1.0, freshness_weight=0.0, engagement_weight=0.0,
-                   collaborative_weight=0.0, author_decay=1.0, tag_decay=1.0, exploration_slots=0)
+                   collaborative_weight=0.0, author_decay=1.0, tag_decay=1.0, explore_share=0.0)
 
 
 def build_methods(names: Sequence[str], dataset: Dataset, vectors: np.ndarray, settings: Settings,
@@ -76,9 +78,11 @@ def build_methods(names: Sequence[str], dataset: Dataset, vectors: np.ndarray, s
             out.append(PopularityMethod(n, half_life_s=365 * DAY, name=name))
         elif name == "content":
             out.append(FlitfeedMethod(dataset, vectors, content_params(params), settings, collaborative=False,
-                                      name=name))
+                                      name=name, learned=False))
         elif name == "als":
             out.append(ALSMethod(n, seed=seed))
+        elif name == "blend":
+            out.append(FlitfeedMethod(dataset, vectors, params, settings, name=name, learned=False))
         elif name == "flitfeed":
             out.append(FlitfeedMethod(dataset, vectors, params, settings, name=name))
         else:
@@ -90,9 +94,9 @@ def _groups(methods: Sequence[str], jobs: int) -> list[tuple[str, ...]]:
     """Split methods into at most ``jobs`` groups: the pipeline methods alone, the cheap ones together.
 
     >>> _groups(METHODS, 3)
-    [('content',), ('flitfeed',), ('random', 'popularity', 'popularity-1d', 'popularity-365d', 'als')]
+    [('flitfeed',), ('blend',), ('content', 'random', 'popularity', 'popularity-1d', 'popularity-365d', 'als')]
     """
-    slow = [m for m in methods if m in ("content", "flitfeed")]
+    slow = [m for m in ("flitfeed", "blend", "content") if m in methods]
     fast = tuple(m for m in methods if m not in slow)
     groups = [(m,) for m in slow][: max(jobs - 1, 1)]
     rest = [m for m in slow if (m,) not in groups]

@@ -60,9 +60,11 @@ def tune(dataset_dir: Path, *, score_from: int, events: int | None, grid: dict[s
     methods: list[Method] = [PopularityMethod(len(dataset.items), settings.popularity_half_life_s,
                                               name="popularity (same half-life)"),
                              FlitfeedMethod(dataset, vectors, content_params(base), settings, collaborative=False,
-                                            name="content")]
+                                            name="content", learned=False)]
+    # The grid tunes the hand-set blend, which is now the learned model's prior (ranker/model.py).
     for name, overrides in grid.items():
-        methods.append(FlitfeedMethod(dataset, vectors, replace(base, **overrides), settings, name=name))
+        methods.append(FlitfeedMethod(dataset, vectors, replace(base, **overrides), settings, name=name,
+                                      learned=False))
     runs = replay(dataset, methods, vectors, score_from=score_from)
     rows = []
     for m in methods:

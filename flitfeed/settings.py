@@ -29,6 +29,9 @@ TOPIC_DEAD_LETTERS = "dead-letters"
 TOPIC_FLIT_VECTORS = "flit-vectors"
 TOPIC_USER_STATES = "user-states"
 TOPIC_PARKED = "interactions-parked"
+TOPIC_IMPRESSIONS = "impressions"
+TOPIC_EXAMPLES = "examples"
+TOPIC_RANKER_MODEL = "ranker-model"
 
 
 class Settings(BaseSettings):
@@ -99,11 +102,18 @@ class Settings(BaseSettings):
     max_flit_age_s: float = Field(7 * 24 * 3600.0, gt=0)
     popularity_half_life_s: float = Field(24 * 3600.0, gt=0)
     recent_flits_capacity: int = Field(5000, ge=1)
-    #: Scoring weights; unset = the tuned defaults of ``RankerParams`` (ranker/params.py).
-    ranker_similarity_weight: float | None = None
-    ranker_freshness_weight: float | None = None
-    ranker_engagement_weight: float | None = None
-    ranker_collaborative_weight: float | None = None
+    #: Share of feed slots given to exploration (a fresh flit by a new author, drawn at random).
+    explore_share: float = Field(0.1, ge=0.0, le=0.5)
+
+    # --- Ranker: learning from feedback (issue 14) -------------------------
+    #: How long after an impression an interaction still labels it; an item ignored that long is a negative.
+    feedback_window_s: float = Field(60.0, gt=0)
+    #: Whether the ranker learns its model from the examples stream (off: it ranks with the model it loaded).
+    ranker_learning: bool = True
+    #: AdaGrad step size of the ranking model.
+    model_learning_rate: float = Field(0.2, gt=0)
+    #: How often a ranker publishes its model to the compacted ``ranker-model`` topic.
+    model_snapshot_interval_s: float = Field(30.0, gt=0)
 
     # --- Ranker: collaborative signal (issue 4, evaluation) ----------------
     #: Flits the co-engagement model covers (dense matrix: 4·n² bytes; 5,000 → 100 MB).

@@ -126,6 +126,35 @@ class Metrics:
         self.diversity = Histogram("flitfeed_feed_author_diversity_ratio",
                                    "Distinct authors / items of each published feed.", buckets=UNIT_BUCKETS,
                                    registry=r)
+
+        # --- the learned ranking model (ranker/model.py, feedback.py, join.py) -------------------------------
+        self.impressions = Counter("flitfeed_ranker_impressions_total",
+                                   "Feed items recorded as impressions, by how they were placed (ranked, explore).",
+                                   ["placement"], registry=r)
+        self.examples = Counter("flitfeed_ranker_examples_total",
+                                "Labelled examples: emitted by this ranker's join (by label: engage, dwell, "
+                                "negative, ignored, superseded) and learned.", ["stage", "label"], registry=r)
+        self.examples_dropped = Counter("flitfeed_ranker_examples_dropped_total",
+                                        "Examples never learned, by reason (malformed, duplicate, feature_set, "
+                                        "bad_features, unknown_action).", ["reason"], registry=r)
+        self.model_examples = Gauge("flitfeed_ranker_model_examples",
+                                    "Examples the ranking model has learned in all (from its snapshot on).",
+                                    registry=r)
+        self.model_logloss = Gauge("flitfeed_ranker_model_logloss",
+                                   "Running log loss of the ranking model per action (on each example before "
+                                   "learning it).", ["action"], registry=r)
+        self.model_calibration = Gauge("flitfeed_ranker_model_calibration_ratio",
+                                       "Running mean predicted probability / observed rate per action (1 = calibrated).",
+                                       ["action"], registry=r)
+        self.model_fallbacks = Counter("flitfeed_ranker_model_fallback_total",
+                                       "Feeds scored by the prior because the model gave non-finite scores.",
+                                       registry=r)
+        self.model_snapshots = Counter("flitfeed_ranker_model_snapshots_total",
+                                       "Model snapshots: written, loaded, missing (started from the prior), "
+                                       "corrupt (started from the prior).", ["outcome"], registry=r)
+        self.exploration_share = Gauge("flitfeed_ranker_exploration_share_ratio",
+                                       "Share of served feed items placed by exploration (since start).",
+                                       registry=r)
         #: Set by :meth:`serve`; the service's loop calls ``health.beat()`` and clears readiness conditions.
         self.health = Health()
         self.server: MetricsServer | None = None

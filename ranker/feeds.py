@@ -6,16 +6,19 @@ Adding a filter is one file in ``filters/`` and one line below.
 from __future__ import annotations
 
 from flitfeed.index.base import VectorIndex
+from flitfeed.ranker.affinity import Affinity
+from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.filters import DuplicateFilter, MaxAgeFilter, MutedAuthorFilter, OwnFlitsFilter, SeenFilter
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline
 from flitfeed.ranker.recent import RecentFlits
-from flitfeed.ranker.scorers import (CollaborativeScorer, EngagementScorer, FreshnessScorer, SimilarityScorer,
-                                    WeightedScorer)
+from flitfeed.ranker.scorers import (ActionScorer, CollaborativeScorer, EngagementScorer, FreshnessScorer,
+                                    SimilarityScorer, WeightedScorer)
 from flitfeed.ranker.selectors import DiversitySelector
 from flitfeed.ranker.sources import (
+    AffinityHydrator,
     CoEngagedSource,
     CollaborativeHydrator,
     EngagementHydrator,
@@ -31,11 +34,16 @@ def build_feed_pipeline(
     recent: RecentFlits,
     params: RankerParams,
     coengagement: CoEngagement | None = None,
+    model: ActionModel | None = None,
+    affinity: Affinity | None = None,
 ) -> FeedPipeline:
     """The home-feed pipeline over the shared index, engagement, recent-flit and co-engagement state.
 
-    Without ``coengagement`` the collaborative source, hydrator and scorer are
-    left out (a content + popularity ranker).
+    With ``model`` (the service's default) candidates are scored by the learned ranking model,
+    ``Σ value · P(action)`` (:class:`ActionScorer`); without it by the former hand-set blend of
+    ``params.weights()`` (:class:`WeightedScorer`), which the evaluation keeps as a baseline.
+    Without ``coengagement`` the collaborative source, hydrator and scorer are left out (a content +
+    popularity ranker); without ``affinity`` author and tag affinities stay 0.
     """
     collaborative = coengagement is not None
     return FeedPipeline(
@@ -50,6 +58,7 @@ def build_feed_pipeline(
             EngagementHydrator(engagement),
             SimilarityHydrator(index, recent),
             *([CollaborativeHydrator(coengagement)] if collaborative else []),
+            *([AffinityHydrator(affinity)] if affinity is not None else []),
         ],
         # Duplicates go first so that a flit two sources returned is counted
         # once in the later filters' removed counts.
@@ -60,13 +69,13 @@ def build_feed_pipeline(
             MutedAuthorFilter(),
             MaxAgeFilter(params.max_age_s, params.future_skew_s),
         ],
-        # The weighted scorer combines the others, so it runs last.
+        # The model (or the blend) combines the others, so it runs last.
         scorers=[
             SimilarityScorer(),
             FreshnessScorer(params.freshness_half_life_s),
             EngagementScorer(params.engagement_saturation),
             *([CollaborativeScorer()] if collaborative else []),
-            WeightedScorer(params.weights()),
+            ActionScorer(model, affinity) if model is not None else WeightedScorer(params.weights()),
         ],
         selector=DiversitySelector(params, recent.author_flit_count),
     )

@@ -55,8 +55,9 @@ class RankerParams:
     #: Flits dated further than this in the future (author clock skew) are dropped.
     future_skew_s: float = 300.0
 
-    # --- Scoring: base score = Σ weight · component ----------------------------
-    # Tuned by the streaming evaluation (docs/evaluation/tuning.json, README
+    # --- The former hand-set blend: score = Σ weight · component -----------------
+    # The service scores with the learned model (ranker/model.py, whose prior recasts this blend);
+    # the blend is kept as the evaluation's baseline ("hand-set blend"). Tuned by the streaming evaluation (docs/evaluation/tuning.json, README
     # "Recommendation quality"): on ml-latest-small the best relevance mix was
     # similarity : engagement : collaborative = 0.1 : 0.3 : 1.0. Freshness is
     # inert there (a film catalog has no post times), so the three are scaled
@@ -96,9 +97,10 @@ class RankerParams:
     #: Score multiplied by ``tag_decay ** overlap`` where overlap counts the
     #: candidate's tags already present among the picked items.
     tag_decay: float = 0.8
-    #: Feed slots reserved for a fresh flit by a new author, when one is
-    #: available (never the whole feed: at most ``k - 1``).
-    exploration_slots: int = 1
+    #: Share of feed slots reserved for exploration: a fresh flit by a new
+    #: author, drawn at random when one is available (never the whole feed:
+    #: at most ``k - 1`` slots). 0.1 = one slot of a 10-item feed.
+    explore_share: float = 0.1
     #: An author with at most this many flits among the recent flits is "new".
     new_author_max_flits: int = 3
     #: Only flits at most this old qualify for an exploration slot.
@@ -107,12 +109,12 @@ class RankerParams:
     def __post_init__(self) -> None:
         for name in ("feed_k", "candidates_per_source", "coengagement_history"):
             _check(name, getattr(self, name), lo=1)
-        for name in ("max_pushed_seen", "exploration_slots", "new_author_max_flits"):
+        for name in ("max_pushed_seen", "new_author_max_flits"):
             _check(name, getattr(self, name), lo=0)
         for name in ("max_age_s", "freshness_half_life_s", "engagement_saturation", "exploration_max_age_s"):
             _check(name, getattr(self, name), lo=0, strict=True)
         _check("future_skew_s", self.future_skew_s, lo=0)
-        for name in ("popular_share", "author_decay", "tag_decay", "coengagement_beta"):
+        for name in ("popular_share", "author_decay", "tag_decay", "coengagement_beta", "explore_share"):
             _check(name, getattr(self, name), lo=0, hi=1)
         if not 0 < self.coengagement_recency <= 1:
             raise ValueError(f"coengagement_recency must be in (0, 1], got {self.coengagement_recency}")
@@ -137,17 +139,14 @@ class RankerParams:
         >>> p = RankerParams.from_settings(Settings(feed_k=5, max_flit_age_s=60.0), tag_decay=1.0)
         >>> p.feed_k, p.candidates_per_source, p.max_age_s, p.tag_decay
         (5, 200, 60.0, 1.0)
-        >>> RankerParams.from_settings(Settings(ranker_collaborative_weight=0.0)).weights()["collaborative"]
+        >>> RankerParams.from_settings(Settings(explore_share=0.0)).explore_share
         0.0
         """
-        weights = {name: value for name in ("similarity_weight", "freshness_weight", "engagement_weight",
-                                            "collaborative_weight")
-                   if (value := getattr(settings, f"ranker_{name}")) is not None}
         base = cls(
             feed_k=settings.feed_k,
             candidates_per_source=settings.candidates_per_source,
             max_age_s=settings.max_flit_age_s,
-            **weights,
+            explore_share=settings.explore_share,
         )
         return replace(base, **overrides)
 

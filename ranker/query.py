@@ -17,6 +17,9 @@ class FeedQuery:
     seen: frozenset[str] = field(default_factory=frozenset)
     muted_authors: frozenset[str] = field(default_factory=frozenset)
     positives: int = 0
+    #: What asked for the feed (request or event id): seeds the exploration draw, so the same
+    #: trigger on the same state gives the same feed on any replica.
+    trigger_id: str = ""
 
     @property
     def cold_start(self) -> bool:

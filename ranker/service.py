@@ -35,13 +35,17 @@ from flitfeed.index.factory import is_shared
 from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
+from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
+from flitfeed.ranker.feedback_loop import FeedbackLoop
 from flitfeed.ranker.feeds import build_feed_pipeline
+from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline, PipelineResult
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlits
+from flitfeed.ranker.scorers import ActionScorer
 from flitfeed.ranker.signals import learn_interaction
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
                                TOPIC_USER_STATES, Settings)
@@ -84,22 +88,23 @@ class HeldState:
                    positives=state.positives, trigger_id=state.trigger_id)
 
 
-def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: float) -> FeedQuery:
+def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: float,
+               trigger_id: str = "") -> FeedQuery:
     """The pipeline's view of a user; an unknown user is a cold-start query."""
     if state is None:
-        return FeedQuery(user_id=user_id, k=k, now=now)
+        return FeedQuery(user_id=user_id, k=k, now=now, trigger_id=trigger_id)
     taste = None if state.taste is None else np.asarray(state.taste, dtype=np.float32)
     return FeedQuery(user_id=user_id, k=k, now=now, taste=taste, seen=frozenset(state.seen),
-                     muted_authors=frozenset(state.muted_authors), positives=state.positives)
+                     muted_authors=frozenset(state.muted_authors), positives=state.positives, trigger_id=trigger_id)
 
 
 def make_feed(query: FeedQuery, result: PipelineResult, *, model_version: str, trigger_id: str,
-              trigger_kind: str) -> Feed:
+              trigger_kind: str, impression_id: str | None = None) -> Feed:
     return Feed(user_id=query.user_id,
                 items=[FeedItem(flit_id=c.flit_id, author_id=c.author_id, score=round(float(c.score), 6),
                                 reason=c.source) for c in result.items],
                 generated_at=datetime.now(timezone.utc), model_version=model_version, trigger_id=trigger_id,
-                trigger_kind=trigger_kind, cold_start=query.cold_start)
+                trigger_kind=trigger_kind, cold_start=query.cold_start, impression_id=impression_id)
 
 
 def coengagement_for(settings: Settings, params: RankerParams) -> CoEngagement:
@@ -119,8 +124,12 @@ class RankerService:
                                             capacity=max(10 * settings.recent_flits_capacity, 10_000))
         self.recent = RecentFlits(capacity=settings.recent_flits_capacity)
         self.coengagement = coengagement_for(settings, self.params)
+        self.affinity = Affinity(max_users=settings.coengagement_users)
+        self.model = ActionModel(learning_rate=settings.model_learning_rate)
         self.pipeline: FeedPipeline = build_feed_pipeline(index, self.engagement, self.recent, self.params,
-                                                          self.coengagement)
+                                                          self.coengagement, model=self.model, affinity=self.affinity)
+        self._scorer = next(s for s in self.pipeline.scorers if isinstance(s, ActionScorer))
+        self._fallbacks = 0
         self.model_version = "unknown"
         self.monitors = RankerMonitors(settings, metrics)
         self._next_export = 0.0
@@ -133,6 +142,9 @@ class RankerService:
         self._t = {name: settings.topic(name) for name in
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
         self.producer = Producer(producer_config(settings))
+        self.instance = settings.instance()
+        self._headers = instance_headers(settings)
+        self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers)
         self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit,
                                                write_index=not is_shared(settings))
         self.rebuilder = None
@@ -143,8 +155,6 @@ class RankerService:
                                             min_unindexed=settings.index_optimize_min_points,
                                             interval_s=settings.index_rebuild_interval_s)
         self.interactions = self._interactions_reader()
-        self.instance = settings.instance()
-        self._headers = instance_headers(settings)
         # client.id = instance id: the group's member list (kafka-consumer-groups --describe, AdminClient)
         # then says which replica owns which partitions. The session timeout bounds how long a crashed
         # ranker's partitions wait for a new member.
@@ -185,7 +195,9 @@ class RankerService:
                 event = Interaction.model_validate_json(m.value())
             except ValueError:
                 continue  # the worker dead-letters invalid interactions; popularity just ignores them
-            learn_interaction(self.engagement, self.coengagement, event)
+            learn_interaction(self.engagement, self.coengagement, event, self.affinity, self.recent,
+                              self.params.engagement_saturation)
+            self.feedback.on_interaction(event)
             self.monitors.learn_interaction(event.user_id, event.flit_id, event.kind, to_epoch(event.ts))
             self.event_now = max(self.event_now, to_epoch(event.ts))
         return len(messages)
@@ -198,6 +210,7 @@ class RankerService:
                                                                    what="committed offsets")} if mine else {})
         for tp in mine:
             self.states[tp.partition] = self._bootstrap_states(tp.partition, committed.get(tp.partition, -1))
+        self.feedback.rebuild([tp.partition for tp in mine], time.time())
         log.info("partitions assigned", extra={"partitions": len(partitions), "users": self.user_count()})
         consumer.assign(partitions)
         self.metrics.health.ready("partitions_assigned")
@@ -206,6 +219,7 @@ class RankerService:
         for tp in partitions:
             if tp.topic == self._t[TOPIC_USER_STATES]:
                 self.states.pop(tp.partition, None)
+        self.feedback.drop([tp.partition for tp in partitions if tp.topic == self._t[TOPIC_USER_STATES]])
 
     def _bootstrap_states(self, partition: int, until: int) -> dict[str, HeldState]:
         """Latest state per user in [0, until) of a user-states partition, without publishing feeds."""
@@ -279,6 +293,8 @@ class RankerService:
             self.rebuilder.poll()
         self.replicator.poll_once(timeout=0)
         self._poll_interactions()
+        self.feedback.learn()
+        self.feedback.expire(self.now())
         messages = self.consumer.consume(num_messages=200, timeout=timeout)
         if any(m.error() is None and m.topic() == self._t[TOPIC_USER_STATES] for m in messages):
             if not self.replicator.catch_up():
@@ -323,6 +339,12 @@ class RankerService:
         self._next_export = now + self.settings.monitoring_interval_s
         health.ready("flit_vectors_caught_up", self.replicator.caught_up)
         self.monitors.export(catalog_size=len(self.recent))
+        if self._scorer.fallbacks > self._fallbacks:
+            self.metrics.model_fallbacks.inc(self._scorer.fallbacks - self._fallbacks)
+            log.warning("ranking model gave non-finite scores; those feeds used the prior",
+                        extra={"feeds": self._scorer.fallbacks - self._fallbacks})
+            self._fallbacks = self._scorer.fallbacks
+        self.feedback.maybe_snapshot(self.instance)
 
     def _dead_letter(self, m, reason: Reason, detail: str) -> None:  # noqa: ANN001 - confluent Message
         key, value = dead_letter(self.metrics, topic=m.topic(), partition=m.partition(), offset=m.offset(),
@@ -349,7 +371,7 @@ class RankerService:
         if previous is not None and previous.trigger_id == state.trigger_id:
             return 0  # the worker re-published after a crash; this feed was already served
         self._publish_feed(state.user_id, held, self.settings.feed_k, state.trigger_id, "interaction",
-                           state.trigger_ts)
+                           state.trigger_ts, m.partition())
         return 1
 
     def _on_feed_request(self, m) -> int:  # noqa: ANN001
@@ -364,16 +386,17 @@ class RankerService:
         state = self.states.get(m.partition(), {}).get(request.user_id)
         _, ts_ms = m.timestamp()
         self._publish_feed(request.user_id, state, request.k, request.request_id, "request",
-                           ts_ms / 1000.0 if ts_ms > 0 else time.time())
+                           ts_ms / 1000.0 if ts_ms > 0 else time.time(), m.partition())
         return 1
 
     def _publish_feed(self, user_id: str, state: HeldState | None, k: int, trigger_id: str, trigger_kind: str,
-                      trigger_ts: float) -> None:
-        query = feed_query(state, user_id, k, self.now())
+                      trigger_ts: float, partition: int) -> None:
+        query = feed_query(state, user_id, k, self.now(), trigger_id=trigger_id)
         result = self.pipeline.run(query)
         self._record(result)
+        impression_id = self.feedback.record(query, result.items, partition)
         feed = make_feed(query, result, model_version=self.model_version, trigger_id=trigger_id,
-                         trigger_kind=trigger_kind)
+                         trigger_kind=trigger_kind, impression_id=impression_id)
         self._produce(self._t[TOPIC_FEEDS], user_id.encode(), feed.to_bytes())
         self.metrics.feeds.labels(trigger=trigger_kind, cold_start=str(query.cold_start).lower()).inc()
         self.metrics.feed_items.observe(len(feed.items))
@@ -406,6 +429,7 @@ class RankerService:
     def _final_commit(self) -> None:
         """On a graceful stop: deliver what is pending, then commit synchronously (the loop's commits
         are asynchronous and could still be in flight), so a restart re-reads nothing already served."""
+        self.feedback.maybe_snapshot(self.instance, force=True)
         if self.producer.flush(10) != 0:
             log.error("feeds not delivered at shutdown; offsets left uncommitted")
             return
@@ -420,7 +444,7 @@ class RankerService:
         if self.rebuilder is not None:
             self.rebuilder.close()
         for closer in (self._final_commit, self.consumer.close, self.interactions.close, self.replicator.close,
-                       lambda: self.producer.flush(10)):
+                       self.feedback.close, lambda: self.producer.flush(10)):
             try:
                 closer()
             except Exception:  # closing is best effort; the error is logged

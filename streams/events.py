@@ -145,6 +145,63 @@ class Feed(_Versioned):
     trigger_id: str
     trigger_kind: Literal["interaction", "request"]
     cold_start: bool = False
+    #: The impression this feed was recorded as (``impressions`` topic), joined with what the user does next.
+    impression_id: str | None = None
+
+
+class ImpressionItem(_Record):
+    flit_id: Ident
+    author_id: Ident
+    #: 0-based position in the feed.
+    position: Annotated[int, Field(ge=0, le=10_000, strict=True)]
+    score: float
+    #: The model's feature values this item was scored with (layout: the impression's ``feature_set``).
+    features: Annotated[list[float], Field(max_length=256)]
+    #: Probability that the selector put this item here: 1 for a ranked pick, 1/n for an exploration
+    #: pick drawn uniformly from n candidates.
+    propensity: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    explore: bool = False
+
+
+class Impression(_Versioned):
+    """A feed as served, with what each item was scored with: the value of the ``impressions`` topic."""
+
+    impression_id: Ident
+    user_id: Ident
+    #: Epoch seconds when the feed was built (ranking time).
+    served_at: float
+    trigger_id: str
+    feature_set: str
+    items: Annotated[list[ImpressionItem], Field(max_length=1000)]
+
+
+class Example(_Versioned):
+    """One impressed item joined with what the user did within the window: the ``examples`` topic."""
+
+    #: ``<impression_id>/<flit_id>``: learning is idempotent by it.
+    example_id: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    user_id: Ident
+    flit_id: Ident
+    impression_id: Ident
+    served_at: float
+    labelled_at: float
+    feature_set: str
+    features: Annotated[list[float], Field(max_length=256)]
+    #: The actions observed (``engage``, ``dwell``, ``negative``); empty = shown and ignored.
+    actions: Annotated[list[str], Field(max_length=16)] = []
+    propensity: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    explore: bool = False
+
+
+class ModelSnapshot(_Versioned):
+    """The ranking model's state on the compacted ``ranker-model`` topic (key ``model``)."""
+
+    #: ``ActionModel.to_dict()``.
+    model: dict[str, Any]
+    #: ``examples`` partition → next offset to learn: what the model has learned.
+    positions: dict[int, int]
+    written_at: datetime
+    written_by: str = ""
 
 
 class FlitVector(_Versioned):
@@ -302,6 +359,11 @@ def check_user_key(key: bytes | None, user_id: str) -> None:
     """User-keyed topics are partitioned by user: the key must be the user id."""
     if key != user_id.encode("utf-8"):
         raise DecodeError(Reason.KEY_MISMATCH, f"key {key!r} != user_id {user_id!r}")
+
+
+def decode_internal(raw: bytes | None, model: type[R], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R:
+    """Bounded decoding of an internal record (size, JSON, version, schema): raises :class:`DecodeError`."""
+    return _parse(raw, model, max_bytes)
 
 
 def decode_feed_request(raw: bytes | None, *, max_k: int = 100,

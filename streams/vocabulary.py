@@ -11,8 +11,8 @@ probability of each :data:`ACTIONS` entry per candidate and scores a candidate
 ('positive', 'negative', None)
 >>> action_of("view", dwell_ms=9_000), action_of("view", dwell_ms=1_000), action_of("reflit")
 ('dwell', None, 'engage')
->>> positive_kinds()
-frozenset({'like', 'reflit', 'reply'})
+>>> sorted(positive_kinds())
+['like', 'reflit', 'reply']
 """
 
 from __future__ import annotations

@@ -23,12 +23,15 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, 
 from flitfeed.kafka.config import client_config
 from flitfeed.settings import (
     TOPIC_DEAD_LETTERS,
+    TOPIC_EXAMPLES,
     TOPIC_FEED_REQUESTS,
     TOPIC_FEEDS,
     TOPIC_FLIT_VECTORS,
     TOPIC_FLITS,
+    TOPIC_IMPRESSIONS,
     TOPIC_INTERACTIONS,
     TOPIC_PARKED,
+    TOPIC_RANKER_MODEL,
     TOPIC_USER_STATES,
     Settings,
 )
@@ -95,6 +98,11 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(TOPIC_USER_STATES, _COMPACT),
     # Interactions waiting for their flit's vector are retried, then expire.
     TopicSpec(TOPIC_PARKED, _DELETE),
+    # Keyed by user id, co-partitioned with interactions: the feedback join runs per partition.
+    TopicSpec(TOPIC_IMPRESSIONS, _DELETE),
+    TopicSpec(TOPIC_EXAMPLES, _DELETE),
+    # Keyed "model": only the latest snapshot of the ranking model matters.
+    TopicSpec(TOPIC_RANKER_MODEL, _COMPACT),
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable
 
 import numpy as np
@@ -27,13 +28,18 @@ class DiversitySelector(Selector):
     penalty never improves a score. ``candidate.score`` is set to the adjusted
     score at the moment of the pick.
 
-    Exploration: when ``author_flit_count`` is given, up to
-    ``params.exploration_slots`` (at most ``k - 1``) of the last slots go to
-    the best remaining fresh flit (age ≤ ``exploration_max_age_s``) by a new
-    author (≤ ``new_author_max_flits`` recent flits); such a pick gets
+    Exploration: when ``author_flit_count`` is given, a share ``params.explore_share``
+    of the slots (``⌊k · share + u⌋`` with ``u`` uniform in [0, 1), so the
+    expected share is exact; at most ``k - 1``) is reserved at the end of the
+    feed for fresh flits (age ≤ ``exploration_max_age_s``) by new authors
+    (≤ ``new_author_max_flits`` recent flits). Each reserved slot is drawn
+    uniformly from the qualifying flits left, so the pick's ``propensity`` is
+    ``1 / their number`` (logged with the impression: what the model learns
+    from exploration is not what the ranking chose); it gets
     ``source = "explore"``. A qualifying flit that earns a slot on its own
     merit uses up a reserved slot. With no qualifying candidate left the slot
-    is filled normally.
+    is filled normally. The draw is seeded by the query's user and trigger, so
+    the same request on the same state gives the same feed on any replica.
 
     Returns ``min(k, distinct flits)`` candidates, never one flit twice.
     """
@@ -58,7 +64,10 @@ class DiversitySelector(Selector):
             for tag in set(c.tags):
                 holders.setdefault(tag, []).append(i)
         explorable = np.array([self._explorable(query, c) for c in pool], dtype=bool)
-        explore_needed = min(p.exploration_slots, k - 1) if self.author_flit_count is not None else 0
+        rng = np.random.default_rng(_seed(query.user_id, query.trigger_id))
+        explore_needed = 0
+        if self.author_flit_count is not None and p.explore_share > 0:
+            explore_needed = min(int(k * p.explore_share + rng.random()), k - 1)
 
         same_author = np.zeros(len(pool), dtype=np.float64)
         tag_overlap = np.zeros(len(pool), dtype=np.float64)
@@ -75,14 +84,19 @@ class DiversitySelector(Selector):
                 if eligible.any():
                     mask, exploring = eligible, True
             idx = np.flatnonzero(mask)
-            best = int(idx[np.lexsort((-idx, base[idx], factor[idx], adjusted[idx]))[-1]])
+            if exploring:
+                best = int(idx[rng.integers(len(idx))])
+            else:
+                best = int(idx[np.lexsort((-idx, base[idx], factor[idx], adjusted[idx]))[-1]])
 
             c = pool[best]
             c.score = float(adjusted[best])
+            c.propensity = 1.0
             if explorable[best] and explore_needed > 0:
                 explore_needed -= 1
             if exploring:
                 c.source = EXPLORE
+                c.propensity = 1.0 / len(idx)
             out.append(c)
 
             available[best] = False
@@ -97,6 +111,11 @@ class DiversitySelector(Selector):
             return False
         return (query.now - c.created_at <= self.params.exploration_max_age_s
                 and self.author_flit_count(c.author_id) <= self.params.new_author_max_flits)
+
+
+def _seed(user_id: str, trigger_id: str) -> int:
+    # A stable hash (Python's hash() of a str changes per process).
+    return int.from_bytes(hashlib.blake2b(f"{user_id}\x00{trigger_id}".encode(), digest_size=8).digest(), "big")
 
 
 def _first_of_each_flit(candidates: list[Candidate]) -> list[Candidate]:

@@ -41,7 +41,7 @@ def test_popularity_on_the_tiny_stream() -> None:
 def test_content_only_production_pipeline_on_the_tiny_stream() -> None:
     ds, vectors = tiny()
     settings = eval_settings()
-    method = FlitfeedMethod(ds, vectors, content_params(RankerParams.from_settings(settings)), settings,
+    method = FlitfeedMethod(ds, vectors, content_params(RankerParams.from_settings(settings)), settings, learned=False,
                             collaborative=False, name="content")
     run = replay(ds, [method], vectors, k=1, progress_every=0)["content"]
     # u1 after liking A is shown A2 (its nearest unseen neighbour): the only hit. After A and A2 the

@@ -38,7 +38,7 @@ def test_shipped_model_beats_popularity_on_a_slice() -> None:
     shipped = FlitfeedMethod(dataset, vectors, RankerParams.from_settings(settings), settings, name="flitfeed")
     baselines = [PopularityMethod(n, DAY, name="popularity-1d"),
                  FlitfeedMethod(dataset, vectors, content_params(RankerParams.from_settings(settings)), settings,
-                                collaborative=False, name="content")]
+                                collaborative=False, name="content", learned=False)]
     runs = replay(dataset, [shipped, *baselines], vectors, score_from=SCORE_FROM, progress_every=0)
     recall = {name: run.log.summary(n)["recall"] for name, run in runs.items()}
     assert runs["flitfeed"].log.summary(n)["events"] > 500

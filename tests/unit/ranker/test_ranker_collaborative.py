@@ -119,7 +119,7 @@ def test_pipeline_blends_behaviour_with_text_and_keeps_cold_flits_reachable() ->
     recent = recent_store()
     recent.add_one("new", "author-new", 0.0)
     params = RankerParams(similarity_weight=0.2, engagement_weight=0.0, freshness_weight=0.0,
-                          collaborative_weight=1.0, tag_decay=1.0, author_decay=1.0, exploration_slots=0)
+                          collaborative_weight=1.0, tag_decay=1.0, author_decay=1.0, explore_share=0.0)
     pipeline = build_feed_pipeline(index, EngagementTracker(3600.0, 100), recent, params, trained())
     result = pipeline.run(query(seen=frozenset({"a"})))
     ids = [c.flit_id for c in result.items]

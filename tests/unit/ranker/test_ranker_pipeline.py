@@ -195,7 +195,7 @@ def test_similarity_hydrator_scores_recent_flits_in_memory_and_asks_the_index_fo
 # --- Full pipeline ---------------------------------------------------------------
 
 def test_topic_a_user_gets_topic_a_first(world):
-    result = world.pipeline(exploration_slots=0).run(warm(k=5))
+    result = world.pipeline(explore_share=0.0).run(warm(k=5))
     assert [c.flit_id[0] for c in result.items] == ["a"] * 5
     assert len({c.author_id for c in result.items}) == 5  # author diversity among equals
     assert result.candidates > 0 and not result.errors
@@ -222,7 +222,7 @@ def test_cold_start_user_gets_fresh_and_popular(world):
     world.flit("hot", "author_h", TOPIC_B, age=2 * 3600.0)
     for _ in range(10):
         world.engagement.learn_one("hot", "like", NOW - 60)
-    result = world.pipeline(exploration_slots=0).run(FeedQuery("newbie", 4, NOW))
+    result = world.pipeline(explore_share=0.0).run(FeedQuery("newbie", 4, NOW))
     assert ("source", "similar") not in result.timings  # the vector source did not run
     assert len(result.items) == 4
     # Younger flits exist, but ten likes outweigh an hour of age.
@@ -243,7 +243,7 @@ def test_exploration_slot_surfaces_a_new_author(world):
             for topic in "ab":
                 world.recent.add_one(f"x{topic}{i}{j}", f"author_{topic}{i}", NOW - 7200.0)
     world.flit("debut", "fresh_face", TOPIC_B, age=120.0)
-    result = world.pipeline(exploration_slots=1).run(warm(k=5))
+    result = world.pipeline(explore_share=0.2).run(warm(k=5))
     assert result.items[-1].flit_id == "debut" and result.items[-1].source == "explore"
 
 

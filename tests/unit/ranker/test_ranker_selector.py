@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -29,7 +30,7 @@ def ids(cs: list[Candidate]) -> list[str]:
 
 
 def test_without_decay_it_is_plain_top_k():
-    sel = DiversitySelector(RankerParams(author_decay=1.0, tag_decay=1.0, exploration_slots=0))
+    sel = DiversitySelector(RankerParams(author_decay=1.0, tag_decay=1.0, explore_share=0.0))
     cs = [cand("a", "x", 0.1), cand("b", "x", 0.9), cand("c", "x", 0.5), cand("d", "x", 0.7)]
     out = sel.select(q(3), cs)
     assert ids(out) == ["b", "d", "c"]
@@ -65,7 +66,7 @@ def test_negative_scores_are_never_improved_by_a_penalty():
 
 def test_exploration_slot_goes_to_a_fresh_flit_by_a_new_author():
     counts = {"veteran": 100, "newbie": 1, "old_newbie": 1}
-    sel = DiversitySelector(RankerParams(author_decay=1.0, tag_decay=1.0, exploration_slots=1),
+    sel = DiversitySelector(RankerParams(author_decay=1.0, tag_decay=1.0, explore_share=1 / 3),
                             author_flit_count=lambda a: counts.get(a, 0))
     cs = [cand(f"v{i}", "veteran", 1.0 - i / 10, age=60.0) for i in range(5)]
     cs += [cand("n1", "newbie", 0.01, age=60.0, source="fresh"),
@@ -77,7 +78,7 @@ def test_exploration_slot_goes_to_a_fresh_flit_by_a_new_author():
 
 def test_exploration_slot_is_released_when_earned_or_unavailable():
     counts = {"newbie": 1}
-    sel = DiversitySelector(RankerParams(author_decay=1.0, tag_decay=1.0, exploration_slots=1),
+    sel = DiversitySelector(RankerParams(author_decay=1.0, tag_decay=1.0, explore_share=0.5),
                             author_flit_count=lambda a: counts.get(a, 100))
     earned = [cand("n1", "newbie", 0.9, age=60.0, source="fresh"), cand("v1", "vet", 0.8), cand("v2", "vet", 0.7)]
     out = sel.select(q(2), earned)
@@ -87,7 +88,7 @@ def test_exploration_slot_is_released_when_earned_or_unavailable():
 
 
 def test_exploration_never_takes_the_whole_feed():
-    sel = DiversitySelector(RankerParams(exploration_slots=3), author_flit_count=lambda a: 0)
+    sel = DiversitySelector(RankerParams(explore_share=1.0), author_flit_count=lambda a: 0)
     cs = [cand("best", "vet", 1.0), cand("n1", "new", 0.01, age=1.0)]
     assert ids(sel.select(q(1), cs)) == ["best"]
 
@@ -111,7 +112,7 @@ def test_empty_and_zero_k():
                                                             (0.0, 0.0, 1), (0.3, 0.3, 0)])
 def test_selector_contract_randomised(author_decay, tag_decay, explore):
     rng = random.Random(f"{author_decay}-{tag_decay}-{explore}")
-    params = RankerParams(author_decay=author_decay, tag_decay=tag_decay, exploration_slots=explore)
+    params = RankerParams(author_decay=author_decay, tag_decay=tag_decay, explore_share=explore / 10)
     tags = ["a", "b", "c", "d", "e"]
     for _ in range(300):
         n_authors = rng.randint(1, 12)
@@ -127,7 +128,10 @@ def test_selector_contract_randomised(author_decay, tag_decay, explore):
         assert len(out) == min(k, distinct)
         assert len({c.flit_id for c in out}) == len(out)
         assert all(any(c is x for x in cs) for c in out)
-        assert sum(c.source == "explore" for c in out) <= min(explore, max(k - 1, 0))
+        explored = [c for c in out if c.source == "explore"]
+        assert len(explored) <= min(math.ceil(k * explore / 10), max(k - 1, 0))
+        assert all(0 < c.propensity <= 1 for c in out)
+        assert all(c.propensity == 1.0 for c in out if c.source != "explore")
 
 
 @pytest.mark.parametrize("seed", range(200))

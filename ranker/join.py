@@ -1,0 +1,149 @@
+"""Impressions joined with what users then did: the ranking model's labelled examples.
+
+:class:`ImpressionJoin` holds every impressed item of the users it serves until it is labelled or
+its window closes, keyed by ``(user, flit)``. Pure: no Kafka, no clock (``now`` and event times
+come in), so the ranker service, its restart replay and the streaming evaluation run the same code.
+
+Rules (README "Learning from feedback"):
+
+* an ``engage`` (like, reflit, reply) or ``negative`` (hide, report) interaction on an impressed
+  flit within ``window_s`` of the impression labels it at once;
+* so does a view: clients report a view when the item leaves the screen, with how long it was
+  on it, so a view ends the item's exposure: with enough dwell it is a ``dwell`` example, shorter
+  it is a negative (seen and scrolled past: no actions);
+* an item shown and not acted on until its window closes is a negative example (no actions);
+* a flit shown to the same user again supersedes its earlier impression, which gives no example
+  (its user saw it again, so "ignored" would be wrong and the newest features are what to learn);
+* an interaction before the impression, after its window, or on a flit not impressed is no label.
+
+>>> from flitfeed.streams.events import Impression, ImpressionItem
+>>> j = ImpressionJoin(window_s=60.0)
+>>> items = [ImpressionItem(flit_id=f, author_id="a", position=i, score=0.5, features=[1.0, 0.5])
+...          for i, f in enumerate(["f1", "f2", "f3"])]
+>>> j.add(Impression(impression_id="i1", user_id="wren", served_at=100.0, trigger_id="r1",
+...                  feature_set="fs", items=items))
+0
+>>> ex = j.learn_one("wren", "f1", "like", ts=110.0)
+>>> ex.example_id, ex.actions
+('i1/f1', ['engage'])
+>>> j.learn_one("wren", "f2", "view", ts=111.0, dwell_ms=8000).actions    # long enough on screen
+['dwell']
+>>> [(e.flit_id, e.actions) for e in j.expire(now=161.0)]              # f3 was ignored
+[('f3', [])]
+>>> len(j)
+0
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Iterable
+
+from flitfeed.streams.events import Example, Impression
+from flitfeed.streams.vocabulary import action_of
+
+
+@dataclass(slots=True)
+class _Pending:
+    impression_id: str
+    served_at: float
+    features: list[float]
+    feature_set: str
+    propensity: float
+    explore: bool
+
+
+class ImpressionJoin:
+    """:param window_s: how long after an impression an interaction still labels it.
+    :param max_per_user: impressed items held per user; the oldest go first (without an example).
+    """
+
+    def __init__(self, window_s: float, max_per_user: int = 500) -> None:
+        if not window_s > 0 or max_per_user < 1:
+            raise ValueError("window_s must be > 0 and max_per_user >= 1")
+        self.window_s = float(window_s)
+        self.max_per_user = int(max_per_user)
+        self._pending: dict[str, OrderedDict[str, _Pending]] = {}
+        # (deadline, user, flit, impression_id) in impression order; stale entries are skipped.
+        self._deadlines: deque[tuple[float, str, str, str]] = deque()
+        self._size = 0
+        #: Items dropped without an example: superseded by a newer impression, or over the per-user bound.
+        self.superseded = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, impression: Impression) -> int:
+        """Hold an impression's items; returns how many earlier impressions of the same flits it superseded."""
+        user = self._pending.setdefault(impression.user_id, OrderedDict())
+        superseded = 0
+        deadline = impression.served_at + self.window_s
+        for item in impression.items:
+            if user.pop(item.flit_id, None) is not None:
+                superseded += 1
+                self._size -= 1
+            user[item.flit_id] = _Pending(impression.impression_id, impression.served_at, list(item.features),
+                                          impression.feature_set, item.propensity, item.explore)
+            self._size += 1
+            self._deadlines.append((deadline, impression.user_id, item.flit_id, impression.impression_id))
+        while len(user) > self.max_per_user:
+            user.popitem(last=False)
+            self._size -= 1
+            superseded += 1
+        self.superseded += superseded
+        return superseded
+
+    def learn_one(self, user_id: str, flit_id: str, kind: str, ts: float,
+                  dwell_ms: int | None = None) -> Example | None:
+        """The example an interaction completes, if any."""
+        user = self._pending.get(user_id)
+        held = None if user is None else user.get(flit_id)
+        if held is None or not held.served_at <= ts <= held.served_at + self.window_s:
+            return None
+        action = action_of(kind, dwell_ms)  # None: a short view, seen and scrolled past
+        assert user is not None
+        del user[flit_id]
+        self._size -= 1
+        return self._example(user_id, flit_id, held, labelled_at=ts, actions=[] if action is None else [action])
+
+    def expire(self, now: float) -> list[Example]:
+        """Close every window that ended by ``now``: dwell-only items and ignored ones become examples."""
+        out: list[Example] = []
+        while self._deadlines and self._deadlines[0][0] < now:
+            deadline, user_id, flit_id, impression_id = self._deadlines.popleft()
+            user = self._pending.get(user_id)
+            held = None if user is None else user.get(flit_id)
+            if held is None or held.impression_id != impression_id:
+                continue  # labelled already, or superseded by a newer impression
+            assert user is not None
+            del user[flit_id]
+            self._size -= 1
+            if not user:
+                del self._pending[user_id]
+            out.append(self._example(user_id, flit_id, held, labelled_at=deadline, actions=[]))
+        return out
+
+    def forget(self, user_id: str, impression_id: str, flit_id: str) -> None:
+        """Drop an item already labelled (a restart replays its impression, then its example)."""
+        user = self._pending.get(user_id)
+        held = None if user is None else user.get(flit_id)
+        if held is not None and held.impression_id == impression_id:
+            assert user is not None
+            del user[flit_id]
+            self._size -= 1
+
+    def drop_users(self, user_ids: Iterable[str]) -> None:
+        """Forget users this process no longer serves (their partition moved to another ranker)."""
+        for user_id in user_ids:
+            self._size -= len(self._pending.pop(user_id, ()))
+
+    def users(self) -> list[str]:
+        return list(self._pending)
+
+    @staticmethod
+    def _example(user_id: str, flit_id: str, held: _Pending, labelled_at: float, actions: list[str]) -> Example:
+        return Example(example_id=f"{held.impression_id}/{flit_id}", user_id=user_id, flit_id=flit_id,
+                       impression_id=held.impression_id, served_at=held.served_at, labelled_at=labelled_at,
+                       feature_set=held.feature_set, features=held.features, actions=actions,
+                       propensity=held.propensity, explore=held.explore)

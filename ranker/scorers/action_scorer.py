@@ -1,0 +1,64 @@
+"""The learned score: ``Σ value · P(action)`` from the ranking model, over the other scorers' components."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flitfeed.ranker.affinity import Affinity
+from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.features import feature_matrix
+from flitfeed.ranker.model import ActionModel
+from flitfeed.ranker.params import COLLABORATIVE, ENGAGEMENT, FRESHNESS, SIMILARITY
+from flitfeed.ranker.query import FeedQuery
+from flitfeed.ranker.stages import Scorer
+
+#: Raw co-engagement at which its absolute feature reaches 0.5.
+CO_ENGAGEMENT_SATURATION = 1.0
+
+
+class ActionScorer(Scorer):
+    """Builds each candidate's feature row (:mod:`~flitfeed.ranker.features`) and scores it with the model.
+
+    Runs after the component scorers (similarity, freshness, engagement, collaborative) whose
+    components are features. Sets ``candidate.score`` (the selector's base), ``candidate.features``
+    (logged with the impression) and the ``"model"`` component. The model is shared and learns
+    between requests; a model whose scores are not finite is not used for that request: the prior
+    scores it instead and :attr:`fallbacks` counts it (the service exports the count).
+    """
+
+    name = "model"
+
+    def __init__(self, model: ActionModel, affinity: Affinity | None = None) -> None:
+        self.model = model
+        self.affinity = affinity
+        self.fallbacks = 0
+
+    def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
+        n = len(candidates)
+        if n == 0:
+            return
+
+        def component(name: str) -> np.ndarray:
+            return np.fromiter((c.components.get(name, 0.0) for c in candidates), dtype=np.float64, count=n)
+
+        raw_co = np.fromiter((c.collaborative for c in candidates), dtype=np.float64, count=n)
+        raw_co = np.maximum(raw_co, 0.0)
+        activity, mainstream = self.affinity.user_stats(query.user_id) if self.affinity else (0.0, 0.0)
+        X = feature_matrix(
+            similarity=component(SIMILARITY),
+            author_affinity=np.fromiter((c.author_affinity for c in candidates), dtype=np.float64, count=n),
+            tag_affinity=np.fromiter((c.tag_affinity for c in candidates), dtype=np.float64, count=n),
+            freshness=component(FRESHNESS),
+            popularity=component(ENGAGEMENT),
+            co_engagement=component(COLLABORATIVE),
+            co_engagement_abs=raw_co / (raw_co + CO_ENGAGEMENT_SATURATION),
+            cold_start=query.cold_start, activity=activity, mainstream=mainstream)
+        scores = self.model.score_many(X)
+        if not np.isfinite(scores).all():
+            self.fallbacks += 1
+            X = np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)  # a bad input feature counts as absent
+            scores = self.model.score_many(X, prior=True)
+        for c, row, s in zip(candidates, X, scores.tolist()):
+            c.features = row
+            c.components[self.name] = s
+            c.score = s
