@@ -1,0 +1,265 @@
+"""The ranker's feedback loop on Kafka: impressions out, examples joined and learned, the model shared.
+
+A thin adapter around the plain parts (:mod:`.join`, :mod:`.feedback`, :mod:`.model`):
+
+* every served feed is produced to ``impressions`` (key: user id, so co-partitioned with
+  ``interactions``) and held by this ranker's :class:`~flitfeed.ranker.join.ImpressionJoin`;
+* interactions (the ranker already reads them all) complete examples; windows that close turn
+  ignored items into negatives; every example is produced to ``examples`` (key: user id);
+* every ranker replica reads *all* of ``examples`` and learns each once (positions per partition,
+  plus example ids), so all replicas hold the same model; a replica publishes the model with the
+  positions it has learned up to on the compacted ``ranker-model`` topic every
+  ``model_snapshot_interval_s``, and a starting replica loads the latest snapshot and reads
+  ``examples`` on from its positions;
+* when the ranker is assigned a partition, it rebuilds that partition's join from the log: the
+  impressions of the last window, minus those already labelled in ``examples``, then the
+  interactions of the window (so a restart loses no label and emits none twice).
+
+A corrupt or missing snapshot means starting from the prior (logged, counted in
+``flitfeed_ranker_model_snapshots_total``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Iterator, Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from flitfeed.kafka.config import consumer_config
+from flitfeed.monitoring.metrics import Metrics
+from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.feedback import ExampleLearner, impression_for
+from flitfeed.ranker.join import ImpressionJoin
+from flitfeed.ranker.model import ActionModel
+from flitfeed.ranker.query import FeedQuery
+from flitfeed.settings import TOPIC_EXAMPLES, TOPIC_IMPRESSIONS, TOPIC_INTERACTIONS, TOPIC_RANKER_MODEL, Settings
+from flitfeed.startup import kafka_call
+from flitfeed.streams.events import (DecodeError, Example, Impression, Interaction, ModelSnapshot, decode_internal,
+                                     to_epoch)
+from flitfeed.streams.vocabulary import ACTIONS
+
+log = logging.getLogger(__name__)
+
+MODEL_KEY = b"model"
+#: Room for clock differences between the services when the join is rebuilt from the log.
+REBUILD_SLACK_S = 30.0
+
+
+class FeedbackLoop:
+    def __init__(self, settings: Settings, metrics: Metrics, producer: Producer, model: ActionModel,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.producer = producer
+        self.model = model
+        self.learner = ExampleLearner(model)
+        self.join = ImpressionJoin(window_s=settings.feedback_window_s)
+        self._headers = headers or []
+        self._t = {name: settings.topic(name) for name in
+                   (TOPIC_IMPRESSIONS, TOPIC_EXAMPLES, TOPIC_RANKER_MODEL, TOPIC_INTERACTIONS)}
+        #: user → partition, for the users whose impressions this ranker holds (to drop them on revoke).
+        self._partition_of: dict[str, int] = {}
+        self._positions: dict[int, int] = {}
+        self._served = 0
+        self._explored = 0
+        self._next_snapshot = time.monotonic() + settings.model_snapshot_interval_s
+        self._snapshot_examples = -1
+        self.examples_reader: Consumer | None = None
+        if settings.ranker_learning:
+            self._load_snapshot()
+            self.examples_reader = self._examples_reader()
+
+    # --- impressions ---------------------------------------------------------------------------
+    def record(self, query: FeedQuery, items: Sequence[Candidate], partition: int) -> str:
+        """Produce and hold the impression of a feed just built; returns its id."""
+        impression = impression_for(query, items, uuid.uuid4().hex)
+        self._produce(TOPIC_IMPRESSIONS, query.user_id.encode(), impression.to_bytes())
+        self.join.add(impression)
+        self._partition_of[query.user_id] = partition
+        explored = sum(1 for i in impression.items if i.explore)
+        self.metrics.impressions.labels(placement="explore").inc(explored)
+        self.metrics.impressions.labels(placement="ranked").inc(len(impression.items) - explored)
+        self._served += len(impression.items)
+        self._explored += explored
+        if self._served:
+            self.metrics.exploration_share.set(self._explored / self._served)
+        return impression.impression_id
+
+    # --- the join ------------------------------------------------------------------------------
+    def on_interaction(self, event: Interaction) -> None:
+        example = self.join.learn_one(event.user_id, event.flit_id, event.kind, to_epoch(event.ts), event.dwell_ms)
+        if example is not None:
+            self._emit([example])
+
+    def expire(self, now: float) -> None:
+        self._emit(self.join.expire(now))
+
+    def _emit(self, examples: list[Example]) -> None:
+        for ex in examples:
+            self._produce(TOPIC_EXAMPLES, ex.user_id.encode(), ex.to_bytes())
+            self.metrics.examples.labels(stage="emitted", label="+".join(ex.actions) or "ignored").inc()
+
+    def rebuild(self, partitions: Sequence[int], now: float) -> None:
+        """Rebuild the join of newly assigned partitions from the log (see the module docstring)."""
+        since_ms = int((now - self.settings.feedback_window_s - REBUILD_SLACK_S) * 1000)
+        for p in partitions:
+            held = 0
+            for m in self._read(TOPIC_IMPRESSIONS, p, since_ms):
+                try:
+                    impression = decode_internal(m.value(), Impression, self.settings.max_message_bytes)
+                except DecodeError:
+                    self.metrics.examples_dropped.labels(reason="malformed").inc()
+                    continue
+                self.join.add(impression)
+                self._partition_of[impression.user_id] = p
+                held += 1
+            for m in self._read(TOPIC_EXAMPLES, p, since_ms):
+                try:
+                    ex = decode_internal(m.value(), Example, self.settings.max_message_bytes)
+                except DecodeError:
+                    continue  # counted by the learner's reader, which reads it too
+                self.join.forget(ex.user_id, ex.impression_id, ex.flit_id)
+            for m in self._read(TOPIC_INTERACTIONS, p, since_ms):
+                try:
+                    event = Interaction.model_validate_json(m.value())
+                except ValueError:
+                    continue  # the worker dead-letters it
+                self.on_interaction(event)
+            if held:
+                log.info("feedback join rebuilt", extra={"partition": p, "impressions": held,
+                                                        "pending": len(self.join)})
+
+    def drop(self, partitions: Sequence[int]) -> None:
+        """Forget the users of partitions this ranker no longer serves."""
+        gone = {u for u, p in self._partition_of.items() if p in set(partitions)}
+        self.join.drop_users(gone)
+        for u in gone:
+            del self._partition_of[u]
+
+    # --- learning ------------------------------------------------------------------------------
+    def learn(self, max_messages: int = 2000) -> int:
+        """Learn the examples that arrived (every partition); returns how many were read."""
+        if self.examples_reader is None:
+            return 0
+        messages = self.examples_reader.consume(num_messages=max_messages, timeout=0)
+        batch: list[Example] = []
+        for m in messages:
+            if m.error() is not None:
+                continue
+            self._positions[m.partition()] = m.offset() + 1
+            try:
+                batch.append(decode_internal(m.value(), Example, self.settings.max_message_bytes))
+            except DecodeError as exc:
+                self.metrics.examples_dropped.labels(reason="malformed").inc()
+                log.warning("malformed example dropped", extra={"partition": m.partition(), "offset": m.offset(),
+                                                                "reason": str(exc.reason)})
+        if batch:
+            learned, dropped = self.learner.learn_many(batch)
+            self.metrics.examples.labels(stage="learned", label="all").inc(learned)
+            for reason, n in dropped.items():
+                self.metrics.examples_dropped.labels(reason=reason).inc(n)
+                if reason != "duplicate":
+                    log.warning("examples dropped", extra={"reason": reason, "examples": n})
+            self._export()
+        return len(messages)
+
+    def _export(self) -> None:
+        m = self.metrics
+        m.model_examples.set(self.model.examples)
+        calibration = self.model.calibration()
+        for j, action in enumerate(ACTIONS):
+            m.model_logloss.labels(action=action).set(float(self.model.logloss[j]))
+            if calibration[j] == calibration[j]:  # not nan: the action has been observed
+                m.model_calibration.labels(action=action).set(float(calibration[j]))
+
+    def maybe_snapshot(self, instance: str, force: bool = False) -> bool:
+        """Publish the model when it learned something since the last snapshot and the interval passed."""
+        if self.examples_reader is None or self.model.examples == self._snapshot_examples:
+            return False
+        if not force and time.monotonic() < self._next_snapshot:
+            return False
+        self._next_snapshot = time.monotonic() + self.settings.model_snapshot_interval_s
+        snapshot = ModelSnapshot(model=self.model.to_dict(), positions=dict(self._positions),
+                                 written_at=datetime.now(timezone.utc), written_by=instance)
+        self._produce(TOPIC_RANKER_MODEL, MODEL_KEY, snapshot.to_bytes())
+        self._snapshot_examples = self.model.examples
+        self.metrics.model_snapshots.labels(outcome="written").inc()
+        return True
+
+    def close(self) -> None:
+        if self.examples_reader is not None:
+            self.examples_reader.close()
+
+    # --- Kafka plumbing ------------------------------------------------------------------------
+    def _produce(self, name: str, key: bytes, value: bytes) -> None:
+        topic = self._t[name]
+        self.producer.produce(topic, key=key, value=value, headers=self._headers)
+        self.producer.poll(0)
+        self.metrics.produced.labels(service=self.metrics.service, topic=topic).inc()
+
+    def _load_snapshot(self) -> None:
+        """The newest readable snapshot of the model, with its positions; the prior when there is none."""
+        topic = self._t[TOPIC_RANKER_MODEL]
+        latest: ModelSnapshot | None = None
+        corrupt = 0
+        for p in range(self.settings.partitions):
+            for m in self._read(TOPIC_RANKER_MODEL, p, None):
+                try:
+                    snap = decode_internal(m.value(), ModelSnapshot, max_bytes=4 * 1024 * 1024)
+                    ActionModel.from_dict(snap.model)  # checks the layout and the numbers
+                except (DecodeError, ValueError, KeyError, TypeError) as exc:
+                    corrupt += 1
+                    log.warning("model snapshot unreadable; skipped", extra={"topic": topic, "offset": m.offset(),
+                                                                           "error": str(exc)[:200]})
+                    continue
+                if latest is None or snap.written_at >= latest.written_at:
+                    latest = snap
+        if latest is None:
+            outcome = "corrupt" if corrupt else "missing"
+            self.metrics.model_snapshots.labels(outcome=outcome).inc()
+            log.warning("no model snapshot; ranking from the prior", extra={"outcome": outcome})
+            return
+        loaded = ActionModel.from_dict(latest.model, learning_rate=self.model.learning_rate, l2=self.model.l2)
+        self.model.__dict__.update(loaded.__dict__)  # the pipeline's scorer holds this very object
+        self._positions = dict(latest.positions)
+        self.metrics.model_snapshots.labels(outcome="loaded").inc()
+        log.info("model snapshot loaded", extra={"examples": self.model.examples, "written_by": latest.written_by})
+
+    def _examples_reader(self) -> Consumer:
+        topic = self._t[TOPIC_EXAMPLES]
+        reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-examples-unused"))
+        meta = kafka_call(lambda: reader.list_topics(topic, timeout=10), what=f"metadata of {topic}")
+        reader.assign([TopicPartition(topic, p, self._positions.get(p, OFFSET_BEGINNING))
+                       for p in sorted(meta.topics[topic].partitions)])
+        return reader
+
+    def _read(self, name: str, partition: int, since_ms: int | None, timeout_s: float = 60.0) -> Iterator[Message]:
+        """The messages of one partition from ``since_ms`` (None: its start) to its end as of now."""
+        topic = self._t[name]
+        reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-rebuild-unused"))
+        try:
+            low, high = kafka_call(lambda: reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10),
+                                   what=f"offsets of {topic}[{partition}]")
+            start = low
+            if since_ms is not None:
+                found = kafka_call(lambda: reader.offsets_for_times([TopicPartition(topic, partition, since_ms)],
+                                                                    timeout=10), what=f"times of {topic}")
+                start = found[0].offset if found[0].offset >= 0 else high
+            if start >= high:
+                return
+            reader.assign([TopicPartition(topic, partition, start)])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                for m in reader.consume(num_messages=1000, timeout=0.5):
+                    if m.error() is None and m.offset() < high:
+                        yield m
+                if reader.position([TopicPartition(topic, partition)])[0].offset >= high:
+                    return
+            log.warning("partition not read to its end in time", extra={"topic": topic, "partition": partition})
+        finally:
+            reader.close()
+
