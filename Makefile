@@ -39,7 +39,7 @@ test-unit: $(BIN)/flitfeed
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
 # The built wheel, installed into a fresh virtualenv, run from outside the checkout: `flitfeed --help`,
-# `flitfeed broker start|stop` with the script it ships, the unit tests (tests/wheel_check.sh; ~2 min).
+# `flitfeed broker start|stop` with the script it ships, the unit tests (tests/wheel_check.sh; 2-4 min on 2 cores).
 test-wheel: $(BIN)/flitfeed
 	bash tests/wheel_check.sh
 
