@@ -4,25 +4,33 @@ Starts the local broker (unless one is already up), creates the topics, runs
 the worker and the ranker as real processes, and streams a simulated Flutter
 world into Kafka: flits, birds browsing, and birds reacting to the feeds the
 ranker publishes. Every few seconds it prints how well the feeds match each
-bird's hidden interests against a random feed. Ctrl-C stops everything it
-started, in order.
+bird's hidden interests against a random feed, and the warm-feed match per
+10 seconds as the ranker learns. Ctrl-C stops everything it started, in order.
+
+Each run has topics, consumer groups and an index of its own (``demo-<time>-``
+prefix, ``<data_dir>/demo-runs/<time>``) and deletes them when it ends, so a second
+run is as good and as truthful as the first whatever ran on the broker before.
+The services run with the shipped defaults: no weights of the demo's own.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from confluent_kafka import Consumer, Producer
 
 from flitfeed.demo.scoreboard import Scoreboard
 from flitfeed.demo.world import World
-from flitfeed.kafka.admin import create_topics, wait_for_broker
+from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
+from flitfeed.kafka.local_broker import kafka_script
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.monitoring.prometheus import LocalPrometheus
 from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
@@ -30,7 +38,6 @@ from flitfeed.streams.events import Feed
 
 log = logging.getLogger(__name__)
 
-KAFKA_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "kafka.sh"
 
 
 class _Stop(Exception):
@@ -38,7 +45,33 @@ class _Stop(Exception):
 
 
 def _broker_running() -> bool:
-    return subprocess.call(["bash", str(KAFKA_SCRIPT), "status"], stdout=subprocess.DEVNULL) == 0
+    return subprocess.call(["bash", str(kafka_script()), "status"], stdout=subprocess.DEVNULL) == 0
+
+
+def run_settings(settings: Settings, stamp: str) -> Settings:
+    """The settings of one demo run: topics, groups and data of its own.
+
+    >>> s = run_settings(Settings(topic_prefix="x-"), "20261125-170000")
+    >>> s.topic("feeds"), s.ranker_group, s.data_dir.name
+    ('x-demo-20261125-170000-feeds', 'flitfeed-ranker-demo-20261125-170000', '20261125-170000')
+    """
+    return settings.model_copy(update={
+        "topic_prefix": f"{settings.topic_prefix}demo-{stamp}-",
+        "app_id": f"{settings.app_id}-demo-{stamp}",
+        "ranker_group": f"{settings.ranker_group}-demo-{stamp}",
+        "data_dir": settings.data_dir / "demo-runs" / stamp,
+    })
+
+
+def quiet_kafka_logger(log_dir: Path) -> logging.Logger:
+    """librdkafka's warnings of the demo's own clients go to a file, not over the scoreboard."""
+    logger = logging.getLogger("flitfeed.demo.kafka")
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.FileHandler(log_dir / "demo-kafka.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
 
 
 def _spawn(service: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen:
@@ -58,25 +91,15 @@ def _stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
         proc.wait(5)
 
 
-#: Ranker weights for the demo's world. The shipped defaults are tuned on MovieLens (README
-#: "Recommendation quality"), where popularity and co-engagement carry most of the signal; the demo's
-#: 40 birds follow strict topic interests and have minutes of history, where text similarity does.
-#: These are the hand-set weights the demo measured a 2.0x interest lift with before the tuning; with
-#: them it measured 1.70x in 40 s, against 1.2x with the defaults (README "The two commands", "Known limits").
-DEMO_RANKER_WEIGHTS = {
-    "FLITFEED_RANKER_SIMILARITY_WEIGHT": 0.6,
-    "FLITFEED_RANKER_FRESHNESS_WEIGHT": 0.25,
-    "FLITFEED_RANKER_ENGAGEMENT_WEIGHT": 0.15,
-    "FLITFEED_RANKER_COLLABORATIVE_WEIGHT": 0.0,
-}
-
-
 def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7) -> int:
     started_broker = False
     procs: list[subprocess.Popen] = []
     prometheus: LocalPrometheus | None = None
     log_dir = settings.data_dir / "demo-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    base = settings
+    settings = run_settings(base, time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
+    created = False
 
     def on_signal(*_: object) -> None:
         raise _Stop
@@ -85,17 +108,19 @@ def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7)
     try:
         if not _broker_running():
             print("starting the local Kafka broker (first run downloads it from Maven Central) ...", flush=True)
-            if subprocess.call(["bash", str(KAFKA_SCRIPT), "start"]) != 0:
+            if subprocess.call(["bash", str(kafka_script()), "start"]) != 0:
                 print("the broker did not start; see the log above", file=sys.stderr)
                 return 1
             started_broker = True
         wait_for_broker(settings, timeout_s=60)
         create_topics(settings)
+        created = True
         # Processes announce their metrics address here; the demo's Prometheus scrapes what it finds.
-        targets_dir = settings.targets_dir().resolve()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", FLITFEED_METRICS_TARGETS_DIR=str(targets_dir))
-        for name, value in DEMO_RANKER_WEIGHTS.items():  # the caller's own FLITFEED_RANKER_* still wins
-            env.setdefault(name, str(value))
+        targets_dir = base.targets_dir().resolve()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", FLITFEED_METRICS_TARGETS_DIR=str(targets_dir),
+                   FLITFEED_TOPIC_PREFIX=settings.topic_prefix, FLITFEED_APP_ID=settings.app_id,
+                   FLITFEED_RANKER_GROUP=settings.ranker_group, FLITFEED_DATA_DIR=str(settings.data_dir))
+        print(f"this run's topics: {settings.topic_prefix}* (deleted when it ends)", flush=True)
         print("starting worker and ranker (loading the embedding model takes a few seconds) ...", flush=True)
         procs = [_spawn("worker", env, log_dir), _spawn("ranker", env, log_dir)]
         print(f"  logs:    {log_dir}/worker.log, {log_dir}/ranker.log")
@@ -103,8 +128,9 @@ def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7)
               f"http://{settings.metrics_host}:{settings.ranker_metrics_port}/metrics (ranker); "
               f"/livez and /readyz beside them; a taken port falls back to a free one, listed in {targets_dir}",
               flush=True)
-        prometheus = _start_prometheus(settings, targets_dir)
-        _stream_world(settings, procs, duration_s, seed)
+        prometheus = _start_prometheus(base, targets_dir)
+        world = World(seed=seed, start=time.time())
+        stream_world(settings, world, duration_s, alive=lambda: _check_alive(procs), log_dir=log_dir)
     except (KeyboardInterrupt, _Stop):
         print("\nstopping ...", flush=True)
     finally:
@@ -113,10 +139,35 @@ def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7)
             _stop_process(proc)
         if prometheus is not None:
             prometheus.stop()
+        if created:
+            _clean_up(settings)
         if started_broker:
-            subprocess.call(["bash", str(KAFKA_SCRIPT), "stop"])
+            subprocess.call(["bash", str(kafka_script()), "stop"])
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
     print("demo stopped cleanly")
     return 0
+
+
+def _check_alive(procs: list[subprocess.Popen]) -> bool:
+    for proc in procs:
+        if proc.poll() is not None:
+            raise RuntimeError(f"a service exited with code {proc.returncode}; see its log")
+    return True
+
+
+def _clean_up(settings: Settings) -> None:
+    """Delete this run's topics (its Faust app's internal topics too) from a broker that outlives it."""
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        from flitfeed.kafka.config import client_config
+
+        listed = AdminClient(client_config(settings)).list_topics(timeout=10).topics
+        # The run's own topics, and those its Faust app created (changelog, assignor) under its app id.
+        names = [t for t in listed if t.startswith(settings.topic_prefix) or t.startswith(f"{settings.app_id}-")]
+        delete_topics(settings, names or topic_names(settings))
+    except Exception as exc:  # the demo still ends cleanly; the names say what is left
+        print(f"could not delete this run's topics ({exc}); they start with {settings.topic_prefix}", flush=True)
 
 
 def _start_prometheus(settings: Settings, targets_dir: Path) -> LocalPrometheus | None:
@@ -137,13 +188,20 @@ def _start_prometheus(settings: Settings, targets_dir: Path) -> LocalPrometheus 
     return None
 
 
-def _stream_world(settings: Settings, procs: list[subprocess.Popen], duration_s: float | None, seed: int) -> None:
+def stream_world(settings: Settings, world: World, duration_s: float | None, *,
+                 alive: Callable[[], bool] = lambda: True, log_dir: Path | None = None,
+                 show: Callable[[str], None] | None = print, print_every_s: float = 5.0) -> Scoreboard:
+    """Play the world against the running services until ``duration_s`` (None: until interrupted).
+
+    Every half second: two new flits, two spontaneous interactions, two feed requests; a bird reacts
+    to the first three items of a feed it asked for. Returns the scoreboard of every feed seen.
+    """
     now = time.time()
-    world = World(seed=seed, start=now)
     board = Scoreboard(world)
-    producer = Producer(producer_config(settings))
+    extra = {} if log_dir is None else {"logger": quiet_kafka_logger(log_dir)}
+    producer = Producer(producer_config(settings, **extra))
     feeds = Consumer(consumer_config(settings, group_id=f"flitfeed-demo-{int(now)}",
-                                     **{"auto.offset.reset": "latest"}))
+                                     **{"auto.offset.reset": "latest"}, **extra))
     feeds.subscribe([settings.topic(TOPIC_FEEDS)])
 
     def send(topic: str, key: str, value: bytes) -> None:
@@ -159,9 +217,7 @@ def _stream_world(settings: Settings, procs: list[subprocess.Popen], duration_s:
     last_feed: Feed | None = None
     try:
         while duration_s is None or time.monotonic() - started < duration_s:
-            for proc in procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"a service exited with code {proc.returncode}; see its log")
+            alive()
             t = time.monotonic()
             if t >= next_tick:
                 now = time.time()
@@ -177,20 +233,21 @@ def _stream_world(settings: Settings, procs: list[subprocess.Popen], duration_s:
                 if m.error() is not None:
                     continue
                 feed = last_feed = Feed.model_validate_json(m.value())
-                board.record_feed(feed)
+                board.record_feed(feed, at=time.monotonic() - started)
                 # Only feeds a bird asked for are "seen": reacting to every feed an interaction
                 # triggered would snowball into a feedback loop no real user produces.
                 if feed.trigger_kind == "request":
                     for event in world.interactions_for_feed(feed, time.time())[:3]:
                         send(TOPIC_INTERACTIONS, event.user_id, event.to_bytes())
-            if t >= next_print:
-                print("\n" + board.render(), flush=True)
+            if show is not None and t >= next_print:
+                show("\n" + board.render())
                 if last_feed is not None:
-                    print(_describe(world, last_feed), flush=True)
-                next_print = t + 5.0
+                    show(_describe(world, last_feed))
+                next_print = t + print_every_s
     finally:
         producer.flush(10)
         feeds.close()
+    return board
 
 
 def _describe(world: World, feed: Feed) -> str:

@@ -79,7 +79,8 @@ class Scoreboard:
     baseline; a feed with no known item counts in ``empty_feeds`` only.
     """
 
-    def __init__(self, world: World, *, seed: int | None = None, window: int = 50) -> None:
+    def __init__(self, world: World, *, seed: int | None = None, window: int = 50,
+                 period_s: float = 10.0) -> None:
         if window < 1:
             raise ValueError("window must be >= 1")
         self._world = world
@@ -96,6 +97,9 @@ class Scoreboard:
         self._items = 0
         self._unknown_items = 0
         self._flit_topics: list[str] = []  # topic of every world flit, by production order
+        #: Warm-feed matches per ``period_s`` of demo time (the ``at`` of :meth:`record_feed`).
+        self._period_s = period_s
+        self._periods: dict[int, list[float]] = {}
 
     def _sync_flits(self) -> None:
         new = self._world.n_flits - len(self._flit_topics)
@@ -109,8 +113,12 @@ class Scoreboard:
         picks = self._rng.choice(n, size=min(k, n), replace=False)
         return float(np.mean([self._flit_topics[int(i)] in interests for i in picks]))
 
-    def record_feed(self, feed: Feed) -> float | None:
-        """Score one feed; returns its interest match (``None`` when it could not be scored)."""
+    def record_feed(self, feed: Feed, at: float | None = None) -> float | None:
+        """Score one feed; returns its interest match (``None`` when it could not be scored).
+
+        ``at``: seconds since the demo started; a warm feed's match then also counts in its
+        ``period_s`` window (:meth:`periods`), which shows the match rising as the ranker learns.
+        """
         world = self._world
         if feed.user_id not in world.birds:
             self._ignored += 1
@@ -130,7 +138,14 @@ class Scoreboard:
         self._all.append(scored)
         self._recent.append(scored)
         self._latest[feed.user_id] = match
+        if at is not None and not feed.cold_start:
+            self._periods.setdefault(int(at // self._period_s), []).append(match)
         return match
+
+    def periods(self) -> list[float | None]:
+        """Mean warm-feed match of each ``period_s`` window so far (None: no warm feed in it)."""
+        last = max(self._periods, default=-1)
+        return [_mean(self._periods.get(i, [])) for i in range(last + 1)]
 
     def summary(self) -> dict[str, Any]:
         """Every figure as plain data.
@@ -181,6 +196,8 @@ class Scoreboard:
             f"{'last ' + str(len(self._recent)):<16}{_fmt(s['recent_match'], 8)}"
             f"{_fmt(s['recent_random_match'], 8)}{_fmt(s['recent_lift'], 8, 2, 'x')}",
             f"{'warm feeds':<16}{_fmt(s['warm_match'], 8)}",
+            f"{'warm, per ' + format(self._period_s, 'g') + ' s':<16}"
+            + " ".join("-" if m is None else f"{m:.2f}" for m in self.periods()[-12:]),
             f"{'cold-start feeds':<16}{_fmt(s['cold_match'], 8)}",
             "",
             f"{'bird':<10}{'interests':<30}{'latest':>8}{'feeds':>7}",
