@@ -287,7 +287,8 @@ class FlitfeedMethod:
                       if learned else None)
         self.affinity = Affinity(max_users=settings.coengagement_users) if learned else None
         self.join = ImpressionJoin(window_s=settings.feedback_window_s)
-        self.learner = None if self.model is None else ExampleLearner(self.model)
+        # With learning off (Settings.ranker_learning, as in the services) the model ranks with its prior.
+        self.learner = None if self.model is None or not settings.ranker_learning else ExampleLearner(self.model)
         self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement,
                                             model=self.model, affinity=self.affinity)
         self.profiles: dict[str, UserProfile] = {}

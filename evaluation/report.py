@@ -97,6 +97,15 @@ def render_markdown(results: Mapping[str, Any], images: list[str] | None = None)
         ratios = [f"{name} {methods[shipped]['recall@10'] / row['recall@10']:.2f}×"
                   for name, row in methods.items() if name != shipped and row["recall@10"] > 0]
         lines += ["Shipped default's Recall@10 relative to each method: " + ", ".join(ratios) + ".", ""]
+    if results.get("holdout"):
+        h = results["holdout"]
+        lines += [f"## Out of sample: the positives from event {h['first_event']:,} on", "",
+                  "The ranker's defaults were chosen on the events before it (README \"Learning from feedback\").", "",
+                  "| method | Recall@10 | NDCG@10 | MRR@10 | scored |", "|---|---|---|---|---|"]
+        for name, row in h["methods"].items():
+            lines.append(f"| {name} | {row['recall@10']:.4f} | {row['ndcg@10']:.4f} | {row['mrr@10']:.4f} | "
+                         f"{row['events_scored']:,} |")
+        lines.append("")
     lines += ["HR@10 and Recall@10 coincide here: each test event has exactly one relevant item (the one the "
               "user chose), as in the streaming protocol of takuti/stream-recommender. MRR is cut at 10 (the feed).",
               ""]

@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--methods", default=None, help="comma-separated subset of the methods (default: all)")
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--jobs", type=int, default=1, help="replay groups of methods in this many processes")
+    ev.add_argument("--holdout-from", type=int, default=None,
+                    help="also report each method over the positives from this event on (out of sample when the "
+                         "defaults were chosen on the events before it)")
     ev.set_defaults(func=cmd_evaluate)
 
     sub.add_parser("owners", help="which worker/ranker replica owns which partition").set_defaults(func=cmd_owners)
@@ -323,7 +326,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     command = "flitfeed evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
     results, _ = evaluate(args.dataset, args.out, extra_text=args.extra_text, start=args.start, events=args.events,
                           methods=methods, settings=settings, plots=not args.no_plots, command=command,
-                          jobs=args.jobs)
+                          jobs=args.jobs, holdout_from=args.holdout_from)
     for name, row in results["methods"].items():
         print(f"{name:16s} HR@10 {row['hr@10']:.4f}  NDCG@10 {row['ndcg@10']:.4f}  MRR {row['mrr@10']:.4f}  "
               f"coverage {row['coverage']:.3f}  scored {row['events_scored']}")

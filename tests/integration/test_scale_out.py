@@ -64,7 +64,10 @@ class Stack:
             "topic_prefix": f"{base.topic_prefix}{name}-", "app_id": f"{base.app_id}-{name}",
             "ranker_group": f"{base.ranker_group}-{name}", "partitions": PARTITIONS, "encoder": "hashing",
             # Short sessions so a killed replica's partitions move within seconds (6 s is the broker's minimum).
-            "group_session_timeout_s": 6.0, "embed_batch_wait_s": 0.02})
+            "group_session_timeout_s": 6.0, "embed_batch_wait_s": 0.02,
+            # The stacks' feeds are compared: both rank with the same model (the prior). A learning
+            # model depends on when each example arrived; how it is shared is test_learned_ranking's.
+            "ranker_learning": False})
         self.name = name
         self.tmp = tmp
         self.services = services
