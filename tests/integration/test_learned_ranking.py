@@ -98,15 +98,17 @@ def test_a_new_users_plain_taste_wins_over_popularity_and_survives_a_ranker_rest
                           what="a model snapshot")[-1]
     assert snapshot.model["examples"] > 100
 
-    # Other topics become far more popular: FANS users each like the newest flits of three topics.
+    # Other topics become far more popular: FANS mainstream users each like the newest flits of three
+    # topics, and the four posts the new user will like too (so co-engagement, like popularity, points
+    # from what the new user liked to the popular topics: the case, where the blend buried taste).
     popular = [f for f in world.newest_flits(world.n_flits) if world.topic_of(f.flit_id) in POPULAR_TOPICS][:12]
-    for fan in range(FANS):
-        for f in popular:
-            bus.interaction(make_interaction(f"fan-{fan:02d}", f.flit_id, "like"))
-    # A new user likes four posts of one topic and hides a post of a popular author.
     mine = [f for f in world.newest_flits(world.n_flits) if world.topic_of(f.flit_id) == TOPIC]
     assert len(mine) >= 12
     liked = [f.flit_id for f in mine[:4]]
+    for fan in range(FANS):
+        for fid in [f.flit_id for f in popular] + liked:
+            bus.interaction(make_interaction(f"fan-{fan:02d}", fid, "like"))
+    # A new user likes four posts of one topic and hides a post of a popular author.
     hidden = popular[0]
     for fid in liked:
         bus.interaction(make_interaction(NEW_USER, fid, "like"))
