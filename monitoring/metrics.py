@@ -152,6 +152,11 @@ class Metrics:
         self.model_snapshots = Counter("flitfeed_ranker_model_snapshots_total",
                                        "Model snapshots: written, loaded, missing (started from the prior), "
                                        "corrupt (started from the prior).", ["outcome"], registry=r)
+        # Known label values start at 0, so a dashboard shows "none" rather than "no data".
+        for reason in ("malformed", "duplicate", "feature_set", "bad_features", "unknown_action"):
+            self.examples_dropped.labels(reason=reason)
+        for outcome in ("written", "loaded", "missing", "corrupt"):
+            self.model_snapshots.labels(outcome=outcome)
         self.exploration_share = Gauge("flitfeed_ranker_exploration_share_ratio",
                                        "Share of served feed items placed by exploration (since start).",
                                        registry=r)

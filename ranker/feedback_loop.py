@@ -68,6 +68,7 @@ class FeedbackLoop:
         self._explored = 0
         self._next_snapshot = time.monotonic() + settings.model_snapshot_interval_s
         self._snapshot_examples = -1
+        self._partition_cache: dict[str, set[int]] = {}
         self.examples_reader: Consumer | None = None
         if settings.ranker_learning:
             self._load_snapshot()
@@ -206,7 +207,7 @@ class FeedbackLoop:
         topic = self._t[TOPIC_RANKER_MODEL]
         latest: ModelSnapshot | None = None
         corrupt = 0
-        for p in range(self.settings.partitions):
+        for p in sorted(self._partitions(TOPIC_RANKER_MODEL)):
             for m in self._read(TOPIC_RANKER_MODEL, p, None):
                 try:
                     snap = decode_internal(m.value(), ModelSnapshot, max_bytes=4 * 1024 * 1024)
@@ -232,14 +233,33 @@ class FeedbackLoop:
     def _examples_reader(self) -> Consumer:
         topic = self._t[TOPIC_EXAMPLES]
         reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-examples-unused"))
-        meta = kafka_call(lambda: reader.list_topics(topic, timeout=10), what=f"metadata of {topic}")
         reader.assign([TopicPartition(topic, p, self._positions.get(p, OFFSET_BEGINNING))
-                       for p in sorted(meta.topics[topic].partitions)])
+                       for p in sorted(self._partitions(TOPIC_EXAMPLES))])
         return reader
+
+    def _partitions(self, name: str) -> set[int]:
+        """The partitions a topic has; none (logged once) when it does not exist: a broker whose topics were
+        created by an older flitfeed (``flitfeed topics create`` adds them) serves feeds, without learning."""
+        if name not in self._partition_cache:
+            topic = self._t[name]
+            probe = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-meta-unused"))
+            try:
+                meta = kafka_call(lambda: probe.list_topics(topic, timeout=10), what=f"metadata of {topic}")
+            finally:
+                probe.close()
+            found = meta.topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                log.error("topic missing; run `flitfeed topics create`", extra={"topic": topic})
+                self._partition_cache[name] = set()
+            else:
+                self._partition_cache[name] = set(found.partitions)
+        return self._partition_cache[name]
 
     def _read(self, name: str, partition: int, since_ms: int | None, timeout_s: float = 60.0) -> Iterator[Message]:
         """The messages of one partition from ``since_ms`` (None: its start) to its end as of now."""
         topic = self._t[name]
+        if partition not in self._partitions(name):
+            return
         reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-rebuild-unused"))
         try:
             low, high = kafka_call(lambda: reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10),

@@ -122,6 +122,26 @@ DRIFT = [
     panel("Embedding model", "short", "The embedding model version each process uses; a change shows as a new row.",
           (f"max by (service, model_version, dim) ({q('flitfeed_model_info')})", "{{service}} {{model_version}}"),
           kind="table"),
+    # --- the learned ranking model (README "Learning from feedback") ---------------------------------------
+    panel("Ranking examples", "ops", "Labelled examples per second: emitted by each ranker's join (by label) and "
+          "learned by each ranker replica.",
+          (f"sum by (stage, label) (rate({q('flitfeed_ranker_examples_total')}[{RI}]))", "{{stage}} {{label}}")),
+    panel("Examples dropped", "ops", "Examples never learned, by reason (malformed, duplicate, other feature layout, "
+          "bad features, unknown action).",
+          (f"sum by (reason) (rate({q('flitfeed_ranker_examples_dropped_total')}[{RI}]))", "{{reason}}")),
+    panel("Model log loss", "short", "Running log loss of the ranking model per action (each example scored "
+          "before it is learned).",
+          (f"max by (instance, action) ({q('flitfeed_ranker_model_logloss')})", "{{instance}} {{action}}")),
+    panel("Model calibration", "short", "Running mean predicted probability / observed rate per action (1 = "
+          "calibrated).",
+          (f"max by (instance, action) ({q('flitfeed_ranker_model_calibration_ratio')})", "{{instance}} {{action}}")),
+    panel("Exploration share", "percentunit", "Share of served items placed by exploration (bounded by "
+          "EXPLORE_SHARE; fewer when no new author has a fresh flit).",
+          (f"max by (instance) ({q('flitfeed_ranker_exploration_share_ratio')})", "{{instance}}")),
+    panel("Model examples and fallbacks", "short", "Examples each replica's model has learned, and feeds scored by "
+          "the prior because the model gave non-finite scores.",
+          (f"max by (instance) ({q('flitfeed_ranker_model_examples')})", "{{instance}} examples"),
+          (f"sum(increase({q('flitfeed_ranker_model_fallback_total')}[{RI}]))", "fallbacks")),
 ]
 
 KAFKA = [
