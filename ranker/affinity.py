@@ -107,6 +107,22 @@ class Affinity:
                         dtype=np.float64, count=len(tags))
         return v / (np.abs(v) + SATURATION)
 
+    def pair_many(self, user_id: str, authors: Sequence[str],
+                  tags: Sequence[Sequence[str]]) -> tuple[list[float], list[float]]:
+        """:meth:`author_many` and :meth:`tag_many` in one pass (the ranker's per-request call)."""
+        user = self._users.get(user_id)
+        n = len(authors)
+        if user is None:
+            return [0.0] * n, [0.0] * n
+        a_of, t_of, s = user.authors.get, user.tags.get, SATURATION
+        out_a, out_t = [], []
+        for author, ts in zip(authors, tags):
+            a = a_of(author, 0.0)
+            t = sum(t_of(x, 0.0) for x in ts) / len(ts) if ts else 0.0
+            out_a.append(a / (abs(a) + s))
+            out_t.append(t / (abs(t) + s))
+        return out_a, out_t
+
     def user_stats(self, user_id: str) -> tuple[float, float]:
         """``(activity, mainstream)`` of a user, both in [0, 1); (0, 0) for an unknown user."""
         user = self._users.get(user_id)

@@ -9,7 +9,7 @@ from flitfeed.ranker.stages import Hydrator
 
 
 class AffinityHydrator(Hydrator):
-    """Both affinities for every candidate, in two array lookups per request (0 for unknown users)."""
+    """Both affinities for every candidate, in one pass per request (0 for unknown users)."""
 
     name = "affinity"
 
@@ -19,7 +19,7 @@ class AffinityHydrator(Hydrator):
     def hydrate(self, query: FeedQuery, candidates: list[Candidate]) -> None:
         if not candidates:
             return
-        authors = self.affinity.author_many(query.user_id, [c.author_id for c in candidates])
-        tags = self.affinity.tag_many(query.user_id, [c.tags for c in candidates])
-        for c, a, t in zip(candidates, authors.tolist(), tags.tolist()):
+        authors, tags = self.affinity.pair_many(query.user_id, [c.author_id for c in candidates],
+                                                [c.tags for c in candidates])
+        for c, a, t in zip(candidates, authors, tags):
             c.author_affinity, c.tag_affinity = a, t

@@ -254,3 +254,14 @@ def test_the_match_rises_as_the_model_learns_in_the_demo_world() -> None:
     assert learned.examples > 300 and frozen.examples == 0
     assert late(learned) > late(frozen) + 0.2, (learned.windows, frozen.windows)
     assert late(learned) > 2 * learned.summary["random_match"]
+
+
+def test_pair_many_agrees_with_the_separate_lookups() -> None:
+    a = Affinity()
+    for author, tags, kind in [("x", ("t1",), "like"), ("y", ("t1", "t2"), "hide"), ("x", ("t3",), "reflit")]:
+        a.learn_one("u", author, tags, kind)
+    authors, tags = ["x", "y", "z"], [("t1",), ("t2", "t3"), ()]
+    pa, pt = a.pair_many("u", authors, tags)
+    np.testing.assert_allclose(pa, a.author_many("u", authors))
+    np.testing.assert_allclose(pt, a.tag_many("u", tags))
+    assert a.pair_many("nobody", authors, tags) == ([0.0] * 3, [0.0] * 3)
