@@ -105,7 +105,14 @@ def _groups(methods: Sequence[str], jobs: int) -> list[tuple[str, ...]]:
 
 
 def _replay_group(dataset: Dataset, vectors: np.ndarray, names: tuple[str, ...], settings: Settings,
-                  params: RankerParams | None) -> tuple[dict[str, MethodRun], dict[str, dict[str, float]]]:
+                  params: RankerParams | None,
+                  child: bool = False) -> tuple[dict[str, MethodRun], dict[str, dict[str, float]]]:
+    if child:
+        # A spawned process starts without the parent's logging: without this its progress lines
+        # (every 10,000 events, with each method's running HR) were lost and a 40-minute run looked stuck.
+        from flitfeed.logs import configure
+
+        configure(settings.log_level, service="evaluate:" + "+".join(names))
     built = build_methods(names, dataset, vectors, settings, params)
     try:
         runs = replay(dataset, built, vectors)
@@ -167,7 +174,8 @@ def evaluate(dataset_dir: Path, out: Path | None, *, extra_text: Path | None = N
         groups = _groups(methods, jobs)
         # Methods never share state, so replaying them in separate processes gives the same numbers.
         with ProcessPoolExecutor(max_workers=len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_replay_group, dataset, vectors, group, settings, params) for group in groups]
+            futures = [pool.submit(_replay_group, dataset, vectors, group, settings, params, True)
+                       for group in groups]
             for future in futures:
                 r, st = future.result()
                 runs.update(r)
