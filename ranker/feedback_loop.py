@@ -111,7 +111,7 @@ class FeedbackLoop:
             held = 0
             for m in self._read(TOPIC_IMPRESSIONS, p, since_ms):
                 try:
-                    impression = decode_internal(m.value(), Impression, self.settings.max_message_bytes)
+                    impression = decode_internal(m.value(), Impression)
                 except DecodeError:
                     self.metrics.examples_dropped.labels(reason="malformed").inc()
                     continue
@@ -120,14 +120,14 @@ class FeedbackLoop:
                 held += 1
             for m in self._read(TOPIC_EXAMPLES, p, since_ms):
                 try:
-                    ex = decode_internal(m.value(), Example, self.settings.max_message_bytes)
+                    ex = decode_internal(m.value(), Example)
                 except DecodeError:
                     continue  # counted by the learner's reader, which reads it too
                 self.join.forget(ex.user_id, ex.impression_id, ex.flit_id)
             for m in self._read(TOPIC_INTERACTIONS, p, since_ms):
                 try:
-                    event = Interaction.model_validate_json(m.value())
-                except ValueError:
+                    event = decode_internal(m.value(), Interaction, self.settings.max_message_bytes)
+                except DecodeError:
                     continue  # the worker dead-letters it
                 self.on_interaction(event)
             if held:
@@ -153,7 +153,7 @@ class FeedbackLoop:
                 continue
             self._positions[m.partition()] = m.offset() + 1
             try:
-                batch.append(decode_internal(m.value(), Example, self.settings.max_message_bytes))
+                batch.append(decode_internal(m.value(), Example))
             except DecodeError as exc:
                 self.metrics.examples_dropped.labels(reason="malformed").inc()
                 log.warning("malformed example dropped", extra={"partition": m.partition(), "offset": m.offset(),
@@ -210,7 +210,7 @@ class FeedbackLoop:
         for p in sorted(self._partitions(TOPIC_RANKER_MODEL)):
             for m in self._read(TOPIC_RANKER_MODEL, p, None):
                 try:
-                    snap = decode_internal(m.value(), ModelSnapshot, max_bytes=4 * 1024 * 1024)
+                    snap = decode_internal(m.value(), ModelSnapshot)
                     ActionModel.from_dict(snap.model)  # checks the layout and the numbers
                 except (DecodeError, ValueError, KeyError, TypeError) as exc:
                     corrupt += 1

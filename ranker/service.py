@@ -51,7 +51,7 @@ from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FE
                                TOPIC_USER_STATES, Settings)
 from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.events import (DecodeError, Feed, FeedItem, FlitVector, Interaction, Reason, UserState,
-                                     check_user_key, decode_feed_request, to_epoch)
+                                     check_user_key, decode_feed_request, decode_internal, to_epoch)
 from flitfeed.startup import is_transient, kafka_call
 from flitfeed.streams.replicator import FlitVectorReplicator
 
@@ -192,8 +192,8 @@ class RankerService:
             if m.error() is not None:
                 continue
             try:
-                event = Interaction.model_validate_json(m.value())
-            except ValueError:
+                event = decode_internal(m.value(), Interaction, self.settings.max_message_bytes)
+            except DecodeError:
                 continue  # the worker dead-letters invalid interactions; popularity just ignores them
             learn_interaction(self.engagement, self.coengagement, event, self.affinity, self.recent,
                               self.params.engagement_saturation)
@@ -236,9 +236,9 @@ class RankerService:
                     if m.error() is not None or m.offset() >= until:
                         continue
                     try:
-                        state = UserState.model_validate_json(m.value())
-                    except ValueError:
-                        continue
+                        state = decode_internal(m.value(), UserState)
+                    except DecodeError:
+                        continue  # dead-lettered when it was first consumed
                     states[state.user_id] = HeldState.of(state)
                 position = reader.position([TopicPartition(self._t[TOPIC_USER_STATES], partition)])[0].offset
                 if position >= until:
@@ -359,11 +359,10 @@ class RankerService:
     def _on_user_state(self, m) -> int:  # noqa: ANN001
         try:
             with self.metrics.time_stage("decode"):
-                state = UserState.model_validate_json(m.value())
+                state = decode_internal(m.value(), UserState)
                 check_user_key(m.key(), state.user_id)
-        except (ValueError, DecodeError) as exc:
-            reason = exc.reason if isinstance(exc, DecodeError) else Reason.SCHEMA_VIOLATION
-            self._dead_letter(m, reason, str(exc)[:500])
+        except DecodeError as exc:
+            self._dead_letter(m, exc.reason, exc.detail)
             return 0
         users = self.states.setdefault(m.partition(), {})
         previous = users.get(state.user_id)

@@ -361,8 +361,20 @@ def check_user_key(key: bytes | None, user_id: str) -> None:
         raise DecodeError(Reason.KEY_MISMATCH, f"key {key!r} != user_id {user_id!r}")
 
 
-def decode_internal(raw: bytes | None, model: type[R], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R:
-    """Bounded decoding of an internal record (size, JSON, version, schema): raises :class:`DecodeError`."""
+#: Bound on one internal record (written by flitfeed itself: user states with long seen lists, model
+#: snapshots); the broker's own limit (1 MiB by default) is below it.
+INTERNAL_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def decode_internal(raw: bytes | None, model: type[R], max_bytes: int = INTERNAL_MAX_MESSAGE_BYTES) -> R:
+    """Bounded decoding of an internal record (size, JSON, version, schema): raises :class:`DecodeError`.
+
+    >>> try:
+    ...     decode_internal(b'{"v": 2, "user_id": "u"}', UserState)
+    ... except DecodeError as e:
+    ...     str(e.reason)
+    'unknown_schema_version'
+    """
     return _parse(raw, model, max_bytes)
 
 
