@@ -20,18 +20,11 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Logical topic names; the real name is ``topic_prefix + name``.
-TOPIC_FLITS = "flits"
-TOPIC_INTERACTIONS = "interactions"
-TOPIC_FEED_REQUESTS = "feed-requests"
-TOPIC_FEEDS = "feeds"
-TOPIC_DEAD_LETTERS = "dead-letters"
-TOPIC_FLIT_VECTORS = "flit-vectors"
-TOPIC_USER_STATES = "user-states"
-TOPIC_PARKED = "interactions-parked"
-TOPIC_IMPRESSIONS = "impressions"
-TOPIC_EXAMPLES = "examples"
-TOPIC_RANKER_MODEL = "ranker-model"
+#: Logical topic names (the real name is ``topic_prefix + name``), from the topic registry
+#: (``streams/topics.py``); importable from here as before.
+from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_EXAMPLES, TOPIC_FEED_REQUESTS,  # noqa: F401
+                                     TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_IMPRESSIONS,
+                                     TOPIC_INTERACTIONS, TOPIC_PARKED, TOPIC_RANKER_MODEL, TOPIC_USER_STATES)
 
 
 class Settings(BaseSettings):

@@ -1,4 +1,4 @@
-"""Topic administration: which topics flitfeed uses and how they are made.
+"""Topic administration: how the topics flitfeed uses (``streams/topics.py``) are made.
 
 Topics are never auto-created (the local broker runs with
 ``auto.create.topics.enable=false``); :func:`create_topics` is the one place
@@ -13,28 +13,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic, ResourceType
 
 from flitfeed.kafka.config import client_config
-from flitfeed.settings import (
-    TOPIC_DEAD_LETTERS,
-    TOPIC_EXAMPLES,
-    TOPIC_FEED_REQUESTS,
-    TOPIC_FEEDS,
-    TOPIC_FLIT_VECTORS,
-    TOPIC_FLITS,
-    TOPIC_IMPRESSIONS,
-    TOPIC_INTERACTIONS,
-    TOPIC_PARKED,
-    TOPIC_RANKER_MODEL,
-    TOPIC_USER_STATES,
-    Settings,
-)
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,43 +53,10 @@ class BrokerUnavailableError(KafkaAdminError):
     """No broker answered at the configured bootstrap servers in time."""
 
 
-_COMPACT = MappingProxyType({"cleanup.policy": "compact"})
-_DELETE = MappingProxyType({"cleanup.policy": "delete"})
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    """A logical topic and the topic-level configs it is created with."""
-
-    name: str
-    config: Mapping[str, str]
-
-    @property
-    def compacted(self) -> bool:
-        return "compact" in self.config.get("cleanup.policy", "").split(",")
-
-
-#: Every topic flitfeed uses. Partition count and replication factor come from
-#: the settings so that all topics are co-partitioned (same key, same
-#: partition number across topics).
-TOPIC_SPECS: tuple[TopicSpec, ...] = (
-    TopicSpec(TOPIC_FLITS, _DELETE),
-    TopicSpec(TOPIC_INTERACTIONS, _DELETE),
-    TopicSpec(TOPIC_FEED_REQUESTS, _DELETE),
-    TopicSpec(TOPIC_FEEDS, _DELETE),
-    TopicSpec(TOPIC_DEAD_LETTERS, _DELETE),
-    # Keyed by flit id; only the latest vector of a flit matters.
-    TopicSpec(TOPIC_FLIT_VECTORS, _COMPACT),
-    # Keyed by user id; a user's state is rebuilt from its latest snapshot.
-    TopicSpec(TOPIC_USER_STATES, _COMPACT),
-    # Interactions waiting for their flit's vector are retried, then expire.
-    TopicSpec(TOPIC_PARKED, _DELETE),
-    # Keyed by user id, co-partitioned with interactions: the feedback join runs per partition.
-    TopicSpec(TOPIC_IMPRESSIONS, _DELETE),
-    TopicSpec(TOPIC_EXAMPLES, _DELETE),
-    # Keyed "model": only the latest snapshot of the ranking model matters.
-    TopicSpec(TOPIC_RANKER_MODEL, _COMPACT),
-)
+#: Every topic flitfeed creates: the registry's (``streams/topics.py``). Partition count and replication
+#: factor come from the settings so that all topics are co-partitioned (same key, same partition number
+#: across topics).
+TOPIC_SPECS: tuple[TopicSpec, ...] = TOPICS
 
 
 def topic_names(settings: Settings) -> list[str]:
