@@ -6,6 +6,6 @@
 """
 
 from flitfeed.demo.scoreboard import Scoreboard
-from flitfeed.demo.world import DEFAULT_TOPICS, TOPIC_SPECS, TopicSpec, World
+from flitfeed.demo.world import CONVERSATION_TOPICS, DEFAULT_TOPICS, ConversationTopic, World
 
-__all__ = ["DEFAULT_TOPICS", "TOPIC_SPECS", "Scoreboard", "TopicSpec", "World"]
+__all__ = ["CONVERSATION_TOPICS", "DEFAULT_TOPICS", "ConversationTopic", "Scoreboard", "World"]

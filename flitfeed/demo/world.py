@@ -45,15 +45,15 @@ from flitfeed.streams.events import Feed, FeedRequest, Flit, Interaction, from_e
 from flitfeed.streams.vocabulary import INTERACTION_KINDS, positive_kinds
 
 __all__ = [
+    "CONVERSATION_TOPICS",
     "DEFAULT_TOPICS",
-    "TOPIC_SPECS",
-    "TopicSpec",
+    "ConversationTopic",
     "World",
 ]
 
 
 @dataclass(frozen=True)
-class TopicSpec:
+class ConversationTopic:
     """One topic of conversation: how its flits are written.
 
     ``templates`` are :meth:`str.format` strings whose fields name lists in
@@ -69,12 +69,12 @@ class TopicSpec:
 
 
 def _spec(name: str, title: str, tags: Sequence[str], templates: Sequence[str],
-          **vocab: Sequence[str]) -> TopicSpec:
-    return TopicSpec(name, title, tuple(tags), tuple(templates), {k: tuple(v) for k, v in vocab.items()})
+          **vocab: Sequence[str]) -> ConversationTopic:
+    return ConversationTopic(name, title, tuple(tags), tuple(templates), {k: tuple(v) for k, v in vocab.items()})
 
 
 #: Every topic the world can talk about, keyed by topic name.
-TOPIC_SPECS: dict[str, TopicSpec] = {
+CONVERSATION_TOPICS: dict[str, ConversationTopic] = {
     spec.name: spec
     for spec in (
         _spec(
@@ -268,7 +268,7 @@ TOPIC_SPECS: dict[str, TopicSpec] = {
 }
 
 #: The default topics, in a fixed order.
-DEFAULT_TOPICS: tuple[str, ...] = tuple(TOPIC_SPECS)
+DEFAULT_TOPICS: tuple[str, ...] = tuple(CONVERSATION_TOPICS)
 
 # Behaviour constants (probabilities per item seen).
 _P_POSITIVE_TOP = 0.80       # positive reaction to the bird's favourite topic
@@ -303,7 +303,7 @@ class World:
     :param seed: seeds the one random generator; same seed + same calls = same bytes.
     :param n_birds: readers (``bird-000`` ...), each with 1–2 hidden interest topics.
     :param n_authors: dedicated posters (``author-00`` ...), each mostly about one topic.
-    :param topics: topic names, a subset of :data:`TOPIC_SPECS` (default all of them).
+    :param topics: topic names, a subset of :data:`CONVERSATION_TOPICS` (default all of them).
     :param start: the epoch "now" at creation (required: the world never reads the clock);
         used wherever a ``now`` argument is omitted.
     :param n_bird_authors: how many of the birds also post (under their bird id; capped at ``n_birds``).
@@ -323,9 +323,9 @@ class World:
             raise ValueError("need at least one bird and one author")
         if not topics or len(set(topics)) != len(topics):
             raise ValueError("topics must be a non-empty tuple of distinct names")
-        unknown = [t for t in topics if t not in TOPIC_SPECS]
+        unknown = [t for t in topics if t not in CONVERSATION_TOPICS]
         if unknown:
-            raise ValueError(f"unknown topics {unknown}; known: {list(TOPIC_SPECS)}")
+            raise ValueError(f"unknown topics {unknown}; known: {list(CONVERSATION_TOPICS)}")
         if n_bird_authors < 0:
             raise ValueError("n_bird_authors must be >= 0")
         self._seed = int(seed)
@@ -477,7 +477,7 @@ class World:
         return pool[int(self._rng.integers(len(pool)))]
 
     def _text(self, topic: str) -> str:
-        spec = TOPIC_SPECS[topic]
+        spec = CONVERSATION_TOPICS[topic]
         template = spec.templates[int(self._rng.integers(len(spec.templates)))]
         values: dict[str, str] = {}
         used: dict[str, list[str]] = {}
@@ -498,7 +498,7 @@ class World:
         for _ in range(max(0, n)):
             author = self._authors[self._author_ids[int(self._rng.choice(len(self._author_ids), p=self._author_p))]]
             topic = self._topics[int(self._rng.choice(len(self._topics), p=author.topic_p))]
-            spec = TOPIC_SPECS[topic]
+            spec = CONVERSATION_TOPICS[topic]
             tags = [spec.tags[0]]
             if len(spec.tags) > 1 and self._rng.random() < 0.5:
                 tags.append(self._choice(spec.tags[1:]))

@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from flitfeed.demo import DEFAULT_TOPICS, TOPIC_SPECS, Scoreboard, World
+from flitfeed.demo import CONVERSATION_TOPICS, DEFAULT_TOPICS, Scoreboard, World
 from flitfeed.streams.events import Feed, FeedItem, Flit, Interaction, decode_flit, decode_interaction
 
 NOW = 1_750_000_000.0
@@ -106,9 +106,9 @@ def test_texts_are_natural_sized_varied_and_tagged() -> None:
     assert set(Counter(world.topic_of(f.flit_id) for f in flits)) == set(DEFAULT_TOPICS)
 
 
-@pytest.mark.parametrize("topic", list(TOPIC_SPECS))
+@pytest.mark.parametrize("topic", list(CONVERSATION_TOPICS))
 def test_every_template_fits_8_to_25_words(topic: str) -> None:
-    spec = TOPIC_SPECS[topic]
+    spec = CONVERSATION_TOPICS[topic]
     assert len(spec.templates) >= 12 and spec.tags[0] == topic
     for template in spec.templates:
         fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
