@@ -35,7 +35,8 @@ from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
 from flitfeed.startup import kafka_call
 from flitfeed.streams.embedding import indexed_flit
-from flitfeed.streams.events import FlitVector, to_epoch
+from flitfeed.streams.events import DecodeError, FlitVector, decode_internal, to_epoch
+from flitfeed.streams.topics import INTERNAL_MAX_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,12 @@ class FlitVectorReplicator:
                     log.warning("flit-vectors consumer error", extra={"error": str(err)})
                 continue
             try:
-                record = FlitVector.model_validate_json(m.value())
-            except ValueError as exc:
-                # Only the worker writes this topic; a bad record is a bug, not input. Skip it loudly.
-                log.error("undecodable flit-vectors record", extra={"offset": m.offset(), "error": str(exc)})
+                record = decode_internal(m.value(), FlitVector, INTERNAL_MAX_BYTES)
+            except DecodeError as exc:
+                # Only the worker writes this topic; a bad record is a bug, not input. Skip it loudly (every
+                # replica reads every record, so dead-lettering it here would write one letter per process).
+                log.error("undecodable flit-vectors record", extra={
+                    "partition": m.partition(), "offset": m.offset(), "reason": str(exc.reason), "error": exc.detail})
                 continue
             if self._on_flit is not None:
                 self._on_flit(record)

@@ -110,3 +110,67 @@ def test_close_waits_for_a_fetch_still_under_way() -> None:
     assert fake.overlapped == [], "close used the consumer while a fetch was under way"
     assert [call for call, _ in fake.calls] == ["open", "fetch", "close"]
     assert fake.timed_out == []
+
+
+# --- decoding the log: bounded, a bad record is skipped ------------------------------------------------------
+class Message:
+    """A consumed ``flit-vectors`` record as confluent-kafka hands it over."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self._offset, self._value = offset, value
+
+    def error(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return self._value
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class RecordingIndex:
+    def __init__(self) -> None:
+        self.points: list[Any] = []
+
+    def upsert_many(self, points: list[Any]) -> None:
+        self.points += points
+
+    def count(self) -> int:
+        return len(self.points)
+
+
+def replica_without_kafka(index: RecordingIndex) -> Any:
+    """A :class:`FlitVectorReplicator` whose consumer was never opened: only :meth:`apply_many` is used."""
+    from prometheus_client import CollectorRegistry
+
+    from flitfeed.monitoring.metrics import Metrics
+    from flitfeed.streams.replicator import FlitVectorReplicator
+
+    replica = FlitVectorReplicator.__new__(FlitVectorReplicator)
+    replica.__dict__.update(_topic="flit-vectors", _index=index, _write_index=True, _on_flit=None,
+                            _offsets_path=None, _applied={}, _saved_at=0.0, _at_end=set(), _n_partitions=1,
+                            _metrics=Metrics("worker", registry=CollectorRegistry()))
+    return replica
+
+
+def test_undecodable_flit_vector_records_are_skipped_and_the_rest_applied() -> None:
+    import json
+    from datetime import datetime, timezone
+
+    from flitfeed.streams.events import Flit, FlitVector
+    from flitfeed.streams.topics import INTERNAL_MAX_BYTES
+
+    good = FlitVector(flit=Flit(flit_id="f1", author_id="a", text="worms", created_at=0), vector=[1.0, 0.0],
+                      model_version="m", embedded_at=datetime.now(timezone.utc)).to_bytes()
+    newer_version = json.dumps({**json.loads(good), "v": 2}).encode()
+    oversized = good[:-1] + b', "pad": "' + b"x" * INTERNAL_MAX_BYTES + b'"}'
+    index = RecordingIndex()
+    replica = replica_without_kafka(index)
+    written = replica.apply_many([Message(0, b"{not json"), Message(1, newer_version), Message(2, oversized),
+                                  Message(3, b'{"flit": {}}'), Message(4, good)])
+    assert written == 1 and [p.flit_id for p in index.points] == ["f1"]
+    assert replica.position() == {0: 5}
