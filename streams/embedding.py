@@ -1,40 +1,31 @@
 """Embedding a batch of raw flit messages: the domain logic of the embed agent.
 
-Plain Python (no Kafka, no Faust): decode every message, dead-letter what is
-invalid, encode the valid texts in one batch, and hand back the points for the
-index and the records for the ``flit-vectors`` log.
+Plain Python (no Kafka, no Faust): :func:`plan_batch` decodes every message and rejects
+what is invalid, :func:`embed_isolating` encodes the valid texts in one batch (flit by flit
+when the batch fails, so only a poisonous flit is rejected), and :func:`decide_batch` says
+what to do with the result: the records for the ``flit-vectors`` log, the dead letters and
+the counts. The agent runs the effects.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Awaitable, Callable, Sequence
 
 import numpy as np
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.index.base import IndexedFlit
 from flitfeed.settings import Settings
+from flitfeed.streams.effects import Count, Effect, ObserveFlits, Publish, RawMessage, Reject
 from flitfeed.streams.events import DecodeError, Flit, FlitVector, Reason, decode_flit, to_epoch
 
+__all__ = ["BatchPlan", "EmbeddedBatch", "RawMessage", "decide_batch", "decode_flits", "embed_flits",
+           "embed_isolating", "flit_text", "indexed_flit", "plan_batch"]
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    #: When the message entered Kafka (epoch seconds).
-    timestamp: float
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    message: RawMessage
-    reason: Reason
-    detail: str
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,17 +47,17 @@ def indexed_flit(record: FlitVector) -> IndexedFlit:
 
 
 def decode_flits(messages: Sequence[RawMessage], settings: Settings,
-                 now: float) -> tuple[list[tuple[Flit, RawMessage]], list[Rejected]]:
-    """Valid flits (each with the message it came in) and the rejected messages."""
+                 now: float) -> tuple[list[tuple[Flit, RawMessage]], list[Reject]]:
+    """Valid flits (each with the message it came in) and the rejected messages (to dead-letter)."""
     flits: dict[str, tuple[Flit, RawMessage]] = {}
-    rejected: list[Rejected] = []
+    rejected: list[Reject] = []
     for m in messages:
         try:
             flit = decode_flit(m.value, now=now, max_text_chars=settings.max_text_chars, max_tags=settings.max_tags,
                                max_skew_s=settings.max_clock_skew_s, max_age_s=settings.max_event_age_s,
                                max_bytes=settings.max_message_bytes)
         except DecodeError as e:
-            rejected.append(Rejected(m, e.reason, e.detail))
+            rejected.append(Reject(m, e.reason, e.detail))
             continue
         # A flit re-sent within one batch is embedded once; the last version wins, as in the index.
         flits[flit.flit_id] = (flit, m)
@@ -87,3 +78,57 @@ def embed_flits(flits: Sequence[Flit], encoder: Encoder) -> EmbeddedBatch:
                                         created_at=to_epoch(flit.created_at), vector=row, lang=flit.lang,
                                         tags=tuple(flit.tags)))
     return batch
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A batch of flit messages, decoded: what to embed, and what to do before embedding anything."""
+
+    topic: str
+    #: The valid flits to embed, each with the message it came in (one per flit id: the last version).
+    flits: list[tuple[Flit, RawMessage]]
+    #: Count the batch as consumed; dead-letter the invalid messages.
+    effects: tuple[Effect, ...]
+    #: Messages of a flit sent again later in the same batch (embedded once, as its last version).
+    superseded: int
+
+
+def plan_batch(messages: Sequence[RawMessage], settings: Settings, now: float) -> BatchPlan:
+    """Decode a non-empty batch of messages of one topic."""
+    decoded, rejected = decode_flits(messages, settings, now)
+    topic = messages[0].topic
+    effects: list[Effect] = [Count("consumed", topic, len(messages))]
+    effects += rejected
+    return BatchPlan(topic=topic, flits=decoded, effects=tuple(effects),
+                     superseded=len(messages) - len(rejected) - len(decoded))
+
+
+async def embed_isolating(flits: Sequence[tuple[Flit, RawMessage]],
+                          embed: Callable[[Sequence[Flit]], Awaitable[EmbeddedBatch]]
+                          ) -> tuple[EmbeddedBatch, list[Reject]]:
+    """``embed`` the flits in one batch; when that fails, flit by flit, so one poisonous flit does not sink
+    its batch: only what still fails alone is rejected (``processing_error``)."""
+    try:
+        return await embed([f for f, _ in flits]), []
+    except Exception:
+        log.exception("batch embedding failed; retrying flit by flit", extra={"size": len(flits)})
+    batch, failed = EmbeddedBatch(), []
+    for flit, msg in flits:
+        try:
+            one = await embed([flit])
+        except Exception as exc:
+            failed.append(Reject(msg, Reason.PROCESSING_ERROR, repr(exc)))
+            continue
+        batch.vectors += one.vectors
+        batch.points += one.points
+    return batch, failed
+
+
+def decide_batch(plan: BatchPlan, batch: EmbeddedBatch, failed: Sequence[Reject],
+                 searchable_at: float) -> tuple[Effect, ...]:
+    """What to do once the batch's flits are embedded and in the index (``searchable_at``, epoch s)."""
+    vectors = tuple((record.flit.flit_id.encode(), record.to_bytes()) for record in batch.vectors)
+    # A flit sent twice within one batch is embedded once (the last version wins, as in the index);
+    # the earlier copy is applied too, not lost, so it counts as processed and the counts reconcile.
+    return (*failed, ObserveFlits(tuple(batch.points), searchable_at), Publish("flit_vectors", vectors),
+            Count("processed", plan.topic, len(batch.vectors) + plan.superseded))

@@ -1,20 +1,25 @@
 """Applying one interaction to a user's profile: the domain logic of the user agents.
 
-Plain Python. The agent hands in the decoded interaction, the user's current
-profile and a way to look up flits; it gets back what to do: store and publish
-the new state, skip a duplicate, park the interaction until its flit exists,
-or give up on it.
+Plain Python. The agent hands :func:`decide` the decoded interaction, the user's
+stored profile and a way to look up flits; it gets back the outcome and the
+effects to run: store and publish the new state, skip a duplicate (publishing
+its state again when it was the last one applied), park the interaction until
+its flit exists, or give up on it and dead-letter its original bytes.
 """
 
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from flitfeed.encoders.user_vector import TasteParams, UserProfile
 from flitfeed.index.base import IndexedFlit
 from flitfeed.settings import Settings
-from flitfeed.streams.events import Interaction, ParkedInteraction, UserState, to_epoch
+from flitfeed.streams.effects import Count, Effect, ObserveTaste, Park, Publish, RawMessage, Reject, StoreProfile
+from flitfeed.streams.events import (Interaction, ParkedInteraction, Reason, UserState, check_user_key,
+                                     decode_interaction, from_epoch, to_epoch)
 
 #: What :func:`apply_interaction` did with an interaction.
 Outcome = Literal["applied", "duplicate", "park"]
@@ -41,13 +46,15 @@ def apply_interaction(event: Interaction, profile: UserProfile, lookup: Callable
     return "applied"
 
 
-def user_state(profile: UserProfile, trigger_id: str, trigger_ts: float) -> UserState:
-    """The public state record the ranker consumes (``user-states``, compacted, key = user id)."""
+def user_state(profile: UserProfile, trigger_id: str, trigger_ts: float, now: float | None = None) -> UserState:
+    """The public state record the ranker consumes (``user-states``, compacted, key = user id), updated
+    at ``now`` (epoch s; default: the clock)."""
     q = profile.query_vector()
     return UserState(user_id=profile.user_id, taste=None if q is None else q.tolist(),
                      positives=profile.positives, negatives=profile.negatives, last_ts=profile.last_ts,
                      seen=list(profile.seen), muted_authors=list(profile.muted_authors),
-                     updated_at=datetime.now(timezone.utc), trigger_id=trigger_id, trigger_ts=trigger_ts)
+                     updated_at=datetime.now(timezone.utc) if now is None else from_epoch(now),
+                     trigger_id=trigger_id, trigger_ts=trigger_ts)
 
 
 def retry_delay(attempts: int, settings: Settings) -> float:
@@ -68,3 +75,64 @@ def next_park(parked: ParkedInteraction | None, event: Interaction, raw_b64: str
         return None
     return ParkedInteraction(interaction=event, raw_b64=raw_b64, source_partition=partition,
                              source_offset=offset, attempts=attempts, not_before=now + retry_delay(attempts, settings))
+
+
+def decode_user_interaction(msg: RawMessage, settings: Settings, now: float) -> Interaction:
+    """An ``interactions`` message, decoded and checked (its key is its user id); raises ``DecodeError``."""
+    interaction = decode_interaction(msg.value, now=now, max_skew_s=settings.max_clock_skew_s,
+                                     max_age_s=settings.max_event_age_s, max_bytes=settings.max_message_bytes)
+    check_user_key(msg.key, interaction.user_id)
+    return interaction
+
+
+#: What :func:`decide` did with an interaction: "expired" = parked too often, dead-lettered.
+Decided = Literal["applied", "duplicate", "park", "expired"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Decided
+    #: What to do, in order (``streams/effects.py``).
+    effects: tuple[Effect, ...]
+
+
+def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | None,
+           lookup: Callable[[str], IndexedFlit | None], *, parked: ParkedInteraction | None, source_topic: str,
+           now: float, params: TasteParams, settings: Settings) -> Decision:
+    """What to do with one interaction, from ``source_topic`` (``msg``) or a parked retry of it (``parked``,
+    read from ``msg``), for a user whose stored profile is ``stored`` (``UserProfile.to_dict()``; None = new).
+
+    Applied: store the profile, publish the user's state. A duplicate is skipped, but its state is published
+    again when it was the last event applied (re-delivered after a crash between the table write and the
+    publish; the ranker skips a state it has already seen). An interaction whose flit is unknown is parked
+    with its original bytes, partition and offset, until ``park_max_attempts``; then those original bytes
+    are dead-lettered as ``flit_not_found``.
+    """
+    profile = UserProfile.from_dict(stored) if stored else UserProfile(interaction.user_id)
+    before = profile.query_vector()
+    outcome = apply_interaction(interaction, profile, lookup, params)
+    if outcome == "duplicate":
+        effects: list[Effect] = [Count("duplicates", source_topic)]
+        if interaction.event_id == profile.last_event_id:
+            effects.append(_publish_state(profile, interaction.event_id, msg.timestamp, now))
+        return Decision("duplicate", tuple(effects))
+    if outcome == "park":
+        raw_b64 = parked.raw_b64 if parked else base64.b64encode(msg.value or b"").decode("ascii")
+        partition = parked.source_partition if parked else msg.partition
+        offset = parked.source_offset if parked else msg.offset
+        nxt = next_park(parked, interaction, raw_b64, partition, offset, now, settings)
+        if nxt is not None:
+            return Decision("park", (Park(nxt),))
+        original = RawMessage(topic=source_topic, partition=partition, offset=offset,
+                              key=interaction.user_id.encode(), value=base64.b64decode(raw_b64),
+                              timestamp=msg.timestamp)
+        return Decision("expired", (Reject(original, Reason.FLIT_NOT_FOUND, f"flit {interaction.flit_id} not in "
+                                           f"the index after {settings.park_max_attempts} attempts"),))
+    return Decision("applied", (StoreProfile(profile.user_id, profile.to_dict()),
+                                ObserveTaste(before, profile.query_vector()), Count("processed", source_topic),
+                                _publish_state(profile, interaction.event_id, msg.timestamp, now)))
+
+
+def _publish_state(profile: UserProfile, trigger_id: str, trigger_ts: float, now: float) -> Publish:
+    state = user_state(profile, trigger_id, trigger_ts, now)
+    return Publish("user_states", ((profile.user_id.encode(), state.to_bytes()),))

@@ -1,13 +1,17 @@
-"""What every agent shares: reading a Faust event as a raw message, and the dead-letter path."""
+"""What every agent shares: reading a Faust event as a raw message, running effects, the dead-letter path."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
+
+import numpy as np
 
 from flitfeed.streams.dead_letter import dead_letter
-from flitfeed.streams.embedding import RawMessage
-from flitfeed.streams.events import Reason
+from flitfeed.streams.effects import (Count, Effect, ObserveFlits, ObserveTaste, Park, Publish, RawMessage, Reject,
+                                      StoreProfile)
+from flitfeed.streams.events import Interaction, ParkedInteraction, Reason
+from flitfeed.streams.user_updates import Decided, decide
 
 if TYPE_CHECKING:
     from flitfeed.streams.app import WorkerContext
@@ -50,3 +54,54 @@ async def send_dead_letter(ctx: "WorkerContext", msg: RawMessage, reason: Reason
     key, value = dead_letter(ctx.metrics, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                              key=msg.key, value=msg.value, reason=reason, detail=detail)
     await ctx.send(ctx.dead_letters, key, value)
+
+
+async def run_effects(ctx: "WorkerContext", effects: Iterable[Effect]) -> None:
+    """Carry out what a decision asked for, in order.
+
+    When a profile was stored, this returns once its changelog record is with the Kafka client: the
+    caller acks the event next.
+    """
+    m = ctx.metrics
+    stored = False
+    for effect in effects:
+        match effect:
+            case Publish(topic, records):
+                target = {"flit_vectors": ctx.flit_vectors, "user_states": ctx.user_states}[topic]
+                with m.time_stage("publish"):
+                    for key, value in records:
+                        await ctx.send(target, key, value)
+            case Park(record):
+                m.parked.labels(service=m.service).inc()
+                await ctx.send(ctx.parked, record.interaction.user_id.encode(), record.to_bytes())
+            case Reject(message, reason, detail):
+                await send_dead_letter(ctx, message, reason, detail)
+            case StoreProfile(user_id, profile):
+                ctx.profiles[user_id] = profile
+                stored = True
+            case Count(counter, topic, n):
+                getattr(m, counter).labels(service=m.service, topic=topic).inc(n)
+            case ObserveTaste(before, after):
+                if ctx.monitors is not None:
+                    ctx.monitors.learn_taste(before, after)
+            case ObserveFlits(points, searchable_at):
+                if ctx.monitors is not None and points:
+                    ctx.monitors.learn_flits(np.stack([p.vector for p in points]))
+                for point in points:
+                    m.freshness.labels(service=m.service).observe(max(0.0, searchable_at - point.created_at))
+            case _:
+                raise TypeError(f"not an effect: {effect!r}")
+    if stored:
+        await ctx.changelog.wait()
+
+
+async def update_user(ctx: "WorkerContext", interaction: Interaction, msg: RawMessage,
+                      parked: ParkedInteraction | None = None) -> Decided:
+    """Apply an interaction from ``interactions`` or a parked retry of it: decide, then run the effects."""
+    with ctx.metrics.time_stage("user_update"):
+        decision = decide(interaction, msg, ctx.profiles.get(interaction.user_id),
+                          lambda flit_id: ctx.index.retrieve_many([flit_id]).get(flit_id), parked=parked,
+                          source_topic=ctx.interactions.get_topic_name(), now=time.time(), params=ctx.params,
+                          settings=ctx.settings)
+    await run_effects(ctx, decision.effects)
+    return decision.outcome
