@@ -230,14 +230,17 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
     wait_until(lambda: set(KNOWN_FLITS) <= {FlitVector.model_validate_json(m.value()).flit.flit_id
                                             for m in bus.drain(TOPIC_FLIT_VECTORS)}, SETTLE_S, what="seed flits")
 
-    # The internal topics the services consume are decoded as defensively as the input topics.
+    # The internal topics the services consume are decoded as defensively as the input topics (the bounded
+    # decoder: its reasons).
     internal = {s.topic(TOPIC_USER_STATES): "ranker", s.topic(TOPIC_PARKED): "worker"}
+    junk_reasons = {b"\xff\xfe": "invalid_utf8", b"{}": "schema_violation", b"null": "schema_violation",
+                    b'{"user_id": 5}': "schema_violation", b"": "invalid_json", b'{"v": 2}': "unknown_schema_version"}
     for topic in internal:
-        for junk in (b"\xff\xfe", b"{}", b"null", b'{"user_id": 5}', b""):
+        for junk, reason in junk_reasons.items():
             delivered = []
             bus.producer.produce(topic, key=b"u0", value=junk, on_delivery=lambda err, m: delivered.append(m))
             assert bus.producer.flush(10) == 0
-            sent.append(Sent(topic, b"u0", junk, delivered[0].partition(), delivered[0].offset(), "schema_violation"))
+            sent.append(Sent(topic, b"u0", junk, delivered[0].partition(), delivered[0].offset(), reason))
 
     def settled() -> dict | None:
         """The metric samples once every sent message has its outcome, else None."""
