@@ -66,7 +66,8 @@ def test_decide_skips_a_duplicate_and_publishes_again_only_the_last_applied_even
     stored = decide_one(e2, msg2, stored).effects[0].profile
     last = decide_one(e2, msg2, stored)
     assert last.outcome == "duplicate"
-    assert [type(e) for e in last.effects] == [Count, Publish] and last.effects[0] == Count("duplicates", "t-interactions")
+    assert [type(e) for e in last.effects] == [Count, Publish]
+    assert last.effects[0] == Count("duplicates", "t-interactions")
     assert UserState.model_validate_json(last.effects[1].records[0][1]).trigger_id == "e2"
     older = decide_one(e1, msg1, stored)
     assert older.outcome == "duplicate" and older.effects == (Count("duplicates", "t-interactions"),)
@@ -125,7 +126,8 @@ def flit_msg(offset: int, fid: str | None, text: str = "worms after rain") -> Ra
 def test_plan_batch_counts_the_batch_rejects_the_invalid_and_counts_superseded_copies() -> None:
     msgs = [flit_msg(0, "f1"), flit_msg(1, None), flit_msg(2, "f1", "second"), flit_msg(3, "f2")]
     plan = plan_batch(msgs, S, now=NOW)
-    assert [(f.flit_id, f.text, m.offset) for f, m in plan.flits] == [("f1", "second", 2), ("f2", "worms after rain", 3)]
+    assert [(f.flit_id, f.text, m.offset) for f, m in plan.flits] == [("f1", "second", 2),
+                                                                      ("f2", "worms after rain", 3)]
     assert plan.effects[0] == Count("consumed", "flits", 4)
     assert [(r.message.offset, r.reason) for r in plan.effects[1:]] == [(1, Reason.INVALID_JSON)]
     assert plan.superseded == 1
