@@ -34,7 +34,7 @@ from flitfeed.kafka.local_broker import kafka_script
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.monitoring.prometheus import LocalPrometheus
 from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
-from flitfeed.streams.events import Feed
+from flitfeed.streams.events import Feed, FeedRequest
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,12 @@ def stream_world(settings: Settings, world: World, duration_s: float | None, *,
     for flit in world.next_flits(60, now):
         send(TOPIC_FLITS, flit.flit_id, flit.to_bytes())
     producer.flush(10)
+    # The world's clock starts once the ranker answers: the services load the embedding model and read
+    # the logs first, and birds whose requests go unanswered meanwhile would learn nothing.
+    waited = _wait_until_serving(settings, send, producer, feeds, alive, timeout_s=180.0)
+    if show is not None:
+        show(f"services serving after {waited:.1f} s; the world runs for "
+             f"{'ever (Ctrl-C stops)' if duration_s is None else f'{duration_s:g} s'}")
     started = time.monotonic()
     next_tick = next_print = started
     last_feed: Feed | None = None
@@ -248,6 +254,25 @@ def stream_world(settings: Settings, world: World, duration_s: float | None, *,
         producer.flush(10)
         feeds.close()
     return board
+
+
+def _wait_until_serving(settings: Settings, send: Callable[[str, str, bytes], None], producer: Producer,
+                        feeds: Consumer, alive: Callable[[], bool], timeout_s: float) -> float:
+    """Ask for a feed for a user outside the world until one comes back; returns the seconds it took."""
+    start = time.monotonic()
+    attempt = 0
+    while time.monotonic() - start < timeout_s:
+        alive()
+        attempt += 1
+        request = FeedRequest(request_id=f"demo-probe-{attempt}", user_id="demo-probe", k=1)
+        send(TOPIC_FEED_REQUESTS, request.user_id, request.to_bytes())
+        producer.flush(5)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            for m in feeds.consume(num_messages=100, timeout=0.2):
+                if m.error() is None and b"demo-probe" in (m.key() or b""):
+                    return time.monotonic() - start
+    raise RuntimeError(f"the ranker answered no feed request within {timeout_s:g} s; see its log")
 
 
 def _describe(world: World, feed: Feed) -> str:
