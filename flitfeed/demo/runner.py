@@ -212,8 +212,8 @@ def stream_world(settings: Settings, world: World, duration_s: float | None, *,
     for flit in world.next_flits(60, now):
         send(TOPIC_FLITS, flit.flit_id, flit.to_bytes())
     producer.flush(10)
-    # The world's clock starts once the ranker answers: the services load the embedding model and read
-    # the logs first, and birds whose requests go unanswered meanwhile would learn nothing.
+    # The world's clock starts once a feed comes back with flits in it: the worker loads the embedding
+    # model first, and birds reacting meanwhile would be reacting to flits nobody has embedded yet.
     waited = _wait_until_serving(settings, send, producer, feeds, alive, timeout_s=180.0)
     if show is not None:
         show(f"services serving after {waited:.1f} s; the world runs for "
@@ -258,7 +258,8 @@ def stream_world(settings: Settings, world: World, duration_s: float | None, *,
 
 def _wait_until_serving(settings: Settings, send: Callable[[str, str, bytes], None], producer: Producer,
                         feeds: Consumer, alive: Callable[[], bool], timeout_s: float) -> float:
-    """Ask for a feed for a user outside the world until one comes back; returns the seconds it took."""
+    """Ask for a feed for a user outside the world until one comes back with items (the worker has embedded
+    flits and the ranker holds them); returns the seconds it took."""
     start = time.monotonic()
     attempt = 0
     while time.monotonic() - start < timeout_s:
@@ -270,7 +271,7 @@ def _wait_until_serving(settings: Settings, send: Callable[[str, str, bytes], No
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             for m in feeds.consume(num_messages=100, timeout=0.2):
-                if m.error() is None and b"demo-probe" in (m.key() or b""):
+                if m.error() is None and m.key() == b"demo-probe" and Feed.model_validate_json(m.value()).items:
                     return time.monotonic() - start
     raise RuntimeError(f"the ranker answered no feed request within {timeout_s:g} s; see its log")
 
