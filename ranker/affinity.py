@@ -114,14 +114,14 @@ class Affinity:
         n = len(authors)
         if user is None:
             return [0.0] * n, [0.0] * n
-        a_of, t_of, s = user.authors.get, user.tags.get, SATURATION
-        out_a, out_t = [], []
-        for author, ts in zip(authors, tags):
-            a = a_of(author, 0.0)
-            t = sum(t_of(x, 0.0) for x in ts) / len(ts) if ts else 0.0
-            out_a.append(a / (abs(a) + s))
-            out_t.append(t / (abs(t) + s))
-        return out_a, out_t
+        a_of, t_of = user.authors.get, user.tags.get
+        a = np.fromiter((a_of(author, 0.0) for author in authors), dtype=np.float64, count=n)
+        # Most flits carry one or two tags: spelled out, without a generator per candidate (the profile).
+        t = np.fromiter((t_of(ts[0], 0.0) if len(ts) == 1 else
+                         (t_of(ts[0], 0.0) + t_of(ts[1], 0.0)) / 2 if len(ts) == 2 else
+                         (sum(t_of(x, 0.0) for x in ts) / len(ts) if ts else 0.0) for ts in tags),
+                        dtype=np.float64, count=n)
+        return (a / (np.abs(a) + SATURATION)).tolist(), (t / (np.abs(t) + SATURATION)).tolist()
 
     def user_stats(self, user_id: str) -> tuple[float, float]:
         """``(activity, mainstream)`` of a user, both in [0, 1); (0, 0) for an unknown user."""

@@ -56,6 +56,6 @@ class ActionScorer(Scorer):
             self.fallbacks += 1
             X = np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)  # a bad input feature counts as absent
             scores = self.model.score_many(X, prior=True)
-        for c, row, s in zip(candidates, X, scores.tolist()):
+        for c, row, s in zip(candidates, list(X), scores.tolist()):
             c.features = row
             c.score = s
