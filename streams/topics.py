@@ -18,13 +18,13 @@ This module imports no settings, so ``flitfeed/settings.py`` can import it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, Mapping
 
+from flitfeed import generated_block
+from flitfeed.generated_block import replace_between
 from flitfeed.streams.events import (DeadLetter, Example, Feed, FeedRequest, Flit, FlitVector, Impression,
                                      Interaction, ModelSnapshot, ParkedInteraction, UserState, _Record)
 
@@ -128,21 +128,11 @@ def render() -> str:
 
 def replace_in(text: str) -> str:
     """``text`` with the generated block between the markers replaced by a fresh one."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError("topics markers not found")
-    return text[:start] + render() + text[end + len(END):]
+    return replace_between(text, BEGIN, END, render())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="README's Topics table, from the topic registry")
-    parser.add_argument("--write", type=Path, help="refresh the table between the markers in this file")
-    args = parser.parse_args(argv)
-    if args.write:
-        args.write.write_text(replace_in(args.write.read_text()))
-    else:
-        sys.stdout.write(render() + "\n")
-    return 0
+    return generated_block.main(render, BEGIN, END, "README's Topics table, from the topic registry", argv)
 
 
 if __name__ == "__main__":
