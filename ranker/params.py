@@ -37,9 +37,7 @@ COLLABORATIVE = "collaborative"
 
 @dataclass(frozen=True, slots=True)
 class RankerParams:
-    # --- Feed size and candidate retrieval ------------------------------------
-    #: Feed length for a request that does not ask for one.
-    feed_k: int = 10
+    # --- Candidate retrieval (the feed size is the request's k, or Settings.feed_k) ----
     #: How many candidates each source may return.
     candidates_per_source: int = 200
     #: Cap on seen flit ids pushed into the index query; the seen filter
@@ -112,7 +110,7 @@ class RankerParams:
     exploration_max_age_s: float = 6 * HOUR
 
     def __post_init__(self) -> None:
-        for name in ("feed_k", "candidates_per_source", "coengagement_history"):
+        for name in ("candidates_per_source", "coengagement_history"):
             _check(name, getattr(self, name), lo=1)
         for name in ("max_pushed_seen", "new_author_max_flits"):
             _check(name, getattr(self, name), lo=0)
@@ -141,14 +139,13 @@ class RankerParams:
         """Defaults, with the ranker values that are deployment settings taken from ``settings``.
 
         >>> from flitfeed.settings import Settings
-        >>> p = RankerParams.from_settings(Settings(feed_k=5, max_flit_age_s=60.0), tag_decay=1.0)
-        >>> p.feed_k, p.candidates_per_source, p.max_age_s, p.tag_decay
-        (5, 200, 60.0, 1.0)
+        >>> p = RankerParams.from_settings(Settings(max_flit_age_s=60.0), tag_decay=0.5)
+        >>> p.candidates_per_source, p.max_age_s, p.tag_decay
+        (200, 60.0, 0.5)
         >>> RankerParams.from_settings(Settings(explore_share=0.0)).explore_share
         0.0
         """
         base = cls(
-            feed_k=settings.feed_k,
             candidates_per_source=settings.candidates_per_source,
             max_age_s=settings.max_flit_age_s,
             explore_share=settings.explore_share,
