@@ -153,7 +153,7 @@ class Metrics:
                                        "Model snapshots: written, loaded, missing (started from the prior), "
                                        "corrupt (started from the prior).", ["outcome"], registry=r)
         # Known label values start at 0, so a dashboard shows "none" rather than "no data".
-        for reason in ("malformed", "duplicate", "feature_set", "bad_features", "unknown_action"):
+        for reason in ("malformed", "duplicate", "feature_set", "bad_features", "unknown_action", "unreadable_log"):
             self.examples_dropped.labels(reason=reason)
         for outcome in ("written", "loaded", "missing", "corrupt"):
             self.model_snapshots.labels(outcome=outcome)

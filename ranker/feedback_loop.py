@@ -245,6 +245,9 @@ class FeedbackLoop:
             probe = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-meta-unused"))
             try:
                 meta = kafka_call(lambda: probe.list_topics(topic, timeout=10), what=f"metadata of {topic}")
+            except Exception as exc:  # a Kafka error, or start-up's give-up after retrying one for a minute
+                log.warning("topic metadata unavailable", extra={"topic": topic, "error": str(exc)[:200]})
+                return set()  # not cached: asked again next time
             finally:
                 probe.close()
             found = meta.topics.get(topic)
@@ -256,7 +259,21 @@ class FeedbackLoop:
         return self._partition_cache[name]
 
     def _read(self, name: str, partition: int, since_ms: int | None, timeout_s: float = 60.0) -> Iterator[Message]:
-        """The messages of one partition from ``since_ms`` (None: its start) to its end as of now."""
+        """The messages of one partition from ``since_ms`` (None: its start) to its end as of now.
+
+        Never raises: the rebuild runs inside the consumer group's assignment callback, and a broker
+        that is restarting answers "unknown partition" for a while (test_broker_faults crashed the ranker
+        there). What could not be read is logged: that window's labels are not rebuilt, feeds go on.
+        """
+        try:
+            yield from self._read_or_raise(name, partition, since_ms, timeout_s)
+        except Exception as exc:  # a Kafka error, or start-up's give-up after retrying one for a minute
+            self.metrics.examples_dropped.labels(reason="unreadable_log").inc()
+            log.warning("could not read the log for the feedback loop; going on without it",
+                        extra={"topic": self._t[name], "partition": partition, "error": str(exc)[:200]})
+
+    def _read_or_raise(self, name: str, partition: int, since_ms: int | None,
+                       timeout_s: float) -> Iterator[Message]:
         topic = self._t[name]
         if partition not in self._partitions(name):
             return

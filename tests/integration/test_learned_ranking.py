@@ -66,7 +66,7 @@ def read_all(settings: Settings, name: str) -> list:
         c.close()
 
 
-def new_user_feed(bus: Bus, world: World, hidden_author_flit: str, liked: list[str]) -> Feed:
+def new_user_feed(bus: Bus) -> Feed:
     request_id = bus.request(NEW_USER, k=10)
     return bus.wait_feed(lambda f: f.trigger_id == request_id, timeout=60, what="the new user's feed")
 
@@ -119,16 +119,16 @@ def test_a_new_users_plain_taste_wins_over_popularity_and_survives_a_ranker_rest
                            if Feed.model_validate_json(m.value()).user_id.startswith("fan-")) >= FANS, 120,
                what="the fans' likes applied")
 
-    assert_follows_the_taste(world, new_user_feed(bus, world, hidden.flit_id, liked), liked, hidden.author_id)
+    assert_follows_the_taste(world, new_user_feed(bus), liked, hidden.author_id)
 
     # The model is in Kafka: a restarted ranker starts from the snapshot and the examples stream.
     ranker.stop()
     services("ranker")
-    assert_follows_the_taste(world, new_user_feed(bus, world, hidden.flit_id, liked), liked, hidden.author_id)
+    assert_follows_the_taste(world, new_user_feed(bus), liked, hidden.author_id)
     # Without the learned model (a ranker that loads nothing and learns nothing ranks with the prior,
     # the former blend) the popular topics win: what this test guards is learned, not given.
     services.started[-1].stop()
     services("ranker", FLITFEED_RANKER_LEARNING="false")
-    prior_feed = new_user_feed(bus, world, hidden.flit_id, liked)
+    prior_feed = new_user_feed(bus)
     prior_top = [world.topic_of(i.flit_id) for i in prior_feed.items[:5]]
     assert sum(t == TOPIC for t in prior_top) < 4, prior_top

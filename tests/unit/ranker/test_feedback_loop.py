@@ -163,3 +163,17 @@ def test_a_revoked_partition_takes_its_users_pending_impressions_along(loop: Fee
     loop.record(FeedQuery("crow", 1, NOW), item, partition=2)
     loop.drop([1])
     assert loop.join.users() == ["crow"]
+
+
+def test_a_log_that_cannot_be_read_never_crashes_the_rebuild(loop: FeedbackLoop,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker restarting answers 'unknown partition' inside the assignment callback (test_broker_faults)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    def unreadable(*args: object) -> None:
+        raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+        yield  # pragma: no cover - a generator, as the real one
+
+    monkeypatch.setattr(loop, "_read_or_raise", unreadable)
+    loop.rebuild([0, 1], now=NOW)
+    assert value(loop.metrics, "flitfeed_ranker_examples_dropped_total", reason="unreadable_log") == 6
