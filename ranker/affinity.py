@@ -1,7 +1,7 @@
 """What each user engages with beyond the taste vector: authors, tags, how much, how mainstream.
 
 :class:`Affinity` learns one interaction at a time (``learn_one``) and answers per request for
-many candidates at once (``author_many``, ``tag_many``, ``user_stats``), as the ranking model's
+many candidates at once (``pair_many``, ``user_stats``), as the ranking model's
 features. Per user it holds a bounded, least-recently-used set of authors and tags with their net
 engagement (positives add the kind's engagement weight, negatives subtract twice theirs: one hide
 says more than one like), the count of positives, and a running mean of how popular the flits the
@@ -11,10 +11,9 @@ user engaged with were when they did. Views are neutral here (the taste vector a
 >>> a.learn_one("wren", "robin", ("migration",), "like", popularity=0.8)
 >>> a.learn_one("wren", "robin", ("migration", "flyway"), "like", popularity=0.6)
 >>> a.learn_one("wren", "crow", ("seeds",), "hide")
->>> a.author_many("wren", ["robin", "crow", "owl"]).round(2).tolist()
-[0.5, -0.5, 0.0]
->>> a.tag_many("wren", [("migration",), ("seeds", "migration"), ()]).round(2).tolist()
-[0.5, 0.0, 0.0]
+>>> authors, tags = a.pair_many("wren", ["robin", "crow", "owl"], [("migration",), ("seeds", "migration"), ()])
+>>> [round(v, 2) for v in authors], [round(v, 2) for v in tags]
+([0.5, -0.5, 0.0], [0.5, 0.0, 0.0])
 >>> [round(v, 3) for v in a.user_stats("wren")], a.user_stats("nobody")
 ([0.091, 0.78], (0.0, 0.0))
 """
@@ -89,27 +88,10 @@ class Affinity:
             for tag in dict.fromkeys(tags):
                 _bump(user.tags, tag, delta, self.max_entries)
 
-    def author_many(self, user_id: str, authors: Sequence[str]) -> np.ndarray:
-        """Affinity in (-1, 1) to each author (0 for unknown users and authors)."""
-        user = self._users.get(user_id)
-        if user is None or not user.authors:
-            return np.zeros(len(authors))
-        v = np.fromiter((user.authors.get(a, 0.0) for a in authors), dtype=np.float64, count=len(authors))
-        return v / (np.abs(v) + SATURATION)
-
-    def tag_many(self, user_id: str, tags: Sequence[Sequence[str]]) -> np.ndarray:
-        """Affinity in (-1, 1) to each candidate's tags: the mean net engagement over its tags."""
-        user = self._users.get(user_id)
-        if user is None or not user.tags:
-            return np.zeros(len(tags))
-        known = user.tags
-        v = np.fromiter((sum(known.get(t, 0.0) for t in ts) / len(ts) if ts else 0.0 for ts in tags),
-                        dtype=np.float64, count=len(tags))
-        return v / (np.abs(v) + SATURATION)
-
     def pair_many(self, user_id: str, authors: Sequence[str],
                   tags: Sequence[Sequence[str]]) -> tuple[list[float], list[float]]:
-        """:meth:`author_many` and :meth:`tag_many` in one pass (the ranker's per-request call)."""
+        """Affinity in (-1, 1) to each candidate's author, and to its tags (the mean net engagement over
+        them), in one pass per request; 0 for unknown users, authors and tags."""
         user = self._users.get(user_id)
         n = len(authors)
         if user is None:

@@ -211,7 +211,7 @@ def test_affinity_is_bounded_per_user_and_in_users() -> None:
     a = Affinity(max_users=2, max_entries=2)
     for author in ("x", "y", "z"):
         a.learn_one("u1", author, (author,), "like")
-    assert a.author_many("u1", ["x", "y", "z"]).tolist() == [0.0, pytest.approx(1 / 3), pytest.approx(1 / 3)]
+    assert a.pair_many("u1", ["x", "y", "z"], [(), (), ()])[0] == [0.0, pytest.approx(1 / 3), pytest.approx(1 / 3)]
     a.learn_one("u2", "x", (), "like")
     a.learn_one("u3", "x", (), "like")
     assert a.user_stats("u1") == (0.0, 0.0) and len(a) == 2          # u1 was the least recently seen
@@ -256,12 +256,13 @@ def test_the_match_rises_as_the_model_learns_in_the_demo_world() -> None:
     assert late(learned) > 2 * learned.summary["random_match"]
 
 
-def test_pair_many_agrees_with_the_separate_lookups() -> None:
+def test_pair_many_on_one_two_and_more_tags() -> None:
     a = Affinity()
     for author, tags, kind in [("x", ("t1",), "like"), ("y", ("t1", "t2"), "hide"), ("x", ("t3",), "reflit")]:
         a.learn_one("u", author, tags, kind)
-    authors, tags = ["x", "y", "z"], [("t1",), ("t2", "t3"), ()]
+    # Net engagement: authors x +2.5, y -2; tags t1 -1, t2 -2, t3 +1.5; affinity = v / (|v| + 2).
+    authors, tags = ["x", "y", "z", "x"], [("t1",), ("t2", "t3"), (), ("t1", "t2", "t3")]
     pa, pt = a.pair_many("u", authors, tags)
-    np.testing.assert_allclose(pa, a.author_many("u", authors))
-    np.testing.assert_allclose(pt, a.tag_many("u", tags))
-    assert a.pair_many("nobody", authors, tags) == ([0.0] * 3, [0.0] * 3)
+    np.testing.assert_allclose(pa, [2.5 / 4.5, -0.5, 0.0, 2.5 / 4.5])
+    np.testing.assert_allclose(pt, [-1 / 3, -0.25 / 2.25, 0.0, -0.5 / 2.5])
+    assert a.pair_many("nobody", authors, tags) == ([0.0] * 4, [0.0] * 4)
