@@ -327,9 +327,8 @@ class FlitfeedMethod:
         self.stage_times.add("learn:user_update", time.perf_counter() - start)
         if self.learner is not None:
             start = time.perf_counter()
-            examples = self.join.expire(event.ts)
-            labelled = self.join.learn_one(event.user, fid, event.kind, event.ts)
-            self.learner.learn_many(examples + ([labelled] if labelled is not None else []))
+            self.join.learn_one(event.user, fid, event.kind, event.ts)
+            self.learner.learn_many(self.join.expire(event.ts))
             self.stage_times.add("learn:model", time.perf_counter() - start)
         start = time.perf_counter()
         learn_interaction(self.engagement, self.coengagement, interaction, self.affinity, self.recent,

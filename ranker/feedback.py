@@ -15,7 +15,9 @@ in production and in a replay (README "Learning from feedback").
 ('f1', 100.0)
 >>> join = ImpressionJoin(window_s=60.0); _ = join.add(imp)
 >>> learner = ExampleLearner(ActionModel())
->>> ex = join.learn_one("wren", "f1", "like", ts=101.0)
+>>> join.learn_one("wren", "f1", "like", ts=101.0)
+True
+>>> [ex] = join.expire(now=161.0)
 >>> learner.learn_many([ex, ex])       # the repeat is not learned twice
 (1, {'duplicate': 1})
 """

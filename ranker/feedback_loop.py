@@ -92,9 +92,8 @@ class FeedbackLoop:
 
     # --- the join ------------------------------------------------------------------------------
     def on_interaction(self, event: Interaction) -> None:
-        example = self.join.learn_one(event.user_id, event.flit_id, event.kind, to_epoch(event.ts), event.dwell_ms)
-        if example is not None:
-            self._emit([example])
+        # Labels only: the examples are emitted when their windows close (see ranker/join.py for why).
+        self.join.learn_one(event.user_id, event.flit_id, event.kind, to_epoch(event.ts), event.dwell_ms)
 
     def expire(self, now: float) -> None:
         self._emit(self.join.expire(now))

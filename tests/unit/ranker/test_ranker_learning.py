@@ -138,28 +138,52 @@ def impression(iid: str, user: str, flits: list[str], served_at: float) -> Impre
                                             features=[0.0] * N_FEATURES) for i, f in enumerate(flits)])
 
 
-def test_the_join_labels_each_impressed_item_once() -> None:
+def test_the_join_labels_each_impressed_item_once_and_releases_it_when_the_window_closes() -> None:
     j = ImpressionJoin(window_s=60.0)
     j.add(impression("i1", "wren", ["f1", "f2", "f3", "f4", "f5"], served_at=100.0))
-    assert j.learn_one("wren", "f1", "reflit", ts=101.0).actions == ["engage"]
-    assert j.learn_one("wren", "f1", "like", ts=102.0) is None                  # already labelled
-    assert j.learn_one("wren", "f2", "report", ts=103.0).actions == ["negative"]
-    assert j.learn_one("wren", "f3", "view", ts=104.0, dwell_ms=500).actions == []  # scrolled past
-    assert j.learn_one("wren", "f4", "like", ts=99.0) is None                   # before it was shown
-    assert j.learn_one("robin", "f4", "like", ts=101.0) is None                 # another user
-    assert j.learn_one("wren", "f4", "like", ts=161.0) is None                  # after the window
-    expired = j.expire(now=200.0)
-    assert sorted(e.flit_id for e in expired) == ["f4", "f5"] and all(e.actions == [] for e in expired)
+    assert j.learn_one("wren", "f1", "reflit", ts=101.0)
+    assert not j.learn_one("wren", "f1", "like", ts=102.0)                 # already labelled
+    assert j.learn_one("wren", "f2", "report", ts=103.0)
+    assert j.learn_one("wren", "f3", "view", ts=104.0, dwell_ms=500)        # scrolled past
+    assert not j.learn_one("wren", "f4", "like", ts=99.0)                   # before it was shown
+    assert not j.learn_one("robin", "f4", "like", ts=101.0)                 # another user
+    assert not j.learn_one("wren", "f4", "like", ts=161.0)                  # after the window
+    # Nothing is released while the window is open: labels wait for the negatives of the same feed.
+    assert j.expire(now=159.0) == [] and len(j) == 5
+    released = {e.flit_id: e for e in j.expire(now=200.0)}
+    assert {f: e.actions for f, e in released.items()} == {
+        "f1": ["engage"], "f2": ["negative"], "f3": [], "f4": [], "f5": []}
+    assert released["f1"].labelled_at == 101.0 and released["f5"].labelled_at == 160.0
+    assert {e.example_id for e in released.values()} == {f"i1/f{i}" for i in range(1, 6)}
     assert len(j) == 0 and j.expire(now=300.0) == []
-    assert {e.example_id for e in expired} == {"i1/f4", "i1/f5"}
+
+
+def test_a_burst_of_likes_reaches_the_learner_with_the_negatives_of_the_same_feeds() -> None:
+    # The delayed-feedback bias: labels released at once would arrive a window ahead of the ignored items.
+    j = ImpressionJoin(window_s=10.0)
+    for u in range(20):
+        j.add(impression(f"i{u}", f"fan{u}", [f"f{i}" for i in range(10)], served_at=100.0))
+        j.learn_one(f"fan{u}", "f0", "like", ts=100.5)
+    assert j.expire(now=105.0) == []
+    released = j.expire(now=111.0)
+    assert len(released) == 200 and sum(1 for e in released if e.actions) == 20
 
 
 def test_a_newer_impression_supersedes_an_older_one_of_the_same_flit() -> None:
     j = ImpressionJoin(window_s=60.0)
     j.add(impression("i1", "wren", ["f1", "f2"], served_at=100.0))
     assert j.add(impression("i2", "wren", ["f2", "f3"], served_at=110.0)) == 1
-    assert j.learn_one("wren", "f2", "like", ts=111.0).impression_id == "i2"
-    assert sorted((e.impression_id, e.flit_id) for e in j.expire(now=1000.0)) == [("i1", "f1"), ("i2", "f3")]
+    assert j.learn_one("wren", "f2", "like", ts=111.0)
+    assert sorted((e.impression_id, e.flit_id, tuple(e.actions)) for e in j.expire(now=1000.0)) == [
+        ("i1", "f1", ()), ("i2", "f2", ("engage",)), ("i2", "f3", ())]
+
+
+def test_a_labelled_item_shown_again_is_released_at_once_not_lost() -> None:
+    j = ImpressionJoin(window_s=60.0)
+    j.add(impression("i1", "wren", ["f1"], served_at=100.0))
+    assert j.learn_one("wren", "f1", "like", ts=101.0)
+    assert j.add(impression("i2", "wren", ["f1"], served_at=110.0)) == 0   # not superseded: labelled
+    assert [(e.impression_id, e.actions) for e in j.expire(now=111.0)] == [("i1", ["engage"])]
 
 
 def test_forget_and_drop_users_and_the_per_user_bound() -> None:
