@@ -23,8 +23,13 @@ def make_encoder(settings: Settings) -> Encoder:
         from flitfeed.encoders.sentence_transformer import SentenceTransformerEncoder
 
         return SentenceTransformerEncoder(batch_size=settings.encoder_run_size, threads=settings.encoder_threads)
+    if settings.encoder == "static":
+        # A different model (256-d, model2vec distilled from MiniLM), built into the model cache on first use.
+        from flitfeed.encoders.static import StaticEncoder
+
+        return StaticEncoder(cache_dir=settings.model_cache_dir)
     if settings.encoder == "hashing":
         from flitfeed.encoders.hashing import HashingEncoder
 
         return HashingEncoder()
-    raise ValueError(f"unknown FLITFEED_ENCODER={settings.encoder!r} (expected 'minilm' or 'hashing')")
+    raise ValueError(f"unknown FLITFEED_ENCODER={settings.encoder!r} (expected 'minilm', 'static' or 'hashing')")

