@@ -142,9 +142,9 @@ class Collector:
                     continue
                 ts = m.timestamp()[1] / 1000.0
                 if m.topic() == self._feeds:
-                    trigger = Feed.model_validate_json(m.value()).trigger_id
                     with self._lock:
-                        self.feed_ts.setdefault(trigger, ts)
+                        for trigger in Feed.model_validate_json(m.value()).answers():
+                            self.feed_ts.setdefault(trigger, ts)
                 else:
                     with self._lock:
                         self.vector_ts.setdefault(m.key().decode(), ts)

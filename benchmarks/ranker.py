@@ -1,6 +1,6 @@
 """Ranker throughput (feeds/s) and the cost of each stage, in process, on the real index.
 
-``python -m benchmarks.ranker [--quick] [--json PATH] [--flits 20000] [--users 500]``
+``python -m benchmarks.ranker [--quick] [--json PATH] [--flits 20000] [--users 500] [--batch 32]``
 
 The production pipeline (:func:`flitfeed.ranker.feeds.build_feed_pipeline`) over
 a Qdrant Edge index of real flit embeddings (HNSW built), an engagement
@@ -9,7 +9,10 @@ means of the vectors of flits they liked (so ``similar`` candidates are real
 neighbours). Each feed is run through the pipeline and serialised as the
 service publishes it (``Feed.to_bytes``); reported: feeds/s on one thread,
 p50/p99 per feed, and per stage (``kind:name``) the mean and p99 in ms and
-its share of the feed's time.
+its share of the feed's time. Feeds are built as the service builds them, a batch at a time
+(``FeedPipeline.run_many``, ``--batch`` feeds per batch; a feed's time is its batch's share), and, in
+alternating blocks of the same run, one at a time (``model, batch 1``) and with the former hand-set
+blend (``blend``), so the rows compare like with like.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -35,7 +37,7 @@ from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlits
-from flitfeed.ranker.service import make_feed
+from flitfeed.ranker.publisher import make_feed
 from flitfeed.settings import Settings
 
 NOW = 1_800_000_000.0
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flits", type=int, default=None, help="index size (default 20000; quick 2000)")
     parser.add_argument("--users", type=int, default=None, help="distinct users (default 500; quick 50)")
     parser.add_argument("--feeds", type=int, default=None, help="feeds to build (default 2000; quick 100)")
+    parser.add_argument("--batch", type=int, default=32, help="feeds per batch, as the service polls (default 32)")
     args = parser.parse_args(argv)
     setup_logging()
     n = args.flits or (2000 if args.quick else 20_000)
@@ -81,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             index.maybe_optimize(0)
         # The service's pipeline (the learned model, author/tag affinity) and, as the baseline of issue 14's
         # speed target, the former hand-set blend: measured in alternating blocks of the same run.
-        pipelines = {"model": build_feed_pipeline(index, engagement, recent, params, model=ActionModel(),
-                                                  affinity=affinity),
-                     "blend": build_feed_pipeline(index, engagement, recent, params)}
+        model_pipeline = build_feed_pipeline(index, engagement, recent, params, model=ActionModel(), affinity=affinity)
+        pipelines = {"model": (model_pipeline, args.batch), "model, batch 1": (model_pipeline, 1),
+                     "blend": (build_feed_pipeline(index, engagement, recent, params), args.batch)}
         users = []
         for u in range(n_users):
             topic = sorted(set(corpus.topics))[u % len(set(corpus.topics))]
@@ -94,32 +97,38 @@ def main(argv: list[str] | None = None) -> int:
                                    muted_authors=frozenset({authors[int(rng.integers(n))]}), positives=10))
         stage_times: dict[str, list[float]] = defaultdict(list)
         totals: dict[str, list[float]] = {name: [] for name in pipelines}
-        for pipeline in pipelines.values():
-            for q in users[: min(20, n_users)]:  # warm-up
-                pipeline.run(q)
-        block = max(1, min(100, n_feeds // 10))
+        batches: dict[str, list[float]] = {name: [] for name in pipelines}
+        for pipeline, _ in pipelines.values():
+            pipeline.run_many(users[: min(20, n_users)])  # warm-up
+        block = max(args.batch, min(100, n_feeds // 10)) // args.batch * args.batch
         for start in range(0, n_feeds, block):
-            for name, pipeline in pipelines.items():
-                for j in range(start, min(n_feeds, start + block)):
-                    q = users[j % n_users]
+            for name, (pipeline, batch) in pipelines.items():
+                for b in range(start, min(n_feeds, start + block), batch):
+                    js = range(b, min(n_feeds, start + block, b + batch))
+                    qs = [users[j % n_users] for j in js]
                     t0 = time.perf_counter()
-                    result = pipeline.run(q)
+                    results = pipeline.run_many(qs)
                     t1 = time.perf_counter()
-                    make_feed(q, result, model_version=corpus.model_version, trigger_id=f"ev{j}",
-                              trigger_kind="interaction").to_bytes()
-                    if name == "model":  # the service records every feed as an impression
-                        impression_for(q, result.items, f"imp-{j}").to_bytes()
+                    for j, q, result in zip(js, qs, results):
+                        make_feed(q, result, model_version=corpus.model_version, trigger_id=f"ev{j}",
+                                  trigger_kind="interaction").to_bytes()
+                        if name != "blend":  # the service records every feed of the model as an impression
+                            impression_for(q, result.items, f"imp-{j}").to_bytes()
                     t2 = time.perf_counter()
-                    totals[name].append(t2 - t0)
+                    totals[name].extend([(t2 - t0) / len(qs)] * len(qs))
+                    batches[name].append(t2 - t0)
                     if name == "model":
-                        for (kind, stage), seconds in result.timings.items():
-                            stage_times[f"{kind}:{stage}"].append(seconds)
-                        stage_times["publish:serialise"].append(t2 - t1)
+                        for result in results:
+                            for (kind, stage), seconds in result.timings.items():
+                                stage_times[f"{kind}:{stage}"].append(seconds)
+                        stage_times["publish:serialise"].extend([(t2 - t1) / len(qs)] * len(qs))
         index.close()
     mean_total = float(np.mean(totals["model"]))
-    head = [{"scorer": name, "flits": n, "users": n_users, "feeds": n_feeds,
+    head = [{"pipeline": name, "batch": pipelines[name][1], "flits": n, "users": n_users, "feeds": n_feeds,
              "feeds_per_s": round(len(t) / float(np.sum(t)), 1),
-             **{f"feed_{k}": v for k, v in percentiles(t).items()}, "optimize_s": round(opt.seconds, 1)}
+             **{f"feed_{k}": v for k, v in percentiles(t).items()},
+             **{f"batch_{k}": v for k, v in percentiles(batches[name]).items() if k != "max_ms"},
+             "optimize_s": round(opt.seconds, 1)}
             for name, t in totals.items()]
     stages = [{"stage": name, "mean_ms": round(float(np.mean(v)) * 1000, 3),
                "p99_ms": percentiles(v)["p99_ms"], "share": round(float(np.mean(v)) / mean_total, 3)}

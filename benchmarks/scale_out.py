@@ -64,20 +64,20 @@ FULL = Sizes(flits=1500, interactions=4000, requests=3000, users=400, timeout_s=
 class Outputs:
     """Reads an output topic from the beginning and remembers the broker timestamp of each wanted id."""
 
-    def __init__(self, settings: Settings, topic: str, id_of: Callable[[dict], str]) -> None:
+    def __init__(self, settings: Settings, topic: str, ids_of: Callable[[dict], list[str]]) -> None:
         # Assigned, not subscribed: an idle reader must not be evicted from a group (max.poll.interval.ms).
         self.consumer = Consumer(consumer_config(settings, group_id=f"bench-{uuid.uuid4().hex[:8]}"))
         name = settings.topic(topic)
         partitions = self.consumer.list_topics(name, timeout=10).topics[name].partitions
         self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(partitions)])
-        self.id_of = id_of
+        self.ids_of = ids_of
         self.seen: dict[str, float] = {}
 
     def poll(self) -> None:
         for m in self.consumer.consume(num_messages=1000, timeout=0.2):
             if m.error() is None:
-                key = self.id_of(json.loads(m.value()))
-                self.seen.setdefault(key, m.timestamp()[1] / 1000.0)
+                for key in self.ids_of(json.loads(m.value())):
+                    self.seen.setdefault(key, m.timestamp()[1] / 1000.0)
 
     def last_of(self, ids: set[str]) -> float | None:
         """Broker time of the last of ``ids`` to appear, once all have."""
@@ -152,9 +152,10 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
                  processes)
         startup_s = time.monotonic() - started
 
-        vectors = Outputs(settings, TOPIC_FLIT_VECTORS, lambda v: v["flit"]["flit_id"])
-        states = Outputs(settings, TOPIC_USER_STATES, lambda v: v["trigger_id"])
-        feeds = Outputs(settings, TOPIC_FEEDS, lambda v: v["trigger_id"])
+        vectors = Outputs(settings, TOPIC_FLIT_VECTORS, lambda v: [v["flit"]["flit_id"]])
+        states = Outputs(settings, TOPIC_USER_STATES, lambda v: [v["trigger_id"]])
+        # A feed answers every trigger it covers (several state changes of one user in one ranker batch).
+        feeds = Outputs(settings, TOPIC_FEEDS, lambda v: v.get("covers") or [v["trigger_id"]])
         outputs += [vectors, states, feeds]
         producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         world = World(seed=5, n_birds=sizes.users, n_authors=max(4, sizes.users // 10), start=time.time())

@@ -82,7 +82,8 @@ class KafkaFlitfeedMethod:
             for m in self.consumer.consume(num_messages=100, timeout=0.2):
                 if m.error() is None:
                     feed = Feed.model_validate_json(m.value())
-                    self._feeds[feed.trigger_id] = feed
+                    for trigger in feed.answers():
+                        self._feeds[trigger] = feed
         return self._feeds.pop(trigger_id)
 
     def recommend(self, user: str, now: float, k: int, seen: set[int]) -> list[int]:

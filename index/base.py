@@ -12,6 +12,7 @@ ids deterministically (:func:`point_id`) and keep the original in the payload.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -119,6 +120,10 @@ class VectorIndex(Protocol):
     def search(self, vector: np.ndarray, limit: int, flt: SearchFilter | None = None) -> list[Hit]:
         """Nearest flits by cosine similarity, best first, honouring ``flt``."""
 
+    def search_many(self, vectors: Sequence[np.ndarray], limit: int,
+                    filters: Sequence[SearchFilter | None]) -> list[list[Hit]]:
+        """:meth:`search` for several queries in one engine call (one result list per vector, in order)."""
+
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The stored flits (with vectors) among ``flit_ids``; missing ids are absent."""
 
@@ -127,3 +132,22 @@ class VectorIndex(Protocol):
     def count(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class MaintainedIndex(Protocol):
+    """An index whose search graph the serving process builds itself (the embedded engine).
+
+    The ranker builds the graph before it serves (:meth:`maybe_optimize`) and, while serving, has a copy
+    optimized in another process and swapped in (:meth:`swap_in`, ``index/edge_optimizer.py``). A Qdrant
+    server builds its own graph: it does not implement this, and the ranker maintains nothing.
+    """
+
+    def unindexed_count(self) -> int:
+        """Points not yet in the graph (searched by brute force until they are)."""
+
+    def maybe_optimize(self, min_unindexed: int) -> bool:
+        """Build the graph here and now if at least ``min_unindexed`` points are outside it; whether it did."""
+
+    def swap_in(self, optimized: Path) -> None:
+        """Replace the live index with an optimized copy of it (written by another process)."""

@@ -60,6 +60,7 @@ from qdrant_edge import (
     PayloadSchemaType,
     Point,
     Query,
+    QueryBatchRequest,
     QueryRequest,
     QuantizationSearchParams,
     RangeFloat,
@@ -312,15 +313,23 @@ class EdgeIndex:
         shard = self._open_shard()
         if limit <= 0:
             return []
-        request = QueryRequest(
-            limit=limit,
-            query=Query.Nearest(self._vector(vector)),
-            filter=_filter(flt),
-            with_payload=True,
-            params=self._search_params,
-        )
+        request = self._request(vector, limit, flt)  # a bad vector is the caller's ValueError, not the engine's
         scored = _engine(lambda: shard.query(request), "search failed")
         return [hit_from_payload(p.payload or {}, p.score) for p in scored]
+
+    def search_many(self, vectors: Sequence[np.ndarray], limit: int,
+                    filters: Sequence[SearchFilter | None]) -> list[list[Hit]]:
+        """Several searches as one ``query_batch`` (one planned pass over the segments)."""
+        shard = self._open_shard()
+        if limit <= 0 or not vectors:
+            return [[] for _ in vectors]
+        batch = QueryBatchRequest(queries=[self._request(v, limit, f) for v, f in zip(vectors, filters, strict=True)])
+        results = _engine(lambda: shard.query_batch(batch), "search failed")
+        return [[hit_from_payload(p.payload or {}, p.score) for p in scored] for scored in results]
+
+    def _request(self, vector: np.ndarray, limit: int, flt: SearchFilter | None) -> QueryRequest:
+        return QueryRequest(limit=limit, query=Query.Nearest(self._vector(vector)), filter=_filter(flt),
+                            with_payload=True, params=self._search_params)
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The stored flits among ``flit_ids``, with their (normalised) vectors."""

@@ -75,6 +75,10 @@ class MemoryIndex:
             self._flits[row] = IndexedFlit(f.flit_id, f.author_id, float(f.created_at), vector, f.lang, tuple(f.tags))
             self._by_author[f.author_id].add(row)
 
+    def search_many(self, vectors: Sequence[np.ndarray], limit: int,
+                    filters: Sequence[SearchFilter | None]) -> list[list[Hit]]:
+        return [self.search(v, limit, f) for v, f in zip(vectors, filters, strict=True)]
+
     def search(self, vector: np.ndarray, limit: int, flt: SearchFilter | None = None) -> list[Hit]:
         self._check_open()
         q = np.asarray(checked_vector(vector, self.dim), dtype=np.float32)

@@ -80,6 +80,11 @@ class Metrics:
                              ["trigger", "cold_start"], registry=r)
         self.feed_items = Histogram("flitfeed_feed_items", "Items per published feed.",
                                     buckets=(0, 1, 2, 5, 10, 20, 50, 100), registry=r)
+        self.ranker_batch = Histogram("flitfeed_ranker_batch_feeds", "Feeds built per ranker batch (one poll).",
+                                      buckets=BATCH_BUCKETS, registry=r)
+        self.coalesced = Counter("flitfeed_ranker_coalesced_triggers_total",
+                                 "User-state changes answered by a feed built for a newer change of the same "
+                                 "user in the same batch (listed in the feed's covers).", registry=r)
         self.batch_size = Histogram("flitfeed_embed_batch_size", "Flits embedded per batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
         self.index_points = Gauge("flitfeed_index_points", "Points in this process's vector index.",

@@ -10,6 +10,11 @@ systems: a source or hydrator that raises is logged and recorded in
 failed source contributes nothing; a failed hydrator leaves its fields at
 their defaults). Filters, scorers and the selector are pure in-memory code;
 an exception there is a bug and propagates.
+
+Batch-first: :meth:`FeedPipeline.run_many` builds a batch of feeds with each source fetching for the
+whole batch in one call (:meth:`Source.fetch_many`: one batched vector search) and the selector picking
+every feed of the batch together (:meth:`Selector.select_many`: array operations over the batch); a
+batched stage's time is shared equally by the batch's feeds. :meth:`run` is a batch of one.
 """
 
 from __future__ import annotations
@@ -74,23 +79,44 @@ class FeedPipeline:
             raise ValueError(f"stage names must be unique per kind: {names}")
 
     def run(self, query: FeedQuery) -> PipelineResult:
-        timings: dict[tuple[str, str], float] = {}
-        removed: dict[str, int] = {}
-        errors: dict[tuple[str, str], str] = {}
+        return self.run_many([query])[0]
 
-        candidates: list[Candidate] = []
+    def run_many(self, queries: Sequence[FeedQuery]) -> list[PipelineResult]:
+        """The feeds of a batch of queries: each source fetches for the whole batch in one call
+        (:meth:`Source.fetch_many`); a batched call's time is shared equally by its queries."""
+        timings: list[dict[tuple[str, str], float]] = [{} for _ in queries]
+        errors: list[dict[tuple[str, str], str]] = [{} for _ in queries]
+        fetched: list[list[Candidate]] = [[] for _ in queries]
         for source in self.sources:
-            if not source.enable(query):
+            enabled = [i for i, q in enumerate(queries) if source.enable(q)]
+            if not enabled:
                 continue
             start = time.perf_counter()
             try:
-                fetched = source.fetch(query)
+                lists = source.fetch_many([queries[i] for i in enabled])
             except Exception as exc:
-                fetched = []
-                self._failed(SOURCE, source.name, exc, query, errors)
-            timings[(SOURCE, source.name)] = time.perf_counter() - start
-            candidates.extend(fetched)
-        produced = len(candidates)
+                lists = [[] for _ in enabled]
+                for i in enabled:
+                    self._failed(SOURCE, source.name, exc, queries[i], errors[i])
+            share = (time.perf_counter() - start) / len(enabled)
+            for i, found in zip(enabled, lists, strict=True):
+                timings[i][(SOURCE, source.name)] = share
+                fetched[i].extend(found)
+        removed: list[dict[str, int]] = [{} for _ in queries]
+        scored = [self._score(q, fetched[i], timings[i], removed[i], errors[i]) for i, q in enumerate(queries)]
+        start = time.perf_counter()
+        picked = self.selector.select_many(queries, scored)
+        share = (time.perf_counter() - start) / len(queries) if queries else 0.0
+        results = []
+        for i, (query, items) in enumerate(zip(queries, picked, strict=True)):
+            timings[i][(SELECTOR, self.selector.name)] = share
+            results.append(PipelineResult(items=items[: query.k], timings=timings[i], removed=removed[i],
+                                          candidates=len(fetched[i]), errors=errors[i]))
+        return results
+
+    def _score(self, query: FeedQuery, candidates: list[Candidate], timings: dict[tuple[str, str], float],
+               removed: dict[str, int], errors: dict[tuple[str, str], str]) -> list[Candidate]:
+        """Hydrators, filters and scorers over one query's candidates: what the selector picks from."""
 
         for hydrator in self.hydrators:
             start = time.perf_counter()
@@ -114,12 +140,7 @@ class FeedPipeline:
             start = time.perf_counter()
             scorer.score(query, candidates)
             timings[(SCORER, scorer.name)] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        items = self.selector.select(query, candidates)[: query.k]
-        timings[(SELECTOR, self.selector.name)] = time.perf_counter() - start
-
-        return PipelineResult(items=items, timings=timings, removed=removed, candidates=produced, errors=errors)
+        return candidates
 
     @staticmethod
     def _failed(kind: str, name: str, exc: Exception, query: FeedQuery, errors: dict[tuple[str, str], str]) -> None:

@@ -14,6 +14,12 @@ re-publishes feeds for updates that were already served. Offsets are committed
 only after the feeds of a batch are delivered (at-least-once feeds; every feed
 carries its ``trigger_id`` so consumers can drop a repeat).
 
+Batch-first: each poll of the group consumer (up to 200 messages) is one batch. Its state changes are
+applied, its triggers coalesced into the feeds worth building (:mod:`.batching`: one feed per user's
+state changes, answering all of them in ``covers``; one per request), the feeds built together
+(:meth:`FeedPipeline.run_many`, one batched vector search) and handed to the publisher stage
+(:mod:`.publisher`); then the producer is flushed and the offsets committed.
+
 Single-threaded: one loop polls the broadcast readers and the group consumer.
 """
 
@@ -24,18 +30,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from flitfeed.index.base import VectorIndex
+from flitfeed.index.base import MaintainedIndex, VectorIndex
+from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.factory import is_shared
 from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
 from flitfeed.ranker.affinity import Affinity
+from flitfeed.ranker.batching import FeedJob, coalesce
 from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feedback_loop import FeedbackLoop
@@ -43,6 +50,7 @@ from flitfeed.ranker.feeds import build_feed_pipeline
 from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline, PipelineResult
+from flitfeed.ranker.publisher import FeedPublisher
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.scorers import ActionScorer
@@ -50,8 +58,8 @@ from flitfeed.ranker.signals import learn_interaction
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
                                TOPIC_USER_STATES, Settings)
 from flitfeed.streams.dead_letter import dead_letter
-from flitfeed.streams.events import (DecodeError, Feed, FeedItem, FlitVector, Interaction, Reason, UserState,
-                                     check_user_key, decode_feed_request, decode_internal, to_epoch)
+from flitfeed.streams.events import (DecodeError, FlitVector, Interaction, Reason, UserState, check_user_key,
+                                     decode_feed_request, decode_internal, to_epoch)
 from flitfeed.startup import is_transient, kafka_call
 from flitfeed.streams.replicator import FlitVectorReplicator
 
@@ -98,15 +106,6 @@ def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: f
                      muted_authors=frozenset(state.muted_authors), positives=state.positives, trigger_id=trigger_id)
 
 
-def make_feed(query: FeedQuery, result: PipelineResult, *, model_version: str, trigger_id: str,
-              trigger_kind: str, impression_id: str | None = None) -> Feed:
-    return Feed(user_id=query.user_id,
-                items=[FeedItem(flit_id=c.flit_id, author_id=c.author_id, score=round(float(c.score), 6),
-                                reason=c.source) for c in result.items],
-                generated_at=datetime.now(timezone.utc), model_version=model_version, trigger_id=trigger_id,
-                trigger_kind=trigger_kind, cold_start=query.cold_start, impression_id=impression_id)
-
-
 def coengagement_for(settings: Settings, params: RankerParams) -> CoEngagement:
     """The ranker's co-engagement model, sized by the settings and shaped by the ranker params."""
     return CoEngagement(capacity=settings.coengagement_capacity, history=params.coengagement_history,
@@ -145,13 +144,15 @@ class RankerService:
         self.instance = settings.instance()
         self._headers = instance_headers(settings)
         self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers)
+        self.publisher = FeedPublisher(metrics, self.monitors, self.feedback, self._produce, self._t[TOPIC_FEEDS],
+                                       lambda: self.model_version)
         self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit,
                                                write_index=not is_shared(settings))
         self.rebuilder = None
-        if settings.index_rebuild_interval_s > 0 and hasattr(index, "swap_in"):  # an embedded EdgeIndex
+        if settings.index_rebuild_interval_s > 0 and isinstance(index, EdgeIndex):  # rebuilt off-process
             from flitfeed.index.edge_optimizer import IndexRebuilder
 
-            self.rebuilder = IndexRebuilder(index, self.replicator.position, self.replicator.rewind,  # type: ignore[arg-type]
+            self.rebuilder = IndexRebuilder(index, self.replicator.position, self.replicator.rewind,
                                             min_unindexed=settings.index_optimize_min_points,
                                             interval_s=settings.index_rebuild_interval_s)
         self.interactions = self._interactions_reader()
@@ -279,11 +280,10 @@ class RankerService:
         """
         while not stop.is_set() and not self.replicator.caught_up:
             self.replicator.poll_once(max_messages=5000, timeout=0.2)
-        optimize = getattr(self.index, "maybe_optimize", None)
         minimum = self.settings.index_optimize_min_points
-        if optimize is not None and minimum > 0 and not stop.is_set():
+        if isinstance(self.index, MaintainedIndex) and minimum > 0 and not stop.is_set():
             started = time.monotonic()
-            if optimize(minimum):
+            if self.index.maybe_optimize(minimum):
                 log.info("index optimized before serving",
                          extra={"seconds": round(time.monotonic() - started, 1), "points": self.index.count()})
 
@@ -299,7 +299,7 @@ class RankerService:
         if any(m.error() is None and m.topic() == self._t[TOPIC_USER_STATES] for m in messages):
             if not self.replicator.catch_up():
                 log.warning("flit-vectors replica still behind; building feeds from what it has")
-        published = 0
+        jobs: list[FeedJob] = []
         for m in messages:
             err = m.error()
             if err is not None:
@@ -308,13 +308,14 @@ class RankerService:
                 continue
             self.metrics.consumed.labels(service=self.metrics.service, topic=m.topic()).inc()
             try:
-                if m.topic() == self._t[TOPIC_USER_STATES]:
-                    published += self._on_user_state(m)
-                else:
-                    published += self._on_feed_request(m)
+                job = self._on_user_state(m) if m.topic() == self._t[TOPIC_USER_STATES] else self._on_feed_request(m)
             except Exception as exc:  # one bad message must not stop the ranker
                 log.exception("message failed", extra={"topic": m.topic(), "offset": m.offset()})
                 self._dead_letter(m, Reason.PROCESSING_ERROR, repr(exc))
+                continue
+            if job is not None:
+                jobs.append(job)
+        published = self._build_and_publish(coalesce(jobs))
         # Only error events (a broker going away) leave nothing to flush or commit, and committing
         # before anything was consumed raises "no offset stored".
         if any(m.error() is None for m in messages):
@@ -356,24 +357,24 @@ class RankerService:
         self.producer.poll(0)
         self.metrics.produced.labels(service=self.metrics.service, topic=topic).inc()
 
-    def _on_user_state(self, m) -> int:  # noqa: ANN001
+    def _on_user_state(self, m) -> FeedJob | None:  # noqa: ANN001 - confluent Message
+        """Apply a user's new state; the feed it asks for (None for a bad message or a repeat)."""
         try:
             with self.metrics.time_stage("decode"):
                 state = decode_internal(m.value(), UserState)
                 check_user_key(m.key(), state.user_id)
         except DecodeError as exc:
             self._dead_letter(m, exc.reason, exc.detail)
-            return 0
+            return None
         users = self.states.setdefault(m.partition(), {})
         previous = users.get(state.user_id)
-        held = users[state.user_id] = HeldState.of(state)
+        users[state.user_id] = HeldState.of(state)
         if previous is not None and previous.trigger_id == state.trigger_id:
-            return 0  # the worker re-published after a crash; this feed was already served
-        self._publish_feed(state.user_id, held, self.settings.feed_k, state.trigger_id, "interaction",
-                           state.trigger_ts, m.partition())
-        return 1
+            return None  # the worker re-published after a crash; this feed was already served
+        return FeedJob(state.user_id, self.settings.feed_k, state.trigger_id, "interaction", state.trigger_ts,
+                       m.partition(), sources=(m,))
 
-    def _on_feed_request(self, m) -> int:  # noqa: ANN001
+    def _on_feed_request(self, m) -> FeedJob | None:  # noqa: ANN001
         try:
             with self.metrics.time_stage("decode"):
                 request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k,
@@ -381,49 +382,55 @@ class RankerService:
                 check_user_key(m.key(), request.user_id)
         except DecodeError as e:
             self._dead_letter(m, e.reason, e.detail)
-            return 0
-        state = self.states.get(m.partition(), {}).get(request.user_id)
+            return None
         _, ts_ms = m.timestamp()
-        self._publish_feed(request.user_id, state, request.k, request.request_id, "request",
-                           ts_ms / 1000.0 if ts_ms > 0 else time.time(), m.partition())
-        return 1
+        return FeedJob(request.user_id, request.k, request.request_id, "request",
+                       ts_ms / 1000.0 if ts_ms > 0 else time.time(), m.partition(), sources=(m,))
 
-    def _publish_feed(self, user_id: str, state: HeldState | None, k: int, trigger_id: str, trigger_kind: str,
-                      trigger_ts: float, partition: int) -> None:
-        query = feed_query(state, user_id, k, self.now(), trigger_id=trigger_id)
-        result = self.pipeline.run(query)
-        self._record(result)
-        impression_id = self.feedback.record(query, result.items, partition)
-        feed = make_feed(query, result, model_version=self.model_version, trigger_id=trigger_id,
-                         trigger_kind=trigger_kind, impression_id=impression_id)
-        self._produce(self._t[TOPIC_FEEDS], user_id.encode(), feed.to_bytes())
-        self.metrics.feeds.labels(trigger=trigger_kind, cold_start=str(query.cold_start).lower()).inc()
-        self.metrics.feed_items.observe(len(feed.items))
-        self.metrics.feed_latency.labels(trigger=trigger_kind).observe(max(0.0, time.time() - trigger_ts))
-        self.monitors.learn_feed(user_id, [(c.flit_id, c.author_id) for c in result.items],
-                                 [c.similarity for c in result.items], personalised=not query.cold_start,
-                                 now=time.time())
+    def _build_and_publish(self, jobs: list[FeedJob]) -> int:
+        """Build a poll's feeds as one batch (each from its user's newest state) and publish them.
+
+        If building the batch fails, each feed is built alone, so one bad input costs only its own
+        messages (dead-lettered), never the batch.
+        """
+        if not jobs:
+            return 0
+        now = self.now()
+        queries = [feed_query(self.states.get(job.partition, {}).get(job.user_id), job.user_id, job.k, now,
+                              trigger_id=job.trigger_id) for job in jobs]
+        self.metrics.ranker_batch.observe(len(jobs))
+        try:
+            results: list[PipelineResult | None] = list(self.pipeline.run_many(queries))
+        except Exception:
+            log.exception("feed batch failed; building its feeds one by one", extra={"feeds": len(jobs)})
+            results = [self._run_alone(job, query) for job, query in zip(jobs, queries)]
+        published = 0
+        for job, query, result in zip(jobs, queries, results):
+            if result is None:
+                continue
+            try:
+                self.publisher.publish(job, query, result)
+                published += 1
+            except Exception as exc:
+                log.exception("feed failed", extra={"user_id": job.user_id, "trigger_id": job.trigger_id})
+                for m in job.sources:
+                    self._dead_letter(m, Reason.PROCESSING_ERROR, repr(exc))
+        return published
+
+    def _run_alone(self, job: FeedJob, query: FeedQuery) -> PipelineResult | None:
+        try:
+            return self.pipeline.run(query)
+        except Exception as exc:
+            log.exception("feed failed", extra={"user_id": job.user_id, "trigger_id": job.trigger_id})
+            for m in job.sources:
+                self._dead_letter(m, Reason.PROCESSING_ERROR, repr(exc))
+            return None
 
     def now(self) -> float:
         """Ranking time: the wall clock, or the event clock for replays of historical data."""
         if self.settings.ranker_clock == "event" and self.event_now > float("-inf"):
             return self.event_now
         return time.time()
-
-    def _record(self, result: PipelineResult) -> None:
-        m = self.metrics
-        sources = 0.0
-        rest = 0.0
-        for (kind, component), seconds in result.timings.items():
-            m.component_seconds.labels(kind=kind, component=component).observe(seconds)
-            if kind == "source":
-                sources += seconds
-            else:
-                rest += seconds
-        m.stage_seconds.labels(service=m.service, stage="candidate_query").observe(sources)
-        m.stage_seconds.labels(service=m.service, stage="rank").observe(rest)
-        for name, n in result.removed.items():
-            m.filter_removed.labels(filter=name).inc(n)
 
     def _final_commit(self) -> None:
         """On a graceful stop: deliver what is pending, then commit synchronously (the loop's commits

@@ -72,6 +72,11 @@ class Source(Protocol):
         """Fresh :class:`Candidate` objects (never shared with another request)."""
         ...
 
+    def fetch_many(self, queries: Sequence[FeedQuery]) -> list[list[Candidate]]:
+        """:meth:`fetch` for each of a batch's queries (the default); a source whose backend answers a
+        batch in one call (a vector search) overrides it."""
+        return [self.fetch(q) for q in queries]
+
 
 @runtime_checkable
 class Hydrator(Protocol):
@@ -111,3 +116,8 @@ class Selector(Protocol):
     name: str
 
     def select(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]: ...
+
+    def select_many(self, queries: Sequence[FeedQuery], candidate_lists: Sequence[list[Candidate]]
+                    ) -> list[list[Candidate]]:
+        """:meth:`select` for each of a batch's queries (the default); a vectorised selector overrides it."""
+        return [self.select(q, cs) for q, cs in zip(queries, candidate_lists, strict=True)]

@@ -147,6 +147,13 @@ class Feed(_Versioned):
     cold_start: bool = False
     #: The impression this feed was recorded as (``impressions`` topic), joined with what the user does next.
     impression_id: str | None = None
+    #: Every trigger this feed answers, oldest first: several state changes of one user in one ranker batch
+    #: get one feed, built from the newest (``trigger_id``). Empty in feeds of rankers before it.
+    covers: list[str] = []
+
+    def answers(self) -> list[str]:
+        """Every trigger id this feed answers, oldest first (``covers``, or ``[trigger_id]`` from older rankers)."""
+        return list(self.covers) or [self.trigger_id]
 
 
 class ImpressionItem(_Record):

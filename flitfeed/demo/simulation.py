@@ -34,7 +34,8 @@ from flitfeed.ranker.join import ImpressionJoin
 from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.recent import RecentFlits
-from flitfeed.ranker.service import feed_query, make_feed
+from flitfeed.ranker.publisher import make_feed
+from flitfeed.ranker.service import feed_query
 from flitfeed.ranker.signals import learn_interaction
 from flitfeed.settings import Settings
 from flitfeed.streams.events import Feed, Interaction, to_epoch

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -51,59 +51,84 @@ class DiversitySelector(Selector):
         self.author_flit_count = author_flit_count
 
     def select(self, query: FeedQuery, candidates: list[Candidate]) -> list[Candidate]:
-        pool = _first_of_each_flit(candidates)
-        k = min(query.k, len(pool))
-        if k <= 0:
-            return []
+        return self.select_many([query], [candidates])[0]
+
+    def select_many(self, queries: Sequence[FeedQuery], candidate_lists: Sequence[list[Candidate]]
+                    ) -> list[list[Candidate]]:
+        """The feeds of a whole batch, picked together: every step is one array operation over a
+        ``(queries, candidates)`` matrix, so the cost of the greedy loop is paid once per batch, not
+        once per feed (only an exploration draw and, with ``tag_decay < 1``, the tag bookkeeping of
+        each pick remain per feed)."""
         p = self.params
-        base = np.array([c.score for c in pool], dtype=np.float64)
+        pools = [_first_of_each_flit(cs) for cs in candidate_lists]
+        ks = np.array([min(q.k, len(pool)) for q, pool in zip(queries, pools)], dtype=np.int64)
+        B = len(pools)
+        C = max((len(pool) for pool in pools), default=0)
+        out: list[list[Candidate]] = [[] for _ in pools]
+        if B == 0 or C == 0 or ks.max(initial=0) <= 0:
+            return out
+
+        base = np.zeros((B, C), dtype=np.float64)
+        author_of = np.full((B, C), -1, dtype=np.int64)
+        available = np.zeros((B, C), dtype=bool)
+        explorable = np.zeros((B, C), dtype=bool)
         authors: dict[str, int] = {}
-        author_of = np.array([authors.setdefault(c.author_id, len(authors)) for c in pool], dtype=np.int64)
-        holders: dict[str, list[int]] = {}
-        for i, c in enumerate(pool):
-            for tag in set(c.tags):
-                holders.setdefault(tag, []).append(i)
-        explorable = np.array([self._explorable(query, c) for c in pool], dtype=bool)
-        rng = np.random.default_rng(_seed(query.user_id, query.trigger_id))
-        explore_needed = 0
+        for b, (query, pool) in enumerate(zip(queries, pools)):
+            n = len(pool)
+            base[b, :n] = [c.score for c in pool]
+            author_of[b, :n] = [authors.setdefault(c.author_id, len(authors)) for c in pool]
+            available[b, :n] = True
+            if self.author_flit_count is not None:
+                explorable[b, :n] = [self._explorable(query, c) for c in pool]
+        # Tag overlap only moves scores when tags decay (the default, 1.0, leaves it out entirely).
+        track_tags = p.tag_decay != 1.0
+        holders: list[dict[str, list[int]]] = []
+        picked_tags: list[set[str]] = [set() for _ in pools]
+        if track_tags:
+            for pool in pools:
+                h: dict[str, list[int]] = {}
+                for i, c in enumerate(pool):
+                    for tag in set(c.tags):
+                        h.setdefault(tag, []).append(i)
+                holders.append(h)
+        rngs = [np.random.default_rng(_seed(q.user_id, q.trigger_id)) for q in queries]
+        explore_needed = np.zeros(B, dtype=np.int64)
         if self.author_flit_count is not None and p.explore_share > 0:
-            explore_needed = min(int(k * p.explore_share + rng.random()), k - 1)
+            explore_needed = np.array([min(int(k * p.explore_share + rng.random()), k - 1) if k > 0 else 0
+                                       for k, rng in zip(ks, rngs)], dtype=np.int64)
 
-        same_author = np.zeros(len(pool), dtype=np.float64)
-        tag_overlap = np.zeros(len(pool), dtype=np.float64)
-        available = np.ones(len(pool), dtype=bool)
-        picked_tags: set[str] = set()
-        out: list[Candidate] = []
-        for step in range(k):
-            factor = np.power(p.author_decay, same_author) * np.power(p.tag_decay, tag_overlap)
+        same_author = np.zeros((B, C), dtype=np.float64)
+        tag_overlap = np.zeros((B, C), dtype=np.float64)
+        for step in range(int(ks.max())):
+            active = np.flatnonzero(step < ks)
+            factor = np.power(p.author_decay, same_author)
+            if track_tags:
+                factor = factor * np.power(p.tag_decay, tag_overlap)
             adjusted = np.where(base >= 0, base * factor, base * (2.0 - factor))
-            mask = available
-            exploring = False
-            if 0 < explore_needed and k - step <= explore_needed:
-                eligible = available & explorable
-                if eligible.any():
-                    mask, exploring = eligible, True
-            idx = np.flatnonzero(mask)
-            if exploring:
-                best = int(idx[rng.integers(len(idx))])
-            else:
-                best = int(idx[np.lexsort((-idx, base[idx], factor[idx], adjusted[idx]))[-1]])
-
-            c = pool[best]
-            c.score = float(adjusted[best])
-            c.propensity = 1.0
-            if explorable[best] and explore_needed > 0:
-                explore_needed -= 1
-            if exploring:
-                c.source = EXPLORE
-                c.propensity = 1.0 / len(idx)
-            out.append(c)
-
-            available[best] = False
-            same_author[author_of == author_of[best]] += 1
-            for tag in set(c.tags) - picked_tags:
-                tag_overlap[holders[tag]] += 1
-                picked_tags.add(tag)
+            picks = _best_per_row(np.where(available, adjusted, -np.inf), factor, base)
+            for b in active:
+                pick, exploring, propensity = int(picks[b]), False, 1.0
+                if 0 < explore_needed[b] and ks[b] - step <= explore_needed[b]:
+                    eligible = np.flatnonzero(available[b] & explorable[b])
+                    if len(eligible):
+                        pick = int(eligible[rngs[b].integers(len(eligible))])
+                        exploring, propensity = True, 1.0 / len(eligible)
+                        picks[b] = pick
+                c = pools[b][pick]
+                c.score = float(adjusted[b, pick])
+                c.propensity = propensity
+                if explorable[b, pick] and explore_needed[b] > 0:
+                    explore_needed[b] -= 1
+                if exploring:
+                    c.source = EXPLORE
+                out[b].append(c)
+                if track_tags:
+                    for tag in set(c.tags) - picked_tags[b]:
+                        tag_overlap[b, holders[b][tag]] += 1
+                        picked_tags[b].add(tag)
+            picked = picks[active]
+            available[active, picked] = False
+            same_author[active] += author_of[active] == author_of[active, picked][:, None]
         return out
 
     def _explorable(self, query: FeedQuery, c: Candidate) -> bool:
@@ -111,6 +136,19 @@ class DiversitySelector(Selector):
             return False
         return (query.now - c.created_at <= self.params.exploration_max_age_s
                 and self.author_flit_count(c.author_id) <= self.params.new_author_max_flits)
+
+
+def _best_per_row(masked: np.ndarray, factor: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Column of each row's best candidate: the largest ``masked`` (adjusted) score, ties to the larger
+    multiplier, then the larger base score, then the earlier column. Ties are rare: only rows that have
+    one are sorted."""
+    picks = masked.argmax(axis=1)
+    top = masked[np.arange(len(masked)), picks]
+    tied = np.flatnonzero(((masked == top[:, None]).sum(axis=1) > 1) & (top > -np.inf))
+    for b in tied:
+        idx = np.flatnonzero(masked[b] == top[b])
+        picks[b] = idx[np.lexsort((-idx, base[b, idx], factor[b, idx]))[-1]]
+    return picks
 
 
 def _seed(user_id: str, trigger_id: str) -> int:

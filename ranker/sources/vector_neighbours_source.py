@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from flitfeed.index.base import SearchFilter, VectorIndex
 from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.query import FeedQuery
@@ -30,25 +32,21 @@ class VectorNeighboursSource(Source):
         return not query.cold_start
 
     def fetch(self, query: FeedQuery) -> list[Candidate]:
-        assert query.taste is not None  # enable() guarantees it
-        flt = SearchFilter(
-            exclude_authors=query.muted_authors | {query.user_id},
-            exclude_flit_ids=self._pushed_seen(query.seen),
-            min_created_at=None if self.max_age_s is None else query.now - self.max_age_s,
-        )
-        hits = self.index.search(query.taste, self.limit, flt)
-        return [
-            Candidate(
-                flit_id=h.flit_id,
-                author_id=h.author_id,
-                created_at=h.created_at,
-                source=self.name,
-                similarity=float(h.score),
-                tags=tuple(h.tags),
-                lang=h.lang,
-            )
-            for h in hits
-        ]
+        return self.fetch_many([query])[0]
+
+    def fetch_many(self, queries: Sequence[FeedQuery]) -> list[list[Candidate]]:
+        """One batched search for the whole batch (one round trip to a Qdrant server instead of one each)."""
+        tastes = []
+        for query in queries:
+            assert query.taste is not None  # enable() guarantees it
+            tastes.append(query.taste)
+        filters = [SearchFilter(exclude_authors=q.muted_authors | {q.user_id},
+                                exclude_flit_ids=self._pushed_seen(q.seen),
+                                min_created_at=None if self.max_age_s is None else q.now - self.max_age_s)
+                   for q in queries]
+        return [[Candidate(flit_id=h.flit_id, author_id=h.author_id, created_at=h.created_at, source=self.name,
+                           similarity=float(h.score), tags=tuple(h.tags), lang=h.lang) for h in hits]
+                for hits in self.index.search_many(tastes, self.limit, filters)]
 
     def _pushed_seen(self, seen: frozenset[str]) -> frozenset[str]:
         if len(seen) <= self.max_pushed_seen:

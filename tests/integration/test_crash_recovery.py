@@ -206,7 +206,7 @@ def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Se
 
     # Every applied interaction led to a feed, crashes or not.
     event_ids = {e.event_id for e in load.events}
-    wait_until(lambda: event_ids <= {f.trigger_id for f in bus.feeds()}, 60, what="a feed for every interaction")
+    wait_until(lambda: event_ids <= {t for f in bus.feeds() for t in f.answers()}, 60, what="a feed for every interaction")
 
     # The restarted ranker serves the same feeds as a ranker that never crashed. Each is asked only once it
     # has read every user state (a ranker answers a request with the states it has read so far).

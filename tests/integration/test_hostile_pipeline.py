@@ -300,7 +300,7 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
         # Everything else was applied: its id shows up downstream.
         vectors = {FlitVector.model_validate_json(m.value()).flit.flit_id for m in bus.drain(TOPIC_FLIT_VECTORS)}
         state_triggers = {st.trigger_id for st in user_states(bus)}
-        feed_triggers = {f.trigger_id for f in bus.feeds()}
+        feed_triggers = {t for f in bus.feeds() for t in f.answers()}
         for x in sent:
             if x.expected != "applied":
                 continue
@@ -326,7 +326,8 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
 
         # --- whole-topic replay: nothing changes -------------------------------------------------------
         states_before = latest_states(bus)
-        interaction_feeds_before = sorted(f.trigger_id for f in bus.feeds() if f.trigger_kind == "interaction")
+        interaction_feeds_before = sorted(t for f in bus.feeds() if f.trigger_kind == "interaction"
+                                          for t in f.answers())
         points_before = {svc: counter_sum(scrape(p), "flitfeed_index_points")
                          for svc, p in (("worker", worker_port), ("ranker", ranker_port))}
         replay = read_all(s, TOPIC_INTERACTIONS) + read_all(s, TOPIC_FLITS)
@@ -340,7 +341,7 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
         # The worker re-publishes a user's latest state when its last event comes again; give those
         # a moment to reach the ranker, then compare.
         wait_until(lambda: latest_states(bus) == states_before, 30, what="user states unchanged by the replay")
-        assert sorted(f.trigger_id for f in bus.feeds() if f.trigger_kind == "interaction") \
+        assert sorted(t for f in bus.feeds() if f.trigger_kind == "interaction" for t in f.answers()) \
             == interaction_feeds_before, "the replay published feeds again"
         after = {svc: counter_sum(scrape(p), "flitfeed_index_points")
                  for svc, p in (("worker", worker_port), ("ranker", ranker_port))}

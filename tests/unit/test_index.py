@@ -129,6 +129,12 @@ def test_contract_implements_protocol(index: VectorIndex) -> None:
     assert index.search(queries(1)[0], 10) == []
 
 
+def test_only_the_embedded_engine_is_maintained_by_its_process(index: VectorIndex) -> None:
+    from flitfeed.index.base import MaintainedIndex
+
+    assert isinstance(index, MaintainedIndex) == isinstance(index, EdgeIndex)
+
+
 def test_contract_search_matches_exact_cosine_topk(filled: VectorIndex, corpus: list[IndexedFlit]) -> None:
     assert filled.count() == len(corpus)
     for q in queries():
@@ -260,6 +266,18 @@ def test_contract_filters(filled: VectorIndex, corpus: list[IndexedFlit], case: 
     assert {h.flit_id for h in everything} == allowed
     for q in queries(4):
         assert_same_ranking(filled, corpus, q, 10, flt, keep)
+
+
+def test_contract_search_many_answers_each_query_as_search_does(filled: VectorIndex) -> None:
+    cases = [FILTER_CASES[c][0] for c in ("none", "exclude_flit_ids", "author", "nothing_recent_enough")]
+    qs = list(queries(len(cases), seed=5))
+    batched = filled.search_many(qs, 10, cases)
+    assert len(batched) == len(cases)
+    for q, flt, hits in zip(qs, cases, batched):
+        one = filled.search(q, 10, flt)
+        assert [h.flit_id for h in hits] == [h.flit_id for h in one]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in one], atol=1e-5)
+    assert filled.search_many([], 10, []) == []
 
 
 def test_contract_retrieve_many(filled: VectorIndex, corpus: list[IndexedFlit]) -> None:

@@ -12,7 +12,7 @@ from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.feedback import ExampleLearner, impression_for
 from flitfeed.ranker.features import FEATURE_SET, FEATURES, N_FEATURES, col, feature_matrix
 from flitfeed.ranker.join import ImpressionJoin
-from flitfeed.ranker.model import ActionModel, prior_weights
+from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.scorers import ActionScorer, WeightedScorer

@@ -42,6 +42,7 @@ class FakeIndex:
     def __init__(self) -> None:
         self.flits: dict[str, IndexedFlit] = {}
         self.searches: list[SearchFilter | None] = []
+        self.batches: list[int] = []
         self.retrieves = 0
 
     def upsert_many(self, flits: Sequence[IndexedFlit]) -> None:
@@ -65,6 +66,11 @@ class FakeIndex:
         order = np.argsort(-scores, kind="stable")[:limit]
         return [Hit(ok[i].flit_id, ok[i].author_id, ok[i].created_at, float(scores[i]), ok[i].lang, ok[i].tags)
                 for i in order]
+
+    def search_many(self, vectors: Sequence[np.ndarray], limit: int,
+                    filters: Sequence[SearchFilter | None]) -> list[list[Hit]]:
+        self.batches.append(len(vectors))
+        return [self.search(v, limit, f) for v, f in zip(vectors, filters)]
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         self.retrieves += 1
@@ -279,6 +285,7 @@ def test_a_failing_index_still_yields_a_fresh_feed(world):
         raise TimeoutError("slow")
 
     world.index.search = boom
+    world.index.search_many = boom
     world.index.retrieve_many = boom
     result = world.pipeline().run(warm(k=5))
     assert len(result.items) == 5
@@ -292,6 +299,31 @@ def test_a_failing_index_still_yields_a_fresh_feed(world):
     result = world.pipeline().run(warm(k=5))
     assert len(result.items) == 5
     assert set(result.errors) == {("source", "similar"), ("hydrator", "similarity")}
+
+
+def test_a_batch_gets_the_feeds_its_queries_get_one_by_one_from_one_vector_search(world):
+    pipeline = world.pipeline()
+    queries = [warm(user_id="u1"), FeedQuery("cold", 5, NOW), warm(taste=TOPIC_B, user_id="u2", k=3),
+               warm(user_id="u3", seen=frozenset({"a0", "a1"}))]
+    one_by_one = [pipeline.run(q) for q in queries]
+    world.index.batches.clear()
+    batched = pipeline.run_many(queries)
+    assert world.index.batches == [3]          # one search call for the three warm queries (cold: no taste)
+    assert [[c.flit_id for c in r.items] for r in batched] == [[c.flit_id for c in r.items] for r in one_by_one]
+    assert [[round(c.score, 9) for c in r.items] for r in batched] == [
+        [round(c.score, 9) for c in r.items] for r in one_by_one]
+    assert all(("source", "similar") in r.timings for r in (batched[0], batched[2], batched[3]))
+    assert ("source", "similar") not in batched[1].timings
+
+
+def test_a_failing_batched_source_fails_each_of_its_queries_and_the_feeds_are_still_built(world):
+    def boom(*a, **kw):
+        raise TimeoutError("slow")
+
+    world.index.search_many = boom
+    results = world.pipeline().run_many([warm(user_id="u1"), warm(user_id="u2")])
+    assert [len(r.items) for r in results] == [5, 5]
+    assert all(r.errors == {("source", "similar"): "TimeoutError: slow"} for r in results)
 
 
 def test_duplicate_stage_names_are_rejected(world):

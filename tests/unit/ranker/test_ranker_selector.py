@@ -150,3 +150,29 @@ def test_zero_author_decay_gives_one_item_per_author_when_enough_authors(seed):
         # Every author gets a slot before any author gets a second one.
         assert len(per_author) == authors_available
         assert len(out) == min(k, len(cs))
+
+
+@pytest.mark.parametrize("author_decay,tag_decay,explore", [(0.8, 1.0, 1), (0.5, 0.8, 2), (0.0, 0.0, 1)])
+def test_a_batch_is_selected_exactly_as_its_feeds_one_by_one(author_decay, tag_decay, explore):
+    """select_many picks the whole batch with array operations; every feed, score and propensity must be
+    what select gives the same query alone (ties included: the scores are coarse on purpose)."""
+    rng = random.Random(f"batch-{author_decay}-{tag_decay}")
+    params = RankerParams(author_decay=author_decay, tag_decay=tag_decay, explore_share=explore / 10)
+    counts = {f"u{i}": rng.randint(0, 6) for i in range(8)}
+    sel = DiversitySelector(params, author_flit_count=counts.__getitem__)
+
+    def batch() -> tuple[list[FeedQuery], list[list[Candidate]]]:
+        r = random.Random(7)
+        queries = [FeedQuery(f"user{b}", r.randint(0, 12), NOW, trigger_id=f"t{b}") for b in range(25)]
+        lists = [[cand(f"f{r.randrange(50)}", f"u{r.randrange(8)}", round(r.uniform(-0.3, 1.0), 1),
+                       tuple(r.sample("abcde", r.randint(0, 2))), age=r.uniform(0, 12 * 3600.0))
+                  for _ in range(r.randint(0, 40))] for _ in queries]
+        return queries, lists
+
+    queries, lists = batch()
+    together = sel.select_many(queries, lists)
+    queries, lists = batch()  # fresh candidates: selection writes score, propensity and source
+    alone = [sel.select(query, cs) for query, cs in zip(queries, lists)]
+    assert [[(c.flit_id, c.score, c.propensity, c.source) for c in feed] for feed in together] == \
+        [[(c.flit_id, c.score, c.propensity, c.source) for c in feed] for feed in alone]
+    assert any(c.source == "explore" for feed in together for c in feed) == (explore > 0)
