@@ -101,8 +101,9 @@ class Settings(BaseSettings):
 
     # --- Ranker: learning from feedback (issue 14) -------------------------
     #: How long after an impression an interaction still labels it; an item ignored that long is a negative.
-    #: Every example of an impression is learned when this window closes (ranker/join.py says why), so it
-    #: is also how late the model learns: 10 s, measured in the demo simulation (README "Learning from feedback").
+    #: An example is learned when its item closes (ranker/join.py says why): at the end of this window, or
+    #: 2 s after the user's next feed replaced it. 10 s, measured in the demo simulation (README "Learning
+    #: from feedback").
     feedback_window_s: float = Field(10.0, gt=0)
     #: Whether the ranker learns its model from the examples stream (off: it ranks with the model it loaded).
     ranker_learning: bool = True

@@ -12,18 +12,23 @@ Rules (README "Learning from feedback"):
   on it, so a view ends the item's exposure: with enough dwell it is a ``dwell`` example, shorter
   it is a negative (seen and scrolled past: no actions);
 * an item shown and not acted on until its window closes is a negative example (no actions);
+* the user's next feed replaces the one on their screen: the earlier feed's items close
+  ``replaced_grace_s`` (2 s) after the next one is served, so what the user passed over is released
+  then, not a whole window later (the grace lets the interaction that triggered the next feed, still
+  on its way, label the earlier one);
 * a flit shown to the same user again supersedes its earlier impression: an unlabelled earlier item
   gives no example (its user saw it again, so "ignored" would be wrong and the newest features are
   what to learn), a labelled one is released at once;
 * an interaction before the impression, after its window, or on a flit not impressed is no label.
 
-Every example is released when its impression's window closes, labelled or not. Releasing a label
-at once would feed the model positives a whole window ahead of the negatives of the same feeds: a
-burst of likes (twenty accounts liking the same posts) then reaches the model as a run of positives
-with no negatives, and drags every weight towards whatever those posts have in common (measured:
-P(engage) of every popular flit went from 0.07 to 0.96 in one such burst, and a new user's taste
-lost to it; README "Learning from feedback"). This is the delayed-feedback bias of online learning
-from clicks; the cost is that the model learns ``window_s`` later.
+Every example is released when its item closes (its window ends, or the next feed replaced it),
+labelled or not. Releasing a label at once would feed the model positives ahead of the negatives of
+the same feeds: a burst of likes (twenty accounts liking the same posts) then reaches the model as a
+run of positives with no negatives, and drags every weight towards whatever those posts have in
+common (measured: P(engage) of every popular flit went from 0.07 to 0.96 in one such burst, and a
+new user's taste lost to it; README "Learning from feedback"). This is the delayed-feedback bias of
+online learning from clicks; holding labels to the close costs a little delay, which the replacement
+rule keeps to seconds for active users.
 
 >>> from flitfeed.streams.events import Impression, ImpressionItem
 >>> j = ImpressionJoin(window_s=60.0)
@@ -42,11 +47,18 @@ True
 [('i1/f1', ['engage']), ('i1/f2', ['dwell']), ('i1/f3', [])]
 >>> len(j)
 0
+>>> _ = j.add(Impression(impression_id="i2", user_id="wren", served_at=200.0, trigger_id="r2",
+...                      feature_set="fs", items=items[:2]))
+>>> _ = j.add(Impression(impression_id="i3", user_id="wren", served_at=205.0, trigger_id="r3",
+...                      feature_set="fs", items=items[2:]))                # the next feed replaces i2
+>>> [e.example_id for e in j.expire(now=208.0)]                      # closed 2 s after i3, not at 260
+['i2/f1', 'i2/f2']
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import heapq
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -62,6 +74,8 @@ class _Pending:
     feature_set: str
     propensity: float
     explore: bool
+    #: When the item's exposure ends: the window's end, or soon after the user's next feed replaced it.
+    closes_at: float
     #: The actions observed, once an interaction labelled the item (None: not labelled yet).
     actions: list[str] | None = None
     labelled_at: float = 0.0
@@ -69,17 +83,23 @@ class _Pending:
 
 class ImpressionJoin:
     """:param window_s: how long after an impression an interaction still labels it.
+    :param replaced_grace_s: a user's next feed replaces the one they were looking at: the earlier
+        impression's items close this long after the next one is served (the grace lets the interaction
+        that triggered the next feed, still in flight, label the earlier one). None: only the window closes.
     :param max_per_user: impressed items held per user; the oldest go first (without an example).
     """
 
-    def __init__(self, window_s: float, max_per_user: int = 500) -> None:
-        if not window_s > 0 or max_per_user < 1:
-            raise ValueError("window_s must be > 0 and max_per_user >= 1")
+    def __init__(self, window_s: float, max_per_user: int = 500, replaced_grace_s: float | None = 2.0) -> None:
+        if not window_s > 0 or max_per_user < 1 or (replaced_grace_s is not None and replaced_grace_s < 0):
+            raise ValueError("window_s must be > 0, max_per_user >= 1 and replaced_grace_s >= 0")
         self.window_s = float(window_s)
         self.max_per_user = int(max_per_user)
+        self.replaced_grace_s = replaced_grace_s
         self._pending: dict[str, OrderedDict[str, _Pending]] = {}
-        # (deadline, user, flit, impression_id) in impression order; stale entries are skipped.
-        self._deadlines: deque[tuple[float, str, str, str]] = deque()
+        # Heap of (closes_at, seq, user, flit, impression_id); entries made stale by a release or an earlier
+        # close are skipped when they come up.
+        self._deadlines: list[tuple[float, int, str, str, str]] = []
+        self._seq = 0
         self._size = 0
         #: Labelled items released before their window closed (superseded, or over the per-user bound).
         self._ready: list[Example] = []
@@ -94,6 +114,14 @@ class ImpressionJoin:
         user = self._pending.setdefault(impression.user_id, OrderedDict())
         superseded = 0
         deadline = impression.served_at + self.window_s
+        if self.replaced_grace_s is not None:
+            # This feed replaces the ones before it on the user's screen: what they did not act on by now
+            # was passed over (released with the labelled ones shortly, not a whole window later).
+            closes = impression.served_at + self.replaced_grace_s
+            for flit_id, held in user.items():
+                if held.closes_at > closes and held.impression_id != impression.impression_id:
+                    held.closes_at = closes
+                    self._schedule(closes, impression.user_id, flit_id, held.impression_id)
         for item in impression.items:
             earlier = user.pop(item.flit_id, None)
             if earlier is not None:
@@ -103,9 +131,9 @@ class ImpressionJoin:
                 else:
                     superseded += 1
             user[item.flit_id] = _Pending(impression.impression_id, impression.served_at, list(item.features),
-                                          impression.feature_set, item.propensity, item.explore)
+                                          impression.feature_set, item.propensity, item.explore, deadline)
             self._size += 1
-            self._deadlines.append((deadline, impression.user_id, item.flit_id, impression.impression_id))
+            self._schedule(deadline, impression.user_id, item.flit_id, impression.impression_id)
         while len(user) > self.max_per_user:
             flit_id, oldest = user.popitem(last=False)
             self._size -= 1
@@ -120,7 +148,7 @@ class ImpressionJoin:
         """Label a held item with an interaction; returns whether it did (the example comes out of :meth:`expire`)."""
         user = self._pending.get(user_id)
         held = None if user is None else user.get(flit_id)
-        if held is None or held.actions is not None or not held.served_at <= ts <= held.served_at + self.window_s:
+        if held is None or held.actions is not None or not held.served_at <= ts <= held.closes_at:
             return False
         action = action_of(kind, dwell_ms)  # None: a short view, seen and scrolled past
         held.actions = [] if action is None else [action]
@@ -131,11 +159,11 @@ class ImpressionJoin:
         """The examples released by ``now``: every item whose window closed (labelled, or ignored)."""
         out, self._ready = self._ready, []
         while self._deadlines and self._deadlines[0][0] < now:
-            deadline, user_id, flit_id, impression_id = self._deadlines.popleft()
+            deadline, _, user_id, flit_id, impression_id = heapq.heappop(self._deadlines)
             user = self._pending.get(user_id)
             held = None if user is None else user.get(flit_id)
-            if held is None or held.impression_id != impression_id:
-                continue  # released already, or superseded by a newer impression
+            if held is None or held.impression_id != impression_id or held.closes_at != deadline:
+                continue  # released already, superseded by a newer impression, or closed earlier
             assert user is not None
             del user[flit_id]
             self._size -= 1
@@ -145,6 +173,10 @@ class ImpressionJoin:
                 held.actions, held.labelled_at = [], deadline
             out.append(self._example(user_id, flit_id, held))
         return out
+
+    def _schedule(self, closes_at: float, user_id: str, flit_id: str, impression_id: str) -> None:
+        self._seq += 1
+        heapq.heappush(self._deadlines, (closes_at, self._seq, user_id, flit_id, impression_id))
 
     def forget(self, user_id: str, impression_id: str, flit_id: str) -> None:
         """Drop an item already labelled (a restart replays its impression, then its example)."""

@@ -159,7 +159,7 @@ def test_the_join_labels_each_impressed_item_once_and_releases_it_when_the_windo
 
 
 def test_a_burst_of_likes_reaches_the_learner_with_the_negatives_of_the_same_feeds() -> None:
-    # The delayed-feedback bias: labels released at once would arrive a window ahead of the ignored items.
+    # The delayed-feedback bias: labels released at once would arrive ahead of the ignored items.
     j = ImpressionJoin(window_s=10.0)
     for u in range(20):
         j.add(impression(f"i{u}", f"fan{u}", [f"f{i}" for i in range(10)], served_at=100.0))
@@ -167,6 +167,28 @@ def test_a_burst_of_likes_reaches_the_learner_with_the_negatives_of_the_same_fee
     assert j.expire(now=105.0) == []
     released = j.expire(now=111.0)
     assert len(released) == 200 and sum(1 for e in released if e.actions) == 20
+
+
+def test_the_next_feed_closes_the_one_it_replaced_after_a_grace() -> None:
+    j = ImpressionJoin(window_s=60.0, replaced_grace_s=2.0)
+    j.add(impression("i1", "wren", ["f1", "f2", "f3"], served_at=100.0))
+    assert j.learn_one("wren", "f1", "like", ts=104.0)
+    j.add(impression("i2", "wren", ["f3", "f4"], served_at=105.0))      # f3 shown again: superseded
+    # The like that triggered i2 can still arrive within the grace and label i1's items.
+    assert j.learn_one("wren", "f2", "reflit", ts=105.5)
+    assert j.expire(now=106.0) == []
+    assert sorted((e.example_id, tuple(e.actions)) for e in j.expire(now=107.5)) == [
+        ("i1/f1", ("engage",)), ("i1/f2", ("engage",))]
+    assert not j.learn_one("wren", "f1", "like", ts=108.0)              # i1 is closed
+    # i2 stays open for its whole window unless another feed replaces it.
+    assert j.expire(now=164.0) == []
+    assert sorted(e.example_id for e in j.expire(now=166.0)) == ["i2/f3", "i2/f4"]
+    # Other users' feeds close nothing of wren's, and without a grace only the window closes.
+    k = ImpressionJoin(window_s=60.0, replaced_grace_s=None)
+    k.add(impression("i1", "wren", ["f1"], served_at=100.0))
+    k.add(impression("i2", "robin", ["f1"], served_at=101.0))
+    k.add(impression("i3", "wren", ["f2"], served_at=102.0))
+    assert k.expire(now=150.0) == [] and len(k.expire(now=170.0)) == 3
 
 
 def test_a_newer_impression_supersedes_an_older_one_of_the_same_flit() -> None:
