@@ -52,10 +52,12 @@ def test_index_quick_measures_every_config_with_recall(tmp_path: Path) -> None:
 
 def test_ranker_quick_reports_throughput_and_every_stage(tmp_path: Path) -> None:
     rows = run(ranker, tmp_path)["rows"]
-    heads = {r["scorer"]: r for r in rows if "scorer" in r}
+    heads = {r["pipeline"]: r for r in rows if "pipeline" in r}
     stage_rows = [r for r in rows if "stage" in r]
-    # The shipped pipeline (the learned model) and the former blend, measured in the same run.
-    assert set(heads) == {"model", "blend"}
+    # The shipped pipeline (the learned model) in batches and one feed at a time, and the former blend,
+    # measured in the same run.
+    assert set(heads) == {"model", "model, batch 1", "blend"}
+    assert heads["model"]["batch"] == 32 and heads["model, batch 1"]["batch"] == 1
     assert all(h["feeds"] == 100 and h["feeds_per_s"] > 0 for h in heads.values())
     assert {"source:similar", "source:fresh_popular", "hydrator:similarity", "hydrator:affinity", "filter:seen",
             "scorer:model", "selector:diversity", "publish:serialise"} <= {r["stage"] for r in stage_rows}
