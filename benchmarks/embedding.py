@@ -61,6 +61,23 @@ def measure(encoder: Any, texts: list[str], batch: int) -> tuple[float, list[flo
     return len(texts) / total.seconds, latencies
 
 
+def speed_runs(encoders: dict[str, Any], texts: list[str], batches: list[int], repeats: int
+               ) -> tuple[dict[tuple[str, int], list[float]], dict[tuple[str, int], list[float]]]:
+    """texts/s per run and per-call latencies, per (encoder name, batch), the encoders interleaved per run
+    so machine noise hits them alike."""
+    speeds: dict[tuple[str, int], list[float]] = {(e, k): [] for e in encoders for k in batches}
+    latencies: dict[tuple[str, int], list[float]] = {(e, k): [] for e in encoders for k in batches}
+    for _ in range(repeats):
+        for batch in batches:
+            # Batch 1 is slow by nature; a slice keeps the run short without changing the figure.
+            subset = texts[: min(len(texts), 128)] if batch == 1 else texts
+            for name, encoder in encoders.items():
+                speed, lat = measure(encoder, subset, batch)
+                speeds[(name, batch)].append(speed)
+                latencies[(name, batch)].extend(lat)
+    return speeds, latencies
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(BACKENDS))
@@ -90,16 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             reference = vectors
         if reference is not None:
             agreement[backend] = (vectors * reference).sum(axis=1)
-    speeds: dict[tuple[str, int], list[float]] = {(b, k): [] for b in backends for k in batches}
-    latencies: dict[tuple[str, int], list[float]] = {(b, k): [] for b in backends for k in batches}
-    for _ in range(repeats):
-        for batch in batches:
-            # Batch 1 is slow by nature; a slice keeps the run short without changing the figure.
-            subset = texts[: min(len(texts), 128)] if batch == 1 else texts
-            for backend in backends:
-                speed, lat = measure(encoders[backend], subset, batch)
-                speeds[(backend, batch)].append(speed)
-                latencies[(backend, batch)].extend(lat)
+    speeds, latencies = speed_runs({b: encoders[b] for b in backends}, texts, batches, repeats)
     rows: list[dict[str, Any]] = []
     for backend in backends:
         for batch in batches:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Timer, bench_parser, percentiles, print_table, setup_logging, world_texts, write_json
-from benchmarks.embedding import measure
+from benchmarks.embedding import speed_runs
 
 ENCODERS = ("onnx-int8", "static")
 DEFAULT_MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
@@ -170,15 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         with Timer() as load:
             encoders[name] = make(name, run_size, args.static_dir)
         load_s[name] = load.seconds
-    speeds: dict[tuple[str, int], list[float]] = {(e, k): [] for e in ENCODERS for k in batches}
-    latencies: dict[tuple[str, int], list[float]] = {(e, k): [] for e in ENCODERS for k in batches}
-    for _ in range(repeats):
-        for batch in batches:
-            subset = texts[: min(len(texts), 128)] if batch == 1 else texts
-            for name in ENCODERS:
-                speed, lat = measure(encoders[name], subset, batch)
-                speeds[(name, batch)].append(speed)
-                latencies[(name, batch)].extend(lat)
+    speeds, latencies = speed_runs({name: encoders[name] for name in ENCODERS}, texts, batches, repeats)
     speed_rows: list[dict[str, Any]] = []
     for name in ENCODERS:
         for batch in batches:

@@ -8,15 +8,7 @@ import pytest
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.factory import make_encoder
 from flitfeed.settings import Settings
-
-TEXTS = [
-    "After the rain the lawn was full of earthworms, I pulled out three before breakfast.",
-    "Worm tip: drum your feet on the soil and the worms come up thinking it is raining.",
-    "The storm last night shook the hawthorn hedge; I tucked my head under my wing until dawn.",
-    "Sang a three-note whistle from the church spire for an hour.",
-    "Day five of the journey to West Africa: eight hundred kilometres flown.",
-    "x",
-]
+from tests.unit.encoder_texts import TEXTS
 
 
 @pytest.fixture(scope="module")
