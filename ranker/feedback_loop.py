@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from flitfeed.kafka.config import consumer_config
+from flitfeed.kafka.reading import read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.feedback import ExampleLearner, impression_for
@@ -273,29 +274,7 @@ class FeedbackLoop:
 
     def _read_or_raise(self, name: str, partition: int, since_ms: int | None,
                        timeout_s: float) -> Iterator[Message]:
-        topic = self._t[name]
         if partition not in self._partitions(name):
             return
-        reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-rebuild-unused"))
-        try:
-            low, high = kafka_call(lambda: reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10),
-                                   what=f"offsets of {topic}[{partition}]")
-            start = low
-            if since_ms is not None:
-                found = kafka_call(lambda: reader.offsets_for_times([TopicPartition(topic, partition, since_ms)],
-                                                                    timeout=10), what=f"times of {topic}")
-                start = found[0].offset if found[0].offset >= 0 else high
-            if start >= high:
-                return
-            reader.assign([TopicPartition(topic, partition, start)])
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                for m in reader.consume(num_messages=1000, timeout=0.5):
-                    if m.error() is None and m.offset() < high:
-                        yield m
-                if reader.position([TopicPartition(topic, partition)])[0].offset >= high:
-                    return
-            log.warning("partition not read to its end in time", extra={"topic": topic, "partition": partition})
-        finally:
-            reader.close()
-
+        yield from read_partition(self.settings, self._t[name], partition, since_ms=since_ms, timeout_s=timeout_s,
+                                  group_id=f"{self.settings.ranker_group}-rebuild-unused")

@@ -39,6 +39,7 @@ from flitfeed.index.base import MaintainedIndex, VectorIndex
 from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.factory import is_shared
 from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
+from flitfeed.kafka.reading import read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
 from flitfeed.ranker.affinity import Affinity
@@ -227,26 +228,14 @@ class RankerService:
         states: dict[str, HeldState] = {}
         if until <= 0:
             return states
-        reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-bootstrap-unused"))
-        try:
-            reader.assign([TopicPartition(self._t[TOPIC_USER_STATES], partition, OFFSET_BEGINNING)])
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                batch = reader.consume(num_messages=1000, timeout=1.0)
-                for m in batch:
-                    if m.error() is not None or m.offset() >= until:
-                        continue
-                    try:
-                        state = decode_internal(m.value(), UserState)
-                    except DecodeError:
-                        continue  # dead-lettered when it was first consumed
-                    states[state.user_id] = HeldState.of(state)
-                position = reader.position([TopicPartition(self._t[TOPIC_USER_STATES], partition)])[0].offset
-                if position >= until:
-                    return states
-            raise TimeoutError(f"user-states partition {partition} not re-read up to {until} within 120 s")
-        finally:
-            reader.close()
+        for m in read_partition(self.settings, self._t[TOPIC_USER_STATES], partition, until=until, timeout_s=120,
+                                group_id=f"{self.settings.ranker_group}-bootstrap-unused"):
+            try:
+                state = decode_internal(m.value(), UserState)
+            except DecodeError:
+                continue  # dead-lettered when it was first consumed
+            states[state.user_id] = HeldState.of(state)
+        return states
 
     def user_count(self) -> int:
         return sum(len(users) for users in self.states.values())

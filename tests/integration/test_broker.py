@@ -112,6 +112,28 @@ def test_produce_consume_round_trip(settings: Settings, topics: list[str]) -> No
     admin.delete_consumer_groups([group_id])[group_id].result(timeout=30)
 
 
+def test_read_partition_reads_a_range_and_stops(settings: Settings, topics: list[str]) -> None:
+    from flitfeed.kafka.reading import read_partition
+
+    topic = settings.topic(TOPIC_USER_STATES)
+    producer = Producer(producer_config(settings))
+    # In the past: the broker refuses timestamps more than an hour ahead of its clock.
+    stamps = [int(time.time() * 1000) - 100_000 + 1000 * i for i in range(10)]
+    for i, ts in enumerate(stamps):
+        producer.produce(topic, key=b"k", value=f"m{i}".encode(), partition=3, timestamp=ts)
+    assert producer.flush(30) == 0
+
+    def read(**kw: object) -> list[bytes]:
+        return [m.value() for m in read_partition(settings, topic, 3, group_id=f"{settings.topic_prefix}read", **kw)]
+
+    assert read() == [f"m{i}".encode() for i in range(10)]              # the log as it is now
+    assert read(until=4) == [b"m0", b"m1", b"m2", b"m3"]                 # up to an offset, exclusive
+    assert read(since_ms=stamps[7]) == [b"m7", b"m8", b"m9"]             # from a time
+    assert read(since_ms=stamps[7], until=8) == [b"m7"]
+    assert read(since_ms=stamps[-1] + 1) == [] and read(until=0) == []
+    assert [m.value() for m in read_partition(settings, topic, 4, group_id="x")] == []   # an empty partition
+
+
 def test_wait_for_broker_on_a_closed_port_fails_in_time() -> None:
     # Bind and release a port so that nothing listens on it.
     with socket.socket() as sock:

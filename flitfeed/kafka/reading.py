@@ -1,0 +1,53 @@
+"""Reading one partition of a topic up to a point, outside any consumer group.
+
+The ranker re-reads logs when it is assigned a partition: the user states up to its group's committed
+offset (without publishing), and the feedback loop's impressions, examples and interactions of the last
+window. Both are "from here to there, then stop": :func:`read_partition` is that loop, once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from flitfeed.kafka.config import consumer_config
+from flitfeed.settings import Settings
+from flitfeed.startup import kafka_call
+
+
+def read_partition(settings: Settings, topic: str, partition: int, *, group_id: str,
+                   since_ms: int | None = None, until: int | None = None,
+                   timeout_s: float = 60.0) -> Iterator[Message]:
+    """The messages of ``topic[partition]`` from its start (or the first at or after ``since_ms``, epoch ms)
+    up to offset ``until`` (exclusive; default: the end of the log as it is now), in order.
+
+    ``group_id`` only names the reader (nothing is committed). Raises :class:`TimeoutError` when the range
+    is not read within ``timeout_s``, and what :func:`~flitfeed.startup.kafka_call` raises when the broker
+    keeps refusing; transient errors are retried there.
+    """
+    reader = Consumer(consumer_config(settings, group_id=group_id))
+    try:
+        tp = TopicPartition(topic, partition)
+        low, high = kafka_call(lambda: reader.get_watermark_offsets(tp, timeout=10),
+                               what=f"offsets of {topic}[{partition}]")
+        end = high if until is None else min(until, high)
+        start = low
+        if since_ms is not None:
+            found = kafka_call(lambda: reader.offsets_for_times([TopicPartition(topic, partition, since_ms)],
+                                                                timeout=10), what=f"times of {topic}")
+            start = found[0].offset if found[0].offset >= 0 else end
+        if start >= end:
+            return
+        reader.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for m in reader.consume(num_messages=1000, timeout=0.5):
+                if m.error() is None and m.offset() < end:
+                    yield m
+            if reader.position([tp])[0].offset >= end:
+                return
+        raise TimeoutError(f"{topic}[{partition}] not read up to offset {end} within {timeout_s:.0f} s")
+    finally:
+        reader.close()
