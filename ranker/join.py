@@ -1,7 +1,7 @@
 """Impressions joined with what users then did: the ranking model's labelled examples.
 
-:class:`ImpressionJoin` holds every impressed item of the users it serves until its window closes,
-keyed by ``(user, flit)``. Pure: no Kafka, no clock (``now`` and event times
+:class:`ImpressionJoin` holds every impressed item of the users it serves until it closes (its window
+ends, or the user's next feed replaced it), keyed by ``(user, flit)``. Pure: no Kafka, no clock (``now`` and event times
 come in), so the ranker service, its restart replay and the streaming evaluation run the same code.
 
 Rules (README "Learning from feedback"):
@@ -156,7 +156,7 @@ class ImpressionJoin:
         return True
 
     def expire(self, now: float) -> list[Example]:
-        """The examples released by ``now``: every item whose window closed (labelled, or ignored)."""
+        """The examples released by ``now``: every item that closed (labelled, or ignored)."""
         out, self._ready = self._ready, []
         while self._deadlines and self._deadlines[0][0] < now:
             deadline, _, user_id, flit_id, impression_id = heapq.heappop(self._deadlines)
