@@ -91,11 +91,12 @@ def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
-    from flitfeed.encoders.factory import make_encoder
+    from flitfeed.encoders.factory import check_vector_dim, make_encoder
     from flitfeed.monitoring.metrics import Metrics
     from flitfeed.startup import wait_for_kafka
     from flitfeed.streams.app import create_worker
 
+    check_vector_dim(settings)
     wait_for_kafka(settings)
     encoder = make_encoder(settings)
     index = open_service_index(settings, "worker", encoder.dim)
@@ -114,10 +115,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.encoders.factory import check_vector_dim
     from flitfeed.monitoring.metrics import Metrics
     from flitfeed.ranker.service import RankerService
     from flitfeed.startup import wait_for_kafka
 
+    check_vector_dim(settings)
     wait_for_kafka(settings)
     metrics = Metrics("ranker")
     metrics.serve(settings.metrics_host, settings.ranker_metrics_port, settings.targets_dir(),
@@ -341,12 +344,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.log_level, service=args.command)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from flitfeed.kafka.local_broker import BrokerScriptMissing
+    from flitfeed.encoders.factory import EncoderConfigError
     from flitfeed.kafka.security import SecurityConfigError
     from flitfeed.startup import EXIT_DEPENDENCY, DependencyUnavailable
 
     try:
         return int(args.func(args, settings) or 0)
-    except (DependencyUnavailable, SecurityConfigError, BrokerScriptMissing) as exc:
+    except (DependencyUnavailable, SecurityConfigError, BrokerScriptMissing, EncoderConfigError) as exc:
         # One clear line instead of a traceback: what was missing and what to do.
         log.error("cannot start %s: %s", args.command, exc)
         return EXIT_DEPENDENCY

@@ -94,3 +94,21 @@ def test_the_server_index_says_which_of_its_errors_may_pass() -> None:
         ServerIndex(client, "flits", dim=8)
     assert not isinstance(info.value, IndexUnreachable)
     client.close()
+
+
+@pytest.mark.parametrize("service", ["worker", "ranker"])
+def test_an_encoder_and_vector_dim_that_disagree_stop_the_service_before_it_connects(tmp_path, service) -> None:
+    """The static encoder makes 256-d vectors; a ranker sized for 384 would refuse every one of them."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "FLITFEED_ENCODER": "static", "FLITFEED_DATA_DIR": str(tmp_path),
+           "FLITFEED_BOOTSTRAP_SERVERS": "127.0.0.1:1", "FLITFEED_STARTUP_TIMEOUT_S": "60",
+           "FLITFEED_WORKER_METRICS_PORT": "0", "FLITFEED_RANKER_METRICS_PORT": "0"}
+    proc = subprocess.run([sys.executable, "-m", "flitfeed.cli", service], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert (f"cannot start {service}: FLITFEED_ENCODER=static makes 256-d vectors but FLITFEED_VECTOR_DIM is 384: "
+            "set FLITFEED_VECTOR_DIM=256") in out
+    assert "Traceback" not in out and "waiting for dependency" not in out   # refused before any connection
