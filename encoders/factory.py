@@ -1,9 +1,31 @@
-"""Build the encoder named by the settings."""
+"""Build the encoder named by the settings, or by a model spec (``flitfeed reembed --model …``).
+
+A model spec names one of the shipped models, optionally with its backend, or a local directory:
+
+- ``minilm`` (the settings' backend), ``minilm:onnx-int8``, ``minilm:onnx-fp32``, ``minilm:torch``;
+- ``static`` (model2vec distilled from MiniLM, 256-d), ``hashing`` (tests);
+- a directory holding a sentence-transformers model (``modules.json``), loaded offline.
+
+>>> from pathlib import Path
+>>> parse_model_spec("minilm:torch")
+ModelSpec(name='minilm', backend='torch', path=None)
+>>> try:
+...     parse_model_spec("/no/such/model")
+... except EncoderConfigError as exc:
+...     print(exc)
+unknown model '/no/such/model': expected minilm[:onnx-int8|onnx-fp32|torch], static, hashing or the directory of a sentence-transformers model (no such directory)
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from flitfeed.encoders.base import Encoder
 from flitfeed.settings import Settings
+
+#: The backends ``minilm`` runs on.
+MINILM_BACKENDS = ("onnx-int8", "onnx-fp32", "torch")
 
 
 class EncoderConfigError(ValueError):
@@ -36,6 +58,54 @@ def check_vector_dim(settings: Settings) -> None:
     if settings.vector_dim != dim:
         raise EncoderConfigError(f"FLITFEED_ENCODER={settings.encoder} makes {dim}-d vectors but FLITFEED_VECTOR_DIM "
                                  f"is {settings.vector_dim}: set FLITFEED_VECTOR_DIM={dim} for every worker and ranker")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec: a shipped model (``name``, with ``backend`` for minilm) or a local ``path``."""
+
+    name: str
+    backend: str | None = None
+    path: Path | None = None
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """Check a model spec without loading anything; raises :class:`EncoderConfigError`."""
+    name, _, backend = spec.strip().partition(":")
+    if name == "minilm" and (not backend or backend in MINILM_BACKENDS):
+        return ModelSpec("minilm", backend or None)
+    if name in ("static", "hashing") and not backend:
+        return ModelSpec(name)
+    expected = (f"unknown model {spec!r}: expected minilm[:{'|'.join(MINILM_BACKENDS)}], static, hashing or the "
+                "directory of a sentence-transformers model")
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise EncoderConfigError(f"{expected} (no such directory)")
+    if not (path / "modules.json").is_file():
+        raise EncoderConfigError(f"{expected} ({path} has no modules.json)")
+    return ModelSpec("path", path=path.resolve())
+
+
+def encoder_for_spec(spec: str, settings: Settings) -> Encoder:
+    """Load the encoder a model spec names (the settings give the run size, threads and model cache)."""
+    parsed = parse_model_spec(spec)
+    if parsed.path is not None:
+        from flitfeed.encoders.sentence_transformer import SentenceTransformerEncoder
+
+        try:
+            return SentenceTransformerEncoder(parsed.path, batch_size=settings.encoder_run_size,
+                                              threads=settings.encoder_threads)
+        except Exception as exc:  # a directory that is not a loadable model: say so in one line
+            raise EncoderConfigError(f"cannot load the model in {parsed.path}: {type(exc).__name__}: {exc}") from exc
+    return make_encoder(replace_encoder(settings, parsed))
+
+
+def replace_encoder(settings: Settings, spec: ModelSpec) -> Settings:
+    """The settings with their encoder replaced by a shipped model's spec."""
+    update = {"encoder": spec.name}
+    if spec.backend:
+        update["encoder_backend"] = spec.backend
+    return settings.model_copy(update=update)
 
 
 def make_encoder(settings: Settings) -> Encoder:

@@ -29,6 +29,8 @@ def default_model_path() -> Path:
 def weights_digest(model_dir: Path) -> str:
     """A short digest of the weights file: two different checkpoints never share a version."""
     weights = model_dir / "model.safetensors"
+    if not weights.exists():
+        weights = model_dir / "pytorch_model.bin"
     h = hashlib.sha256()
     with weights.open("rb") as f:
         # The header and the first MiB identify the checkpoint; hashing 90 MB at every start is waste.
@@ -53,11 +55,13 @@ class SentenceTransformerEncoder:
 
         if threads > 0:
             torch.set_num_threads(threads)
-        self._model_dir = model_dir or default_model_path()
+        self._model_dir = Path(model_dir or default_model_path())
         self._model = SentenceTransformer(str(self._model_dir), device="cpu")
         self._batch_size = batch_size
         self.dim: int = int(self._model.get_embedding_dimension())
-        self.model_version = f"all-MiniLM-L6-v2@{weights_digest(self._model_dir)}"
+        # The shipped model keeps its historical name; a model given as a directory is named after it.
+        name = "all-MiniLM-L6-v2" if model_dir is None else self._model_dir.name
+        self.model_version = f"{name}@{weights_digest(self._model_dir)}"
         log.info("encoder loaded", extra={"model_version": self.model_version, "dim": self.dim})
 
     def encode_many(self, texts: Sequence[str]) -> np.ndarray:

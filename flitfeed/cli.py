@@ -319,7 +319,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     sub.add_parser("owners", help="which worker/ranker replica owns which partition").set_defaults(func=cmd_owners)
+
+    vs = sub.add_parser("versions", help="embedding versions: compare a model with the live one")
+    vsub = vs.add_subparsers(dest="versions_command", required=True)
+    cmp_ = vsub.add_parser("compare", help="the live model and --model side by side on recent flits (and a dataset)")
+    cmp_.add_argument("--model", required=True,
+                      help="minilm[:onnx-int8|onnx-fp32|torch], static, hashing or a sentence-transformers directory")
+    cmp_.add_argument("--against", default=None, help="the model to compare with (default: the configured encoder)")
+    cmp_.add_argument("--recent", type=int, default=2000, help="how many of the latest flits of the log to compare on")
+    cmp_.add_argument("--k", type=int, default=10, help="neighbours per flit for the top-k overlap")
+    cmp_.add_argument("--dataset", type=Path, default=None,
+                      help="also run the streaming evaluation of both on this MovieLens-shaped folder")
+    cmp_.add_argument("--events", type=int, default=None, help="evaluate on only this many events of the dataset")
+    cmp_.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    cmp_.set_defaults(func=cmd_versions_compare)
     return p
+
+
+def cmd_versions_compare(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.encoders.compare import run_compare
+
+    return run_compare(args, settings)
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
