@@ -15,13 +15,23 @@ same API in Python and is what the tests use.
 
 The server optimizes (builds HNSW graphs) in the background, so unlike
 :class:`~flitfeed.index.edge.EdgeIndex` there is nothing to schedule.
+
+Errors: a server that does not answer (connection refused or reset, a timeout, HTTP 502/503/504, a
+cluster peer still starting) raises :class:`~flitfeed.index.base.IndexUnreachable`, which start-up waits
+out; anything else (a refused API key, an untrusted TLS certificate, a collection of another dimension)
+raises a plain :class:`~flitfeed.index.base.IndexError_` at once, in one line, never showing the key.
+Once open, every call retries an unreachable server for ``unreachable_retry_s`` seconds (a Qdrant restart,
+a cluster peer failing over), logging each retry and counting them in :attr:`ServerIndex.retries`, before
+it gives up with ``IndexUnreachable``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import ssl
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -30,16 +40,19 @@ import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.common.client_exceptions import QdrantException
-from qdrant_client.http.exceptions import ApiException
+from qdrant_client.http.exceptions import ApiException, ResponseHandlingException, UnexpectedResponse
 
 from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, IndexUnreachable, SearchFilter, checked_vector,
                                  flit_from_payload, hit_from_payload, payload_of, point_id)
+from flitfeed.startup import DependencyUnavailable
 
 # uuid5 costs ~7 us; a feed request excludes hundreds of already-seen flits, and
 # the same ids recur request after request.
 _point_id = functools.lru_cache(maxsize=1 << 15)(point_id)
 
-__all__ = ["ServerIndex"]
+__all__ = ["IndexRefused", "ServerIndex"]
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -49,6 +62,19 @@ _PAYLOAD_INDEXES = (("author", qm.PayloadSchemaType.KEYWORD), ("created_at", qm.
 _UPSERT_CHUNK = 512
 #: Errors the client raises for an unreachable or failing server.
 _CLIENT_ERRORS = (ApiException, QdrantException, OSError)
+#: HTTP statuses of a server (or a proxy, or a cluster peer) that is there but not serving yet.
+_UNAVAILABLE_STATUS = frozenset({502, 503, 504})
+#: How long an open index keeps retrying a server that stopped answering, by default: a restart takes
+#: about a second, a cluster failover a few; below the services' 30 s liveness bound.
+UNREACHABLE_RETRY_S = 20.0
+
+
+class IndexRefused(IndexError_, DependencyUnavailable):
+    """The server answered but refuses this client (API key, TLS trust): a configuration error.
+
+    Also a :class:`~flitfeed.startup.DependencyUnavailable`, so a service that meets it at start-up exits
+    at once with status 2 and one line saying what to fix, instead of waiting or a traceback.
+    """
 
 
 class ServerIndex:
@@ -78,6 +104,7 @@ class ServerIndex:
         ca_file: str | os.PathLike[str] | None = None,
         shard_number: int | None = None,
         replication_factor: int | None = None,
+        unreachable_retry_s: float = UNREACHABLE_RETRY_S,
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -88,6 +115,11 @@ class ServerIndex:
         # points over nodes, replicas keep every shard searchable when a node is lost).
         self._shard_number = shard_number or None
         self._replication_factor = replication_factor or None
+        self._retry_s = unreachable_retry_s
+        #: Calls retried because the server did not answer (each logged); read by tests and benchmarks.
+        self.retries = 0
+        #: Where errors say the server is (never with credentials).
+        self._where = "Qdrant server" if isinstance(client_or_url, QdrantClient) else f"Qdrant server at {client_or_url}"
         if isinstance(client_or_url, QdrantClient):
             self._client: QdrantClient | None = client_or_url
             self._owns_client = False
@@ -110,7 +142,7 @@ class ServerIndex:
         client = self._open_client()
 
         def exists() -> bool:
-            return _call(lambda: client.collection_exists(self.collection), "cannot reach Qdrant", IndexUnreachable)
+            return self._once(lambda: client.collection_exists(self.collection), "cannot open the index")
 
         if not exists():
             try:
@@ -123,8 +155,8 @@ class ServerIndex:
             except _CLIENT_ERRORS as exc:
                 # Another service may have created it between the two calls.
                 if not exists():
-                    raise IndexError_(f"cannot create collection {self.collection!r}: {exc}") from exc
-        info = _call(lambda: client.get_collection(self.collection), f"cannot read collection {self.collection!r}")
+                    raise _error(exc, f"cannot create collection {self.collection!r}", self._where) from exc
+        info = self._once(lambda: client.get_collection(self.collection), f"cannot read collection {self.collection!r}")
         params = info.config.params.vectors
         if not isinstance(params, qm.VectorParams):
             raise IndexError_(f"collection {self.collection!r} uses named vectors; expected one unnamed vector")
@@ -144,7 +176,7 @@ class ServerIndex:
                 create = functools.partial(
                     client.create_payload_index, self.collection, field, field_schema=kind, wait=True
                 )
-                _call(create, f"cannot create payload index {field!r}")
+                self._once(create, f"cannot create payload index {field!r}")
 
     # ------------------------------------------------------------- protocol
 
@@ -161,7 +193,7 @@ class ServerIndex:
         ]
         for start in range(0, len(points), _UPSERT_CHUNK):
             chunk = points[start : start + _UPSERT_CHUNK]
-            _call(functools.partial(client.upsert, self.collection, points=chunk, wait=True), "upsert failed")
+            self._call(functools.partial(client.upsert, self.collection, points=chunk, wait=True), "upsert failed")
 
     def search(self, vector: np.ndarray, limit: int, flt: SearchFilter | None = None) -> list[Hit]:
         """Nearest flits by cosine similarity, best first, honouring every field of ``flt``."""
@@ -169,7 +201,7 @@ class ServerIndex:
         if limit <= 0:
             return []
         query = self._vector(vector)
-        response = _call(
+        response = self._call(
             lambda: client.query_points(
                 self.collection,
                 query=query,
@@ -191,7 +223,7 @@ class ServerIndex:
         requests = [qm.QueryRequest(query=self._vector(v), filter=_filter(f), params=self._search_params,
                                     limit=limit, with_payload=True)
                     for v, f in zip(vectors, filters, strict=True)]
-        responses = _call(lambda: client.query_batch_points(self.collection, requests=requests), "search failed")
+        responses = self._call(lambda: client.query_batch_points(self.collection, requests=requests), "search failed")
         return [[hit_from_payload(p.payload or {}, p.score) for p in r.points] for r in responses]
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
@@ -200,7 +232,7 @@ class ServerIndex:
         ids = list(dict.fromkeys(_point_id(f) for f in flit_ids))
         if not ids:
             return {}
-        records = _call(
+        records = self._call(
             lambda: client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=True),
             "retrieve failed",
         )
@@ -215,14 +247,14 @@ class ServerIndex:
         client = self._open_client()
         ids: list[qm.ExtendedPointId] = list(dict.fromkeys(_point_id(f) for f in flit_ids))
         if ids:
-            _call(
+            self._call(
                 lambda: client.delete(self.collection, points_selector=qm.PointIdsList(points=ids), wait=True),
                 "delete failed",
             )
 
     def count(self) -> int:
         client = self._open_client()
-        return _call(lambda: client.count(self.collection, exact=True), "count failed").count
+        return self._call(lambda: client.count(self.collection, exact=True), "count failed").count
 
     def close(self) -> None:
         """Release the client if this index created it. Idempotent."""
@@ -250,13 +282,59 @@ class ServerIndex:
     def _vector(self, vector: np.ndarray) -> list[float]:
         return checked_vector(vector, self.dim)
 
+    def _once(self, call: Callable[[], _T], what: str) -> _T:
+        """Run a client call once, turning its errors into IndexUnreachable or IndexError_ (:func:`_error`)."""
+        try:
+            return call()
+        except _CLIENT_ERRORS as exc:
+            raise _error(exc, what, self._where) from exc
 
-def _call(call: Callable[[], _T], what: str, error: type[IndexError_] = IndexError_) -> _T:
-    """Run a client call, turning transport and server errors into ``error`` (an IndexError_)."""
-    try:
-        return call()
-    except _CLIENT_ERRORS as exc:
-        raise error(f"{what}: {exc}") from exc
+    def _call(self, call: Callable[[], _T], what: str) -> _T:
+        """:meth:`_once`, retrying an unreachable server with back-off for up to ``unreachable_retry_s``.
+
+        Every write is idempotent (upserts and deletes by point id), so repeating one whose answer was
+        lost is safe.
+        """
+        deadline = time.monotonic() + self._retry_s
+        delay, attempt = 0.05, 1
+        while True:
+            try:
+                return self._once(call, what)
+            except IndexUnreachable as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                self.retries += 1
+                log.warning("Qdrant server unreachable; retrying", extra={
+                    "collection": self.collection, "operation": what, "attempt": attempt,
+                    "retries_total": self.retries, "error": str(exc)[:200]})
+                time.sleep(min(delay, remaining))
+                delay, attempt = min(delay * 2, 1.0), attempt + 1
+
+
+def _error(exc: BaseException, what: str, where: str) -> IndexError_:
+    """The IndexError_ for a client error, in one line: IndexUnreachable for what may pass by itself."""
+    if isinstance(exc, UnexpectedResponse):
+        status = exc.status_code
+        if status in (401, 403):
+            return IndexRefused(f"{what}: {where} refused the API key (HTTP {status}); "
+                               "check FLITFEED_QDRANT_API_KEY (or FLITFEED_QDRANT_API_KEY_FILE)")
+        body = exc.content[:200].decode("utf-8", "replace").replace("\n", " ")
+        text = f"{what}: {where} answered HTTP {status} {exc.reason_phrase}: {body}"
+        return IndexUnreachable(text) if status in _UNAVAILABLE_STATUS else IndexError_(text)
+    cause: BaseException | None = exc.source if isinstance(exc, ResponseHandlingException) else exc
+    chain = []
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    detail = " ".join(str(chain[-1] if chain else exc).split()) or type(exc).__name__
+    if any(isinstance(c, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(c) for c in chain):
+        return IndexRefused(f"{what}: the TLS certificate of {where} is not trusted ({detail}); "
+                           "set FLITFEED_QDRANT_CA_FILE to the CA that signed it")
+    if isinstance(exc, ResponseHandlingException) or isinstance(exc, OSError) or any(
+            isinstance(c, (OSError, TimeoutError)) for c in chain):
+        return IndexUnreachable(f"{what}: cannot reach {where}: {detail}")
+    return IndexError_(f"{what}: {' '.join(str(exc).split())}")
 
 
 def _filter(flt: SearchFilter | None) -> qm.Filter | None:
