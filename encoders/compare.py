@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import uuid
@@ -498,8 +499,10 @@ def _evaluate_both(sides: Sequence[Side], dataset: Path, events: int | None,
     out: dict[str, Any] = {"dataset": str(dataset), "events": events, "methods": list(EVAL_METHODS)}
     per_event: dict[str, dict[str, list[float]]] = {}
     for side in sides:
+        # evaluate() reports progress only every 10,000 events: say what runs, and how long the last one took.
         say(f"streaming evaluation with the {side.role} model ({side.encoder.model_version}) on {dataset}"
-            + (f", {events:,} events" if events else ""))
+            + (f", {events:,} events" if events else ", every event")
+            + (f" (the old model's took {out['old']['seconds']:.0f} s)" if "old" in out else ""))
         began = time.perf_counter()
         results, runs = evaluate(dataset, None, events=events, methods=EVAL_METHODS, settings=settings,
                                  encoder=side.encoder, plots=False)
@@ -693,6 +696,8 @@ def run_compare(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
                   "created_from": min(created).isoformat(timespec="seconds"),
                   "created_to": max(created).isoformat(timespec="seconds")},
         "k": k, "batch_size": batch, "old_is_live": old_is_live,
+        # Speeds depend on the machine and on what else runs on it: both are said with the figures.
+        "machine": {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)},
     }
     for side, space in zip(sides, (old_space, new_space)):
         report[side.role] = {"spec": side.spec, "model_version": side.encoder.model_version, "dim": side.encoder.dim,
@@ -704,7 +709,8 @@ def run_compare(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
 
     f = report["flits"]
     print(f"{f['count']:,} latest flits of {f['topic']} ({f['created_from']} – {f['created_to']}; "
-          f"{f['rejected']:,} rejected records skipped), k={k}", file=stdout)
+          f"{f['rejected']:,} rejected records skipped), k={k}; {report['machine']['cpus']} CPUs, load average "
+          f"{report['machine']['load_average_1m']:g}", file=stdout)
     print(render_table(report), file=stdout, flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

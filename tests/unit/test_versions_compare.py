@@ -307,6 +307,7 @@ def test_the_same_model_against_itself(fake_log: FakeLog, capsys: pytest.Capture
     report = json.loads((tmp_path / "cmp.json").read_text())
     assert fake_log.read == [(0, 30, 60), (1, 30, 60), (2, 30, 60)]       # the newest 30 of each partition
     assert report["flits"]["count"] == 90 and report["k"] == 5 and report["old_is_live"] is True
+    assert report["machine"]["cpus"] >= 1 and report["machine"]["load_average_1m"] >= 0
     assert report["old"]["spec"] == "hashing" and report["old"]["model_version"] == "hashing-bow-384"
     between = report["between"]
     assert between["overlap"]["mean"] == 1.0 and between["overlap"]["none"] == 0.0
