@@ -549,14 +549,17 @@ def verdict(report: dict[str, Any]) -> str:
                      f"{new['texts_per_s']:,.0f} texts/s)")
     evaluation = report.get("evaluation")
     if evaluation:
-        m = EVAL_METHODS[-1]
-        a, b = evaluation["old"][m]["ndcg@10"], evaluation["new"][m]["ndcg@10"]
-        diff = evaluation.get("ndcg@10_difference", {}).get(m)
-        noise = ""
-        if diff and diff["se"] > 0:
-            noise = " (within this slice's noise)" if abs(diff["mean"]) < 2 * diff["se"] else \
-                (" (better beyond noise)" if diff["mean"] > 0 else " (worse beyond noise)")
-        parts.append(f"evaluation ({m}) NDCG@10 {a:.4f} → {b:.4f}{noise}")
+        # The shipped method first: it is what users get; content-only shows the embeddings' own share.
+        moves = []
+        for m in reversed(EVAL_METHODS):
+            a, b = evaluation["old"][m]["ndcg@10"], evaluation["new"][m]["ndcg@10"]
+            diff = evaluation.get("ndcg@10_difference", {}).get(m)
+            noise = ""
+            if diff and diff["se"] > 0:
+                noise = " (within this slice's noise)" if abs(diff["mean"]) < 2 * diff["se"] else \
+                    (" (better beyond noise)" if diff["mean"] > 0 else " (worse beyond noise)")
+            moves.append(f"{m} {a:.4f} → {b:.4f}{noise}")
+        parts.append("evaluation NDCG@10 " + ", ".join(moves))
     alerts = [name for name in ("embedding_centroid", "embedding_mmd", "embedding_psi")
               if new.get("drift", {}).get(name, {}).get("alert") and not old.get("drift", {}).get(name, {}).get("alert")]
     if alerts:

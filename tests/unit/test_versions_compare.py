@@ -234,11 +234,14 @@ def test_verdict_reads_the_figures() -> None:
     assert "reorders neighbourhoods substantially" in verdict(_report(0.3))
     assert "FLITFEED_VECTOR_DIM" not in verdict(_report(0.3))
     assert "384-d → 256-d: FLITFEED_VECTOR_DIM=256" in verdict(_report(0.3, new_dim=256))
-    evaluation = {"old": {"flitfeed": {"ndcg@10": 0.051}}, "new": {"flitfeed": {"ndcg@10": 0.047}},
-                  "ndcg@10_difference": {"flitfeed": {"mean": -0.004, "se": 0.003}}}
-    assert "NDCG@10 0.0510 → 0.0470 (within this slice's noise)" in verdict(_report(0.3, evaluation=evaluation))
+    evaluation = {"old": {"flitfeed": {"ndcg@10": 0.051}, "content": {"ndcg@10": 0.012}},
+                  "new": {"flitfeed": {"ndcg@10": 0.047}, "content": {"ndcg@10": 0.021}},
+                  "ndcg@10_difference": {"flitfeed": {"mean": -0.004, "se": 0.003},
+                                         "content": {"mean": 0.009, "se": 0.002}}}
+    assert ("evaluation NDCG@10 flitfeed 0.0510 → 0.0470 (within this slice's noise), "
+            "content 0.0120 → 0.0210 (better beyond noise)") in verdict(_report(0.3, evaluation=evaluation))
     evaluation["ndcg@10_difference"]["flitfeed"]["se"] = 0.001
-    assert "(worse beyond noise)" in verdict(_report(0.3, evaluation=evaluation))
+    assert "flitfeed 0.0510 → 0.0470 (worse beyond noise)" in verdict(_report(0.3, evaluation=evaluation))
 
 
 # --- the command on an in-memory log ---------------------------------------------------------------------
