@@ -53,6 +53,8 @@ class TasteParams:
     seen_capacity: int = 500
     muted_capacity: int = 200
     dedup_capacity: int = 2000
+    #: The embedding version of the flit vectors learned from (the worker's encoder); empty = not tracked.
+    version: str = ""
 
 
 def interaction_weight(kind: str, dwell_ms: int | None = None) -> float:
@@ -88,6 +90,8 @@ class UserProfile:
     recent_event_ids: list[str] = field(default_factory=list)
     #: The last event applied: re-published if it is delivered again after a crash.
     last_event_id: str = ""
+    #: The embedding version ``taste`` is in (empty: learned before versions were tracked).
+    taste_version: str = ""
 
     def has_applied(self, event_id: str) -> bool:
         return event_id in self.recent_event_ids
@@ -97,6 +101,11 @@ class UserProfile:
         """Apply one interaction. Returns False (and changes nothing) for a duplicate ``event_id``."""
         if self.has_applied(event_id):
             return False
+        if params.version and params.version != self.taste_version:
+            if self.taste_version and self.taste is not None:
+                # A taste in another embedding space is never mixed with this one's vectors: start anew.
+                self.taste = None
+            self.taste_version = params.version
         weight = interaction_weight(kind, dwell_ms)
         v = np.asarray(vector, dtype=np.float32)
         if self.taste is None:
@@ -136,6 +145,7 @@ class UserProfile:
             "muted_authors": self.muted_authors,
             "recent_event_ids": self.recent_event_ids,
             "last_event_id": self.last_event_id,
+            "taste_version": self.taste_version,
         }
 
     @classmethod
@@ -151,4 +161,5 @@ class UserProfile:
             muted_authors=list(d.get("muted_authors", [])),
             recent_event_ids=list(d.get("recent_event_ids", [])),
             last_event_id=str(d.get("last_event_id", "")),
+            taste_version=str(d.get("taste_version", "")),
         )

@@ -45,12 +45,21 @@ def drop_index(settings: Settings, service: str) -> None:
         offsets.unlink(missing_ok=True)
 
 
-def open_service_index(settings: Settings, service: str, dim: int):  # noqa: ANN201 - VectorIndex
-    """The service's index; a corrupt embedded index is rebuilt from the log, never served empty."""
+def open_service_index(settings: Settings, service: str, dim: int,
+                       serving: str | None = None):  # noqa: ANN201 - VectorIndex
+    """The service's index; a corrupt embedded index is rebuilt from the log, never served empty. So is one
+    that holds another embedding version than ``serving`` (None: whichever it holds)."""
     from flitfeed.index.base import IndexError_
     from flitfeed.index.factory import open_index
+    from flitfeed.streams.replicator import stored_version
 
     path, offsets = index_dir(settings, service), offsets_path(settings, service)
+    held = stored_version(offsets)
+    if path is not None and serving is not None and held is not None and held != serving:
+        # Two versions' vectors must never meet in one index: this one is rebuilt from the log.
+        log.warning("embedded index holds another embedding version; rebuilding it from the flit-vectors log",
+                    extra={"service": service, "held": held, "serving": serving})
+        drop_index(settings, service)
     if path is not None and offsets is not None and (not path.exists() or not any(path.iterdir())):
         # A new, empty index: offsets left from an old one would claim the log was already applied.
         offsets.unlink(missing_ok=True)
@@ -99,7 +108,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     check_vector_dim(settings)
     wait_for_kafka(settings)
     encoder = make_encoder(settings)
-    index = open_service_index(settings, "worker", encoder.dim)
+    check_live_version(settings, encoder.model_version)
+    index = open_service_index(settings, "worker", encoder.dim, serving=encoder.model_version)
     metrics = Metrics("worker")
     metrics.serve(settings.metrics_host, settings.worker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
@@ -114,6 +124,18 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def check_live_version(settings: Settings, version: str) -> None:
+    """Refuse to start a worker whose encoder is not the live embedding version: its vectors would be kept
+    out of every ranker's index, and feeds would stop seeing new flits."""
+    from flitfeed.encoders.factory import EncoderConfigError
+    from flitfeed.streams.version_log import read_catalog
+
+    catalog = read_catalog(settings)
+    if catalog is not None and catalog.live != version:
+        raise EncoderConfigError(f"the live embedding version is {catalog.live}, but FLITFEED_ENCODER makes {version}: "
+                                 "configure the live version's model (`flitfeed versions list`)")
+
+
 def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.encoders.factory import check_vector_dim
     from flitfeed.monitoring.metrics import Metrics
@@ -126,12 +148,17 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     metrics.serve(settings.metrics_host, settings.ranker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
     metrics.health.require("index_open")
-    index = open_service_index(settings, "ranker", settings.vector_dim)
+    from flitfeed.index.versions import VersionGate
+    from flitfeed.streams.version_log import read_catalog
+
+    catalog = read_catalog(settings)
+    serving = catalog.live if catalog is not None else None
+    index = open_service_index(settings, "ranker", settings.vector_dim, serving=serving)
     metrics.health.ready("index_open")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    service = RankerService(settings, index, offsets_path(settings, "ranker"), metrics)
+    service = RankerService(settings, index, offsets_path(settings, "ranker"), metrics, gate=VersionGate(serving))
     try:
         service.run(stop)
     finally:
@@ -320,8 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("owners", help="which worker/ranker replica owns which partition").set_defaults(func=cmd_owners)
 
-    vs = sub.add_parser("versions", help="embedding versions: compare a model with the live one")
+    re_ = sub.add_parser("reembed", help="build a new embedding version from the flits log (resumable)")
+    re_.add_argument("--model", required=True,
+                     help="minilm[:onnx-int8|onnx-fp32|torch], static, hashing or a sentence-transformers directory")
+    re_.add_argument("--limit", type=int, default=None, help="stop after about this many flits (resume later)")
+    re_.set_defaults(func=cmd_reembed)
+
+    vs = sub.add_parser("versions", help="embedding versions: list them, compare a model with the live one")
     vsub = vs.add_subparsers(dest="versions_command", required=True)
+    vsub.add_parser("list", help="the version catalogue: live, building, ready").set_defaults(func=cmd_versions_list)
     cmp_ = vsub.add_parser("compare", help="the live model and --model side by side on recent flits (and a dataset)")
     cmp_.add_argument("--model", required=True,
                       help="minilm[:onnx-int8|onnx-fp32|torch], static, hashing or a sentence-transformers directory")
@@ -334,6 +368,47 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     cmp_.set_defaults(func=cmd_versions_compare)
     return p
+
+
+def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.encoders.factory import encoder_for_spec, make_encoder, parse_model_spec
+    from flitfeed.index.versions import VersionError
+    from flitfeed.monitoring.metrics import Metrics
+    from flitfeed.startup import wait_for_kafka
+    from flitfeed.streams.reembed import reembed
+
+    parse_model_spec(args.model)  # a bad spec fails before anything loads or connects
+    wait_for_kafka(settings)
+    encoder = encoder_for_spec(args.model, settings)
+    live = make_encoder(settings)
+    metrics = Metrics("reembed")
+    metrics.serve(settings.metrics_host, settings.reembed_metrics_port, settings.targets_dir())
+    try:
+        report = reembed(settings, encoder, args.model, live, metrics=metrics, limit=args.limit)
+    except VersionError as exc:
+        print(f"flitfeed reembed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if metrics.server is not None:
+            metrics.server.stop()
+    print(f"{report.version}: {report.embedded:,} flits embedded, {report.skipped:,} invalid skipped in "
+          f"{report.seconds:.1f} s" + (" (stopped at --limit; run again to resume)" if args.limit else ""))
+    return 0
+
+
+def cmd_versions_list(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.startup import wait_for_kafka
+    from flitfeed.streams.version_log import read_catalog
+
+    wait_for_kafka(settings)
+    catalog = read_catalog(settings)
+    if catalog is None:
+        print("no version catalogue: one version, the workers' encoder (`flitfeed reembed` starts one)")
+        return 0
+    print(f"{'version':58s} {'state':9s} {'dim':>5s} {'log read':>10s}  model")
+    for v in catalog.versions:
+        print(f"{v.version:58s} {v.state:9s} {v.dim:5d} {v.flits:10,d}  {v.model}")
+    return 0
 
 
 def cmd_versions_compare(args: argparse.Namespace, settings: Settings) -> int:

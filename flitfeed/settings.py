@@ -24,7 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: (``streams/topics.py``); importable from here as before.
 from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_EXAMPLES, TOPIC_FEED_REQUESTS,  # noqa: F401
                                      TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_IMPRESSIONS,
-                                     TOPIC_INTERACTIONS, TOPIC_PARKED, TOPIC_RANKER_MODEL, TOPIC_USER_STATES)
+                                     TOPIC_INTERACTIONS, TOPIC_MODEL_VERSIONS, TOPIC_PARKED, TOPIC_RANKER_MODEL,
+                                     TOPIC_USER_STATES)
 
 
 class Settings(BaseSettings):
@@ -145,6 +146,8 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
     ranker_metrics_port: int = Field(9102, ge=0, le=65535)
+    #: ``flitfeed reembed``'s /metrics port while it runs (0 = off): its progress for Prometheus.
+    reembed_metrics_port: int = Field(9103, ge=0, le=65535)
 
     # --- Monitoring: health, scrape discovery, drift, quality (issue 3; README "Metrics" and "Drift") ----
     #: Where each service process announces its metrics address for Prometheus file_sd

@@ -87,6 +87,17 @@ class Metrics:
                                  "user in the same batch (listed in the feed's covers).", registry=r)
         self.batch_size = Histogram("flitfeed_embed_batch_size", "Flits embedded per batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
+        self.vectors_skipped = Counter("flitfeed_index_vectors_skipped_total",
+                                       "Vectors kept apart from the version this process serves, by reason "
+                                       "(other_version: a flit-vectors record kept out of its index; "
+                                       "taste_other_version: a user taste dropped, served as a cold start).",
+                                       ["service", "reason"], registry=r)
+        self.reembed_flits = Counter("flitfeed_reembed_flits_total",
+                                     "Flits of the log re-embedded into a new embedding version, by outcome "
+                                     "(embedded; skipped: not a valid flit).", ["version", "outcome"], registry=r)
+        self.reembed_progress = Gauge("flitfeed_reembed_progress_ratio",
+                                      "Share of the flits log a re-embedding has read (1 = done).", ["version"],
+                                      registry=r)
         self.index_points = Gauge("flitfeed_index_points", "Points in this process's vector index.",
                                   ["service"], registry=r)
         self.users = Gauge("flitfeed_users_in_state", "Users whose state this process holds.",

@@ -38,6 +38,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from flitfeed.index.base import MaintainedIndex, VectorIndex
 from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.factory import is_shared
+from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
 from flitfeed.kafka.reading import read_partition
 from flitfeed.monitoring.metrics import Metrics
@@ -89,9 +90,12 @@ class HeldState:
     trigger_id: str
 
     @classmethod
-    def of(cls, state: UserState) -> "HeldState":
+    def of(cls, state: UserState, serving: str | None = None) -> "HeldState":
+        """``serving``: the embedding version feeds are ranked with; a taste of another version is dropped
+        (the user is served as a cold start until the worker publishes a taste of this version)."""
+        other = bool(serving and state.model_version and state.model_version != serving)
         return cls(user_id=state.user_id,
-                   taste=None if state.taste is None else np.asarray(state.taste, dtype=np.float32),
+                   taste=None if state.taste is None or other else np.asarray(state.taste, dtype=np.float32),
                    seen=tuple(sys.intern(f) for f in state.seen),
                    muted_authors=tuple(sys.intern(a) for a in state.muted_authors),
                    positives=state.positives, trigger_id=state.trigger_id)
@@ -115,7 +119,10 @@ def coengagement_for(settings: Settings, params: RankerParams) -> CoEngagement:
 
 
 class RankerService:
-    def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
+                 gate: VersionGate | None = None) -> None:
+        """``gate``: the embedding version to serve (default: the one its index holds, else the first the
+        workers publish); feeds are ranked with that version's vectors only."""
         self.settings = settings
         self.metrics = metrics
         self.index = index
@@ -130,7 +137,7 @@ class RankerService:
                                                           self.coengagement, model=self.model, affinity=self.affinity)
         self._scorer = next(s for s in self.pipeline.scorers if isinstance(s, ActionScorer))
         self._fallbacks = 0
-        self.model_version = "unknown"
+        self.model_version = (gate.serving if gate is not None else None) or "unknown"
         self.monitors = RankerMonitors(settings, metrics)
         self._next_export = 0.0
         # /readyz: group partitions assigned and the index replica caught up with flit-vectors.
@@ -148,7 +155,7 @@ class RankerService:
         self.publisher = FeedPublisher(metrics, self.monitors, self.feedback, self._produce, self._t[TOPIC_FEEDS],
                                        lambda: self.model_version)
         self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit,
-                                               write_index=not is_shared(settings))
+                                               write_index=not is_shared(settings), gate=gate)
         self.rebuilder = None
         if settings.index_rebuild_interval_s > 0 and isinstance(index, EdgeIndex):  # rebuilt off-process
             from flitfeed.index.edge_optimizer import IndexRebuilder
@@ -234,7 +241,7 @@ class RankerService:
                 state = decode_internal(m.value(), UserState)
             except DecodeError:
                 continue  # dead-lettered when it was first consumed
-            states[state.user_id] = HeldState.of(state)
+            states[state.user_id] = HeldState.of(state, self.replicator.gate.serving)
         return states
 
     def user_count(self) -> int:
@@ -357,7 +364,10 @@ class RankerService:
             return None
         users = self.states.setdefault(m.partition(), {})
         previous = users.get(state.user_id)
-        users[state.user_id] = HeldState.of(state)
+        held = HeldState.of(state, self.replicator.gate.serving)
+        if held.taste is None and state.taste is not None:
+            self.metrics.vectors_skipped.labels(service=self.metrics.service, reason="taste_other_version").inc()
+        users[state.user_id] = held
         if previous is not None and previous.trigger_id == state.trigger_id:
             return None  # the worker re-published after a crash; this feed was already served
         return FeedJob(state.user_id, self.settings.feed_k, state.trigger_id, "interaction", state.trigger_ts,

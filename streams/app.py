@@ -10,6 +10,7 @@ dead-letter topic with its original bytes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
 from flitfeed.index.factory import is_shared
+from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.config import instance_headers
 from flitfeed.kafka.security import faust_credentials
 from flitfeed.monitoring.metrics import Metrics
@@ -103,7 +105,9 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     # holds a record unacked for up to park_max_delay_s on purpose.
     workarounds = faust_compat.install(app, count_refetch, held_unacked_s=settings.park_max_delay_s)
     ctx = WorkerContext(
-        settings=settings, encoder=encoder, index=index, metrics=metrics, params=taste_params(settings), app=app,
+        settings=settings, encoder=encoder, index=index, metrics=metrics, app=app,
+        # The taste is learned in the encoder's space, and says so (a taste of another version is started anew).
+        params=dataclasses.replace(taste_params(settings), version=encoder.model_version),
         # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
         profiles=app.Table(USER_PROFILES_TABLE, default=None, partitions=settings.partitions, key_type=str),
         flits=_raw_topic(app, settings, TOPIC_FLITS),
@@ -130,7 +134,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         # Flits embedded by *other* worker processes reach this process's index through the log. The
         # replicator's Kafka calls block: they run on a thread of their own, never on this loop.
         ctx.replicator = replicator = await AsyncFlitVectorReplicator.open(
-            lambda: FlitVectorReplicator(settings, index, offsets_path, metrics, write_index=not is_shared(settings)))
+            lambda: FlitVectorReplicator(settings, index, offsets_path, metrics, write_index=not is_shared(settings),
+                                         gate=VersionGate(encoder.model_version)))
         try:
             while not app.should_stop:
                 try:

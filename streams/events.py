@@ -220,6 +220,34 @@ class FlitVector(_Versioned):
     embedded_at: datetime
 
 
+class VersionEntry(_Record):
+    """One embedding version in the catalogue: a model and the flit vectors it made."""
+
+    #: The encoder's ``model_version``: what every vector it made carries.
+    version: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    #: The model spec it was built with (``flitfeed reembed --model``).
+    model: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    dim: Annotated[int, Field(ge=1, le=65536)]
+    #: ``live``: the workers embed new flits with it and feeds are ranked with it. ``building``: being
+    #: re-embedded from the log. ``ready``: every flit up to ``positions`` re-embedded.
+    state: Literal["live", "building", "ready"]
+    created_at: datetime
+    #: ``flits`` partition → next offset re-embedded: where a backfill resumes.
+    positions: dict[int, int] = {}
+    #: Messages of the ``flits`` log read so far (valid flits re-embedded, invalid ones skipped).
+    flits: Annotated[int, Field(ge=0)] = 0
+
+
+class VersionCatalog(_Versioned):
+    """Every embedding version and which one is live: the value of the compacted ``model-versions`` topic
+    (key ``catalog``; only the latest catalogue matters)."""
+
+    live: str
+    versions: Annotated[list[VersionEntry], Field(max_length=64)]
+    written_at: datetime
+    written_by: str = ""
+
+
 class UserState(_Versioned):
     """A user's state as published on the compacted ``user-states`` topic."""
 
@@ -234,6 +262,8 @@ class UserState(_Versioned):
     trigger_id: str = ""
     #: When the triggering message entered Kafka (epoch s): start of the end-to-end latency.
     trigger_ts: float = 0.0
+    #: The embedding version ``taste`` is in (empty from workers before versions).
+    model_version: str = ""
 
 
 class DeadLetter(_Record):

@@ -10,6 +10,10 @@ offset are still passed to ``on_flit`` (cheap: no embedding, no index write) so
 in-memory views such as the ranker's recent-flits list come back after a
 restart.
 
+A replica serves one embedding version (:class:`~flitfeed.index.versions.VersionGate`): vectors of any
+other version are counted (``flitfeed_index_vectors_skipped_total``) and kept out of its index, and the
+version is stored with the offsets, so a restart knows what its index holds (:func:`stored_version`).
+
 Single-threaded by design: the owner calls :meth:`poll_once` from its own loop (the ranker), or
 uses :class:`AsyncFlitVectorReplicator` from an asyncio loop (the worker), which runs the blocking
 Kafka calls on a thread of their own.
@@ -30,6 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from flitfeed.index.base import VectorIndex
+from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.config import client_config, consumer_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
@@ -43,13 +48,36 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _read_offsets_file(path: Path | None) -> tuple[str | None, dict[int, int]]:
+    """``(version, offsets)`` stored beside an index; ``(None, {})`` when absent. Raises on a corrupt file."""
+    if path is None or not path.exists():
+        return None, {}
+    data = json.loads(path.read_text())
+    if "offsets" not in data:  # written before versions: a flat {partition: offset}
+        return None, {int(k): int(v) for k, v in data.items()}
+    return data.get("version"), {int(k): int(v) for k, v in data["offsets"].items()}
+
+
+def stored_version(offsets_path: Path | None) -> str | None:
+    """The embedding version the index beside ``offsets_path`` holds (None: unknown, or a fresh index)."""
+    try:
+        return _read_offsets_file(offsets_path)[0]
+    except (ValueError, OSError):
+        return None
+
+
 class FlitVectorReplicator:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
-                 on_flit: Callable[[FlitVector], None] | None = None, write_index: bool = True) -> None:
+                 on_flit: Callable[[FlitVector], None] | None = None, write_index: bool = True,
+                 gate: VersionGate | None = None) -> None:
         """``write_index=False`` for an index shared by every process (a Qdrant server): the worker that
         embedded a flit wrote it there before publishing its vector, so replicas only follow the log
-        (``on_flit``, :meth:`catch_up`) instead of writing every vector once per process."""
+        (``on_flit``, :meth:`catch_up`) instead of writing every vector once per process.
+
+        ``gate`` says which version this replica serves (default: the version its index holds, else the
+        first the workers publish); the caller makes sure the index holds no other (``flitfeed/cli.py``)."""
         self._topic = settings.topic(TOPIC_FLIT_VECTORS)
+        self.gate = gate if gate is not None else VersionGate()
         self._index = index
         self._write_index = write_index
         self._metrics = metrics
@@ -71,13 +99,19 @@ class FlitVectorReplicator:
         self._n_partitions = len(partitions)
 
     def _load_offsets(self) -> dict[int, int]:
-        if self._offsets_path is None or not self._offsets_path.exists():
-            return {}
         try:
-            return {int(k): int(v) for k, v in json.loads(self._offsets_path.read_text()).items()}
+            version, offsets = _read_offsets_file(self._offsets_path)
         except (ValueError, OSError) as exc:
             log.warning("replica offsets unreadable; replaying the whole log", extra={"error": str(exc)})
             return {}
+        if self.gate.serving is None:
+            self.gate.serving = version
+        elif version is not None and version != self.gate.serving:
+            # The caller should have dropped an index of another version; replaying is the safe side.
+            log.warning("replica offsets are of another version; replaying the whole log",
+                        extra={"stored": version, "serving": self.gate.serving})
+            return {}
+        return offsets
 
     #: The offsets file is rewritten at most this often. Saving after every poll was 7% of the worker's
     #: CPU in the end-to-end profile; a crash now replays at most this much of the log, and replayed
@@ -91,7 +125,8 @@ class FlitVectorReplicator:
             return
         self._saved_at = time.monotonic()
         tmp = self._offsets_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({str(k): v for k, v in self._applied.items()}))
+        tmp.write_text(json.dumps({"version": self.gate.serving,
+                                   "offsets": {str(k): v for k, v in self._applied.items()}}))
         os.replace(tmp, self._offsets_path)  # atomic: a crash leaves the old or the new file, never half
 
     @property
@@ -130,11 +165,19 @@ class FlitVectorReplicator:
                 log.error("undecodable flit-vectors record", extra={
                     "partition": m.partition(), "offset": m.offset(), "reason": str(exc.reason), "error": exc.detail})
                 continue
+            fresh_offset = m.offset() >= self._applied.get(m.partition(), 0)
+            if fresh_offset:
+                self._applied[m.partition()] = m.offset() + 1
+            if not self.gate.admits_record(record, m.key()):
+                # Another version's vector (a re-embedding in progress, or a worker on another model): it
+                # must never meet this version's vectors in one index.
+                if fresh_offset:
+                    self._metrics.vectors_skipped.labels(service=self._metrics.service, reason="other_version").inc()
+                continue
             if self._on_flit is not None:
                 self._on_flit(record)
-            if m.offset() >= self._applied.get(m.partition(), 0):
+            if fresh_offset:
                 fresh.append(record)
-                self._applied[m.partition()] = m.offset() + 1
         if fresh and not self._write_index:
             return 0
         if fresh:

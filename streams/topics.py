@@ -13,7 +13,7 @@ This module imports no settings, so ``flitfeed/settings.py`` can import it.
 >>> BY_NAME["user-states"].record.__name__, BY_NAME["user-states"].compacted
 ('UserState', True)
 >>> dict(FLITS.config)
-{'cleanup.policy': 'delete'}
+{'cleanup.policy': 'delete', 'retention.ms': '-1'}
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Literal, Mapping
 from flitfeed import generated_block
 from flitfeed.generated_block import replace_between
 from flitfeed.streams.events import (DeadLetter, Example, Feed, FeedRequest, Flit, FlitVector, Impression,
-                                     Interaction, ModelSnapshot, ParkedInteraction, UserState, _Record)
+                                     Interaction, ModelSnapshot, ParkedInteraction, UserState, VersionCatalog,
+                                     _Record)
 
 Cleanup = Literal["delete", "compact"]
 
@@ -45,18 +46,25 @@ class TopicSpec:
     read_by: str
     #: False for a topic another library creates and names (Faust's changelog): not created by admin.
     created_by_flitfeed: bool = True
+    #: ``retention.ms`` it is created with (None: the broker's default, 7 days; -1: kept forever).
+    retention_ms: int | None = None
 
     @property
     def config(self) -> Mapping[str, str]:
         """The topic-level configs it is created with."""
-        return MappingProxyType({"cleanup.policy": self.cleanup})
+        config = {"cleanup.policy": self.cleanup}
+        if self.retention_ms is not None:
+            config["retention.ms"] = str(self.retention_ms)
+        return MappingProxyType(config)
 
     @property
     def compacted(self) -> bool:
         return self.cleanup == "compact"
 
 
-FLITS = TopicSpec("flits", "`flit_id`", Flit, "delete", "you", "worker")
+# The source of truth for re-embedding (`flitfeed reembed`): kept forever, so a new embedding version
+# covers every flit. A finite retention set on the topic limits re-embedding to what is left.
+FLITS = TopicSpec("flits", "`flit_id`", Flit, "delete", "you", "worker; `flitfeed reembed`", retention_ms=-1)
 INTERACTIONS = TopicSpec("interactions", "`user_id`", Interaction, "delete", "you",
                          "worker; ranker (popularity, all partitions)")
 FEED_REQUESTS = TopicSpec("feed-requests", "`user_id`", FeedRequest, "delete", "you", "ranker")
@@ -68,9 +76,13 @@ EXAMPLES = TopicSpec("examples", "`user_id`", Example, "delete", "ranker (the jo
                      "every ranker (learning, all partitions)")
 # Keyed "model": only the latest snapshot of the ranking model matters.
 RANKER_MODEL = TopicSpec("ranker-model", "`model`", ModelSnapshot, "compact", "every ranker", "a starting ranker")
-# Keyed by flit id; only the latest vector of a flit matters.
-FLIT_VECTORS = TopicSpec("flit-vectors", "`flit_id`", FlitVector, "compact", "worker",
-                         "every index replica (worker, ranker)")
+# Keyed by flit id; only the latest vector of a flit matters. A version re-embedded from the log keys its
+# records `<flit_id>|<version tag>`, so that compaction keeps every version's vector of a flit.
+FLIT_VECTORS = TopicSpec("flit-vectors", "`flit_id` (`flit_id\\|tag` for a re-embedded version)", FlitVector,
+                         "compact", "worker; `flitfeed reembed`", "every index replica (worker, ranker)")
+# Keyed "catalog": only the latest catalogue of embedding versions matters.
+MODEL_VERSIONS = TopicSpec("model-versions", "`catalog`", VersionCatalog, "compact", "`flitfeed reembed`",
+                           "worker, ranker (which version to serve)")
 # Keyed by user id; a user's state is rebuilt from its latest snapshot.
 USER_STATES = TopicSpec("user-states", "`user_id`", UserState, "compact", "worker", "ranker")
 # Interactions waiting for their flit's vector are retried, then expire.
@@ -82,12 +94,13 @@ USER_PROFILES_CHANGELOG = TopicSpec("<app_id>-user_profiles-changelog", "`user_i
 #: Every topic flitfeed creates, in creation order. Partition count and replication factor come from
 #: the settings, so that all topics are co-partitioned (same key, same partition number across topics).
 TOPICS: tuple[TopicSpec, ...] = (FLITS, INTERACTIONS, FEED_REQUESTS, FEEDS, DEAD_LETTERS, FLIT_VECTORS,
-                                 USER_STATES, PARKED, IMPRESSIONS, EXAMPLES, RANKER_MODEL)
+                                 USER_STATES, PARKED, IMPRESSIONS, EXAMPLES, RANKER_MODEL, MODEL_VERSIONS)
 BY_NAME: Mapping[str, TopicSpec] = MappingProxyType({t.name: t for t in TOPICS})
 
 #: README's Topics table, in its order: what users write, what they read, then the internal topics.
 TABLE: tuple[TopicSpec, ...] = (FLITS, INTERACTIONS, FEED_REQUESTS, FEEDS, DEAD_LETTERS, IMPRESSIONS, EXAMPLES,
-                                RANKER_MODEL, FLIT_VECTORS, USER_STATES, PARKED, USER_PROFILES_CHANGELOG)
+                                RANKER_MODEL, FLIT_VECTORS, MODEL_VERSIONS, USER_STATES, PARKED,
+                                USER_PROFILES_CHANGELOG)
 
 #: Logical topic names, re-exported by ``flitfeed.settings`` (where most modules import them from).
 TOPIC_FLITS = FLITS.name
@@ -101,6 +114,7 @@ TOPIC_PARKED = PARKED.name
 TOPIC_IMPRESSIONS = IMPRESSIONS.name
 TOPIC_EXAMPLES = EXAMPLES.name
 TOPIC_RANKER_MODEL = RANKER_MODEL.name
+TOPIC_MODEL_VERSIONS = MODEL_VERSIONS.name
 
 #: The largest record a flitfeed producer can write (librdkafka's ``message.max.bytes`` and aiokafka's
 #: ``max_request_size``, both left at their default): the bound for decoding an internal topic's record.
@@ -119,6 +133,8 @@ def render() -> str:
     for t in TABLE:
         value = t.record if isinstance(t.record, str) else t.record.__name__
         cleanup = t.cleanup if t.cleanup == "delete" else "**compact**"
+        if t.retention_ms == -1:
+            cleanup += ", kept forever"
         if not t.created_by_flitfeed:
             cleanup = f"{t.cleanup} (Faust)"
         lines.append(f"| `{t.name}` | {t.key} | {value} | {cleanup} | {t.written_by} | {t.read_by} |")

@@ -54,7 +54,7 @@ def user_state(profile: UserProfile, trigger_id: str, trigger_ts: float, now: fl
                      positives=profile.positives, negatives=profile.negatives, last_ts=profile.last_ts,
                      seen=list(profile.seen), muted_authors=list(profile.muted_authors),
                      updated_at=datetime.now(timezone.utc) if now is None else from_epoch(now),
-                     trigger_id=trigger_id, trigger_ts=trigger_ts)
+                     trigger_id=trigger_id, trigger_ts=trigger_ts, model_version=profile.taste_version)
 
 
 def retry_delay(attempts: int, settings: Settings) -> float:

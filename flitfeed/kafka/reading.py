@@ -18,10 +18,11 @@ from flitfeed.startup import kafka_call
 
 
 def read_partition(settings: Settings, topic: str, partition: int, *, group_id: str,
-                   since_ms: int | None = None, until: int | None = None,
+                   since_ms: int | None = None, until: int | None = None, start: int | None = None,
                    timeout_s: float = 60.0) -> Iterator[Message]:
-    """The messages of ``topic[partition]`` from its start (or the first at or after ``since_ms``, epoch ms)
-    up to offset ``until`` (exclusive; default: the end of the log as it is now), in order.
+    """The messages of ``topic[partition]`` from its start (or the first at or after ``since_ms``, epoch ms,
+    or from offset ``start``) up to offset ``until`` (exclusive; default: the end of the log as it is now),
+    in order.
 
     ``group_id`` only names the reader (nothing is committed). Raises :class:`TimeoutError` when the range
     is not read within ``timeout_s``, and what :func:`~flitfeed.startup.kafka_call` raises when the broker
@@ -33,14 +34,14 @@ def read_partition(settings: Settings, topic: str, partition: int, *, group_id: 
         low, high = kafka_call(lambda: reader.get_watermark_offsets(tp, timeout=10),
                                what=f"offsets of {topic}[{partition}]")
         end = high if until is None else min(until, high)
-        start = low
+        first = low if start is None else max(low, start)
         if since_ms is not None:
             found = kafka_call(lambda: reader.offsets_for_times([TopicPartition(topic, partition, since_ms)],
                                                                 timeout=10), what=f"times of {topic}")
-            start = found[0].offset if found[0].offset >= 0 else end
-        if start >= end:
+            first = found[0].offset if found[0].offset >= 0 else end
+        if first >= end:
             return
-        reader.assign([TopicPartition(topic, partition, start)])
+        reader.assign([TopicPartition(topic, partition, first)])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for m in reader.consume(num_messages=1000, timeout=0.5):

@@ -53,15 +53,15 @@ def test_all_topics_have_the_configured_partitions(settings: Settings, topics: l
     assert describe(settings) == {name: 6 for name in topics}
 
 
-def test_cleanup_policies(settings: Settings, topics: list[str]) -> None:
+def test_cleanup_policies_and_retention(settings: Settings, topics: list[str]) -> None:
     admin = AdminClient(client_config(settings))
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in topics]
-    policies = {
-        resource.name: future.result(timeout=30)["cleanup.policy"].value
-        for resource, future in admin.describe_configs(resources).items()
-    }
+    configs = {resource.name: future.result(timeout=30) for resource, future in admin.describe_configs(resources).items()}
+    policies = {name: config["cleanup.policy"].value for name, config in configs.items()}
     expected = {settings.topic(spec.name): "compact" if spec.compacted else "delete" for spec in TOPIC_SPECS}
     assert policies == expected
+    # The flits log is kept forever: a new embedding version is re-embedded from it.
+    assert configs[settings.topic(TOPIC_FLITS)]["retention.ms"].value == "-1"
     assert policies[settings.topic(TOPIC_FLIT_VECTORS)] == "compact"
     assert policies[settings.topic(TOPIC_USER_STATES)] == "compact"
 

@@ -45,3 +45,15 @@ def test_feed_keeps_order_scores_and_reasons() -> None:
     assert [(i.flit_id, i.reason) for i in back.items] == [("f3", "similar"), ("f2", "explore")]
     assert back.items[0].score == 0.912346 and back.model_version == "m@1" and not back.cold_start
     assert back.trigger_id == "e7" and back.trigger_kind == "interaction"
+
+
+def test_a_taste_of_another_embedding_version_is_served_as_a_cold_start() -> None:
+    from flitfeed.ranker.service import HeldState
+
+    state = UserState(user_id="u", taste=[0.6, 0.8], positives=2, updated_at=0, trigger_id="e1",
+                      model_version="old@1")
+    assert HeldState.of(state, "old@1").taste is not None
+    assert HeldState.of(state, "new@2").taste is None
+    assert feed_query(HeldState.of(state, "new@2"), "u", 10, 0.0).taste is None
+    legacy = UserState(user_id="u", taste=[0.6, 0.8], positives=2, updated_at=0, trigger_id="e1")
+    assert HeldState.of(legacy, "new@2").taste is not None  # a worker before versions: its version is unknown

@@ -116,11 +116,14 @@ def test_close_waits_for_a_fetch_still_under_way() -> None:
 class Message:
     """A consumed ``flit-vectors`` record as confluent-kafka hands it over."""
 
-    def __init__(self, offset: int, value: bytes) -> None:
-        self._offset, self._value = offset, value
+    def __init__(self, offset: int, value: bytes, key: bytes | None = None) -> None:
+        self._offset, self._value, self._key = offset, value, key
 
     def error(self) -> None:
         return None
+
+    def key(self) -> bytes | None:
+        return self._key
 
     def value(self) -> bytes:
         return self._value
@@ -143,18 +146,65 @@ class RecordingIndex:
         return len(self.points)
 
 
-def replica_without_kafka(index: RecordingIndex) -> Any:
+def replica_without_kafka(index: RecordingIndex, serving: str | None = None, offsets_path: Any = None) -> Any:
     """A :class:`FlitVectorReplicator` whose consumer was never opened: only :meth:`apply_many` is used."""
     from prometheus_client import CollectorRegistry
 
+    from flitfeed.index.versions import VersionGate
     from flitfeed.monitoring.metrics import Metrics
     from flitfeed.streams.replicator import FlitVectorReplicator
 
     replica = FlitVectorReplicator.__new__(FlitVectorReplicator)
     replica.__dict__.update(_topic="flit-vectors", _index=index, _write_index=True, _on_flit=None,
-                            _offsets_path=None, _applied={}, _saved_at=0.0, _at_end=set(), _n_partitions=1,
-                            _metrics=Metrics("worker", registry=CollectorRegistry()))
+                            _offsets_path=offsets_path, _saved_at=0.0, _at_end=set(), _n_partitions=1,
+                            _metrics=Metrics("worker", registry=CollectorRegistry()), gate=VersionGate(serving))
+    replica._applied = replica._load_offsets()
     return replica
+
+
+def vector_record(flit_id: str, version: str, vector: list[float]) -> bytes:
+    from datetime import datetime, timezone
+
+    from flitfeed.streams.events import Flit, FlitVector
+
+    return FlitVector(flit=Flit(flit_id=flit_id, author_id="a", text="worms", created_at=0), vector=vector,
+                      model_version=version, embedded_at=datetime.now(timezone.utc)).to_bytes()
+
+
+def test_vectors_of_another_version_never_enter_the_index(tmp_path: Any) -> None:
+    """A re-embedded version's records (keyed ``flit|tag``) and a worker on another model are kept out and
+    counted; the version served is stored with the offsets, so a restart serves the same one."""
+    from flitfeed.index.versions import vector_key
+    from flitfeed.streams.replicator import stored_version
+
+    offsets = tmp_path / "ranker.offsets.json"
+    index = RecordingIndex()
+    replica = replica_without_kafka(index, offsets_path=offsets)
+    messages = [Message(0, vector_record("f1", "new@2", [0.0, 1.0]), key=vector_key("f1", "new@2")),
+                Message(1, vector_record("f1", "live@1", [1.0, 0.0]), key=b"f1"),
+                Message(2, vector_record("f2", "new@2", [0.0, 1.0]), key=vector_key("f2", "new@2")),
+                Message(3, vector_record("f3", "other@3", [0.5, 0.5]), key=b"f3"),
+                Message(4, vector_record("f2", "live@1", [1.0, 0.0]), key=b"f2")]
+    assert replica.apply_many(messages) == 2
+    assert [(p.flit_id, p.vector.tolist()) for p in index.points] == [("f1", [1.0, 0.0]), ("f2", [1.0, 0.0])]
+    assert replica._metrics.value("flitfeed_index_vectors_skipped_total", service="worker",
+                                  reason="other_version") == 3
+    assert replica.position() == {0: 5}
+    replica._save_offsets(force=True)
+    assert stored_version(offsets) == "live@1"
+    restarted = replica_without_kafka(RecordingIndex(), offsets_path=offsets)
+    assert restarted.gate.serving == "live@1" and restarted.position() == {0: 5}
+
+
+def test_a_replica_of_a_fixed_version_replays_offsets_stored_by_another(tmp_path: Any) -> None:
+    import json
+
+    offsets = tmp_path / "worker.offsets.json"
+    offsets.write_text(json.dumps({"version": "old@1", "offsets": {"0": 7}}))
+    assert replica_without_kafka(RecordingIndex(), serving="new@2", offsets_path=offsets).position() == {}
+    offsets.write_text(json.dumps({"0": 7}))  # written before versions
+    legacy = replica_without_kafka(RecordingIndex(), serving="new@2", offsets_path=offsets)
+    assert legacy.position() == {0: 7} and legacy.gate.serving == "new@2"
 
 
 def test_undecodable_flit_vector_records_are_skipped_and_the_rest_applied() -> None:

@@ -20,9 +20,12 @@ def test_readme_topics_table_is_the_registry_as_generated() -> None:
 
 def test_admin_creates_exactly_the_registry_topics_with_their_cleanup() -> None:
     assert admin.TOPIC_SPECS == topics.TOPICS
-    assert [dict(spec.config) for spec in admin.TOPIC_SPECS] == [{"cleanup.policy": t.cleanup} for t in topics.TOPICS]
+    assert [dict(spec.config)["cleanup.policy"] for spec in admin.TOPIC_SPECS] == [t.cleanup for t in topics.TOPICS]
+    # The flits log is what a new embedding version is re-embedded from: nothing of it may expire.
+    kept = {t.name: dict(t.config).get("retention.ms") for t in admin.TOPIC_SPECS if "retention.ms" in t.config}
+    assert kept == {"flits": "-1"}
     compacted = {t.name for t in admin.TOPIC_SPECS if t.compacted}
-    assert compacted == {"flit-vectors", "user-states", "ranker-model"}
+    assert compacted == {"flit-vectors", "user-states", "ranker-model", "model-versions"}
 
 
 def test_settings_topic_names_are_the_registry_names() -> None:

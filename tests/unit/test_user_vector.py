@@ -89,3 +89,20 @@ def test_weights_sign(kind: str) -> None:
 def test_view_weight_grows_with_dwell() -> None:
     assert interaction_weight("view", 0) < interaction_weight("view", 3000) < interaction_weight("view", 60000)
     assert interaction_weight("view", 60000) == KIND_WEIGHTS["view"]
+
+
+def test_a_taste_of_another_embedding_version_is_started_anew_never_mixed() -> None:
+    import numpy as np
+
+    from flitfeed.encoders.user_vector import TasteParams, UserProfile
+
+    old, new = TasteParams(half_life_s=10.0, version="old@1"), TasteParams(half_life_s=10.0, version="new@2")
+    p = UserProfile("u1")
+    p.learn_one("e1", "like", 100.0, np.array([1.0, 0.0, 0.0], dtype=np.float32), "a1", "f1", old)
+    p.learn_one("e2", "like", 100.0, np.array([0.0, 1.0, 0.0], dtype=np.float32), "a1", "f2", old)
+    assert p.taste_version == "old@1" and np.count_nonzero(p.taste) == 2
+    p.learn_one("e3", "like", 100.0, np.array([0.0, 0.0, 1.0], dtype=np.float32), "a1", "f3", new)
+    assert p.taste_version == "new@2" and p.taste.tolist() == [0.0, 0.0, 1.0]
+    assert p.positives == 3 and p.seen == ["f1", "f2", "f3"]  # what the user did is kept; only the space changed
+    again = UserProfile.from_dict(p.to_dict())
+    assert again.taste_version == "new@2"

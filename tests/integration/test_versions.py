@@ -1,0 +1,190 @@
+"""Embedding versions on a real broker, with the real worker and ranker running: re-embedding the log with
+another model while the live version keeps serving, resuming after kill -9, and refusing bad input."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.service import service_env
+from flitfeed.encoders.hashing import HashingEncoder
+from flitfeed.index.versions import entry, version_tag
+from flitfeed.kafka.admin import create_topics
+from flitfeed.kafka.config import consumer_config
+from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, Settings
+from flitfeed.streams.embedding import flit_text
+from flitfeed.streams.events import Flit, FlitVector, VersionCatalog
+from flitfeed.streams.version_log import read_catalog
+from tests.integration.helpers import Bus, make_interaction, now_utc
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+NEW_MODEL = "hashing"  # a genuinely different model from the live MiniLM, and instant to load
+TEXTS = {"worms": "A fat earthworm wriggled out of the wet lawn after the rain number {i}",
+         "storms": "Thunderstorm rolling in from the west, shelter in the hedge number {i}",
+         "songs": "Practising my dawn chorus melody, new notes this week number {i}"}
+
+
+def flits(n_per_topic: int, start: int = 0) -> list[Flit]:
+    return [Flit(flit_id=f"{topic}-{i}", author_id=f"author-{topic[0]}{i % 5}", text=text.format(i=i),
+                 created_at=now_utc()) for i in range(start, start + n_per_topic) for topic, text in TEXTS.items()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def settings(isolated_settings: Settings) -> Settings:
+    s = isolated_settings.model_copy(update={"ranker_metrics_port": free_port()})
+    create_topics(s)
+    return s
+
+
+@pytest.fixture
+def bus(settings: Settings, services) -> Iterator[Bus]:
+    b = Bus(settings, alive=services.all_alive)
+    yield b
+    b.close()
+
+
+def cli(settings: Settings, *args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flitfeed.cli", *args], env=service_env(settings, env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector]]:
+    """Every record of ``flit-vectors`` up to its end now, in partition order."""
+    topic = settings.topic(TOPIC_FLIT_VECTORS)
+    reader = Consumer(consumer_config(settings, group_id="test-versions-reader"))
+    out = []
+    try:
+        for p in range(settings.partitions):
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high <= low:
+                continue
+            reader.assign([TopicPartition(topic, p, low)])
+            seen = 0
+            while seen < high - low:
+                for m in reader.consume(num_messages=500, timeout=1.0):
+                    if m.error() is None:
+                        seen += 1
+                        out.append((m.key(), FlitVector.model_validate_json(m.value())))
+    finally:
+        reader.close()
+    return out
+
+
+def ranker_metric(settings: Settings, name: str, **labels: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{settings.ranker_metrics_port}/metrics", timeout=5).read()
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def flits_log_end(settings: Settings) -> dict[int, int]:
+    probe = Consumer(consumer_config(settings, group_id="test-versions-probe"))
+    try:
+        return {p: probe.get_watermark_offsets(TopicPartition(settings.topic(TOPIC_FLITS), p), timeout=10)[1]
+                for p in range(settings.partitions)}
+    finally:
+        probe.close()
+
+
+def built(catalog: VersionCatalog | None) -> str:
+    assert catalog is not None
+    return next(v.version for v in catalog.versions if v.state != "live")
+
+
+def test_reembed_builds_a_new_version_beside_the_live_one(settings: Settings, services, bus: Bus,
+                                                          tmp_path: Path) -> None:
+    services("worker", settings)
+    services("ranker", settings)
+    catalogue = flits(40)  # 120 flits
+    for f in catalogue:
+        bus.flit(f)
+    bus.send(TOPIC_FLITS, "broken", b"{not json")  # dead-lettered by the worker; skipped by the re-embedding
+    bus.interaction(make_interaction("bird-1", "worms-0", "like", event_id="like-1"))
+    first = bus.wait_feed(lambda f: "like-1" in f.answers(), 120, "the feed of the first like")
+    live = first.model_version
+    assert live.startswith("all-MiniLM-L6-v2@")
+
+    # Bad input changes nothing: an unknown model, or the live model itself.
+    nothing = cli(settings, "reembed", "--model", str(tmp_path / "no-such-model"))
+    assert nothing.returncode == 2 and "unknown model" in nothing.stderr, nothing.stderr
+    assert read_catalog(settings) is None
+
+    # An interrupted backfill (--limit) leaves a resumable version, registered beside the live one.
+    part = cli(settings, "reembed", "--model", NEW_MODEL, "--limit", "20", FLITFEED_ENCODER_BATCH_SIZE="4")
+    assert part.returncode == 0, part.stderr
+    catalog = read_catalog(settings)
+    version = built(catalog)
+    assert catalog.live == live and entry(catalog, version).state == "building"
+    assert 20 <= entry(catalog, version).flits < 121
+    assert cli(settings, "reembed", "--model", "minilm").returncode == 2  # the live version: nothing to build
+
+    # kill -9 in the middle of the resumed backfill, then run it again: it completes, consistently.
+    log_path = tmp_path / "reembed.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flitfeed.cli", "reembed", "--model", NEW_MODEL],
+                                env=service_env(settings, {"FLITFEED_ENCODER_BATCH_SIZE": "1"}), stdout=log,
+                                stderr=subprocess.STDOUT)
+    wait_until(lambda: "re-embedding flits with" in log_path.read_text() or proc.poll() is not None, 120,
+               what="the resumed re-embedding's first progress line")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    done = cli(settings, "reembed", "--model", NEW_MODEL)
+    assert done.returncode == 0, done.stderr
+    catalog = read_catalog(settings)
+    assert catalog.live == live and entry(catalog, version).state == "ready"
+    assert entry(catalog, version).positions == {p: end for p, end in flits_log_end(settings).items() if end}
+
+    # Every valid flit has exactly the new model's vector under its versioned key; the live records are intact.
+    records = flit_vector_records(settings)
+    rebuilt = {key: r for key, r in records if key.endswith(b"|" + version_tag(version).encode())}
+    assert {r.flit.flit_id for r in rebuilt.values()} == {f.flit_id for f in catalogue}
+    assert {r.model_version for r in rebuilt.values()} == {version}
+    encoder = HashingEncoder()
+    for r in rebuilt.values():
+        assert np.allclose(r.vector, encoder.encode_one(flit_text(r.flit)), atol=1e-6)
+    assert {r.model_version for key, r in records if b"|" not in key} == {live}
+
+    # The live system kept serving its own version, and never let the new vectors into its index.
+    bus.interaction(make_interaction("bird-1", "worms-1", "like", event_id="like-2"))
+    after = bus.wait_feed(lambda f: "like-2" in f.answers(), 60, "a feed after the re-embedding")
+    assert after.model_version == live and after.items
+    assert ranker_metric(settings, "flitfeed_index_vectors_skipped_total", service="ranker",
+                         reason="other_version") >= len(catalogue)
+    assert ranker_metric(settings, "flitfeed_index_points", service="ranker") == len(catalogue)
+
+    # Catching up: flits that arrived since are re-embedded by the next run, and only they.
+    for f in flits(2, start=40):
+        bus.flit(f)
+    wait_until(lambda: sum(flits_log_end(settings).values()) >= 127, 30, what="6 more flits in the log")
+    again = cli(settings, "reembed", "--model", NEW_MODEL)
+    assert again.returncode == 0 and "6 flits embedded" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_worker_whose_encoder_is_not_the_live_version_refuses_to_start(settings: Settings, services,
+                                                                       bus: Bus) -> None:
+    services("worker", settings)
+    bus.flit(flits(1)[0])
+    assert cli(settings, "reembed", "--model", NEW_MODEL).returncode == 0
+    wrong = services("worker", settings, FLITFEED_ENCODER=NEW_MODEL)
+    assert wrong.wait(120) == 2
+    assert "the live embedding version is all-MiniLM-L6-v2@" in wrong.log_tail()

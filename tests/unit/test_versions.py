@@ -1,0 +1,106 @@
+"""Embedding versions without Kafka: the catalogue's rules, the model specs, re-embedding's decisions."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from flitfeed.encoders.factory import EncoderConfigError, encoder_for_spec, parse_model_spec
+from flitfeed.index.versions import (VersionError, VersionGate, begin_build, catalog_with_live, entry, mark_ready,
+                                     record_progress, vector_key, version_tag)
+from flitfeed.progress import Progress
+from flitfeed.settings import Settings
+from flitfeed.streams.events import Flit, FlitVector, VersionCatalog, decode_internal
+from flitfeed.streams.reembed import decode_for_reembed, remaining, vector_records
+
+T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
+
+
+def test_a_build_is_registered_beside_the_live_version_and_resumes() -> None:
+    cat = begin_build(catalog_with_live("live@1", "minilm", 384, T0), "new@2", "static", 256, T0)
+    assert cat.live == "live@1" and [(v.version, v.state) for v in cat.versions] == [
+        ("live@1", "live"), ("new@2", "building")]
+    cat = record_progress(cat, "new@2", {0: 10, 3: 4}, flits=14)
+    cat = record_progress(cat, "new@2", {3: 9}, flits=19)
+    assert entry(cat, "new@2").positions == {0: 10, 3: 9}
+    # Started again (after a crash, or to catch up): the same entry, its positions kept.
+    assert begin_build(cat, "new@2", "static", 256, T0) == cat
+    ready = mark_ready(cat, "new@2")
+    assert entry(ready, "new@2").state == "ready" and ready.live == "live@1"
+    # The catalogue survives its own record type's bounded decoder.
+    assert decode_internal(ready.to_bytes(), VersionCatalog) == ready
+
+
+@pytest.mark.parametrize("action, message", [
+    (lambda c: begin_build(c, "live@1", "minilm", 384, T0), "live version already"),
+    (lambda c: begin_build(begin_build(c, "new@2", "static", 256, T0), "new@2", "static", 384, T0),
+     "registered with 256 dimensions"),
+    (lambda c: mark_ready(c, "live@1"), "not a version being built"),
+    (lambda c: record_progress(c, "nope", {0: 1}, flits=1), "unknown version"),
+])
+def test_inconsistent_version_operations_are_refused(action, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(VersionError, match=message):
+        action(catalog_with_live("live@1", "minilm", 384, T0))
+
+
+def test_a_gate_serves_one_version_and_never_adopts_a_rebuilt_one() -> None:
+    gate = VersionGate()
+    assert not gate.admits("new@2", rebuilt=True)       # a re-embedded record never decides what is served
+    assert gate.admits("live@1", rebuilt=False)
+    assert not gate.admits("other@3", rebuilt=False) and gate.skipped == 2
+    gate.follow(catalog_with_live("new@2", "static", 256, T0))
+    assert gate.serving == "new@2" and gate.admits("new@2", rebuilt=True)
+
+
+def test_each_version_keys_its_vectors_apart() -> None:
+    assert vector_key("f1", "a@1") != vector_key("f1", "b@2")
+    assert vector_key("f1", "a@1").startswith(b"f1|") and len(version_tag("a@1")) == 8
+    flit = Flit(flit_id="f1", author_id="a", text="worms", created_at=T0)
+    [(key, value)] = vector_records([flit], [[0.6, 0.8]], "b@2", T0)
+    record = FlitVector.model_validate_json(value)
+    assert key == vector_key("f1", "b@2") and record.model_version == "b@2" and record.vector == [0.6, 0.8]
+
+
+def test_remaining_ranges_start_at_the_stored_positions_and_skip_what_retention_deleted() -> None:
+    assert remaining({}, {0: (0, 5)}) == {0: (0, 5)}
+    assert remaining({0: 5}, {0: (0, 5)}) == {}
+    assert remaining({0: 2}, {0: (4, 9), 1: (0, 0)}) == {0: (4, 9)}
+
+
+def test_an_old_flit_is_decoded_as_it_was_when_it_arrived() -> None:
+    settings = Settings(max_event_age_s=3600.0)
+    old = Flit(flit_id="f1", author_id="a", text="worms", created_at=T0 - timedelta(days=30))
+    produced = (T0 - timedelta(days=30, seconds=-1)).timestamp()
+    assert decode_for_reembed(old.to_bytes(), produced, settings) == old
+    assert decode_for_reembed(b"{not json", produced, settings) is None
+    # Already too old when it arrived: the worker dead-lettered it, the re-embedding skips it.
+    assert decode_for_reembed(old.to_bytes(), produced + 7200, settings) is None
+
+
+def test_model_specs_name_a_shipped_model_or_a_sentence_transformers_directory(tmp_path: Path) -> None:
+    assert parse_model_spec("minilm").backend is None and parse_model_spec("minilm:onnx-fp32").backend == "onnx-fp32"
+    assert parse_model_spec("static").name == "static"
+    for bad in ("minilm:gpu", "static:x", str(tmp_path / "missing")):
+        with pytest.raises(EncoderConfigError, match="unknown model"):
+            parse_model_spec(bad)
+    with pytest.raises(EncoderConfigError, match="has no modules.json"):
+        parse_model_spec(str(tmp_path))
+    (tmp_path / "modules.json").write_text("[]")
+    assert parse_model_spec(str(tmp_path)).path == tmp_path.resolve()
+    with pytest.raises(EncoderConfigError, match="cannot load the model"):
+        encoder_for_spec(str(tmp_path), Settings())  # a directory that only looks like a model
+    assert encoder_for_spec("hashing", Settings()).model_version == "hashing-bow-384"
+
+
+def test_progress_shows_rate_and_time_to_go_and_a_line_per_tenth_in_a_log() -> None:
+    out = io.StringIO()
+    p = Progress("re-embedding", 100, out, unit="flits", done=30)
+    for i in range(31, 101):
+        p.update(i)
+    p.finish()
+    lines = out.getvalue().splitlines()
+    assert [line.split("(")[1].split(")")[0] for line in lines] == ["40%", "50%", "60%", "70%", "80%", "90%", "100%"]
+    assert "flits/s" in lines[0] and "to go" in lines[0]
