@@ -108,12 +108,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     check_vector_dim(settings)
     wait_for_kafka(settings)
     encoder = make_encoder(settings)
-    check_live_version(settings, encoder.model_version)
+    builds = load_builds(settings, encoder.model_version)
     index = open_service_index(settings, "worker", encoder.dim, serving=encoder.model_version)
     metrics = Metrics("worker")
     metrics.serve(settings.metrics_host, settings.worker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
-    ctx = create_worker(settings, encoder, index, metrics, offsets_path(settings, "worker"))
+    ctx = create_worker(settings, encoder, index, metrics, offsets_path(settings, "worker"), builds)
     worker = faust.Worker(ctx.app, loglevel=settings.log_level, override_logging=False)
     try:
         worker.execute_from_commandline()  # returns (via SystemExit) on SIGTERM/SIGINT after a clean stop
@@ -124,16 +124,30 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def check_live_version(settings: Settings, version: str) -> None:
-    """Refuse to start a worker whose encoder is not the live embedding version: its vectors would be kept
+def load_builds(settings: Settings, version: str) -> dict:
+    """The encoders of the versions being built (version → encoder), loaded before the worker takes a flit.
+
+    Refuses to start a worker whose encoder is not the live embedding version: its vectors would be kept
     out of every ranker's index, and feeds would stop seeing new flits."""
-    from flitfeed.encoders.factory import EncoderConfigError
+    from flitfeed.encoders.factory import EncoderConfigError, encoder_for_spec
+    from flitfeed.index.versions import builds
     from flitfeed.streams.version_log import read_catalog
 
     catalog = read_catalog(settings)
     if catalog is not None and catalog.live != version:
         raise EncoderConfigError(f"the live embedding version is {catalog.live}, but FLITFEED_ENCODER makes {version}: "
                                  "configure the live version's model (`flitfeed versions list`)")
+    loaded = {}
+    for build in builds(catalog):
+        try:
+            encoder = encoder_for_spec(build.model, settings)
+        except EncoderConfigError as exc:
+            log.error("cannot load a version being built; not embedding with it",
+                      extra={"version": build.version, "error": str(exc)})
+            continue
+        if encoder.model_version == build.version:
+            loaded[build.version] = encoder
+    return loaded
 
 
 def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
@@ -351,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--model", required=True,
                      help="minilm[:onnx-int8|onnx-fp32|torch], static, hashing or a sentence-transformers directory")
     re_.add_argument("--limit", type=int, default=None, help="stop after about this many flits (resume later)")
+    re_.add_argument("--wait-workers", type=float, default=120.0,
+                     help="seconds to wait for every worker to embed new flits with the version too")
     re_.set_defaults(func=cmd_reembed)
 
     vs = sub.add_parser("versions", help="embedding versions: list them, compare a model with the live one")
@@ -384,7 +400,8 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
     metrics = Metrics("reembed")
     metrics.serve(settings.metrics_host, settings.reembed_metrics_port, settings.targets_dir())
     try:
-        report = reembed(settings, encoder, args.model, live, metrics=metrics, limit=args.limit)
+        report = reembed(settings, encoder, args.model, live, metrics=metrics, limit=args.limit,
+                         wait_workers_s=args.wait_workers)
     except VersionError as exc:
         print(f"flitfeed reembed: {exc}", file=sys.stderr)
         return 2
@@ -393,6 +410,10 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
             metrics.server.stop()
     print(f"{report.version}: {report.embedded:,} flits embedded, {report.skipped:,} invalid skipped in "
           f"{report.seconds:.1f} s" + (" (stopped at --limit; run again to resume)" if args.limit else ""))
+    if report.unconfirmed:
+        print(f"not ready: worker(s) {', '.join(report.unconfirmed)} did not confirm embedding new flits with it "
+              "within --wait-workers; run again once they do", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
-from flitfeed.streams.events import FlitVector, VersionCatalog, VersionEntry
+from flitfeed.streams.events import Flit, FlitVector, VersionCatalog, VersionEntry
 
-__all__ = ["VersionError", "VersionGate", "begin_build", "catalog_with_live", "entry", "mark_ready",
-           "record_progress", "vector_key", "version_tag"]
+__all__ = ["VersionError", "VersionGate", "ack_key", "begin_build", "builds", "catalog_with_live", "entry",
+           "mark_ready", "record_progress", "vector_key", "vector_records", "version_tag"]
 
 
 class VersionError(ValueError):
@@ -46,6 +46,24 @@ def version_tag(version: str) -> str:
 def vector_key(flit_id: str, version: str) -> bytes:
     """The ``flit-vectors`` key of a re-embedded version's vector of a flit (the workers key theirs by flit id)."""
     return f"{flit_id}|{version_tag(version)}".encode()
+
+
+def ack_key(version: str, instance: str) -> bytes:
+    """The ``model-versions`` key of a worker's :class:`~flitfeed.streams.events.VersionAck` of ``version``."""
+    return f"ack|{version_tag(version)}|{instance}".encode()
+
+
+def vector_records(flits: Sequence[Flit], vectors: Iterable[Sequence[float]], version: str,
+                   embedded_at: datetime) -> list[tuple[bytes, bytes]]:
+    """The ``flit-vectors`` records (key, value) of a version being built."""
+    return [(vector_key(f.flit_id, version),
+             FlitVector(flit=f, vector=[float(x) for x in v], model_version=version, embedded_at=embedded_at).to_bytes())
+            for f, v in zip(flits, vectors, strict=True)]
+
+
+def builds(catalog: VersionCatalog | None) -> list[VersionEntry]:
+    """The versions the workers embed new flits with besides the live one (being built, or built)."""
+    return [] if catalog is None else [v for v in catalog.versions if v.state in ("building", "ready")]
 
 
 def entry(catalog: VersionCatalog, version: str) -> VersionEntry | None:

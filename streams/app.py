@@ -28,7 +28,7 @@ from flitfeed.kafka.security import faust_credentials
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import WorkerMonitors, start_lag_reporter
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
-                               TOPIC_PARKED, TOPIC_USER_STATES, Settings)
+                               TOPIC_MODEL_VERSIONS, TOPIC_PARKED, TOPIC_USER_STATES, Settings)
 from flitfeed.streams import faust_compat
 from flitfeed.streams.faust_compat import ChangelogHandover
 from flitfeed.streams.replicator import AsyncFlitVectorReplicator, FlitVectorReplicator
@@ -58,6 +58,9 @@ class WorkerContext:
     user_states: faust.TopicT
     dead_letters: faust.TopicT
     changelog: ChangelogHandover
+    model_versions: faust.TopicT
+    #: Versions being built (version → encoder): every new flit is embedded with them too.
+    builds: dict[str, Encoder] = dataclasses.field(default_factory=dict)
     replicator: AsyncFlitVectorReplicator | None = None
     monitors: WorkerMonitors | None = None
 
@@ -73,7 +76,9 @@ def _raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
 
 
 def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metrics: Metrics,
-                  offsets_path: Path | None) -> WorkerContext:
+                  offsets_path: Path | None, builds: dict[str, Encoder] | None = None) -> WorkerContext:
+    """The worker; ``builds``: the versions being built when it starts (version → encoder, loaded by the caller
+    before any flit is processed, so none escapes them)."""
     brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
     app = faust.App(
         settings.app_id,
@@ -117,6 +122,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         user_states=_raw_topic(app, settings, TOPIC_USER_STATES),
         dead_letters=_raw_topic(app, settings, TOPIC_DEAD_LETTERS),
         changelog=workarounds.changelog,
+        model_versions=_raw_topic(app, settings, TOPIC_MODEL_VERSIONS),
+        builds=dict(builds or {}),
     )
     metrics.model.info({"model_version": encoder.model_version, "dim": str(encoder.dim)})
     ctx.monitors = WorkerMonitors(settings, metrics, encoder.dim)
@@ -146,6 +153,11 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         finally:
             await replicator.close()  # stores the final read position (saves are throttled while running)
 
+    @app.task
+    async def follow_versions() -> None:
+        # Versions being built: embed every new flit with them too, and say so (re-embedding waits for it).
+        await follow_builds(ctx)
+
     @app.timer(interval=1.0)
     async def heartbeat() -> None:
         # Runs on the event loop: a loop blocked by a stuck agent stops the beat and /livez turns 503.
@@ -167,3 +179,56 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
             settings.topic(TOPIC_FLITS), settings.topic(TOPIC_INTERACTIONS), settings.topic(TOPIC_PARKED)])
 
     return ctx
+
+
+async def follow_builds(ctx: WorkerContext) -> None:
+    """Keep ``ctx.builds`` equal to the catalogue's versions being built, acknowledging each one the worker
+    embeds with. The follower's Kafka calls and model loading run off the loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flitfeed.encoders.factory import encoder_for_spec
+    from flitfeed.index.versions import builds
+    from flitfeed.streams.version_log import CatalogFollower, ack_record
+
+    settings, loop = ctx.settings, asyncio.get_running_loop()
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-versions")
+    for version in ctx.builds:  # loaded before the agents started
+        await ctx.send(ctx.model_versions, *ack_record(settings, version))
+    follower = None
+    try:
+        follower = await loop.run_in_executor(thread, CatalogFollower, settings)
+        failed: set[str] = set()
+        while not ctx.app.should_stop:
+            try:
+                catalog = await loop.run_in_executor(thread, follower.poll, 1.0)
+            except Exception:  # keep following; the error is logged with its traceback
+                log.exception("reading model-versions failed")
+                await asyncio.sleep(1.0)
+                continue
+            if catalog is None:
+                continue
+            wanted = {v.version: v for v in builds(catalog)}
+            for version in [v for v in ctx.builds if v not in wanted]:
+                del ctx.builds[version]
+                log.info("no longer embedding with a version", extra={"version": version})
+            for version, spec in wanted.items():
+                if version in ctx.builds or version in failed:
+                    continue
+                try:
+                    encoder = await loop.run_in_executor(None, encoder_for_spec, spec.model, settings)
+                except Exception:
+                    failed.add(version)
+                    log.exception("cannot load the model of a version being built", extra={"version": version})
+                    continue
+                if encoder.model_version != version:
+                    failed.add(version)
+                    log.error("a version's model makes another version here; not embedding with it",
+                              extra={"version": version, "made": encoder.model_version})
+                    continue
+                ctx.builds[version] = encoder
+                await ctx.send(ctx.model_versions, *ack_record(settings, version))
+                log.info("embedding new flits with a version being built too", extra={"version": version})
+    finally:
+        if follower is not None:
+            await loop.run_in_executor(thread, follower.close)
+        thread.shutdown(wait=False)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.index.base import IndexedFlit
+from flitfeed.index.versions import vector_records
 from flitfeed.settings import Settings
 from flitfeed.streams.effects import Count, Effect, ObserveFlits, Publish, RawMessage, Reject
 from flitfeed.streams.events import DecodeError, Flit, FlitVector, Reason, decode_flit, to_epoch
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 class EmbeddedBatch:
     vectors: list[FlitVector] = field(default_factory=list)
     points: list[IndexedFlit] = field(default_factory=list)
+    #: ``flit-vectors`` records (key, value) of the versions being built (``index/versions.py``).
+    rebuilt: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 def flit_text(flit: Flit) -> str:
@@ -64,10 +67,22 @@ def decode_flits(messages: Sequence[RawMessage], settings: Settings,
     return list(flits.values()), rejected
 
 
-def embed_flits(flits: Sequence[Flit], encoder: Encoder) -> EmbeddedBatch:
+def embed_flits(flits: Sequence[Flit], encoder: Encoder, builds: Mapping[str, Encoder] | None = None) -> EmbeddedBatch:
+    """Embed ``flits`` with the live ``encoder``, and with each version being built (``builds``: version → encoder).
+
+    A version being built that fails is logged and left out (re-running ``flitfeed reembed`` fills the gap):
+    it must never cost the live version a flit.
+    """
     batch = EmbeddedBatch()
     if not flits:
         return batch
+    for version, build in (builds or {}).items():
+        try:
+            vectors = build.encode_many([flit_text(f) for f in flits])
+        except Exception:
+            log.exception("embedding with a version being built failed", extra={"version": version})
+            continue
+        batch.rebuilt += vector_records(flits, vectors, version, datetime.now(timezone.utc))
     matrix = encoder.encode_many([flit_text(f) for f in flits])
     embedded_at = datetime.now(timezone.utc)
     for flit, row in zip(flits, matrix):
@@ -121,6 +136,7 @@ async def embed_isolating(flits: Sequence[tuple[Flit, RawMessage]],
             continue
         batch.vectors += one.vectors
         batch.points += one.points
+        batch.rebuilt += one.rebuilt
     return batch, failed
 
 
@@ -130,5 +146,7 @@ def decide_batch(plan: BatchPlan, batch: EmbeddedBatch, failed: Sequence[Reject]
     vectors = tuple((record.flit.flit_id.encode(), record.to_bytes()) for record in batch.vectors)
     # A flit sent twice within one batch is embedded once (the last version wins, as in the index);
     # the earlier copy is applied too, not lost, so it counts as processed and the counts reconcile.
-    return (*failed, ObserveFlits(tuple(batch.points), searchable_at), Publish("flit_vectors", vectors),
+    # The versions being built get the flit too (their own keys), so they stay complete while the live one serves.
+    rebuilt = (Publish("flit_vectors", tuple(batch.rebuilt)),) if batch.rebuilt else ()
+    return (*failed, ObserveFlits(tuple(batch.points), searchable_at), Publish("flit_vectors", vectors), *rebuilt,
             Count("processed", plan.topic, len(batch.vectors) + plan.superseded))

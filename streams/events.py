@@ -248,6 +248,15 @@ class VersionCatalog(_Versioned):
     written_by: str = ""
 
 
+class VersionAck(_Versioned):
+    """A worker's word that it embeds every new flit with a version being built too (``model-versions``,
+    key ``ack|<tag>|<instance>``): re-embedding waits for every worker's before its final catch-up."""
+
+    version: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    instance: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    at: datetime
+
+
 class UserState(_Versioned):
     """A user's state as published on the compacted ``user-states`` topic."""
 

@@ -5,7 +5,9 @@ run of the same version stopped, embeds every valid flit with the new model and 
 ``flit-vectors`` keyed ``<flit_id>|<tag>`` (:func:`~flitfeed.index.versions.vector_key`), next to the live
 version's records. Every replica keeps the new version's vectors out of its index
 (:class:`~flitfeed.index.versions.VersionGate`), so the live system keeps serving and ingesting
-meanwhile. Progress is a line on the terminal, metrics (``flitfeed_reembed_*``) and the catalogue
+meanwhile. Once the version is registered, every worker embeds each new flit with it too and says so
+(a ``VersionAck``); after its first pass the run waits for those acknowledgements and re-embeds what
+arrived in between, after which the version is ``ready`` and the workers keep it complete. Progress is a line on the terminal, metrics (``flitfeed_reembed_*``) and the catalogue
 (``model-versions``): the next offset of each partition is recorded there after its vectors are
 acknowledged, so a run killed at any point resumes where the catalogue says, and re-embedding a flit
 twice only rewrites the same record.
@@ -17,16 +19,17 @@ Kafka.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence, TextIO
+from typing import Mapping, TextIO
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from flitfeed.encoders.base import Encoder
-from flitfeed.index.versions import VersionError, begin_build, catalog_with_live, entry, mark_ready, \
-    record_progress, vector_key
+from flitfeed.index.versions import (VersionError, begin_build, catalog_with_live, entry, mark_ready,
+                                     record_progress, vector_records)
 from flitfeed.kafka.config import consumer_config, instance_headers, producer_config
 from flitfeed.kafka.reading import read_partition
 from flitfeed.monitoring.metrics import Metrics
@@ -34,7 +37,7 @@ from flitfeed.progress import Progress
 from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, Settings
 from flitfeed.startup import kafka_call
 from flitfeed.streams.embedding import flit_text
-from flitfeed.streams.events import DecodeError, Flit, FlitVector, decode_flit
+from flitfeed.streams.events import DecodeError, Flit, VersionCatalog, decode_flit
 from flitfeed.streams.version_log import read_catalog, write_catalog
 
 __all__ = ["ReembedReport", "decode_for_reembed", "reembed", "remaining"]
@@ -55,6 +58,8 @@ class ReembedReport:
     #: ``flits`` partition → the next offset now re-embedded.
     positions: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Workers that did not confirm embedding new flits with the version: it stays ``building``.
+    unconfirmed: list[str] = field(default_factory=list)
 
 
 def remaining(positions: Mapping[int, int], watermarks: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
@@ -83,14 +88,6 @@ def decode_for_reembed(value: bytes | None, produced_at_s: float, settings: Sett
         return None
 
 
-def vector_records(flits: Sequence[Flit], vectors: Iterable[Sequence[float]], version: str,
-                   embedded_at: datetime) -> list[tuple[bytes, bytes]]:
-    """The ``flit-vectors`` records (key, value) of a re-embedded version."""
-    return [(vector_key(f.flit_id, version),
-             FlitVector(flit=f, vector=[float(x) for x in v], model_version=version, embedded_at=embedded_at).to_bytes())
-            for f, v in zip(flits, vectors, strict=True)]
-
-
 def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
     topic = settings.topic(TOPIC_FLITS)
     probe = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-reembed-unused"))
@@ -105,13 +102,127 @@ def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
         probe.close()
 
 
+def workers_not_following(settings: Settings, version: str) -> set[str]:
+    """The worker replicas in the group now that have not acknowledged embedding new flits with ``version``."""
+    from confluent_kafka import KafkaException
+
+    from flitfeed.kafka.groups import describe_group
+    from flitfeed.streams.version_log import read_versions_log
+
+    try:
+        members = set(describe_group(settings, settings.app_id).members)
+    except KafkaException:
+        return {"(the worker group could not be described)"}
+    return members - read_versions_log(settings).acks.get(version, set())
+
+
+class Reembedding:
+    """One run of ``flitfeed reembed``: passes over the log, and the catalogue kept up to date."""
+
+    def __init__(self, settings: Settings, encoder: Encoder, catalog: VersionCatalog, producer: Producer,
+                 metrics: Metrics, out: TextIO | None) -> None:
+        self.settings, self.encoder, self.catalog, self.producer = settings, encoder, catalog, producer
+        self.metrics, self.out = metrics, out
+        self.version = encoder.model_version
+        have = entry(catalog, self.version)
+        assert have is not None
+        self.report = ReembedReport(version=self.version, positions=dict(have.positions))
+        self.headers = instance_headers(settings)
+
+    def run_pass(self, limit: int | None = None) -> bool:
+        """Re-embed the log from the stored positions to its end now; False when stopped at ``limit``."""
+        settings, version, report = self.settings, self.version, self.report
+        watermarks = _watermarks(settings)
+        todo = remaining(report.positions, watermarks)
+        # Progress counts messages of the log as it is now, read or not: resumed runs start part-way.
+        total = sum(high - low for low, high in watermarks.values())
+        read = total - sum(end - start for start, end in todo.values())
+        progress = Progress(f"re-embedding flits with {version}", total, self.out, unit="flits", done=read)
+        gauge = self.metrics.reembed_progress.labels(version=version)
+        gauge.set(read / total if total else 1.0)
+        checkpointed = time.monotonic()
+        topic = settings.topic(TOPIC_FLITS)
+        for partition, (start, end) in todo.items():
+            batch: list[Flit] = []
+            last = start - 1
+            for m in read_partition(settings, topic, partition, group_id=f"{settings.app_id}-reembed-unused",
+                                    # Reading waits for the embedding: allow for a slow model (≥ 20 flits/s).
+                                    start=start, until=end, timeout_s=600 + (end - start) / 20):
+                last = m.offset()
+                read += 1
+                flit = decode_for_reembed(m.value(), m.timestamp()[1] / 1000.0, settings)
+                if flit is None:
+                    report.skipped += 1
+                    self.metrics.reembed_flits.labels(version=version, outcome="skipped").inc()
+                else:
+                    batch.append(flit)
+                if len(batch) < settings.encoder_batch_size:
+                    continue
+                self._flush(batch, last, partition)
+                batch = []
+                progress.update(read)
+                gauge.set(read / total if total else 1.0)
+                if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL_S:
+                    self._checkpoint(read)
+                    checkpointed = time.monotonic()
+                if limit is not None and report.embedded >= limit:
+                    self._checkpoint(read)
+                    return False
+            self._flush(batch, max(last, end - 1), partition)
+            self._checkpoint(read)
+            progress.update(read)
+            gauge.set(read / total if total else 1.0)
+        progress.finish()
+        return True
+
+    def _flush(self, batch: list[Flit], last_offset: int, partition: int) -> None:
+        if batch:
+            vectors = self.encoder.encode_many([flit_text(f) for f in batch])
+            topic = self.settings.topic(TOPIC_FLIT_VECTORS)
+            for key, value in vector_records(batch, vectors, self.version, datetime.now(timezone.utc)):
+                self.producer.produce(topic, key=key, value=value, headers=self.headers)
+                self.producer.poll(0)
+            self.report.embedded += len(batch)
+            self.metrics.reembed_flits.labels(version=self.version, outcome="embedded").inc(len(batch))
+        # The position moves only once the vectors are acknowledged: a crash re-embeds, never skips.
+        if self.producer.flush(60):
+            raise TimeoutError("re-embedded vectors not acknowledged by the broker within 60 s")
+        self.report.positions[partition] = last_offset + 1
+
+    def _checkpoint(self, read: int) -> None:
+        self.catalog = record_progress(self.catalog, self.version, self.report.positions, flits=read)
+        write_catalog(self.settings, self.producer, self.catalog)
+
+    def wait_for_workers(self, timeout_s: float) -> set[str]:
+        """Wait until every worker in the group embeds new flits with this version too; who still does not."""
+        deadline = time.monotonic() + timeout_s
+        shown = None
+        while True:
+            missing = workers_not_following(self.settings, self.version)
+            if not missing or time.monotonic() >= deadline:
+                return missing
+            if missing != shown:
+                shown = missing
+                print(f"waiting for {len(missing)} worker(s) to embed new flits with {self.version} too: "
+                      f"{', '.join(sorted(missing))}", file=self.out or sys.stderr, flush=True)
+            time.sleep(0.5)
+
+    def finish(self) -> None:
+        self.catalog = mark_ready(self.catalog, self.version)
+        write_catalog(self.settings, self.producer, self.catalog)
+
+
 def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | None = None, *,
-            metrics: Metrics | None = None, out: TextIO | None = None, limit: int | None = None) -> ReembedReport:
+            metrics: Metrics | None = None, out: TextIO | None = None, limit: int | None = None,
+            wait_workers_s: float = 120.0) -> ReembedReport:
     """Build (or resume, or catch up) the version ``encoder`` makes from the ``flits`` log.
 
-    ``live`` is the encoder the workers run (needed only to write the first catalogue). ``limit`` stops
-    after about that many flits (tests, and a kill-and-resume drill). Raises
-    :class:`~flitfeed.index.versions.VersionError` for a version that cannot be built (nothing changes).
+    Registers the version (the workers then embed every new flit with it too), re-embeds the log up to its
+    end, waits until every worker acknowledged the version, and re-embeds what arrived meanwhile: from then
+    on the workers keep it complete, and it is ``ready``. ``live`` is the encoder the workers run (needed
+    only to write the first catalogue). ``limit`` stops after about that many flits (tests, and a
+    kill-and-resume drill). Raises :class:`~flitfeed.index.versions.VersionError` for a version that cannot
+    be built (nothing changes).
     """
     metrics = metrics or Metrics("reembed")
     now = datetime.now(timezone.utc)
@@ -124,79 +235,21 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
         raise VersionError(f"the live version is {catalog.live}, but FLITFEED_ENCODER makes {live.model_version}: "
                            "run reembed with the services' settings")
     catalog = begin_build(catalog, encoder.model_version, model, encoder.dim, now)
-    version = encoder.model_version
-    have = entry(catalog, version)
-    assert have is not None
     producer = Producer(producer_config(settings))
     write_catalog(settings, producer, catalog)
-    watermarks = _watermarks(settings)
-    todo = remaining(have.positions, watermarks)
-    # Progress counts messages of the log as it is now, read or not: resumed runs start part-way.
-    total = sum(high - low for low, high in watermarks.values())
-    read = total - sum(end - start for start, end in todo.values())
-    report = ReembedReport(version=version, positions=dict(have.positions))
-    progress = Progress(f"re-embedding flits with {version}", total, out, unit="flits", done=read)
-    gauge = metrics.reembed_progress.labels(version=version)
-    gauge.set(read / total if total else 1.0)
+    run = Reembedding(settings, encoder, catalog, producer, metrics, out)
     began = time.perf_counter()
-    checkpointed = time.monotonic()
-    topic, vectors_topic = settings.topic(TOPIC_FLITS), settings.topic(TOPIC_FLIT_VECTORS)
-    headers = instance_headers(settings)
-
-    def flush_batch(batch: list[Flit], last_offset: int, partition: int) -> None:
-        if batch:
-            records = vector_records(batch, encoder.encode_many([flit_text(f) for f in batch]), version,
-                                     datetime.now(timezone.utc))
-            for key, value in records:
-                producer.produce(vectors_topic, key=key, value=value, headers=headers)
-                producer.poll(0)
-            report.embedded += len(batch)
-            metrics.reembed_flits.labels(version=version, outcome="embedded").inc(len(batch))
-        # The position moves only once the vectors are acknowledged: a crash re-embeds, never skips.
-        if producer.flush(60):
-            raise TimeoutError("re-embedded vectors not acknowledged by the broker within 60 s")
-        report.positions[partition] = last_offset + 1
-
-    stopped = False
-    for partition, (start, end) in todo.items():
-        batch: list[Flit] = []
-        last = start - 1
-        for m in read_partition(settings, topic, partition, group_id=f"{settings.app_id}-reembed-unused",
-                                # Reading waits for the embedding: allow for a slow model (≥ 20 flits/s).
-                                start=start, until=end, timeout_s=600 + (end - start) / 20):
-            last = m.offset()
-            read += 1
-            flit = decode_for_reembed(m.value(), m.timestamp()[1] / 1000.0, settings)
-            if flit is None:
-                report.skipped += 1
-                metrics.reembed_flits.labels(version=version, outcome="skipped").inc()
-            else:
-                batch.append(flit)
-            if len(batch) >= settings.encoder_batch_size:
-                flush_batch(batch, last, partition)
-                batch = []
-                progress.update(read)
-                gauge.set(read / total if total else 1.0)
-                if time.monotonic() - checkpointed >= CHECKPOINT_INTERVAL_S:
-                    catalog = record_progress(catalog, version, report.positions, flits=read)
-                    write_catalog(settings, producer, catalog)
-                    checkpointed = time.monotonic()
-                if limit is not None and report.embedded >= limit:
-                    stopped = True
-                    break
-        if not stopped:
-            flush_batch(batch, max(last, end - 1), partition)
-        catalog = record_progress(catalog, version, report.positions, flits=read)
-        write_catalog(settings, producer, catalog)
-        progress.update(read)
-        gauge.set(read / total if total else 1.0)
-        if stopped:
-            break
-    if not stopped:
-        catalog = mark_ready(catalog, version)
-        write_catalog(settings, producer, catalog)
-        progress.finish()
-    report.seconds = time.perf_counter() - began
-    log.info("re-embedding %s", "stopped at its limit" if stopped else "done", extra={
-        "version": version, "embedded": report.embedded, "skipped": report.skipped, "seconds": round(report.seconds, 1)})
-    return report
+    done = run.run_pass(limit)
+    if done:
+        # Flits that arrived before a worker picked the version up were embedded with the live model only.
+        missing = run.wait_for_workers(wait_workers_s)
+        if missing:
+            run.report.unconfirmed = sorted(missing)
+        else:
+            run.run_pass()
+            run.finish()
+    run.report.seconds = time.perf_counter() - began
+    outcome = "done" if done and not run.report.unconfirmed else "stopped"
+    log.info("re-embedding %s", outcome, extra={"version": run.version, "embedded": run.report.embedded,
+                                                 "skipped": run.report.skipped, "seconds": round(run.report.seconds, 1)})
+    return run.report

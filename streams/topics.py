@@ -80,9 +80,10 @@ RANKER_MODEL = TopicSpec("ranker-model", "`model`", ModelSnapshot, "compact", "e
 # records `<flit_id>|<version tag>`, so that compaction keeps every version's vector of a flit.
 FLIT_VECTORS = TopicSpec("flit-vectors", "`flit_id` (`flit_id\\|tag` for a re-embedded version)", FlitVector,
                          "compact", "worker; `flitfeed reembed`", "every index replica (worker, ranker)")
-# Keyed "catalog": only the latest catalogue of embedding versions matters.
-MODEL_VERSIONS = TopicSpec("model-versions", "`catalog`", VersionCatalog, "compact", "`flitfeed reembed`",
-                           "worker, ranker (which version to serve)")
+# Keyed "catalog": only the latest catalogue of embedding versions matters; each worker's acknowledgement
+# of a version being built is keyed "ack|<tag>|<instance>" (a VersionAck).
+MODEL_VERSIONS = TopicSpec("model-versions", "`catalog` (`ack\\|tag\\|instance`: a VersionAck)", VersionCatalog,
+                           "compact", "`flitfeed reembed`; worker (acks)", "worker, ranker, `flitfeed reembed`")
 # Keyed by user id; a user's state is rebuilt from its latest snapshot.
 USER_STATES = TopicSpec("user-states", "`user_id`", UserState, "compact", "worker", "ranker")
 # Interactions waiting for their flit's vector are retried, then expire.

@@ -33,7 +33,8 @@ async def _embed(ctx: "WorkerContext", flits: Sequence[Flit]) -> EmbeddedBatch:
     # Encoding is CPU-bound for tens to hundreds of ms: keep it off the event loop.
     loop = asyncio.get_running_loop()
     with ctx.metrics.time_stage("embed"):
-        batch = await loop.run_in_executor(None, embed_flits, flits, ctx.encoder)
+        # A snapshot of the versions being built: the follower may change the mapping meanwhile.
+        batch = await loop.run_in_executor(None, embed_flits, flits, ctx.encoder, dict(ctx.builds))
     with ctx.metrics.time_stage("index_write"):
         ctx.index.upsert_many(batch.points)
     return batch

@@ -104,3 +104,27 @@ def test_progress_shows_rate_and_time_to_go_and_a_line_per_tenth_in_a_log() -> N
     lines = out.getvalue().splitlines()
     assert [line.split("(")[1].split(")")[0] for line in lines] == ["40%", "50%", "60%", "70%", "80%", "90%", "100%"]
     assert "flits/s" in lines[0] and "to go" in lines[0]
+
+
+class Broken:
+    dim, model_version = 384, "broken@0"
+
+    def encode_many(self, texts):  # noqa: ANN001, ANN201
+        raise RuntimeError("out of memory")
+
+
+def test_new_flits_are_embedded_with_the_versions_being_built_and_a_failing_one_costs_the_live_nothing() -> None:
+    from flitfeed.encoders.hashing import HashingEncoder
+    from flitfeed.streams.effects import Publish
+    from flitfeed.streams.embedding import BatchPlan, decide_batch, embed_flits
+
+    live, build = HashingEncoder(384), HashingEncoder(128)
+    flit = Flit(flit_id="f1", author_id="a", text="worms after rain", created_at=T0)
+    batch = embed_flits([flit], live, {build.model_version: build, "broken@0": Broken()})
+    assert [v.model_version for v in batch.vectors] == [live.model_version]
+    [(key, value)] = batch.rebuilt
+    assert key == vector_key("f1", build.model_version)
+    assert FlitVector.model_validate_json(value).vector == pytest.approx(build.encode_one("worms after rain").tolist())
+    effects = decide_batch(BatchPlan("flits", [], (), 0), batch, [], searchable_at=0.0)
+    published = [e.records for e in effects if isinstance(e, Publish)]
+    assert published == [((b"f1", batch.vectors[0].to_bytes()),), ((key, value),)]
