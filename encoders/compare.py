@@ -81,11 +81,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-def nearest_neighbours(vectors: np.ndarray, k: int, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(vectors: np.ndarray, k: int, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` nearest other rows by cosine: ``(indices, cosines)``, each ``(n, k)``, nearest first.
 
-    Exact (the recent flits are few); computed ``block`` rows at a time so memory stays
-    ``block × n``. Ties (at :data:`_SIM_RESOLUTION`) go to the lower index.
+    Exact, O(n² · dim): the recent flits are thousands. Computed ``block`` rows at a time (default: as
+    many as keep a block to 2²⁴ similarities, ~200 MB with its keys, at most 1024) so memory stays
+    bounded for any ``--recent``. Ties (at :data:`_SIM_RESOLUTION`) go to the lower index.
 
     >>> idx, sims = nearest_neighbours(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), 1)
     >>> idx.ravel().tolist()
@@ -95,6 +96,7 @@ def nearest_neighbours(vectors: np.ndarray, k: int, block: int = 1024) -> tuple[
     n = len(v)
     if not 1 <= k < n:
         raise ValueError(f"k must be between 1 and n - 1 = {n - 1}, got {k}")
+    block = block or max(1, min(1024, 2**24 // n))
     idx = np.empty((n, k), dtype=np.int64)
     sims = np.empty((n, k), dtype=np.float32)
     # Integer keys: quantised similarity first, then the lower index; argpartition on them is exact.
@@ -673,7 +675,10 @@ def run_compare(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
     if args.dataset is not None and not all((args.dataset / name).is_file() for name in ("movies.csv", "ratings.csv")):
         return _refuse(f"--dataset {args.dataset} is not a MovieLens-shaped folder (movies.csv and ratings.csv)")
 
-    sample = read_recent_flits(settings, args.recent)
+    try:
+        sample = read_recent_flits(settings, args.recent)
+    except TimeoutError as exc:  # the broker answered, then stopped delivering: one line, not a traceback
+        return _refuse(f"cannot read the latest flits: {exc}")
     if len(sample.flits) < 2:
         what = "no flits" if not sample.flits else "only one flit"
         return _refuse(f"{what} in {sample.topic} on {settings.bootstrap_servers} ({sample.records} records read, "

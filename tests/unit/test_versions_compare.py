@@ -420,3 +420,15 @@ def test_with_a_dataset_both_models_are_evaluated_on_the_same_slice(
     assert set(evaluation["ndcg@10_difference"]) == {"content", "flitfeed"}
     assert "eval flitfeed NDCG@10" in out and "NDCG@10" in json.loads((tmp_path / "cmp.json").read_text())["verdict"]
     assert "streaming evaluation with the new model (hashing-bow-64)" in err
+
+
+def test_refuses_a_log_that_stops_delivering(fake_log: FakeLog, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    def stalled(settings, topic, partition, start, end):  # noqa: ANN001, ANN202
+        raise TimeoutError(f"{topic}[{partition}] not read up to offset {end} within 120 s")
+        yield b""
+
+    monkeypatch.setattr(compare, "read_values", stalled)
+    code, out, err = _run(capsys, "--model", "hashing", "--against", "hashing")
+    assert code == 2 and out == ""
+    assert "flitfeed versions compare: cannot read the latest flits: flits[0] not read up to offset 60" in err
