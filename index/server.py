@@ -306,7 +306,7 @@ class ServerIndex:
                     raise
                 self.retries += 1
                 log.warning("Qdrant server unreachable; retrying", extra={
-                    "collection": self.collection, "operation": what, "attempt": attempt,
+                    "collection": self.collection, "operation": what.removesuffix(" failed"), "attempt": attempt,
                     "retries_total": self.retries, "error": str(exc)[:200]})
                 time.sleep(min(delay, remaining))
                 delay, attempt = min(delay * 2, 1.0), attempt + 1
