@@ -291,6 +291,20 @@ def test_qdrant_chart_values_run_a_replicated_cluster() -> None:
     assert values["apiKey"]["valueFrom"]["secretKeyRef"]["name"] == by_kind("Secret")[0]["metadata"]["name"]
 
 
+def test_compose_k8s_and_the_tests_run_one_qdrant_version() -> None:
+    """The image compose runs, the Helm chart's tag and the server binary the tests start are one release."""
+    import subprocess
+
+    from tests.qdrant_server import QDRANT_VERSION, qdrant_binary
+
+    assert compose()["services"]["qdrant"]["image"] == f"qdrant/qdrant:v{QDRANT_VERSION}"
+    assert yaml.safe_load((K8S / "qdrant-values.yaml").read_text())["image"]["tag"] == f"v{QDRANT_VERSION}"
+    binary = qdrant_binary()
+    if binary is not None:  # CI has it (../shared/bin/qdrant); it says its own version
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout
+        assert out.split() == ["qdrant", QDRANT_VERSION], out
+
+
 # --- Dockerfile ----------------------------------------------------------------------------------------------
 _DURATION = re.compile(r"^\d+(ms|s|m|h)$")
 
