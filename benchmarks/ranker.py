@@ -11,8 +11,11 @@ service publishes it (``Feed.to_bytes``); reported: feeds/s on one thread,
 p50/p99 per feed, and per stage (``kind:name``) the mean and p99 in ms and
 its share of the feed's time. Feeds are built as the service builds them, a batch at a time
 (``FeedPipeline.run_many``, ``--batch`` feeds per batch; a feed's time is its batch's share), and, in
-alternating blocks of the same run, one at a time (``model, batch 1``) and with the former hand-set
-blend (``blend``), so the rows compare like with like.
+alternating blocks of the same run, one at a time (``model, batch 1``), with the former hand-set
+blend (``blend``), and through the former per-candidate path (``model, per candidate``:
+``run_many(columnar=False)``, hydrators, filters and scorers per feed over ``Candidate`` objects), so
+the rows compare like with like (``--reference`` adds the per-candidate row, and its per-stage rows
+as ``reference_stage``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from flitfeed.ranker.publisher import make_feed
 from flitfeed.settings import Settings
 
 NOW = 1_800_000_000.0
+#: The row of the former per-candidate path (the reference the columnar path is measured against).
+PER_CANDIDATE = "model, per candidate"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=None, help="distinct users (default 500; quick 50)")
     parser.add_argument("--feeds", type=int, default=None, help="feeds to build (default 2000; quick 100)")
     parser.add_argument("--batch", type=int, default=32, help="feeds per batch, as the service polls (default 32)")
+    parser.add_argument("--reference", action="store_true",
+                        help="also the former per-candidate path (row 'model, per candidate'), same run")
     args = parser.parse_args(argv)
     setup_logging()
     n = args.flits or (2000 if args.quick else 20_000)
@@ -85,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         # The service's pipeline (the learned model, author/tag affinity) and, as the baseline of issue 14's
         # speed target, the former hand-set blend: measured in alternating blocks of the same run.
         model_pipeline = build_feed_pipeline(index, engagement, recent, params, model=ActionModel(), affinity=affinity)
-        pipelines = {"model": (model_pipeline, args.batch), "model, batch 1": (model_pipeline, 1),
-                     "blend": (build_feed_pipeline(index, engagement, recent, params), args.batch)}
+        pipelines = {"model": (model_pipeline, args.batch, True), "model, batch 1": (model_pipeline, 1, True),
+                     "blend": (build_feed_pipeline(index, engagement, recent, params), args.batch, True)}
+        if args.reference:
+            pipelines[PER_CANDIDATE] = (model_pipeline, args.batch, False)
         users = []
         for u in range(n_users):
             topic = sorted(set(corpus.topics))[u % len(set(corpus.topics))]
@@ -95,19 +104,19 @@ def main(argv: list[str] | None = None) -> int:
             seen = frozenset(f"f{i}" for i in rng.choice(n, size=50)) | {f"f{i}" for i in liked}
             users.append(FeedQuery(user_id=f"bird-{u:05d}", k=10, now=NOW, taste=taste, seen=seen,
                                    muted_authors=frozenset({authors[int(rng.integers(n))]}), positives=10))
-        stage_times: dict[str, list[float]] = defaultdict(list)
+        stage_times: dict[str, dict[str, list[float]]] = {"model": defaultdict(list), PER_CANDIDATE: defaultdict(list)}
         totals: dict[str, list[float]] = {name: [] for name in pipelines}
         batches: dict[str, list[float]] = {name: [] for name in pipelines}
-        for pipeline, _ in pipelines.values():
-            pipeline.run_many(users[: min(20, n_users)])  # warm-up
+        for pipeline, _, columnar in pipelines.values():
+            pipeline.run_many(users[: min(20, n_users)], columnar=columnar)  # warm-up
         block = max(args.batch, min(100, n_feeds // 10)) // args.batch * args.batch
         for start in range(0, n_feeds, block):
-            for name, (pipeline, batch) in pipelines.items():
+            for name, (pipeline, batch, columnar) in pipelines.items():
                 for b in range(start, min(n_feeds, start + block), batch):
                     js = range(b, min(n_feeds, start + block, b + batch))
                     qs = [users[j % n_users] for j in js]
                     t0 = time.perf_counter()
-                    results = pipeline.run_many(qs)
+                    results = pipeline.run_many(qs, columnar=columnar)
                     t1 = time.perf_counter()
                     for j, q, result in zip(js, qs, results):
                         make_feed(q, result, model_version=corpus.model_version, trigger_id=f"ev{j}",
@@ -117,24 +126,31 @@ def main(argv: list[str] | None = None) -> int:
                     t2 = time.perf_counter()
                     totals[name].extend([(t2 - t0) / len(qs)] * len(qs))
                     batches[name].append(t2 - t0)
-                    if name == "model":
+                    if name in stage_times:
                         for result in results:
                             for (kind, stage), seconds in result.timings.items():
-                                stage_times[f"{kind}:{stage}"].append(seconds)
-                        stage_times["publish:serialise"].extend([(t2 - t1) / len(qs)] * len(qs))
+                                stage_times[name][f"{kind}:{stage}"].append(seconds)
+                        stage_times[name]["publish:serialise"].extend([(t2 - t1) / len(qs)] * len(qs))
         index.close()
-    mean_total = float(np.mean(totals["model"]))
     head = [{"pipeline": name, "batch": pipelines[name][1], "flits": n, "users": n_users, "feeds": n_feeds,
              "feeds_per_s": round(len(t) / float(np.sum(t)), 1),
              **{f"feed_{k}": v for k, v in percentiles(t).items()},
              **{f"batch_{k}": v for k, v in percentiles(batches[name]).items() if k != "max_ms"},
              "optimize_s": round(opt.seconds, 1)}
             for name, t in totals.items()]
-    stages = [{"stage": name, "mean_ms": round(float(np.mean(v)) * 1000, 3),
-               "p99_ms": percentiles(v)["p99_ms"], "share": round(float(np.mean(v)) / mean_total, 3)}
-              for name, v in sorted(stage_times.items(), key=lambda kv: -float(np.mean(kv[1])))]
+    stages = []
+    for path, times in stage_times.items():
+        if path not in totals:
+            continue
+        mean_total = float(np.mean(totals[path]))
+        key = "stage" if path == "model" else "reference_stage"
+        stages += [{key: name, "mean_ms": round(float(np.mean(v)) * 1000, 3),
+                    "p99_ms": percentiles(v)["p99_ms"], "share": round(float(np.mean(v)) / mean_total, 3)}
+                   for name, v in sorted(times.items(), key=lambda kv: -float(np.mean(kv[1])))]
     print_table(f"Ranker: {corpus.model_version}, one thread", head)
-    print_table("Ranker: cost per stage", stages)
+    print_table("Ranker: cost per stage (model, columnar)", [r for r in stages if "stage" in r])
+    if args.reference:
+        print_table(f"Ranker: cost per stage ({PER_CANDIDATE})", [r for r in stages if "reference_stage" in r])
     if args.json:
         write_json(args.json, "ranker", {"quick": args.quick, "flits": n, "users": n_users, "feeds": n_feeds},
                    head + stages)

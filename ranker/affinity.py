@@ -92,10 +92,16 @@ class Affinity:
                   tags: Sequence[Sequence[str]]) -> tuple[list[float], list[float]]:
         """Affinity in (-1, 1) to each candidate's author, and to its tags (the mean net engagement over
         them), in one pass per request; 0 for unknown users, authors and tags."""
+        a, t = self.pair_arrays(user_id, authors, tags)
+        return a.tolist(), t.tolist()
+
+    def pair_arrays(self, user_id: str, authors: Sequence[str],
+                    tags: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pair_many` as two float64 arrays (what a batch hydrator writes into its columns)."""
         user = self._users.get(user_id)
         n = len(authors)
         if user is None:
-            return [0.0] * n, [0.0] * n
+            return np.zeros(n), np.zeros(n)
         a_of, t_of = user.authors.get, user.tags.get
         a = np.fromiter((a_of(author, 0.0) for author in authors), dtype=np.float64, count=n)
         # Most flits carry one or two tags: spelled out, without a generator per candidate (the profile).
@@ -103,7 +109,7 @@ class Affinity:
                          (t_of(ts[0], 0.0) + t_of(ts[1], 0.0)) / 2 if len(ts) == 2 else
                          (sum(t_of(x, 0.0) for x in ts) / len(ts) if ts else 0.0) for ts in tags),
                         dtype=np.float64, count=n)
-        return (a / (np.abs(a) + SATURATION)).tolist(), (t / (np.abs(t) + SATURATION)).tolist()
+        return a / (np.abs(a) + SATURATION), t / (np.abs(t) + SATURATION)
 
     def user_stats(self, user_id: str) -> tuple[float, float]:
         """``(activity, mainstream)`` of a user, both in [0, 1); (0, 0) for an unknown user."""

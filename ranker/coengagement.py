@@ -166,6 +166,18 @@ class CoEngagement:
                 out[k] = scores[i]
         return out
 
+    def slots_of(self, flit_ids: Sequence[str]) -> np.ndarray:
+        """The slot of each flit in :meth:`user_scores`' vector (-1 for a flit it does not know), so a
+        batch of users' scores of the same flits is array indexing.
+
+        >>> ce = CoEngagement(capacity=4)
+        >>> _ = ce.learn_one("u", "a", "like", ts=0.0)
+        >>> ce.slots_of(["zz", "a"]).tolist()
+        [-1, 0]
+        """
+        get = self._row.get
+        return np.fromiter((get(f, -1) for f in flit_ids), dtype=np.int64, count=len(flit_ids))
+
     def top(self, user_id: str, n: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         """The ``n`` best-scoring flits (score > 0) for ``user_id``, best first, none in ``exclude``."""
         scores = self.user_scores(user_id)

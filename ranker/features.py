@@ -47,9 +47,11 @@ def col(name: str) -> int:
 
 def feature_matrix(*, similarity: np.ndarray, author_affinity: np.ndarray, tag_affinity: np.ndarray,
                    freshness: np.ndarray, popularity: np.ndarray, co_engagement: np.ndarray,
-                   co_engagement_abs: np.ndarray, cold_start: bool, activity: float,
-                   mainstream: float) -> np.ndarray:
-    """The ``(n, N_FEATURES)`` float64 matrix of one request's candidates (per-candidate arrays of length n)."""
+                   co_engagement_abs: np.ndarray, cold_start: bool | np.ndarray, activity: float | np.ndarray,
+                   mainstream: float | np.ndarray) -> np.ndarray:
+    """The ``(n, N_FEATURES)`` float64 matrix of one request's candidates (per-candidate arrays of length n),
+    or of a whole batch's: the user-level ``cold_start``, ``activity`` and ``mainstream`` may be arrays of
+    length n too (each row its own feed's values)."""
     n = len(similarity)
     X = np.empty((n, N_FEATURES), dtype=np.float64)
     X[:, _COL["bias"]] = 1.0
@@ -60,7 +62,7 @@ def feature_matrix(*, similarity: np.ndarray, author_affinity: np.ndarray, tag_a
     X[:, _COL["popularity"]] = popularity
     X[:, _COL["co_engagement"]] = co_engagement
     X[:, _COL["co_engagement_abs"]] = co_engagement_abs
-    X[:, _COL["cold_start"]] = 1.0 if cold_start else 0.0
+    X[:, _COL["cold_start"]] = np.where(cold_start, 1.0, 0.0)
     X[:, _COL["activity"]] = activity
     X[:, _COL["mainstream"]] = mainstream
     X[:, _COL["similarity_x_activity"]] = similarity * activity

@@ -11,10 +11,32 @@ failed source contributes nothing; a failed hydrator leaves its fields at
 their defaults). Filters, scorers and the selector are pure in-memory code;
 an exception there is a bug and propagates.
 
-Batch-first: :meth:`FeedPipeline.run_many` builds a batch of feeds with each source fetching for the
-whole batch in one call (:meth:`Source.fetch_many`: one batched vector search) and the selector picking
-every feed of the batch together (:meth:`Selector.select_many`: array operations over the batch); a
-batched stage's time is shared equally by the batch's feeds. :meth:`run` is a batch of one.
+Batch-first: :meth:`FeedPipeline.run_many` builds a batch of feeds as one set of columns, a
+:class:`~flitfeed.ranker.candidates.CandidateBatch` holding every candidate of every query: each source
+fetches for the whole batch in one call (:meth:`Source.fetch_batch`: one batched vector search), then
+each hydrator, filter and scorer runs once over the whole batch with array operations
+(``hydrate_batch``, ``filter_batch``, ``score_batch``), and the selector picks every feed of the batch
+together (:meth:`Selector.select_batch`). Only each feed's ``k`` items become
+:class:`~flitfeed.ranker.candidate.Candidate` objects. A batched stage's time is shared equally by the
+batch's feeds (by the feeds it ran for). :meth:`run` is a batch of one.
+
+A hydrator that raises for the batch is run again query by query (on views of each query's rows), so
+one query's failure is recorded for that query alone, as when feeds were built one by one.
+
+``run_many(queries, columnar=False)`` is the former path, kept as the reference the columnar one is
+tested and benchmarked against: per query, each stage's list method over ``Candidate`` objects.
+
+>>> from flitfeed.ranker.selectors import DiversitySelector
+>>> from flitfeed.ranker.params import RankerParams
+>>> from flitfeed.ranker.query import FeedQuery
+>>> from flitfeed.ranker.scorers import FreshnessScorer
+>>> class Newest(Source):
+...     name = "newest"
+...     def fetch(self, query):
+...         return [Candidate(f"f{i}", f"a{i}", query.now - 60.0 * i, "fresh") for i in range(5)]
+>>> pipeline = FeedPipeline([Newest()], [], [], [FreshnessScorer(3600.0)], DiversitySelector(RankerParams()))
+>>> [r.items[0].flit_id for r in pipeline.run_many([FeedQuery("wren", 2, now=1e6), FeedQuery("robin", 3, now=1e6)])]
+['f0', 'f0']
 """
 
 from __future__ import annotations
@@ -24,7 +46,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import (
     FILTER,
@@ -78,12 +103,89 @@ class FeedPipeline:
             # Timings, removed counts and errors are keyed by name.
             raise ValueError(f"stage names must be unique per kind: {names}")
 
-    def run(self, query: FeedQuery) -> PipelineResult:
-        return self.run_many([query])[0]
+    def run(self, query: FeedQuery, columnar: bool = True) -> PipelineResult:
+        return self.run_many([query], columnar=columnar)[0]
 
-    def run_many(self, queries: Sequence[FeedQuery]) -> list[PipelineResult]:
-        """The feeds of a batch of queries: each source fetches for the whole batch in one call
-        (:meth:`Source.fetch_many`); a batched call's time is shared equally by its queries."""
+    def run_many(self, queries: Sequence[FeedQuery], columnar: bool = True) -> list[PipelineResult]:
+        """The feeds of a batch of queries (see the module docstring; ``columnar=False``: the former
+        per-candidate path, the reference)."""
+        if not columnar:
+            return self._run_many_per_candidate(queries)
+        B = len(queries)
+        if B == 0:
+            return []
+        timings: list[dict[tuple[str, str], float]] = [{} for _ in queries]
+        errors: list[dict[tuple[str, str], str]] = [{} for _ in queries]
+        removed: list[dict[str, int]] = [{} for _ in queries]
+        parts: list[CandidateBatch] = []
+        for source in self.sources:
+            enabled = [i for i, q in enumerate(queries) if source.enable(q)]
+            if not enabled:
+                continue
+            start = time.perf_counter()
+            try:
+                part = source.fetch_batch([queries[i] for i in enabled])
+                part.query = np.asarray(enabled, dtype=np.int64)[part.query]  # its queries → the batch's
+                parts.append(part)
+            except Exception as exc:
+                for i in enabled:
+                    self._failed(SOURCE, source.name, exc, queries[i], errors[i])
+            share = (time.perf_counter() - start) / len(enabled)
+            for i in enabled:
+                timings[i][(SOURCE, source.name)] = share
+        batch = CandidateBatch.concat(parts, B)
+        fetched = batch.counts()
+
+        for hydrator in self.hydrators:
+            start = time.perf_counter()
+            try:
+                hydrator.hydrate_batch(queries, batch)
+            except Exception:
+                # Again query by query, so that only the queries it fails for lose their fields.
+                for i, query in enumerate(queries):
+                    try:
+                        hydrator.hydrate_batch([query], batch.view_of(i))
+                    except Exception as exc:
+                        self._failed(HYDRATOR, hydrator.name, exc, query, errors[i])
+            share = (time.perf_counter() - start) / B
+            for t in timings:
+                t[(HYDRATOR, hydrator.name)] = share
+
+        for flt in self.filters:
+            enabled_q = np.fromiter((flt.enable(q) for q in queries), dtype=bool, count=B)
+            if not enabled_q.any():
+                for r in removed:
+                    r[flt.name] = 0
+                continue
+            start = time.perf_counter()
+            keep = flt.filter_batch(queries, batch) | ~enabled_q[batch.query]
+            dropped = np.bincount(batch.query[~keep], minlength=B).tolist()
+            batch = batch.take(keep)
+            share = (time.perf_counter() - start) / int(enabled_q.sum())
+            for i in range(B):
+                removed[i][flt.name] = int(dropped[i])
+                if enabled_q[i]:
+                    timings[i][(FILTER, flt.name)] = share
+
+        for scorer in self.scorers:
+            start = time.perf_counter()
+            scorer.score_batch(queries, batch)
+            share = (time.perf_counter() - start) / B
+            for t in timings:
+                t[(SCORER, scorer.name)] = share
+
+        start = time.perf_counter()
+        picked = self.selector.select_batch(queries, batch)
+        share = (time.perf_counter() - start) / B
+        results = []
+        for i, (query, items) in enumerate(zip(queries, picked, strict=True)):
+            timings[i][(SELECTOR, self.selector.name)] = share
+            results.append(PipelineResult(items=items[: query.k], timings=timings[i], removed=removed[i],
+                                          candidates=int(fetched[i]), errors=errors[i]))
+        return results
+
+    def _run_many_per_candidate(self, queries: Sequence[FeedQuery]) -> list[PipelineResult]:
+        """The former path: sources and the selector batched, everything between per query over lists."""
         timings: list[dict[tuple[str, str], float]] = [{} for _ in queries]
         errors: list[dict[tuple[str, str], str]] = [{} for _ in queries]
         fetched: list[list[Candidate]] = [[] for _ in queries]

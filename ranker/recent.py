@@ -130,9 +130,31 @@ class RecentFlits:
         cosines = np.stack([self._vectors[fid] for fid in held]) @ unit
         return {fid: min(1.0, max(-1.0, float(c))) for fid, c in zip(held, cosines)}
 
+    def vectors_of(self, flit_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(held, matrix)``: which of ``flit_ids`` have a held vector, and their unit float32 vectors
+        stacked, in order (one row per held flit).
+
+        >>> r = RecentFlits(capacity=3)
+        >>> _ = r.add_one("f1", "a", 1.0, vector=[3.0, 4.0]); _ = r.add_one("f2", "a", 2.0)
+        >>> held, m = r.vectors_of(["f2", "f1"])
+        >>> held.tolist(), m.astype(float).round(2).tolist()
+        ([False, True], [[0.6, 0.8]])
+        """
+        get = self._vectors.get
+        vectors = [get(fid) for fid in flit_ids]
+        held = np.fromiter((v is not None for v in vectors), dtype=bool, count=len(vectors))
+        rows = [v for v in vectors if v is not None]
+        matrix = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        return held, matrix
+
     def author_flit_count(self, author_id: str) -> int:
         """How many of the held flits ``author_id`` wrote."""
         return self._per_author.get(author_id, 0)
+
+
+def unit_or_none(vector: Sequence[float] | np.ndarray) -> np.ndarray | None:
+    """The unit float32 vector the store and its cosines use, or None for one without a direction."""
+    return _unit(vector)
 
 
 def _unit(vector: Sequence[float] | np.ndarray) -> np.ndarray | None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import SOURCE_NAMES, CandidateBatch
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import Filter, FilterResult
 
@@ -41,3 +44,20 @@ class DuplicateFilter(Filter):
         kept = [c for i, c in enumerate(candidates) if i in winners]
         removed = [c for i, c in enumerate(candidates) if i not in winners]
         return FilterResult(kept, removed)
+
+    def filter_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> np.ndarray:
+        """One sort of the whole batch by (feed, flit, similarity descending, source rank, position):
+        the first row of each (feed, flit) group is the copy :meth:`filter` keeps."""
+        n = len(batch)
+        if n == 0:
+            return np.ones(0, dtype=bool)
+        unlisted = len(self._rank)
+        rank_of = np.array([self._rank.get(name, unlisted) for name in SOURCE_NAMES], dtype=np.int64)
+        # np.lexsort sorts by the last key first.
+        order = np.lexsort((np.arange(n), rank_of[batch.source], -batch.similarity, batch.flit, batch.query))
+        q, f = batch.query[order], batch.flit[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = (q[1:] != q[:-1]) | (f[1:] != f[:-1])
+        keep = np.zeros(n, dtype=bool)
+        keep[order[first]] = True
+        return keep

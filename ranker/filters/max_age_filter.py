@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
+
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import Filter, FilterResult, partition
 
@@ -24,3 +29,8 @@ class MaxAgeFilter(Filter):
         oldest = query.now - self.max_age_s
         newest = query.now + self.future_skew_s
         return partition(candidates, lambda c: not (oldest <= c.created_at <= newest))
+
+    def filter_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> np.ndarray:
+        now = batch.per_query(np.array([q.now for q in queries], dtype=np.float64))
+        # The same bounds as filter(), computed per row; a NaN time fails both comparisons and is dropped.
+        return (now - self.max_age_s <= batch.created_at) & (batch.created_at <= now + self.future_skew_s)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.features import feature_matrix
 from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import COLLABORATIVE, ENGAGEMENT, FRESHNESS, SIMILARITY
@@ -59,3 +62,34 @@ class ActionScorer(Scorer):
         for c, row, s in zip(candidates, list(X), scores.tolist()):
             c.features = row
             c.score = s
+
+    def score_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> None:
+        """The whole batch's feature matrix (the user-level features spread over each feed's rows) and
+        one model product. A feed with a non-finite score is scored by the prior, as :meth:`score`
+        does per request (and counted once per feed)."""
+        n = len(batch)
+        if n == 0:
+            return
+        zero = np.zeros(n)
+        comp = batch.components
+        stats = [self.affinity.user_stats(q.user_id) if self.affinity else (0.0, 0.0) for q in queries]
+        activity = batch.per_query(np.array([a for a, _ in stats], dtype=np.float64))
+        mainstream = batch.per_query(np.array([m for _, m in stats], dtype=np.float64))
+        cold = batch.per_query(np.fromiter((q.cold_start for q in queries), dtype=bool, count=len(queries)))
+        raw_co = np.maximum(batch.collaborative, 0.0)
+        X = feature_matrix(
+            similarity=comp.get(SIMILARITY, zero), author_affinity=batch.author_affinity,
+            tag_affinity=batch.tag_affinity, freshness=comp.get(FRESHNESS, zero), popularity=comp.get(ENGAGEMENT, zero),
+            co_engagement=comp.get(COLLABORATIVE, zero), co_engagement_abs=raw_co / (raw_co + CO_ENGAGEMENT_SATURATION),
+            cold_start=cold, activity=activity, mainstream=mainstream)
+        scores = self.model.score_many(X)
+        bad_rows = ~np.isfinite(scores)
+        if bad_rows.any():
+            bad = np.zeros(len(queries), dtype=bool)
+            bad[batch.query[bad_rows]] = True
+            self.fallbacks += int(bad.sum())
+            rows = bad[batch.query]
+            X[rows] = np.nan_to_num(X[rows], nan=0.0, posinf=0.0, neginf=0.0)  # a bad input feature counts as absent
+            scores[rows] = self.model.score_many(X[rows], prior=True)
+        batch.features = X
+        batch.score[:] = scores

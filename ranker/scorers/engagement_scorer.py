@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
+
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.params import ENGAGEMENT
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import Scorer
@@ -26,3 +31,7 @@ class EngagementScorer(Scorer):
         for c in candidates:
             e = c.engagement
             c.components[self.name] = e / (abs(e) + self.saturation)
+
+    def score_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> None:
+        e = batch.engagement
+        batch.components[self.name] = e / (np.abs(e) + self.saturation)

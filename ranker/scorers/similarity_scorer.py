@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
+
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.params import SIMILARITY
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import Scorer
@@ -21,3 +26,7 @@ class SimilarityScorer(Scorer):
         cold = query.cold_start
         for c in candidates:
             c.components[self.name] = 0.0 if cold else min(1.0, max(-1.0, c.similarity))
+
+    def score_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> None:
+        cold = np.fromiter((q.cold_start for q in queries), dtype=bool, count=len(queries))
+        batch.components[self.name] = np.where(batch.per_query(cold), 0.0, np.clip(batch.similarity, -1.0, 1.0))

@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import Selector
@@ -59,15 +60,9 @@ class DiversitySelector(Selector):
         ``(queries, candidates)`` matrix, so the cost of the greedy loop is paid once per batch, not
         once per feed (only an exploration draw and, with ``tag_decay < 1``, the tag bookkeeping of
         each pick remain per feed)."""
-        p = self.params
         pools = [_first_of_each_flit(cs) for cs in candidate_lists]
-        ks = np.array([min(q.k, len(pool)) for q, pool in zip(queries, pools)], dtype=np.int64)
         B = len(pools)
         C = max((len(pool) for pool in pools), default=0)
-        out: list[list[Candidate]] = [[] for _ in pools]
-        if B == 0 or C == 0 or ks.max(initial=0) <= 0:
-            return out
-
         base = np.zeros((B, C), dtype=np.float64)
         author_of = np.full((B, C), -1, dtype=np.int64)
         available = np.zeros((B, C), dtype=bool)
@@ -80,16 +75,90 @@ class DiversitySelector(Selector):
             available[b, :n] = True
             if self.author_flit_count is not None:
                 explorable[b, :n] = [self._explorable(query, c) for c in pool]
+        picks = self._greedy(queries, base, author_of, available, explorable,
+                             lambda b, j: pools[b][j].tags)
+        out: list[list[Candidate]] = []
+        for b, picked in enumerate(picks):
+            feed = []
+            for j, score, propensity, exploring in picked:
+                c = pools[b][j]
+                c.score = score
+                c.propensity = propensity
+                if exploring:
+                    c.source = EXPLORE
+                feed.append(c)
+            out.append(feed)
+        return out
+
+    def select_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> list[list[Candidate]]:
+        """:meth:`select_many` straight from the batch's columns: the ``(queries, candidates)`` matrices
+        are scattered from them with array operations; only each feed's ``k`` picks become
+        :class:`Candidate` objects."""
+        B = len(queries)
+        if len(batch) == 0 or B == 0:
+            return [[] for _ in queries]
+        # The first row of each flit per query (the duplicate filter normally left no other).
+        key = batch.query * len(batch.flit_ids) + batch.flit
+        _, first = np.unique(key, return_index=True)
+        rows = np.arange(len(batch)) if len(first) == len(batch) else np.sort(first)
+        query = batch.query[rows]
+        starts = np.searchsorted(query, np.arange(B + 1))
+        pos = np.arange(len(rows)) - starts[query]
+        C = int(pos.max()) + 1
+        base = np.zeros((B, C), dtype=np.float64)
+        author_of = np.full((B, C), -1, dtype=np.int64)
+        available = np.zeros((B, C), dtype=bool)
+        explorable = np.zeros((B, C), dtype=bool)
+        row_of = np.full((B, C), -1, dtype=np.int64)
+        base[query, pos] = batch.score[rows]
+        author_of[query, pos] = batch.author[rows]
+        available[query, pos] = True
+        row_of[query, pos] = rows
+        if self.author_flit_count is not None:
+            p = self.params
+            # Per distinct author, not per candidate: the same authors recur across the batch's feeds.
+            new_author = np.fromiter((self.author_flit_count(a) <= p.new_author_max_flits
+                                      for a in batch.author_ids.tolist()), dtype=bool, count=len(batch.author_ids))
+            now = np.array([q.now for q in queries], dtype=np.float64)
+            explorable[query, pos] = ((now[query] - batch.created_at[rows] <= p.exploration_max_age_s)
+                                      & new_author[batch.author[rows]])
+        picks = self._greedy(queries, base, author_of, available, explorable,
+                             lambda b, j: batch.tags[row_of[b, j]])
+        out: list[list[Candidate]] = []
+        for b, picked in enumerate(picks):
+            feed = []
+            for j, score, propensity, exploring in picked:
+                c = batch.candidate(int(row_of[b, j]))
+                c.score = score
+                c.propensity = propensity
+                if exploring:
+                    c.source = EXPLORE
+                feed.append(c)
+            out.append(feed)
+        return out
+
+    def _greedy(self, queries: Sequence[FeedQuery], base: np.ndarray, author_of: np.ndarray, available: np.ndarray,
+                explorable: np.ndarray, tags_of: Callable[[int, int], tuple[str, ...]]
+                ) -> list[list[tuple[int, float, float, bool]]]:
+        """The greedy picks of every feed over the ``(queries, candidates)`` matrices: per feed, in feed
+        order, ``(column, adjusted score, propensity, exploring)``. ``available`` marks the real
+        candidates (it is consumed)."""
+        p = self.params
+        B, C = base.shape
+        out: list[list[tuple[int, float, float, bool]]] = [[] for _ in range(B)]
+        ks = np.minimum(np.array([q.k for q in queries], dtype=np.int64), available.sum(axis=1))
+        if B == 0 or C == 0 or ks.max(initial=0) <= 0:
+            return out
         # Tag overlap only moves scores when tags decay (the default, 1.0, leaves it out entirely).
         track_tags = p.tag_decay != 1.0
         holders: list[dict[str, list[int]]] = []
-        picked_tags: list[set[str]] = [set() for _ in pools]
+        picked_tags: list[set[str]] = [set() for _ in range(B)]
         if track_tags:
-            for pool in pools:
+            for b in range(B):
                 h: dict[str, list[int]] = {}
-                for i, c in enumerate(pool):
-                    for tag in set(c.tags):
-                        h.setdefault(tag, []).append(i)
+                for j in np.flatnonzero(available[b]).tolist():
+                    for tag in set(tags_of(b, j)):
+                        h.setdefault(tag, []).append(j)
                 holders.append(h)
         rngs = [np.random.default_rng(_seed(q.user_id, q.trigger_id)) for q in queries]
         explore_needed = np.zeros(B, dtype=np.int64)
@@ -114,16 +183,11 @@ class DiversitySelector(Selector):
                         pick = int(eligible[rngs[b].integers(len(eligible))])
                         exploring, propensity = True, 1.0 / len(eligible)
                         picks[b] = pick
-                c = pools[b][pick]
-                c.score = float(adjusted[b, pick])
-                c.propensity = propensity
                 if explorable[b, pick] and explore_needed[b] > 0:
                     explore_needed[b] -= 1
-                if exploring:
-                    c.source = EXPLORE
-                out[b].append(c)
+                out[b].append((pick, float(adjusted[b, pick]), propensity, exploring))
                 if track_tags:
-                    for tag in set(c.tags) - picked_tags[b]:
+                    for tag in set(tags_of(b, pick)) - picked_tags[b]:
                         tag_overlap[b, holders[b][tag]] += 1
                         picked_tags[b].add(tag)
             picked = picks[active]

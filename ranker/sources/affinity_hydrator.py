@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import Hydrator
 
@@ -23,3 +26,15 @@ class AffinityHydrator(Hydrator):
                                                 [c.tags for c in candidates])
         for c, a, t in zip(candidates, authors, tags):
             c.author_affinity, c.tag_affinity = a, t
+
+    def hydrate_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> None:
+        """Each user's affinities are their own dicts: one :meth:`Affinity.pair_arrays` per query, over
+        that query's rows, written into the columns."""
+        starts = batch.bounds()
+        for i, query in enumerate(queries):
+            lo, hi = int(starts[i]), int(starts[i + 1])
+            if lo == hi:
+                continue
+            a, t = self.affinity.pair_arrays(query.user_id, batch.author_id[lo:hi].tolist(), batch.tags[lo:hi].tolist())
+            batch.author_affinity[lo:hi] = a
+            batch.tag_affinity[lo:hi] = t

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
+
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch, source_code
 from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlits
@@ -40,3 +45,20 @@ class CoEngagedSource(Source):
             out.append(Candidate(flit_id=flit.flit_id, author_id=flit.author_id, created_at=flit.created_at,
                                  source=self.name, collaborative=score, tags=flit.tags, lang=flit.lang))
         return out
+
+    def fetch_batch(self, queries: Sequence[FeedQuery]) -> CandidateBatch:
+        """Each user's top flits (one score vector each), as columns."""
+        rows: list[tuple[int, str, float]] = []
+        for i, query in enumerate(queries):
+            for flit_id, score in self.coengagement.top(query.user_id, self.limit, exclude=query.seen):
+                if flit_id in self.recent:
+                    rows.append((i, flit_id, score))
+        flits = [self.recent.get(f) for _, f, _ in rows]
+        n = len(rows)
+        return CandidateBatch.build(
+            query=np.fromiter((i for i, _, _ in rows), dtype=np.int64, count=n),
+            flit_id=[f.flit_id for f in flits], author_id=[f.author_id for f in flits],  # type: ignore[union-attr]
+            created_at=np.fromiter((f.created_at for f in flits), dtype=np.float64, count=n),  # type: ignore[union-attr]
+            source=np.full(n, source_code(self.name), dtype=np.int64),
+            tags=[f.tags for f in flits], lang=[f.lang for f in flits],  # type: ignore[union-attr]
+            collaborative=np.fromiter((s for _, _, s in rows), dtype=np.float64, count=n), n_queries=len(queries))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
+
+import numpy as np
 
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch, source_code
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlit, RecentFlits
@@ -22,6 +26,10 @@ class FreshPopularSource(Source):
     to popular flits; whatever they leave unused goes to fresh ones. A flit
     that is both is emitted once, as popular. Similarity is left at 0; the
     similarity hydrator fills it for users with a taste.
+
+    What it returns depends on nothing but ``query.now``, so :meth:`fetch_batch` fetches once per
+    distinct ``now`` of the batch (once, in the service: a batch is ranked at one time) and repeats
+    the rows for each feed.
     """
 
     name = "fresh_popular"
@@ -35,7 +43,26 @@ class FreshPopularSource(Source):
         self.popular_share = popular_share
 
     def fetch(self, query: FeedQuery) -> list[Candidate]:
-        min_created_at = None if self.max_age_s is None else query.now - self.max_age_s
+        return [_candidate(flit, source) for flit, source in self._flits(query.now)]
+
+    def fetch_batch(self, queries: Sequence[FeedQuery]) -> CandidateBatch:
+        parts = []
+        for now in dict.fromkeys(q.now for q in queries):
+            flits = self._flits(now)
+            of_now = [i for i, q in enumerate(queries) if q.now == now]
+            m = len(flits)
+            codes = np.array([source_code(source) for _, source in flits], dtype=np.int64)
+            parts.append(CandidateBatch.build(
+                query=np.repeat(np.array(of_now, dtype=np.int64), m),
+                flit_id=[f.flit_id for f, _ in flits] * len(of_now), author_id=[f.author_id for f, _ in flits] * len(of_now),
+                created_at=np.tile(np.array([f.created_at for f, _ in flits], dtype=np.float64), len(of_now)),
+                source=np.tile(codes, len(of_now)), tags=[f.tags for f, _ in flits] * len(of_now),
+                lang=[f.lang for f, _ in flits] * len(of_now), n_queries=len(queries)))
+        return CandidateBatch.concat(parts, len(queries))
+
+    def _flits(self, now: float) -> list[tuple[RecentFlit, str]]:
+        """The flits and their source (popular, fresh) for a feed at ``now``."""
+        min_created_at = None if self.max_age_s is None else now - self.max_age_s
 
         def eligible(flit_id: str) -> bool:
             # Popular flits must be in the recent store: it is where their
@@ -44,12 +71,12 @@ class FreshPopularSource(Source):
             return f is not None and (min_created_at is None or f.created_at >= min_created_at)
 
         n_popular = math.ceil(self.limit * self.popular_share)
-        out: list[Candidate] = []
+        out: list[tuple[RecentFlit, str]] = []
         taken: set[str] = set()
-        for flit_id, _ in self.engagement.top(n_popular, query.now, where=eligible):
+        for flit_id, _ in self.engagement.top(n_popular, now, where=eligible):
             flit = self.recent.get(flit_id)
             assert flit is not None
-            out.append(_candidate(flit, POPULAR))
+            out.append((flit, POPULAR))
             taken.add(flit_id)
         # Asking for the full limit leaves room for the newest flits that
         # popular already took and that are skipped here.
@@ -57,7 +84,7 @@ class FreshPopularSource(Source):
             if len(out) >= self.limit:
                 break
             if flit.flit_id not in taken:
-                out.append(_candidate(flit, FRESH))
+                out.append((flit, FRESH))
         return out
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from flitfeed.index.base import SearchFilter, VectorIndex
+import numpy as np
+
+from flitfeed.index.base import Hit, SearchFilter, VectorIndex
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch, source_code
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import Source
 
@@ -36,6 +39,24 @@ class VectorNeighboursSource(Source):
 
     def fetch_many(self, queries: Sequence[FeedQuery]) -> list[list[Candidate]]:
         """One batched search for the whole batch (one round trip to a Qdrant server instead of one each)."""
+        return [[Candidate(flit_id=h.flit_id, author_id=h.author_id, created_at=h.created_at, source=self.name,
+                           similarity=float(h.score), tags=tuple(h.tags), lang=h.lang) for h in hits]
+                for hits in self._search(queries)]
+
+    def fetch_batch(self, queries: Sequence[FeedQuery]) -> CandidateBatch:
+        """The same batched search, its hits turned straight into columns (no ``Candidate`` objects)."""
+        results = self._search(queries)
+        hits = [h for found in results for h in found]
+        n = len(hits)
+        return CandidateBatch.build(
+            query=np.repeat(np.arange(len(results)), [len(found) for found in results]),
+            flit_id=[h.flit_id for h in hits], author_id=[h.author_id for h in hits],
+            created_at=np.fromiter((h.created_at for h in hits), dtype=np.float64, count=n),
+            source=np.full(n, source_code(self.name), dtype=np.int64), tags=[tuple(h.tags) for h in hits],
+            lang=[h.lang for h in hits], similarity=np.fromiter((h.score for h in hits), dtype=np.float64, count=n),
+            n_queries=len(results))
+
+    def _search(self, queries: Sequence[FeedQuery]) -> list[list[Hit]]:
         tastes = []
         for query in queries:
             assert query.taste is not None  # enable() guarantees it
@@ -44,9 +65,7 @@ class VectorNeighboursSource(Source):
                                 exclude_flit_ids=self._pushed_seen(q.seen),
                                 min_created_at=None if self.max_age_s is None else q.now - self.max_age_s)
                    for q in queries]
-        return [[Candidate(flit_id=h.flit_id, author_id=h.author_id, created_at=h.created_at, source=self.name,
-                           similarity=float(h.score), tags=tuple(h.tags), lang=h.lang) for h in hits]
-                for hits in self.index.search_many(tastes, self.limit, filters)]
+        return self.index.search_many(tastes, self.limit, filters)
 
     def _pushed_seen(self, seen: frozenset[str]) -> frozenset[str]:
         if len(seen) <= self.max_pushed_seen:
