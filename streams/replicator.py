@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from flitfeed.index.base import VectorIndex
 from flitfeed.index.versions import VersionGate
-from flitfeed.kafka.config import client_config, consumer_config
+from flitfeed.kafka.config import INSTANCE_HEADER, client_config, consumer_config
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
 from flitfeed.startup import kafka_call
@@ -97,6 +97,25 @@ class FlitVectorReplicator:
         self._consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in partitions])
         self._at_end: set[int] = set()
         self._n_partitions = len(partitions)
+        # One index write per flit per process: a record this very process published (its instance, at an
+        # offset past the log end when it started) was written to its index by the agent that embedded it.
+        # Records of an earlier life of the same instance are applied: the index may have been rebuilt since.
+        self._instance = settings.instance().encode()
+        self._born = self._log_end() if write_index else {}
+
+    def _log_end(self) -> dict[int, int]:
+        def ask() -> dict[int, int]:
+            futures = self._admin.list_offsets({TopicPartition(self._topic, p): OffsetSpec.latest()
+                                                for p in range(self._n_partitions)}, request_timeout=30)
+            return {tp.partition: f.result().offset for tp, f in futures.items()}
+
+        return kafka_call(ask, what=f"end offsets of {self._topic}")
+
+    def _own(self, m: Any) -> bool:
+        """Whether this process published ``m`` (so its agent already wrote the point)."""
+        if m.offset() < self._born.get(m.partition(), 1 << 62):
+            return False
+        return any(k == INSTANCE_HEADER and v == self._instance for k, v in (m.headers() or ()))
 
     def _load_offsets(self) -> dict[int, int]:
         try:
@@ -176,7 +195,7 @@ class FlitVectorReplicator:
                 continue
             if self._on_flit is not None:
                 self._on_flit(record)
-            if fresh_offset:
+            if fresh_offset and not self._own(m):
                 fresh.append(record)
         if fresh and not self._write_index:
             return 0

@@ -116,8 +116,11 @@ def test_close_waits_for_a_fetch_still_under_way() -> None:
 class Message:
     """A consumed ``flit-vectors`` record as confluent-kafka hands it over."""
 
-    def __init__(self, offset: int, value: bytes, key: bytes | None = None) -> None:
-        self._offset, self._value, self._key = offset, value, key
+    def __init__(self, offset: int, value: bytes, key: bytes | None = None, instance: bytes | None = None) -> None:
+        self._offset, self._value, self._key, self._instance = offset, value, key, instance
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return None if self._instance is None else [("flitfeed-instance", self._instance)]
 
     def error(self) -> None:
         return None
@@ -146,7 +149,8 @@ class RecordingIndex:
         return len(self.points)
 
 
-def replica_without_kafka(index: RecordingIndex, serving: str | None = None, offsets_path: Any = None) -> Any:
+def replica_without_kafka(index: RecordingIndex, serving: str | None = None, offsets_path: Any = None,
+                          born: dict[int, int] | None = None) -> Any:
     """A :class:`FlitVectorReplicator` whose consumer was never opened: only :meth:`apply_many` is used."""
     from prometheus_client import CollectorRegistry
 
@@ -157,7 +161,8 @@ def replica_without_kafka(index: RecordingIndex, serving: str | None = None, off
     replica = FlitVectorReplicator.__new__(FlitVectorReplicator)
     replica.__dict__.update(_topic="flit-vectors", _index=index, _write_index=True, _on_flit=None,
                             _offsets_path=offsets_path, _saved_at=0.0, _at_end=set(), _n_partitions=1,
-                            _metrics=Metrics("worker", registry=CollectorRegistry()), gate=VersionGate(serving))
+                            _metrics=Metrics("worker", registry=CollectorRegistry()), gate=VersionGate(serving),
+                            _instance=b"worker-1", _born=born or {})
     replica._applied = replica._load_offsets()
     return replica
 
@@ -224,3 +229,17 @@ def test_undecodable_flit_vector_records_are_skipped_and_the_rest_applied() -> N
                                   Message(3, b'{"flit": {}}'), Message(4, good)])
     assert written == 1 and [p.flit_id for p in index.points] == ["f1"]
     assert replica.position() == {0: 5}
+
+
+def test_a_flit_this_process_embedded_is_written_to_its_index_once() -> None:
+    """The embedding agent wrote it; the replica skips it. An earlier life's records (before the log end at
+    start-up) are applied: the index may have been rebuilt since."""
+    index = RecordingIndex()
+    replica = replica_without_kafka(index, born={0: 2})
+    messages = [Message(0, vector_record("old-own", "m", [1.0, 0.0]), key=b"old-own", instance=b"worker-1"),
+                Message(1, vector_record("other", "m", [1.0, 0.0]), key=b"other", instance=b"worker-2"),
+                Message(2, vector_record("own", "m", [1.0, 0.0]), key=b"own", instance=b"worker-1"),
+                Message(3, vector_record("other-2", "m", [1.0, 0.0]), key=b"other-2", instance=b"worker-2")]
+    assert replica.apply_many(messages) == 3
+    assert [p.flit_id for p in index.points] == ["old-own", "other", "other-2"]
+    assert replica.position() == {0: 4}
