@@ -1,6 +1,7 @@
 """Vector index: upsert rate, search latency and recall@10 against exact search, memory, freshness, indexing schedule.
 
-``python -m benchmarks.index [--quick] [--json PATH] [--sizes 100000] [--real N] [--configs a,b]``
+``python -m benchmarks.index [--quick] [--json PATH] [--sizes 100000] [--real N] [--configs a,b]
+[--qdrant-server | --qdrant-url URL]``
 
 Corpus: real embeddings of demo-world flit texts (:mod:`benchmarks.corpus`,
 cached); above ``--real`` points (default: all of them) the rest are derived
@@ -19,6 +20,13 @@ from the real ones, see there. Queries: real embeddings of 200 held-out flits
 * ``edge-hnsw-sq-disk``: the same search, with the original vectors and the
   payloads in memory-mapped files (``on_disk``) so only the int8 copies and
   the graph must stay in RAM; optimized inline.
+* ``qdrant-server`` (with ``--qdrant-server`` or ``--qdrant-url``): the server backend,
+  :class:`~flitfeed.index.server.ServerIndex` over HTTP as the services use it, on a Qdrant server: one
+  started from the binary the tests use (``--qdrant-server``: ``$QDRANT_BIN`` or ``../shared/bin/qdrant``,
+  v1.19.0, storage in a temporary folder) or one already running (``--qdrant-url``). The server builds its
+  HNSW graph in the background: ``optimize_s`` is the time from the last upsert until the collection is
+  green with every vector indexed, searched meanwhile like the Edge rows; memory is the server process's
+  RSS growth (only when this benchmark started it) and disk its collection folder.
 
 Per row: upserts/s, search p50/p99, recall@10 vs exact, memory per million
 flits, and how long a new flit takes to be searchable (upsert → found as its
@@ -40,6 +48,7 @@ beside them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import shutil
@@ -57,6 +66,7 @@ from benchmarks.corpus import Corpus
 from flitfeed.index.base import IndexedFlit
 from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.edge_optimizer import optimize_copy, snapshot_copy
+from flitfeed.index.server import ServerIndex
 
 log = logging.getLogger("benchmarks.index")
 K = 10
@@ -136,12 +146,19 @@ def serving_memory(path: Path, dim: int, options: dict[str, Any], queries: np.nd
             "serving_search_p50_ms": got["p50_ms"], "serving_search_p99_ms": got["p99_ms"]}
 
 
+def process_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def flits(vectors: np.ndarray, start: int = 0) -> list[IndexedFlit]:
     return [IndexedFlit(f"f{start + i}", f"a{(start + i) % 997}", 1.7e9 + start + i, v)
             for i, v in enumerate(vectors)]
 
 
-def search_rows(index: EdgeIndex, queries: np.ndarray, truth: list[set[int]]) -> dict[str, Any]:
+def search_rows(index: EdgeIndex | ServerIndex, queries: np.ndarray, truth: list[set[int]]) -> dict[str, Any]:
     latencies, recalls = [], []
     for q, want in zip(queries, truth):
         t0 = time.perf_counter()
@@ -153,7 +170,7 @@ def search_rows(index: EdgeIndex, queries: np.ndarray, truth: list[set[int]]) ->
             f"recall@{K}": round(statistics.fmean(recalls), 4)}
 
 
-def searchable_after(index: EdgeIndex, vectors: np.ndarray, start: int) -> dict[str, float]:
+def searchable_after(index: EdgeIndex | ServerIndex, vectors: np.ndarray, start: int) -> dict[str, float]:
     """Upsert new flits one by one; time until each is its own nearest neighbour."""
     waits = []
     for i, point in enumerate(flits(vectors, start)):
@@ -168,12 +185,12 @@ def searchable_after(index: EdgeIndex, vectors: np.ndarray, start: int) -> dict[
 class SearchLoad:
     """A thread searching continuously: what a ranker does while the index is being optimized."""
 
-    def __init__(self, index: EdgeIndex, queries: np.ndarray) -> None:
+    def __init__(self, index: EdgeIndex | ServerIndex, queries: np.ndarray) -> None:
         self.latencies: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(index, queries), daemon=True)
 
-    def _run(self, index: EdgeIndex, queries: np.ndarray) -> None:
+    def _run(self, index: EdgeIndex | ServerIndex, queries: np.ndarray) -> None:
         i = 0
         while not self._stop.is_set():
             t0 = time.perf_counter()
@@ -192,7 +209,7 @@ class SearchLoad:
 
 
 def bench_size(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, work: Path, threshold_kb: int | None,
-               label: str, configs: set[str]) -> list[dict[str, Any]]:
+               label: str, configs: set[str], qdrant: QdrantTarget | None = None) -> list[dict[str, Any]]:
     n = len(corpus.vectors)
     truth, exact_lat = exact_topk(corpus.vectors, queries)
     rows: list[dict[str, Any]] = [{"corpus": label, "n": n, "config": "exact-numpy",
@@ -243,7 +260,80 @@ def bench_size(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, work: Pat
         row.update(serving_memory(path, corpus.vectors.shape[1], options, queries, n))
         rows.append(row)
         shutil.rmtree(path, ignore_errors=True)
+    if qdrant is not None:
+        rows.append(bench_server(corpus, queries, fresh, truth, qdrant, threshold_kb, label))
     return rows
+
+
+class QdrantTarget:
+    """The Qdrant server the ``qdrant-server`` row measures: its URL, and its pid and storage if started here."""
+
+    def __init__(self, url: str, pid: int | None = None, storage: Path | None = None) -> None:
+        self.url, self.pid, self.storage = url, pid, storage
+
+
+def wait_indexed(url: str, collection: str, n: int, timeout_s: float = 3600.0) -> None:
+    """Until the server has built its graph over all ``n`` points (status green, every vector indexed)."""
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qm
+
+    client = QdrantClient(url=url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            info = client.get_collection(collection)
+            if info.status == qm.CollectionStatus.GREEN and (info.indexed_vectors_count or 0) >= n:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{collection}: {info.indexed_vectors_count} of {n} vectors indexed "
+                                   f"after {timeout_s:.0f}s (status {info.status})")
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+
+def bench_server(corpus: Corpus, queries: np.ndarray, fresh: np.ndarray, truth: list[set[int]],
+                 target: QdrantTarget, threshold_kb: int | None, label: str) -> dict[str, Any]:
+    """The ``qdrant-server`` row: the same measurements as the Edge rows, through ServerIndex."""
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as qm
+
+    n, dim = corpus.vectors.shape
+    collection = f"bench-{n}-{int(time.time())}"
+    admin = QdrantClient(url=target.url)
+    index = ServerIndex(target.url, collection, dim, timeout=600)
+    try:
+        if threshold_kb is not None:  # quick mode: build the graph at a few thousand points, as Edge does
+            admin.update_collection(collection, optimizers_config=qm.OptimizersConfigDiff(
+                indexing_threshold=threshold_kb))
+        rss0 = process_rss_mib(target.pid) if target.pid else None
+        log.info("qdrant-server: upserting %d flits to %s", n, target.url)
+        with Timer() as up:
+            batch = 4096
+            for start in range(0, n, batch):
+                index.upsert_many(flits(corpus.vectors[start : start + batch], start))
+        row: dict[str, Any] = {"corpus": label, "n": n, "config": "qdrant-server", "upserts_per_s": round(n / up.seconds),
+                               "optimize_schedule": "server"}
+        log.info("qdrant-server: %d upserts/s; waiting for the server to index them", row["upserts_per_s"])
+        with SearchLoad(index, queries) as load:
+            with Timer() as opt:
+                wait_indexed(target.url, collection, n if threshold_kb is not None or n > 20_000 else 0)
+        row["optimize_s"] = round(opt.seconds, 1)
+        during = percentiles(load.latencies)
+        row["search_during_optimize_p99_ms"] = during["p99_ms"]
+        row["search_during_optimize_max_ms"] = during["max_ms"]
+        row["searches_during_optimize"] = len(load.latencies)
+        row.update(search_rows(index, queries, truth))
+        if rss0 is not None and target.pid:
+            row["mem_mib_per_1M"] = round((process_rss_mib(target.pid) - rss0) / n * 1e6, 1)
+        if target.storage is not None:
+            row["disk_mib_per_1M"] = round(dir_mib(target.storage / "collections" / collection) / n * 1e6, 1)
+        row.update(searchable_after(index, fresh, start=n))
+        return row
+    finally:
+        index.close()
+        admin.delete_collection(collection)
+        admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,8 +343,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="real embeddings in the corpus; points beyond are derived (default: all real)")
     parser.add_argument("--calibrate", action="store_true",
                         help="also run the largest real size with a corpus derived from a tenth of it")
+    parser.add_argument("--flits", dest="sizes", help="the same as --sizes")
     parser.add_argument("--configs", default=",".join(c for c, _, _ in CONFIGS),
                         help="Qdrant Edge configurations to measure (exact-numpy always runs)")
+    server = parser.add_mutually_exclusive_group()
+    server.add_argument("--qdrant-server", action="store_true",
+                        help="also measure the server backend on a Qdrant server started from $QDRANT_BIN "
+                             "(default ../shared/bin/qdrant)")
+    server.add_argument("--qdrant-url", default=None, help="also measure the server backend on this running server")
     args = parser.parse_args(argv)
     setup_logging()
     configs = {c for c in args.configs.split(",") if c}
@@ -270,11 +366,26 @@ def main(argv: list[str] | None = None) -> int:
     held_out = make_corpus(200 + 50, seed=12).vectors
     queries, fresh = held_out[:200], held_out[200:]
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="flitfeed-bench-index-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="flitfeed-bench-index-") as tmp, \
+            contextlib.ExitStack() as stack:
+        qdrant = None
+        if args.qdrant_url:
+            qdrant = QdrantTarget(args.qdrant_url)
+        elif args.qdrant_server:
+            # The test helper (the server binary is a test and benchmark dependency, never the product's).
+            from tests.qdrant_server import QdrantServer, qdrant_binary
+
+            binary = qdrant_binary()
+            if binary is None:
+                parser.error("no Qdrant server binary: set QDRANT_BIN, or use --qdrant-url")
+            server = stack.enter_context(QdrantServer(Path(tmp) / "qdrant", binary=binary))
+            log.info("started Qdrant %s on %s", binary, server.url)
+            assert server.proc is not None
+            qdrant = QdrantTarget(server.url, server.proc.pid, server.workdir / "storage")
         for n in sizes:
             corpus = base.with_derived(n, seed=n)
             label = "real" if corpus.n_real == n else f"{corpus.n_real} real + {n - corpus.n_real} derived"
-            rows += bench_size(corpus, queries, fresh, Path(tmp), threshold_kb, label, configs)
+            rows += bench_size(corpus, queries, fresh, Path(tmp), threshold_kb, label, configs, qdrant)
         if args.calibrate:
             n = min(max(sizes), n_real)
             derived = Corpus(base.vectors[: n // 10], base.topics[: n // 10], n // 10, base.model_version)
@@ -283,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"Index: {base.model_version} embeddings, top-{K}, 200 queries", rows)
     if args.json:
         write_json(args.json, "index", {"quick": args.quick, "sizes": sizes, "real": n_real,
-                                        "calibrate": args.calibrate, "configs": sorted(configs)}, rows)
+                                        "calibrate": args.calibrate, "configs": sorted(configs),
+                                        "qdrant_server": bool(args.qdrant_server or args.qdrant_url)}, rows)
     return 0
 
 

@@ -53,6 +53,10 @@ _point_id = functools.lru_cache(maxsize=1 << 15)(point_id)
 __all__ = ["IndexRefused", "ServerIndex"]
 
 log = logging.getLogger(__name__)
+# qdrant-client's HTTP transport logs every request at INFO (a line per search and upsert); a service
+# asked for INFO wants its own lines. Left alone when the level was set on purpose.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _T = TypeVar("_T")
 

@@ -222,3 +222,21 @@ def test_tls_with_a_wrong_key_is_refused_and_the_key_is_not_shown(tls_server: Qd
         ServerIndex(tls_server.url, "tls", DIM, api_key="not-the-key", ca_file=qdrant_tls.ca)
     assert "API key" in str(info.value)
     assert "not-the-key" not in str(info.value) and SECRET not in str(info.value)
+
+
+def test_index_benchmark_measures_the_server_beside_edge(tmp_path: Path) -> None:
+    """``benchmarks.index --qdrant-server`` (BENCHMARKS.md, issue 17) at a tiny size: both rows, real recall."""
+    import json
+
+    from benchmarks import index as bench
+    from tests.qdrant_server import qdrant_binary_or_skip
+
+    qdrant_binary_or_skip()
+    out = tmp_path / "index-server-quick.json"
+    assert bench.main(["--quick", "--flits", "600", "--configs", "edge-hnsw", "--qdrant-server", "--json", str(out)]) == 0
+    rows = {r["config"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"edge-hnsw", "qdrant-server"} <= set(rows)
+    server = rows["qdrant-server"]
+    assert server["upserts_per_s"] > 0 and server["search_p99_ms"] >= server["search_p50_ms"] > 0
+    assert server["recall@10"] > 0.8
+    assert server["disk_mib_per_1M"] > 0  # the collection folder of the server this run started
