@@ -45,6 +45,7 @@ from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
 from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.batching import FeedJob, coalesce
+from flitfeed.ranker.commits import CommitTracker, TrackedProducer
 from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feedback_loop import FeedbackLoop
@@ -148,7 +149,10 @@ class RankerService:
         self.states: dict[int, dict[str, HeldState]] = {}
         self._t = {name: settings.topic(name) for name in
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
-        self.producer = Producer(producer_config(settings))
+        # Every record a poll's inputs lead to counts towards that poll's batch; its offsets are committed
+        # once they are all delivered (ranker/commits.py), without stopping the loop to flush.
+        self.producer = TrackedProducer(Producer(producer_config(settings)))
+        self.commits = CommitTracker()
         self.instance = settings.instance()
         self._headers = instance_headers(settings)
         self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers)
@@ -225,6 +229,13 @@ class RankerService:
         self.metrics.health.ready("partitions_assigned")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # What was served for these partitions is committed before the next owner reads from the commit.
+        try:
+            self.producer.flush(10)
+            self._commit_ready(asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit at revocation failed; the next owner may serve some inputs again",
+                        extra={"error": str(exc)[:200]})
         for tp in partitions:
             if tp.topic == self._t[TOPIC_USER_STATES]:
                 self.states.pop(tp.partition, None)
@@ -292,6 +303,31 @@ class RankerService:
         self.feedback.learn()
         self.feedback.expire(self.now())
         messages = self.consumer.consume(num_messages=200, timeout=timeout)
+        consumed = [m for m in messages if m.error() is None]
+        batch = self.commits.open({(m.topic(), m.partition()): m.offset() + 1 for m in consumed}) if consumed else None
+        self.producer.batch = batch
+        try:
+            published = self._handle(messages)
+        finally:
+            self.producer.batch = None
+            if batch is not None:
+                self.commits.close(batch)
+        self.producer.poll(0)  # delivery reports: they complete batches
+        self._commit_ready()
+        self.metrics.users.labels(service=self.metrics.service).set(self.user_count())
+        self._monitor()
+        return published
+
+    def _commit_ready(self, asynchronous: bool = True) -> None:
+        """Commit the offsets of the batches whose records are all delivered (raises DeliveryFailed at one
+        that was refused: the ranker stops, and a restart reads those inputs again)."""
+        offsets = self.commits.ready()
+        if offsets:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                 asynchronous=asynchronous)
+
+    def _handle(self, messages: list) -> int:
+        """A poll's messages: apply the user states and requests, then build and publish their feeds."""
         if any(m.error() is None and m.topic() == self._t[TOPIC_USER_STATES] for m in messages):
             if not self.replicator.catch_up():
                 log.warning("flit-vectors replica still behind; building feeds from what it has")
@@ -311,20 +347,7 @@ class RankerService:
                 continue
             if job is not None:
                 jobs.append(job)
-        published = self._build_and_publish(coalesce(jobs))
-        # Only error events (a broker going away) leave nothing to flush or commit, and committing
-        # before anything was consumed raises "no offset stored".
-        if any(m.error() is None for m in messages):
-            with self.metrics.time_stage("publish"):
-                undelivered = self.producer.flush(10)
-            if undelivered:
-                # Not committing means these inputs are consumed again after a restart: no feed is lost.
-                log.error("feeds not delivered; offsets not committed", extra={"undelivered": undelivered})
-            else:
-                self.consumer.commit(asynchronous=True)
-        self.metrics.users.labels(service=self.metrics.service).set(self.user_count())
-        self._monitor()
-        return published
+        return self._build_and_publish(coalesce(jobs))
 
     def _monitor(self) -> None:
         """Liveness beat every step; readiness and the slower gauges every ``monitoring_interval_s``."""
@@ -437,13 +460,7 @@ class RankerService:
         self.feedback.maybe_snapshot(self.instance, force=True)
         if self.producer.flush(10) != 0:
             log.error("feeds not delivered at shutdown; offsets left uncommitted")
-            return
-        try:
-            self.consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError._NO_OFFSET:
-                return  # nothing consumed since the last commit
-            raise
+        self._commit_ready(asynchronous=False)
 
     def close(self) -> None:
         if self.rebuilder is not None:
