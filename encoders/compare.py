@@ -47,16 +47,17 @@ import math
 import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 
+from flitfeed.kafka.reading import read_partition, watermarks
+from flitfeed.progress import Progress
 from flitfeed.settings import TOPIC_FLITS, Settings
 
-__all__ = ["LogSample", "Progress", "linear_cka", "nearest_neighbours", "pairwise_similarity_correlation",
+__all__ = ["LogSample", "linear_cka", "nearest_neighbours", "pairwise_similarity_correlation",
            "read_recent_flits", "run_compare", "similarity_spread", "stream_drift", "tail_ranges",
            "timed_encode", "topk_overlap", "verdict"]
 
@@ -298,56 +299,7 @@ def timed_encode(encoder: Any, texts: Sequence[str], batch_size: int,
 
 
 # --------------------------------------------------------------------------------------------------------
-# Progress on stderr
-
-
-class Progress:
-    """A progress line on stderr: redrawn in place on a terminal, else one line per tenth (a log file).
-
-    >>> import io
-    >>> out = io.StringIO()
-    >>> p = Progress("embedding", 4, out)
-    >>> for i in range(1, 5): p.update(i)
-    >>> p.finish()
-    >>> out.getvalue().splitlines()[-1].startswith("embedding: 4/4 (100%)")
-    True
-    """
-
-    def __init__(self, label: str, total: int, stream: TextIO | None = None, unit: str = "texts") -> None:
-        self.label, self.total, self.unit = label, max(0, total), unit
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.began = time.perf_counter()
-        self.done = 0
-        self._shown_tenth = -1
-        self._finished = False
-
-    def _line(self) -> str:
-        share = self.done / self.total if self.total else 1.0
-        elapsed = time.perf_counter() - self.began
-        rate = f", {self.done / elapsed:,.0f} {self.unit}/s" if elapsed > 0 and self.done else ""
-        bar = "#" * int(share * 24)
-        return f"{self.label}: {self.done:,}/{self.total:,} ({share:.0%}) [{bar:<24}]{rate}"
-
-    def update(self, done: int) -> None:
-        self.done = min(done, self.total) if self.total else done
-        if self.tty:
-            self.stream.write("\r" + self._line())
-            self.stream.flush()
-            return
-        tenth = int(10 * self.done / self.total) if self.total else 10
-        if tenth > self._shown_tenth and tenth < 10:
-            self._shown_tenth = tenth
-            self.stream.write(self._line() + "\n")
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self.done = self.total
-        self.stream.write(("\r" if self.tty else "") + self._line() + f" in {time.perf_counter() - self.began:.1f} s\n")
-        self.stream.flush()
+# Status on stderr (progress lines: flitfeed/progress.py)
 
 
 def say(line: str) -> None:
@@ -373,73 +325,21 @@ class LogSample:
     superseded: int = 0
 
 
-def log_ranges(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
-    """partition → (low, high) watermarks of ``topic`` as the broker has them now; ``{}`` when the
-    topic does not exist (asked through the cluster's topic list, which never creates it)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from flitfeed.kafka.config import consumer_config
-    from flitfeed.startup import kafka_call
-
-    reader = Consumer(consumer_config(settings, group_id=f"flitfeed-versions-compare-{uuid.uuid4().hex[:8]}"))
-    try:
-        meta = kafka_call(lambda: reader.list_topics(timeout=10), what="the cluster's topics")
-        if topic not in meta.topics:
-            return {}
-        out = {}
-        for p in sorted(meta.topics[topic].partitions):
-            low, high = kafka_call(lambda: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
-                                   what=f"offsets of {topic}[{p}]")
-            out[p] = (low, high)
-        return out
-    finally:
-        reader.close()
-
-
-def read_values(settings: Settings, topic: str, partition: int, start: int, end: int,
-                timeout_s: float = 120.0) -> Iterable[bytes | None]:
-    """The values of ``topic[partition]`` at offsets ``start`` up to ``end`` (exclusive), in order.
-
-    :func:`flitfeed.kafka.reading.read_partition` reads from a partition's start (or a time); the
-    newest records by offset need a start offset, hence this loop (same consumer settings, nothing
-    committed).
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    from flitfeed.kafka.config import consumer_config
-
-    reader = Consumer(consumer_config(settings, group_id=f"flitfeed-versions-compare-{uuid.uuid4().hex[:8]}"))
-    try:
-        tp = TopicPartition(topic, partition, start)
-        reader.assign([tp])
-        deadline = time.monotonic() + timeout_s
-        position = start
-        while position < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}[{partition}] not read up to offset {end} within {timeout_s:.0f} s")
-            for m in reader.consume(num_messages=1000, timeout=0.5):
-                if m.error() is None and m.offset() < end:
-                    position = m.offset() + 1
-                    yield m.value()
-            # Compacted or aborted records leave gaps: the consumer's position says how far it got.
-            position = max(position, reader.position([TopicPartition(topic, partition)])[0].offset)
-    finally:
-        reader.close()
-
-
 def read_recent_flits(settings: Settings, n: int, progress_stream: TextIO | None = None) -> LogSample:
     """The newest ``n`` records of the ``flits`` topic (newest by offset per partition, in proportion to
     each partition's size), decoded and checked as the worker does, oldest first by ``created_at``."""
     from flitfeed.streams.events import DecodeError, decode_flit
 
     topic = settings.topic(TOPIC_FLITS)
-    sample = LogSample(topic=topic, ranges=tail_ranges(log_ranges(settings, topic), n))
+    sample = LogSample(topic=topic, ranges=tail_ranges(watermarks(settings, topic), n))
     total = sum(high - start for start, high in sample.ranges.values())
     progress = Progress(f"reading {topic}", total, progress_stream, unit="records")
     latest: dict[str, tuple[Any, int, int]] = {}
     now = time.time()
     for p, (start, high) in sample.ranges.items():
-        for offset, value in enumerate(read_values(settings, topic, p, start, high), start):
+        for m in read_partition(settings, topic, p, start=start, until=high, timeout_s=120,
+                                group_id=f"{settings.app_id}-versions-compare-unused"):
+            offset, value = m.offset(), m.value()
             sample.records += 1
             progress.update(sample.records)
             try:
@@ -691,7 +591,8 @@ def run_compare(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
     sides = [_load("old", old_spec, settings), _load("new", args.model, settings)]
     batch = settings.encoder_batch_size
     for side in sides:
-        progress = Progress(f"embedding with the {side.role} model ({side.encoder.model_version})", len(texts))
+        progress = Progress(f"embedding with the {side.role} model ({side.encoder.model_version})", len(texts),
+                            unit="texts")
         side.vectors, side.texts_per_s = timed_encode(side.encoder, texts, batch, progress)
 
     say("comparing the two spaces")

@@ -57,8 +57,11 @@ class Progress:
             self.stream.flush()
 
     def finish(self) -> None:
+        """The last line: all done, and how long it took."""
         if self._finished:
             return
         self._finished = True
-        self.stream.write(("\r" if self.tty else "") + self.line() + "\n")
+        self.done = max(self.done, self.total)
+        took = time.perf_counter() - self.began
+        self.stream.write(("\r" if self.tty else "") + self.line() + f" in {took:.1f} s\n")
         self.stream.flush()

@@ -25,17 +25,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping, TextIO
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.index.versions import (VersionError, begin_build, catalog_with_live, entry, mark_ready,
                                      record_progress, vector_records)
-from flitfeed.kafka.config import consumer_config, instance_headers, producer_config
-from flitfeed.kafka.reading import read_partition
+from flitfeed.kafka.config import instance_headers, producer_config
+from flitfeed.kafka.reading import read_partition, watermarks
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.progress import Progress
 from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, Settings
-from flitfeed.startup import kafka_call
 from flitfeed.streams.embedding import flit_text
 from flitfeed.streams.events import DecodeError, Flit, VersionCatalog, decode_flit
 from flitfeed.streams.version_log import read_catalog, write_catalog
@@ -89,17 +88,11 @@ def decode_for_reembed(value: bytes | None, produced_at_s: float, settings: Sett
 
 
 def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
-    topic = settings.topic(TOPIC_FLITS)
-    probe = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-reembed-unused"))
-    try:
-        meta = kafka_call(lambda: probe.list_topics(timeout=10), what="topic metadata")
-        if topic not in meta.topics:
-            raise VersionError(f"topic {topic} does not exist: nothing to re-embed (run `flitfeed topics create`)")
-        return {p: kafka_call(lambda p=p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
-                              what=f"offsets of {topic}[{p}]")
-                for p in sorted(meta.topics[topic].partitions)}
-    finally:
-        probe.close()
+    found = watermarks(settings, settings.topic(TOPIC_FLITS))
+    if not found:
+        raise VersionError(f"topic {settings.topic(TOPIC_FLITS)} does not exist: nothing to re-embed "
+                           "(run `flitfeed topics create`)")
+    return found
 
 
 def workers_not_following(settings: Settings, version: str) -> set[str]:

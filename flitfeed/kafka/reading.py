@@ -17,6 +17,21 @@ from flitfeed.settings import Settings
 from flitfeed.startup import kafka_call
 
 
+def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    """partition → ``(low, high)`` offsets of ``topic`` now; ``{}`` when the topic does not exist (asked through
+    the cluster's topic list: asking for one topic by name may auto-create it)."""
+    probe = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-watermarks-unused"))
+    try:
+        meta = kafka_call(lambda: probe.list_topics(timeout=10), what="the cluster's topics")
+        if topic not in meta.topics:
+            return {}
+        return {p: kafka_call(lambda p=p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
+                              what=f"offsets of {topic}[{p}]")
+                for p in sorted(meta.topics[topic].partitions)}
+    finally:
+        probe.close()
+
+
 def read_partition(settings: Settings, topic: str, partition: int, *, group_id: str,
                    since_ms: int | None = None, until: int | None = None, start: int | None = None,
                    timeout_s: float = 60.0) -> Iterator[Message]:

@@ -1,6 +1,6 @@
 """``flitfeed versions compare``: the comparison's pure functions, and the command on an in-memory log.
 
-The log is faked at the two functions that talk to the broker (``log_ranges``, ``read_values``); the
+The log is faked at the two functions that talk to the broker (``watermarks``, ``read_partition``); the
 models are the hashing encoder (the real one, 384-d) and, where two different models are needed, a
 64-d hashing encoder standing in for ``--model static`` (so no model is built here; the integration
 test and BENCHMARKS.md run the real ones).
@@ -20,10 +20,11 @@ import pytest
 from flitfeed import cli
 from flitfeed.encoders import compare
 from flitfeed.encoders import factory
-from flitfeed.encoders.compare import (Progress, linear_cka, nearest_neighbours, pairwise_similarity_correlation,
+from flitfeed.encoders.compare import (linear_cka, nearest_neighbours, pairwise_similarity_correlation,
                                        similarity_spread, stream_drift, tail_ranges, timed_encode, topk_overlap,
                                        verdict)
 from flitfeed.encoders.hashing import HashingEncoder
+from flitfeed.progress import Progress
 from flitfeed.monitoring.drift import EmbeddingDrift
 from flitfeed.streams.events import Flit
 from tests.unit.evaluation.test_evaluation_replay import write_movielens
@@ -266,9 +267,24 @@ class FakeLog:
         assert topic == settings.topic("flits")
         return {p: (0, len(values)) for p, values in self.partitions.items()}
 
-    def values(self, settings, topic: str, partition: int, start: int, end: int) -> Iterable[bytes | None]:  # noqa: ANN001
-        self.read.append((partition, start, end))
-        return iter(self.partitions[partition][start:end])
+    def read_partition(self, settings, topic: str, partition: int, *, start: int, until: int,  # noqa: ANN001
+                       **_: object) -> Iterable[Record]:
+        self.read.append((partition, start, until))
+        return iter([Record(offset, value) for offset, value in
+                     enumerate(self.partitions[partition][start:until], start)])
+
+
+class Record:
+    """A consumed message, as far as the command reads one."""
+
+    def __init__(self, offset: int, value: bytes | None) -> None:
+        self._offset, self._value = offset, value
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
 
 
 def _log(n_per_partition: int = 60, partitions: int = 3) -> FakeLog:
@@ -282,8 +298,8 @@ def _log(n_per_partition: int = 60, partitions: int = 3) -> FakeLog:
 @pytest.fixture
 def fake_log(monkeypatch: pytest.MonkeyPatch) -> FakeLog:
     log = _log()
-    monkeypatch.setattr(compare, "log_ranges", log.ranges)
-    monkeypatch.setattr(compare, "read_values", log.values)
+    monkeypatch.setattr(compare, "watermarks", log.ranges)
+    monkeypatch.setattr(compare, "read_partition", log.read_partition)
     return log
 
 
@@ -358,8 +374,8 @@ def test_the_log_tail_skips_rejected_records_and_keeps_a_flits_last_version(
                        _flit(2, now - timedelta(minutes=4)), _flit(3, now - timedelta(minutes=3)),
                        _flit(1, now - timedelta(minutes=5), text="robins edited"),
                        _flit(4, now + timedelta(days=30))]})          # from the future: the worker rejects it
-    monkeypatch.setattr(compare, "log_ranges", log.ranges)
-    monkeypatch.setattr(compare, "read_values", log.values)
+    monkeypatch.setattr(compare, "watermarks", log.ranges)
+    monkeypatch.setattr(compare, "read_partition", log.read_partition)
     sample = compare.read_recent_flits(compare.Settings(), 100, io.StringIO())
     assert [f.flit_id for f in sample.flits] == ["f1", "f2", "f3"]
     assert sample.flits[0].text == "robins edited"
@@ -372,8 +388,8 @@ def test_the_log_tail_skips_rejected_records_and_keeps_a_flits_last_version(
 
 def test_refuses_an_empty_log_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     log = FakeLog({0: [], 1: [b"garbage"]})
-    monkeypatch.setattr(compare, "log_ranges", log.ranges)
-    monkeypatch.setattr(compare, "read_values", log.values)
+    monkeypatch.setattr(compare, "watermarks", log.ranges)
+    monkeypatch.setattr(compare, "read_partition", log.read_partition)
     code, out, err = _run(capsys, "--model", "hashing", "--against", "hashing")
     assert code == 2 and out == ""
     refusal = [line for line in err.splitlines() if line.startswith("flitfeed versions compare:")]
@@ -382,7 +398,7 @@ def test_refuses_an_empty_log_in_one_line(monkeypatch: pytest.MonkeyPatch, capsy
 
 
 def test_refuses_a_missing_topic(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(compare, "log_ranges", lambda settings, topic: {})
+    monkeypatch.setattr(compare, "watermarks", lambda settings, topic: {})
     code, out, err = _run(capsys, "--model", "hashing", "--against", "hashing")
     assert code == 2 and out == "" and "no flits in flits" in err
 
@@ -424,11 +440,11 @@ def test_with_a_dataset_both_models_are_evaluated_on_the_same_slice(
 
 def test_refuses_a_log_that_stops_delivering(fake_log: FakeLog, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture) -> None:
-    def stalled(settings, topic, partition, start, end):  # noqa: ANN001, ANN202
-        raise TimeoutError(f"{topic}[{partition}] not read up to offset {end} within 120 s")
+    def stalled(settings, topic, partition, *, until, **_):  # noqa: ANN001, ANN202
+        raise TimeoutError(f"{topic}[{partition}] not read up to offset {until} within 120 s")
         yield b""
 
-    monkeypatch.setattr(compare, "read_values", stalled)
+    monkeypatch.setattr(compare, "read_partition", stalled)
     code, out, err = _run(capsys, "--model", "hashing", "--against", "hashing")
     assert code == 2 and out == ""
     assert "flitfeed versions compare: cannot read the latest flits: flits[0] not read up to offset 60" in err
