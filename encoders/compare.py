@@ -374,11 +374,6 @@ class Side:
     texts_per_s: float = float("nan")
 
 
-def _live_spec(settings: Settings) -> str:
-    """The configured encoder as a model spec (minilm carries its backend)."""
-    return f"minilm:{settings.encoder_backend}" if settings.encoder == "minilm" else settings.encoder
-
-
 def _load(role: str, spec: str, settings: Settings) -> Side:
     from flitfeed.encoders.factory import encoder_for_spec
 
@@ -557,12 +552,12 @@ def compare_vectors(a: np.ndarray, b: np.ndarray, k: int, settings: Settings) ->
 
 def run_compare(args: argparse.Namespace, settings: Settings, stdout: TextIO | None = None) -> int:
     """``flitfeed versions compare``: returns the exit code (0, or 2 after one line on stderr)."""
-    from flitfeed.encoders.factory import encoder_dim, parse_model_spec
+    from flitfeed.encoders.factory import encoder_dim, model_spec_of, parse_model_spec
     from flitfeed.streams.embedding import flit_text
 
     stdout = stdout if stdout is not None else sys.stdout
     old_is_live = args.against is None
-    old_spec = _live_spec(settings) if old_is_live else args.against
+    old_spec = model_spec_of(settings) if old_is_live else args.against
     # Every refusal comes before anything slow (reading the log, loading a model).
     if old_is_live:
         encoder_dim(settings)  # an unknown FLITFEED_ENCODER: EncoderConfigError, one line, exit 2

@@ -86,6 +86,15 @@ def parse_model_spec(spec: str) -> ModelSpec:
     return ModelSpec("path", path=path.resolve())
 
 
+def model_spec_of(settings: Settings) -> str:
+    """The configured encoder as a model spec (minilm carries its backend).
+
+    >>> model_spec_of(Settings()), model_spec_of(Settings(encoder="static"))
+    ('minilm:onnx-int8', 'static')
+    """
+    return f"minilm:{settings.encoder_backend}" if settings.encoder == "minilm" else settings.encoder
+
+
 def encoder_for_spec(spec: str, settings: Settings) -> Encoder:
     """Load the encoder a model spec names (the settings give the run size, threads and model cache)."""
     parsed = parse_model_spec(spec)

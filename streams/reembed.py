@@ -28,6 +28,7 @@ from typing import Mapping, TextIO
 from confluent_kafka import Producer
 
 from flitfeed.encoders.base import Encoder
+from flitfeed.encoders.factory import model_spec_of
 from flitfeed.index.versions import (VersionError, begin_build, catalog_with_live, entry, mark_ready,
                                      record_progress, vector_records)
 from flitfeed.kafka.config import instance_headers, producer_config
@@ -223,7 +224,7 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
     if catalog is None:
         if live is None:
             raise VersionError("no version catalogue yet: the live encoder is needed to start one")
-        catalog = catalog_with_live(live.model_version, settings.encoder, live.dim, now)
+        catalog = catalog_with_live(live.model_version, model_spec_of(settings), live.dim, now)
     elif live is not None and live.model_version != catalog.live:
         raise VersionError(f"the live version is {catalog.live}, but FLITFEED_ENCODER makes {live.model_version}: "
                            "run reembed with the services' settings")
