@@ -36,6 +36,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import httpx
 import numpy as np
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -93,7 +94,8 @@ class ServerIndex:
 
     Writes use ``wait=True``: points are searchable when ``upsert_many``
     returns. ``hnsw_ef`` widens the HNSW beam at query time (server default
-    when None).
+    when None). Opening does not retry (start-up does, :func:`flitfeed.startup.open_with_retries`); once
+    open, a call to a server that does not answer is retried for ``unreachable_retry_s`` seconds.
     """
 
     def __init__(
@@ -335,8 +337,7 @@ def _error(exc: BaseException, what: str, where: str) -> IndexError_:
     if any(isinstance(c, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(c) for c in chain):
         return IndexRefused(f"{what}: the TLS certificate of {where} is not trusted ({detail}); "
                            "set FLITFEED_QDRANT_CA_FILE to the CA that signed it")
-    if isinstance(exc, ResponseHandlingException) or isinstance(exc, OSError) or any(
-            isinstance(c, (OSError, TimeoutError)) for c in chain):
+    if any(isinstance(c, (httpx.TransportError, OSError, TimeoutError)) for c in chain):
         return IndexUnreachable(f"{what}: cannot reach {where}: {detail}")
     return IndexError_(f"{what}: {' '.join(str(exc).split())}")
 
