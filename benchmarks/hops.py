@@ -1,0 +1,132 @@
+"""Where a feed's latency goes at a steady rate: interaction → user state (worker) → feed (ranker).
+
+Starts a worker and a ranker as real processes on the local broker (topics of their own), publishes a
+small catalogue, waits for the first feed, then sends likes at ``--rate`` per second and reads back the
+``user-states`` and ``feeds`` topics. Each hop is measured by the records' broker timestamps (set when
+each process produced them), so the figures split the end-to-end latency of ``end_to_end`` into the
+worker's part and the ranker's part::
+
+    python -m benchmarks.hops --rate 25 --events 300          # the latency floor (issue 15: p50 ≤ 15 ms)
+    python -m benchmarks.hops --rate 150 --events 1500
+
+To compare two versions of the code in the same half hour, run it from two git worktrees in turn
+(BENCHMARKS.md, "The ranker's hop").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from confluent_kafka import Consumer, Producer
+
+from benchmarks.common import bench_parser, default_json, machine_info, percentiles, print_table, setup_logging, \
+    write_json
+from benchmarks.service import Service, stop_all
+from flitfeed.kafka.admin import create_topics, delete_topics
+from flitfeed.kafka.config import consumer_config, producer_config
+from flitfeed.settings import TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES, Settings
+from flitfeed.streams.events import Flit, Interaction
+from flitfeed.streams.topics import TOPICS
+
+log = logging.getLogger("benchmarks.hops")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _reader(settings: Settings, topic: str) -> Consumer:
+    c = Consumer(consumer_config(settings, group_id=f"hops-{uuid.uuid4().hex[:6]}", **{"auto.offset.reset": "earliest"}))
+    c.subscribe([settings.topic(topic)])
+    return c
+
+
+def run(settings: Settings, rate: float, events: int, flits: int, users: int, log_path: Path) -> dict[str, list[float]]:
+    """Send ``events`` likes at ``rate``/s; the per-event hop times in ms."""
+    create_topics(settings)
+    services = [Service("worker", settings, log_path).start(), Service("ranker", settings, log_path).start()]
+    producer = Producer(producer_config(settings))
+    feeds, states = _reader(settings, TOPIC_FEEDS), _reader(settings, TOPIC_USER_STATES)
+    try:
+        for i in range(flits):
+            f = Flit(flit_id=f"f{i}", author_id=f"a{i % 50}", text=f"bird post {i} about worms, rain and songs {i % 9}",
+                     created_at=_now())
+            producer.produce(settings.topic(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
+        warm = Interaction(event_id="warm-up", user_id="u0", flit_id="f0", kind="like", ts=_now())
+        producer.produce(settings.topic(TOPIC_INTERACTIONS), key=b"u0", value=warm.to_bytes())
+        producer.flush(30)
+        deadline = time.monotonic() + 300
+        while not any(m.error() is None for m in feeds.consume(10, timeout=0.5)):
+            if time.monotonic() > deadline or not all(s.alive() for s in services):
+                raise RuntimeError(f"no first feed; see {log_path}")
+        log.info("first feed out; sending %d likes at %.0f/s", events, rate)
+        sent: dict[str, float] = {}
+        start = time.time()
+        for i in range(events):
+            e = Interaction(event_id=f"e{i}", user_id=f"u{i % users}", flit_id=f"f{(i * 7) % flits}", kind="like",
+                            ts=_now())
+            producer.produce(settings.topic(TOPIC_INTERACTIONS), key=e.user_id.encode(), value=e.to_bytes())
+            producer.poll(0)
+            sent[e.event_id] = time.time()
+            time.sleep(max(0.0, start + (i + 1) / rate - time.time()))
+        producer.flush(30)
+        state_at: dict[str, float] = {}
+        feed_at: dict[str, float] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (len(state_at) < events or len(feed_at) < events):
+            for m in states.consume(500, timeout=0.1):
+                if m.error() is None:
+                    state_at.setdefault(json.loads(m.value())["trigger_id"], m.timestamp()[1] / 1000)
+            for m in feeds.consume(500, timeout=0.1):
+                if m.error() is None:
+                    v = json.loads(m.value())
+                    for trigger in v.get("covers") or [v["trigger_id"]]:
+                        feed_at.setdefault(trigger, m.timestamp()[1] / 1000)
+        return {
+            "worker": [1000 * (state_at[e] - t) for e, t in sent.items() if e in state_at],
+            "ranker": [1000 * (feed_at[e] - state_at[e]) for e in sent if e in feed_at and e in state_at],
+            "total": [1000 * (feed_at[e] - t) for e, t in sent.items() if e in feed_at],
+        }
+    finally:
+        stop_all(services)
+        feeds.close()
+        states.close()
+        delete_topics(settings, [settings.topic(t.name) for t in TOPICS])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=25.0, help="likes per second")
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--flits", type=int, default=200)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.quick:
+        args.events, args.rate = 20, 20.0
+    tag = uuid.uuid4().hex[:6]
+    with TemporaryDirectory(prefix="hops-") as tmp:
+        settings = Settings(bootstrap_servers=args.bootstrap, topic_prefix=f"hops{tag}-", app_id=f"hops-{tag}",
+                            ranker_group=f"hops-ranker-{tag}", data_dir=Path(tmp) / "data", worker_metrics_port=0,
+                            ranker_metrics_port=0)
+        hops = run(settings, args.rate, args.events, args.flits, args.users, Path(tmp) / "services.log")
+    rows = [{"hop": name, "n": len(ms), **percentiles([x / 1000 for x in ms])} for name, ms in hops.items() if ms]
+    print_table(f"Hops at {args.rate:.0f} likes/s ({args.events} likes; load {machine_info()['loadavg']})", rows)
+    write_json(args.json or default_json("hops", args.quick), "hops",
+               {"quick": args.quick, "rate": args.rate, "events": args.events, "flits": args.flits}, rows)
+    missing = args.events - len(hops["total"])
+    if missing:
+        print(f"{missing} likes got no feed within 60 s", file=sys.stderr)
+    return 0 if not missing else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
