@@ -7,6 +7,7 @@ private CA. Skipped, saying where it looked, where the binary is absent.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from pathlib import Path
@@ -145,6 +146,37 @@ def test_an_open_index_waits_for_a_restarting_server_and_counts_its_retries(tmp_
         assert idx.retries > 0
         assert_same_ranking(idx, flits, queries(1)[0], 10)
         idx.close()
+
+
+def test_a_service_started_before_its_server_waits_for_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Start-up (``open_service_index``, as the worker and ranker open their index) waits for a server that
+    is not up yet, within ``STARTUP_TIMEOUT_S``, and opens the index once it answers."""
+    from flitfeed.cli import open_service_index
+
+    server = QdrantServer(tmp_path / "q")  # ports chosen, not started yet
+    s = Settings(qdrant_url=server.url, startup_timeout_s=120, data_dir=tmp_path / "data", collection="late")
+    opened: dict[str, object] = {}
+
+    def start_service() -> None:
+        try:
+            opened["index"] = open_service_index(s, "ranker", DIM)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            opened["error"] = exc
+
+    service = threading.Thread(target=start_service)
+    service.start()
+    try:
+        caplog.set_level(logging.INFO, logger="flitfeed.startup")
+        wait_until(lambda: any(r.getMessage() == "waiting for dependency" for r in caplog.records), 30,
+                   what="start-up to log that it waits for the server")
+        server.start()
+        service.join(120)
+        assert not service.is_alive() and "error" not in opened, opened
+        index = opened["index"]
+        assert isinstance(index, ServerIndex) and index.count() == 0
+        index.close()
+    finally:
+        server.stop()
 
 
 # ------------------------------------------------------------------------------------------- API key
