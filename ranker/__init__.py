@@ -1,22 +1,26 @@
 """The feed ranker: a candidate pipeline in the style of xai-org/x-algorithm.
 
-A feed for a :class:`FeedQuery` is built in a fixed order by
-:class:`FeedPipeline`:
+A batch of feeds (one per :class:`FeedQuery`) is built in a fixed order by
+:class:`FeedPipeline`, every stage working on the candidates of the whole batch
+held as columns (:class:`~flitfeed.ranker.candidates.CandidateBatch`):
 
-1. **sources** produce :class:`Candidate` objects (vector neighbours of the
-   user's taste; fresh and popular recent flits);
-2. **hydrators** fill candidate fields (engagement, similarity);
+1. **sources** produce candidates (vector neighbours of the user's taste;
+   co-engaged, fresh and popular recent flits);
+2. **hydrators** fill candidate columns (engagement, similarity, co-engagement,
+   affinity);
 3. **filters** drop what must not be shown (duplicates, seen, own flits,
    muted authors, too old);
-4. **scorers** write per-component scores, then a weighted base score;
-5. the **selector** picks the top ``k`` with author/tag diversity and an
-   exploration slot.
+4. **scorers** write per-component scores, then the base score (the learned
+   model, or the weighted blend);
+5. the **selector** picks each feed's top ``k`` with author/tag diversity and an
+   exploration slot, as :class:`Candidate` objects.
 
 :func:`build_feed_pipeline` (in :mod:`flitfeed.ranker.feeds`) lists the
 stages; :class:`RankerParams` holds every tunable.
 """
 
 from flitfeed.ranker.candidate import Candidate
+from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feeds import build_feed_pipeline
 from flitfeed.ranker.params import RankerParams
@@ -26,6 +30,7 @@ from flitfeed.ranker.recent import RecentFlits
 
 __all__ = [
     "Candidate",
+    "CandidateBatch",
     "EngagementTracker",
     "FeedPipeline",
     "FeedQuery",

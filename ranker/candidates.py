@@ -63,6 +63,16 @@ def intern(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, _objects(table, len(table))
 
 
+def _merge_codes(codes: Sequence[np.ndarray], tables: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Codes into one table for several (codes, table) pairs: ``merged[out] == concatenated values``."""
+    table: dict[object, int] = {}
+    out = []
+    for c, t in zip(codes, tables):
+        remap = np.fromiter((table.setdefault(v, len(table)) for v in t.tolist()), dtype=np.int64, count=len(t))
+        out.append(remap[c])
+    return np.concatenate(out), _objects(table, len(table))
+
+
 #: Columns that hold one value per row (everything :meth:`CandidateBatch.take` must index).
 _ROW_COLUMNS = ("query", "flit_id", "author_id", "created_at", "source", "tags", "lang", "similarity",
                 "engagement", "collaborative", "author_affinity", "tag_affinity", "score", "propensity", "flit",
@@ -175,8 +185,10 @@ class CandidateBatch:
         order = np.argsort(query, kind="stable")
         flit_id = np.concatenate([b.flit_id for b in parts])[order]
         author_id = np.concatenate([b.author_id for b in parts])[order]
-        flit, flit_ids = intern(flit_id)
-        author, author_ids = intern(author_id)
+        # The parts' codes mapped into one table: a lookup per distinct value of each part, not per row.
+        flit, flit_ids = _merge_codes([b.flit for b in parts], [b.flit_ids for b in parts])
+        author, author_ids = _merge_codes([b.author for b in parts], [b.author_ids for b in parts])
+        flit, author = flit[order], author[order]
         names = list(dict.fromkeys(k for b in parts for k in b.components))
         out = cls(query=query[order], flit_id=flit_id, author_id=author_id,
                   **{name: np.concatenate([getattr(b, name) for b in parts])[order]

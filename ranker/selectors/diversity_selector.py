@@ -166,33 +166,48 @@ class DiversitySelector(Selector):
             explore_needed = np.array([min(int(k * p.explore_share + rng.random()), k - 1) if k > 0 else 0
                                        for k, rng in zip(ks, rngs)], dtype=np.int64)
 
-        same_author = np.zeros((B, C), dtype=np.float64)
-        tag_overlap = np.zeros((B, C), dtype=np.float64)
-        for step in range(int(ks.max())):
+        steps = int(ks.max())
+        # Picks are counted as integers and the decay read from a table of its powers: the very numbers
+        # np.power gives (the same call on the same inputs), without a power per candidate per step.
+        author_powers = np.power(p.author_decay, np.arange(steps + 1, dtype=np.float64))
+        tag_powers = np.power(p.tag_decay, np.arange(steps * max(1, _max_tags(holders)) + 1, dtype=np.float64))
+        same_author = np.zeros((B, C), dtype=np.int64)
+        tag_overlap = np.zeros((B, C), dtype=np.int64)
+        rows = np.arange(B)
+        pick_of = np.zeros((B, steps), dtype=np.int64)
+        score_of = np.zeros((B, steps), dtype=np.float64)
+        propensity_of = np.ones((B, steps), dtype=np.float64)
+        explored = np.zeros((B, steps), dtype=bool)
+        for step in range(steps):
             active = np.flatnonzero(step < ks)
-            factor = np.power(p.author_decay, same_author)
+            factor = author_powers[same_author]
             if track_tags:
-                factor = factor * np.power(p.tag_decay, tag_overlap)
+                factor = factor * tag_powers[tag_overlap]
             adjusted = np.where(base >= 0, base * factor, base * (2.0 - factor))
             picks = _best_per_row(np.where(available, adjusted, -np.inf), factor, base)
-            for b in active:
-                pick, exploring, propensity = int(picks[b]), False, 1.0
-                if 0 < explore_needed[b] and ks[b] - step <= explore_needed[b]:
-                    eligible = np.flatnonzero(available[b] & explorable[b])
-                    if len(eligible):
-                        pick = int(eligible[rngs[b].integers(len(eligible))])
-                        exploring, propensity = True, 1.0 / len(eligible)
-                        picks[b] = pick
-                if explorable[b, pick] and explore_needed[b] > 0:
-                    explore_needed[b] -= 1
-                out[b].append((pick, float(adjusted[b, pick]), propensity, exploring))
-                if track_tags:
+            # Reserved exploration slots: the feeds whose remaining slots are all reserved draw one.
+            for b in active[(explore_needed[active] > 0) & (ks[active] - step <= explore_needed[active])].tolist():
+                eligible = np.flatnonzero(available[b] & explorable[b])
+                if len(eligible):
+                    picks[b] = int(eligible[rngs[b].integers(len(eligible))])
+                    explored[b, step] = True
+                    propensity_of[b, step] = 1.0 / len(eligible)
+            picked = picks[active]
+            # A qualifying flit picked on its merit uses up a reserved slot too.
+            explore_needed[active] -= explorable[active, picked] & (explore_needed[active] > 0)
+            pick_of[active, step] = picked
+            score_of[active, step] = adjusted[active, picked]
+            if track_tags:
+                for b, pick in zip(active.tolist(), picked.tolist()):
                     for tag in set(tags_of(b, pick)) - picked_tags[b]:
                         tag_overlap[b, holders[b][tag]] += 1
                         picked_tags[b].add(tag)
-            picked = picks[active]
             available[active, picked] = False
             same_author[active] += author_of[active] == author_of[active, picked][:, None]
+        for b in rows.tolist():
+            k = int(ks[b])
+            out[b] = list(zip(pick_of[b, :k].tolist(), score_of[b, :k].tolist(), propensity_of[b, :k].tolist(),
+                              explored[b, :k].tolist()))
         return out
 
     def _explorable(self, query: FeedQuery, c: Candidate) -> bool:
@@ -200,6 +215,11 @@ class DiversitySelector(Selector):
             return False
         return (query.now - c.created_at <= self.params.exploration_max_age_s
                 and self.author_flit_count(c.author_id) <= self.params.new_author_max_flits)
+
+
+def _max_tags(holders: list[dict[str, list[int]]]) -> int:
+    """The most distinct tags any feed's candidates have: a bound on how far a tag overlap can count."""
+    return max((len(h) for h in holders), default=0)
 
 
 def _best_per_row(masked: np.ndarray, factor: np.ndarray, base: np.ndarray) -> np.ndarray:

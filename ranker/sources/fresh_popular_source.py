@@ -49,15 +49,18 @@ class FreshPopularSource(Source):
         parts = []
         for now in dict.fromkeys(q.now for q in queries):
             flits = self._flits(now)
-            of_now = [i for i, q in enumerate(queries) if q.now == now]
+            of_now = np.array([i for i, q in enumerate(queries) if q.now == now], dtype=np.int64)
             m = len(flits)
-            codes = np.array([source_code(source) for _, source in flits], dtype=np.int64)
-            parts.append(CandidateBatch.build(
-                query=np.repeat(np.array(of_now, dtype=np.int64), m),
-                flit_id=[f.flit_id for f, _ in flits] * len(of_now), author_id=[f.author_id for f, _ in flits] * len(of_now),
-                created_at=np.tile(np.array([f.created_at for f, _ in flits], dtype=np.float64), len(of_now)),
-                source=np.tile(codes, len(of_now)), tags=[f.tags for f, _ in flits] * len(of_now),
-                lang=[f.lang for f, _ in flits] * len(of_now), n_queries=len(queries)))
+            one = CandidateBatch.build(
+                query=np.zeros(m, dtype=np.int64), flit_id=[f.flit_id for f, _ in flits],
+                author_id=[f.author_id for f, _ in flits], created_at=[f.created_at for f, _ in flits],
+                source=np.array([source_code(source) for _, source in flits], dtype=np.int64),
+                tags=[f.tags for f, _ in flits], lang=[f.lang for f, _ in flits], n_queries=1)
+            # The same rows for every feed at this `now`: repeated by indexing, not rebuilt.
+            part = one.take(np.tile(np.arange(m), len(of_now)))
+            part.query = np.repeat(of_now, m)
+            part.n_queries = len(queries)
+            parts.append(part)
         return CandidateBatch.concat(parts, len(queries))
 
     def _flits(self, now: float) -> list[tuple[RecentFlit, str]]:
