@@ -40,7 +40,7 @@ from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.factory import is_shared
 from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
-from flitfeed.kafka.reading import read_partition
+from flitfeed.kafka.reading import consume_available, read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
 from flitfeed.ranker.affinity import Affinity
@@ -302,7 +302,7 @@ class RankerService:
         self._poll_interactions()
         self.feedback.learn()
         self.feedback.expire(self.now())
-        messages = self.consumer.consume(num_messages=200, timeout=timeout)
+        messages = consume_available(self.consumer, 200, timeout)
         consumed = [m for m in messages if m.error() is None]
         batch = self.commits.open({(m.topic(), m.partition()): m.offset() + 1 for m in consumed}) if consumed else None
         self.producer.batch = batch

@@ -36,6 +36,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from flitfeed.index.base import VectorIndex
 from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.config import INSTANCE_HEADER, client_config, consumer_config
+from flitfeed.kafka.reading import consume_available
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
 from flitfeed.startup import kafka_call
@@ -159,7 +160,7 @@ class FlitVectorReplicator:
 
     def fetch_many(self, max_messages: int = 500, timeout: float = 0.0) -> list[Any]:
         """Read up to ``max_messages`` records of the log, waiting at most ``timeout`` s (blocking)."""
-        return self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        return consume_available(self._consumer, max_messages, timeout)
 
     def apply_many(self, messages: list[Any]) -> int:
         """Apply what :meth:`fetch_many` read; returns the number of new points written to the index."""

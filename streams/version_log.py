@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from flitfeed.kafka.config import consumer_config, instance_headers
-from flitfeed.kafka.reading import read_partition
+from flitfeed.kafka.reading import consume_available, read_partition
 from flitfeed.settings import TOPIC_MODEL_VERSIONS, Settings
 from flitfeed.startup import kafka_call
 from flitfeed.streams.events import DecodeError, VersionAck, VersionCatalog, decode_internal
@@ -94,7 +94,7 @@ class CatalogFollower:
     def poll(self, timeout: float = 0.0) -> VersionCatalog | None:
         """A newer catalogue than the last one returned, if one arrived within ``timeout`` s."""
         newer = False
-        for m in self._consumer.consume(num_messages=100, timeout=timeout):
+        for m in consume_available(self._consumer, 100, timeout):
             if m.error() is None:
                 newer = self.log.apply(m.key(), m.value()) or newer
         return self.log.catalog if newer else None
