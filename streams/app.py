@@ -80,6 +80,8 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     """The worker; ``builds``: the versions being built when it starts (version → encoder, loaded by the caller
     before any flit is processed, so none escapes them)."""
     brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
+    # Faust keeps its own files there; with a Qdrant server nothing else creates the data dir.
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=brokers,

@@ -97,7 +97,6 @@ def test_services_on_a_qdrant_cluster_survive_a_peer_killed_mid_stream(cluster: 
                                                                         services) -> None:  # noqa: ANN001
     # ``cluster`` first: set up before the services and stopped after them (a service stopped while its
     # Qdrant is gone would first wait out its retries).
-    isolated_settings.data_dir.mkdir(parents=True, exist_ok=True)
     entry = cluster.peers[0]
     settings = isolated_settings.model_copy(update={
         "qdrant_url": entry.url, "collection": f"flits-{uuid.uuid4().hex[:8]}", "encoder": "hashing",

@@ -60,8 +60,7 @@ def qdrant(tmp_path: Path) -> Iterator[QdrantServer]:
 
 @pytest.fixture
 def settings(isolated_settings: Settings, qdrant: QdrantServer) -> Settings:
-    # With a Qdrant server nothing else creates the data dir, and Faust needs it to exist (reported).
-    isolated_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # No data dir is made here: the worker creates what Faust needs itself (no embedded index creates it).
     return isolated_settings.model_copy(update={
         "qdrant_url": qdrant.url, "collection": f"flits-{uuid.uuid4().hex[:8]}", "encoder": "hashing",
         "vector_dim": DIM, "startup_timeout_s": 60.0})
