@@ -45,8 +45,8 @@ def drop_index(settings: Settings, service: str) -> None:
         offsets.unlink(missing_ok=True)
 
 
-def open_service_index(settings: Settings, service: str, dim: int,
-                       serving: str | None = None):  # noqa: ANN201 - VectorIndex
+def open_service_index(settings: Settings, service: str, dim: int, serving: str | None = None,
+                       metrics=None):  # noqa: ANN001, ANN201 - Metrics, VectorIndex
     """The service's index; a corrupt embedded index is rebuilt from the log, never served empty. So is one
     that holds another embedding version than ``serving`` (None: whichever it holds)."""
     from flitfeed.index.base import IndexError_
@@ -66,7 +66,11 @@ def open_service_index(settings: Settings, service: str, dim: int,
     if settings.qdrant_url:
         from flitfeed.startup import open_with_retries
 
-        return open_with_retries(lambda: open_index(settings, dim, name=service), settings,
+        def on_retry(operation: str) -> None:
+            if metrics is not None:
+                metrics.index_retries.labels(service=metrics.service, operation=operation).inc()
+
+        return open_with_retries(lambda: open_index(settings, dim, name=service, on_retry=on_retry), settings,
                                  what=f"Qdrant server at {settings.qdrant_url}")
     try:
         return open_index(settings, dim, name=service)
@@ -109,8 +113,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     wait_for_kafka(settings)
     encoder = make_encoder(settings)
     builds = load_builds(settings, encoder.model_version)
-    index = open_service_index(settings, "worker", encoder.dim, serving=encoder.model_version)
     metrics = Metrics("worker")
+    index = open_service_index(settings, "worker", encoder.dim, serving=encoder.model_version, metrics=metrics)
     metrics.serve(settings.metrics_host, settings.worker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
     ctx = create_worker(settings, encoder, index, metrics, offsets_path(settings, "worker"), builds)
@@ -167,7 +171,7 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
 
     catalog = read_catalog(settings)
     serving = catalog.live if catalog is not None else None
-    index = open_service_index(settings, "ranker", settings.vector_dim, serving=serving)
+    index = open_service_index(settings, "ranker", settings.vector_dim, serving=serving, metrics=metrics)
     metrics.health.ready("index_open")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,13 +14,16 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from flitfeed.index.base import VectorIndex
 from flitfeed.settings import Settings
 
 __all__ = ["open_index"]
 
 
-def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIndex:
+def open_index(settings: Settings, dim: int, *, name: str = "flits",
+               on_retry: Callable[[str], None] | None = None) -> VectorIndex:
     """Open (creating if missing) the vector index the settings select.
 
     ``settings.qdrant_url`` set: a :class:`~flitfeed.index.server.ServerIndex`
@@ -29,6 +32,9 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIn
     ``qdrant_api_key_file``) means no key; ``qdrant_ca_file`` verifies an ``https://``
     server signed by a private CA. Otherwise an embedded :class:`~flitfeed.index.edge.EdgeIndex` in
     ``settings.data_dir / "index" / name``.
+
+    ``on_retry(operation)`` is told of every call a Qdrant server backend retried (the services count
+    them in ``flitfeed_index_retries_total``).
 
     Backends are imported lazily so a deployment needs only the Qdrant package
     it uses. Raises :class:`~flitfeed.index.base.IndexError_` when the index is
@@ -40,7 +46,7 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits") -> VectorIn
         return ServerIndex(settings.qdrant_url, settings.collection, dim,
                            api_key=settings.qdrant_api_key_value() or None, ca_file=settings.qdrant_ca_file,
                            shard_number=settings.qdrant_shard_number,
-                           replication_factor=settings.qdrant_replication_factor)
+                           replication_factor=settings.qdrant_replication_factor, on_retry=on_retry)
     from flitfeed.index.edge import EdgeIndex
 
     quantized = settings.index_quantization != "none"

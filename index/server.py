@@ -111,7 +111,9 @@ class ServerIndex:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         unreachable_retry_s: float = UNREACHABLE_RETRY_S,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_retry(operation)`` is told of every retried call (the services count them in a metric)."""
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
         self.dim = dim
@@ -122,6 +124,7 @@ class ServerIndex:
         self._shard_number = shard_number or None
         self._replication_factor = replication_factor or None
         self._retry_s = unreachable_retry_s
+        self._on_retry = on_retry
         #: Calls retried because the server did not answer (each logged); read by tests and benchmarks.
         self.retries = 0
         #: Where errors say the server is (never with credentials).
@@ -311,9 +314,12 @@ class ServerIndex:
                 if remaining <= 0:
                     raise
                 self.retries += 1
+                operation = what.removesuffix(" failed")
                 log.warning("Qdrant server unreachable; retrying", extra={
-                    "collection": self.collection, "operation": what.removesuffix(" failed"), "attempt": attempt,
+                    "collection": self.collection, "operation": operation, "attempt": attempt,
                     "retries_total": self.retries, "error": str(exc)[:200]})
+                if self._on_retry is not None:
+                    self._on_retry(operation)
                 time.sleep(min(delay, remaining))
                 delay, attempt = min(delay * 2, 1.0), attempt + 1
 

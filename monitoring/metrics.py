@@ -87,6 +87,10 @@ class Metrics:
                                  "user in the same batch (listed in the feed's covers).", registry=r)
         self.batch_size = Histogram("flitfeed_embed_batch_size", "Flits embedded per batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
+        self.index_retries = Counter("flitfeed_index_retries_total",
+                                     "Calls to a Qdrant server retried because it did not answer, by operation "
+                                     "(upsert, search, retrieve, delete, count).", ["service", "operation"],
+                                     registry=r)
         self.vectors_skipped = Counter("flitfeed_index_vectors_skipped_total",
                                        "Vectors kept apart from the version this process serves, by reason "
                                        "(other_version: a flit-vectors record kept out of its index; "

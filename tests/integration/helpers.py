@@ -96,3 +96,14 @@ def uncommitted(settings: Settings, topic_name: str, group_id: str | None = None
                    for p in range(settings.partitions))
     finally:
         probe.close()
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of a metric's samples matching ``labels`` on a service's /metrics (0 when it has none)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(body) for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))

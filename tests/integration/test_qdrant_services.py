@@ -24,7 +24,8 @@ from flitfeed.index.server import ServerIndex
 from flitfeed.kafka.admin import create_topics
 from flitfeed.settings import Settings
 from flitfeed.streams.events import Feed, Flit
-from tests.integration.helpers import Bus, make_interaction, now_utc
+from benchmarks.service import free_port
+from tests.integration.helpers import Bus, make_interaction, metric, now_utc
 from tests.qdrant_server import QdrantServer, qdrant_binary_or_skip
 from tests.waiting import wait_until
 
@@ -63,7 +64,8 @@ def settings(isolated_settings: Settings, qdrant: QdrantServer) -> Settings:
     # No data dir is made here: the worker creates what Faust needs itself (no embedded index creates it).
     return isolated_settings.model_copy(update={
         "qdrant_url": qdrant.url, "collection": f"flits-{uuid.uuid4().hex[:8]}", "encoder": "hashing",
-        "vector_dim": DIM, "startup_timeout_s": 60.0})
+        "vector_dim": DIM, "startup_timeout_s": 60.0, "worker_metrics_port": free_port(),
+        "ranker_metrics_port": free_port()})
 
 
 def log_text(service) -> str:  # noqa: ANN001 - benchmarks.service.Service
@@ -98,6 +100,9 @@ def test_worker_and_ranker_on_a_qdrant_server_wait_through_its_restart(settings:
         # a service that gave up on the call instead would dead-letter the flits or the request.
         wait_until(lambda: all(WAITED.search(log_text(s)) for s in (worker, ranker)), 60,
                    what="worker and ranker to log that they waited 6 retries for Qdrant")
+        # ... and counted them (flitfeed_index_retries_total, by operation).
+        for port in (settings.worker_metrics_port, settings.ranker_metrics_port):
+            assert metric(port, "flitfeed_index_retries_total") >= 6
         qdrant.start()  # same ports, same storage
 
         after = flits("c", 12)
