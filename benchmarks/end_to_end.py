@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from benchmarks.common import bench_parser, percentiles, print_table, rss_mib, setup_logging, write_json
 from benchmarks.corpus import Corpus, bench_world
 from benchmarks.service import Service, stop_all
+from benchmarks.service import free_port
 from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
 from flitfeed.kafka.config import consumer_config
 from flitfeed.loadgen import LoadGenerator, SentLog
@@ -57,12 +57,6 @@ from flitfeed.streams.events import Feed
 log = logging.getLogger("benchmarks.end_to_end")
 SUSTAINED_P99_S = 1.0
 SUSTAINED_SHARE = 0.99
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Services:

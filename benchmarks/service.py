@@ -15,7 +15,16 @@ from typing import Iterable
 
 from flitfeed.settings import Settings
 
-__all__ = ["Service", "service_env", "stop_all"]
+__all__ = ["Service", "free_port", "service_env", "stop_all"]
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for a service's metrics server)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def service_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:

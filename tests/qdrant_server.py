@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from benchmarks.service import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where CI provides the binary: ``<repo>/../shared/bin/qdrant``.
@@ -51,11 +52,6 @@ def qdrant_binary_or_skip() -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ popularity/co-engagement reader runs beside the user-state path.
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks.service import free_port
 from flitfeed.encoders.hashing import HashingEncoder
 from flitfeed.evaluation.dataset import load_movielens
 from flitfeed.evaluation.kafka_mode import KafkaFlitfeedMethod, kafka_settings
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-latest-small"
 EVENTS = 160
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ranker_index_points(port: int) -> float:

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -26,6 +25,7 @@ from typing import Iterator
 
 import pytest
 
+from benchmarks.service import free_port
 from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics
 from flitfeed.settings import Settings
@@ -38,12 +38,6 @@ pytestmark = pytest.mark.integration
 
 PROMETHEUS_SCRIPT = REPO / "deploy" / "prometheus" / "prometheus.sh"
 REQUIRE_PROMETHEUS = os.environ.get("FLITFEED_REQUIRE_PROMETHEUS") == "1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_json(url: str) -> tuple[int, dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Callable, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.service import free_port
 from flitfeed.cli import offsets_path
 from flitfeed.kafka.admin import create_topics
 from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_INTERACTIONS, TOPIC_PARKED, Settings
@@ -118,12 +118,6 @@ def publish_world(bus: Bus) -> dict[str, Flit]:
 
 def feeds_for(bus: Bus, user: str) -> list[Feed]:
     return [f for f in bus.feeds() if f.user_id == user]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 Samples = dict[tuple[str, frozenset], float]

@@ -4,17 +4,14 @@ another model while the live version keeps serving, resuming after kill -9, and 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.service import service_env
 from flitfeed.encoders.hashing import HashingEncoder
@@ -25,7 +22,8 @@ from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, Settings
 from flitfeed.streams.embedding import flit_text
 from flitfeed.streams.events import Flit, FlitVector, VersionCatalog
 from flitfeed.streams.version_log import read_catalog
-from tests.integration.helpers import Bus, make_interaction, now_utc
+from benchmarks.service import free_port
+from tests.integration.helpers import Bus, make_interaction, metric, now_utc
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -39,12 +37,6 @@ TEXTS = {"worms": "A fat earthworm wriggled out of the wet lawn after the rain n
 def flits(n_per_topic: int, start: int = 0) -> list[Flit]:
     return [Flit(flit_id=f"{topic}-{i}", author_id=f"author-{topic[0]}{i % 5}", text=text.format(i=i),
                  created_at=now_utc()) for i in range(start, start + n_per_topic) for topic, text in TEXTS.items()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -86,15 +78,6 @@ def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector]]:
     finally:
         reader.close()
     return out
-
-
-def ranker_metric(settings: Settings, name: str, **labels: str) -> float:
-    body = urllib.request.urlopen(f"http://127.0.0.1:{settings.ranker_metrics_port}/metrics", timeout=5).read()
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
 
 
 def flits_log_end(settings: Settings) -> dict[int, int]:
@@ -169,9 +152,9 @@ def test_reembed_builds_a_new_version_beside_the_live_one(settings: Settings, se
     bus.interaction(make_interaction("bird-1", "worms-1", "like", event_id="like-2"))
     after = bus.wait_feed(lambda f: "like-2" in f.answers(), 60, "a feed after the re-embedding")
     assert after.model_version == live and after.items
-    assert ranker_metric(settings, "flitfeed_index_vectors_skipped_total", service="ranker",
-                         reason="other_version") >= len(catalogue)
-    assert ranker_metric(settings, "flitfeed_index_points", service="ranker") == len(catalogue)
+    assert metric(settings.ranker_metrics_port, "flitfeed_index_vectors_skipped_total", service="ranker",
+                  reason="other_version") >= len(catalogue)
+    assert metric(settings.ranker_metrics_port, "flitfeed_index_points", service="ranker") == len(catalogue)
 
     # From now on the worker embeds every new flit with the new version too: it stays complete.
     newer = flits(2, start=40)
