@@ -77,7 +77,7 @@ audit: $(BIN)/flitfeed
 # a quiet 2-core machine, plus ~7 min once to embed the cached 100k-flit corpus) and writes JSON to
 # benchmarks/results/; `make bench-quick` is the CI smoke mode. Both start the project's broker for the
 # end-to-end benchmark and stop it again only if they started it. BENCH_ARGS is passed to every benchmark.
-BENCHES := embedding index ranker user_memory end_to_end
+BENCHES := embedding index ranker user_memory end_to_end hops
 BENCH_BOOTSTRAP ?= 127.0.0.1:$${FLITFEED_KAFKA_PORT:-9092}
 
 bench bench-quick: setup
@@ -87,7 +87,7 @@ bench bench-quick: setup
 	for b in $(BENCHES); do \
 	  echo "== benchmarks.$$b $$mode"; \
 	  $(BIN)/python -m benchmarks.$$b $$mode --json benchmarks/results/$$b$$suffix.json \
-	    $$( [ $$b = end_to_end ] && echo --bootstrap $(BENCH_BOOTSTRAP) ) $(BENCH_ARGS) || rc=1; \
+	    $$( case $$b in end_to_end|hops) echo --bootstrap $(BENCH_BOOTSTRAP);; esac ) $(BENCH_ARGS) || rc=1; \
 	done; \
 	[ $$was_running = 1 ] || $(KAFKA) stop; \
 	$(BIN)/python -m benchmarks.report benchmarks/results $$mode $$( [ -z "$$mode" ] && echo --update BENCHMARKS.md ); \

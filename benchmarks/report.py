@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks.common import format_table
 
-ORDER = ("embedding", "index", "ranker", "user_memory", "end_to_end", "scale_out")
+ORDER = ("embedding", "index", "ranker", "user_memory", "end_to_end", "hops", "scale_out")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 

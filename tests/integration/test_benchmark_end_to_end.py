@@ -23,3 +23,14 @@ def test_end_to_end_quick_measures_feeds_and_freshness(broker: str, tmp_path: Pa
     assert row["flits_per_s"] > 0 and row["flit_logged_p50_ms"] > 0
     assert row["flit_searchable_p99_le_s"] is not None  # the ranker's replica indexed the live flits
     assert body["settings"]["setup"]["replicated_s"] >= 0
+
+
+def test_hops_quick_splits_every_feeds_latency_into_the_worker_and_the_ranker(broker: str, tmp_path: Path) -> None:
+    from benchmarks import hops
+
+    out = tmp_path / "hops.json"
+    assert hops.main(["--quick", "--bootstrap", broker, "--json", str(out)]) == 0
+    rows = {row["hop"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"worker", "ranker", "total"}
+    assert all(row["n"] == 20 for row in rows.values())  # every like got its state and its feed
+    assert 0 < rows["worker"]["p50_ms"] < rows["total"]["max_ms"] and rows["ranker"]["p50_ms"] >= 0
