@@ -114,6 +114,7 @@ class CandidateBatch:
     components: dict[str, np.ndarray] = field(default_factory=dict)
     #: The ranking model's feature rows, ``(rows, N_FEATURES)``, once the model scorer ran.
     features: np.ndarray | None = None
+    _flit_index: dict[str, int] | None = None
 
     # --- building -----------------------------------------------------------------------
     @classmethod
@@ -225,6 +226,12 @@ class CandidateBatch:
         out.components = {name: col[rows] for name, col in self.components.items()}
         out.features = None if self.features is None else self.features[rows]
         return out
+
+    def flit_index(self) -> dict[str, int]:
+        """``flit_id`` → its code (built once per set of distinct flits, shared by the batches taken from it)."""
+        if self._flit_index is None or len(self._flit_index) != len(self.flit_ids):
+            self._flit_index = {f: i for i, f in enumerate(self.flit_ids.tolist())}
+        return self._flit_index
 
     def bounds(self) -> np.ndarray:
         """``starts`` of length ``n_queries + 1``: query ``i``'s rows are ``starts[i]:starts[i + 1]``."""

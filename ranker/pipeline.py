@@ -151,6 +151,11 @@ class FeedPipeline:
             for t in timings:
                 t[(HYDRATOR, hydrator.name)] = share
 
+        # Rows still in the feed. A row-local filter (one that decides each row on its own) only narrows
+        # this mask; the batch is compacted before a filter that compares rows (duplicates) and once
+        # after the last filter, whose time that compaction counts in.
+        alive: np.ndarray | None = None
+        last: tuple[str, np.ndarray] | None = None
         for flt in self.filters:
             enabled_q = np.fromiter((flt.enable(q) for q in queries), dtype=bool, count=B)
             if not enabled_q.any():
@@ -158,14 +163,28 @@ class FeedPipeline:
                     r[flt.name] = 0
                 continue
             start = time.perf_counter()
+            if alive is not None and not getattr(flt, "row_local", False):
+                batch, alive = batch.take(alive), None
             keep = flt.filter_batch(queries, batch) | ~enabled_q[batch.query]
-            dropped = np.bincount(batch.query[~keep], minlength=B).tolist()
-            batch = batch.take(keep)
+            dropped_rows = ~keep if alive is None else alive & ~keep
+            alive = keep if alive is None else alive & keep
+            dropped = np.bincount(batch.query[dropped_rows], minlength=B).tolist()
+            if flt is self.filters[-1]:
+                batch, alive = batch.take(alive), None
             share = (time.perf_counter() - start) / int(enabled_q.sum())
             for i in range(B):
                 removed[i][flt.name] = int(dropped[i])
                 if enabled_q[i]:
                     timings[i][(FILTER, flt.name)] = share
+            last = (flt.name, enabled_q)
+        if alive is not None:
+            start = time.perf_counter()
+            batch = batch.take(alive)
+            assert last is not None
+            name, enabled_q = last
+            share = (time.perf_counter() - start) / int(enabled_q.sum())
+            for i in np.flatnonzero(enabled_q).tolist():
+                timings[i][(FILTER, name)] += share
 
         for scorer in self.scorers:
             start = time.perf_counter()

@@ -117,7 +117,12 @@ class Hydrator(Protocol):
 
 @runtime_checkable
 class Filter(Protocol):
-    """Removes candidates that must not be shown; never mutates them."""
+    """Removes candidates that must not be shown; never mutates them.
+
+    A filter that decides each candidate on its own (not by comparing candidates, as the duplicate
+    filter does) sets ``row_local = True``: the pipeline then only narrows its mask of rows still in
+    the feed instead of copying the batch's columns before it.
+    """
 
     name: str
 

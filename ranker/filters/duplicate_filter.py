@@ -51,13 +51,20 @@ class DuplicateFilter(Filter):
         n = len(batch)
         if n == 0:
             return np.ones(0, dtype=bool)
+        # Only rows whose (feed, flit) occurs more than once need a decision (mostly none, or the few
+        # flits both the similar and the fresh/popular source returned).
+        key = batch.query * len(batch.flit_ids) + batch.flit
+        dup = np.bincount(key)[key] > 1
+        if not dup.any():
+            return np.ones(n, dtype=bool)
+        keep = ~dup
+        rows = np.flatnonzero(dup)
         unlisted = len(self._rank)
         rank_of = np.array([self._rank.get(name, unlisted) for name in SOURCE_NAMES], dtype=np.int64)
         # np.lexsort sorts by the last key first.
-        order = np.lexsort((np.arange(n), rank_of[batch.source], -batch.similarity, batch.flit, batch.query))
-        q, f = batch.query[order], batch.flit[order]
-        first = np.ones(n, dtype=bool)
-        first[1:] = (q[1:] != q[:-1]) | (f[1:] != f[:-1])
-        keep = np.zeros(n, dtype=bool)
+        order = rows[np.lexsort((rows, rank_of[batch.source[rows]], -batch.similarity[rows], key[rows]))]
+        k = key[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = k[1:] != k[:-1]
         keep[order[first]] = True
         return keep

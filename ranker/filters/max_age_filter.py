@@ -20,6 +20,8 @@ class MaxAgeFilter(Filter):
     """
 
     name = "max_age"
+    #: Decides each row on its own (the pipeline need not compact the batch before it).
+    row_local = True
 
     def __init__(self, max_age_s: float, future_skew_s: float = 300.0) -> None:
         self.max_age_s = max_age_s

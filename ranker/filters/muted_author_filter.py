@@ -14,6 +14,8 @@ from flitfeed.ranker.stages import Filter, FilterResult, partition
 
 class MutedAuthorFilter(Filter):
     name = "muted_author"
+    #: Decides each row on its own (the pipeline need not compact the batch before it).
+    row_local = True
 
     def enable(self, query: FeedQuery) -> bool:
         return bool(query.muted_authors)

@@ -14,6 +14,8 @@ from flitfeed.ranker.stages import Filter, FilterResult, partition
 
 class OwnFlitsFilter(Filter):
     name = "own_flits"
+    #: Decides each row on its own (the pipeline need not compact the batch before it).
+    row_local = True
 
     def filter(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
         return partition(candidates, lambda c: c.author_id == query.user_id)
