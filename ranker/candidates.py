@@ -57,20 +57,20 @@ def intern(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> codes.tolist(), distinct.tolist()
     ([0, 1, 0], ['b', 'a'])
     """
-    table: dict[object, int] = {}
-    codes = np.fromiter((table.setdefault(v, len(table)) for v in values.tolist()), dtype=np.int64,
-                        count=len(values))
-    return codes, _objects(table, len(table))
+    vals = values.tolist()
+    # dict.fromkeys and map run their loops in C: the distinct values in order, then one lookup each.
+    distinct = list(dict.fromkeys(vals))
+    table = dict(zip(distinct, range(len(distinct))))
+    codes = np.fromiter(map(table.__getitem__, vals), dtype=np.int64, count=len(vals))
+    return codes, _objects(distinct, len(distinct))
 
 
 def _merge_codes(codes: Sequence[np.ndarray], tables: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Codes into one table for several (codes, table) pairs: ``merged[out] == concatenated values``."""
-    table: dict[object, int] = {}
-    out = []
-    for c, t in zip(codes, tables):
-        remap = np.fromiter((table.setdefault(v, len(table)) for v in t.tolist()), dtype=np.int64, count=len(t))
-        out.append(remap[c])
-    return np.concatenate(out), _objects(table, len(table))
+    offsets = np.cumsum([0] + [len(t) for t in tables])
+    remap, distinct = intern(np.concatenate(tables))
+    out = [remap[offsets[j]:offsets[j + 1]][c] for j, c in enumerate(codes)]
+    return np.concatenate(out), distinct
 
 
 #: Columns that hold one value per row (everything :meth:`CandidateBatch.take` must index).
@@ -182,6 +182,10 @@ class CandidateBatch:
         parts = [b for b in batches if len(b)]
         if not parts:
             return cls.empty(n_queries)
+        if len(parts) == 1 and (np.diff(parts[0].query) >= 0).all():
+            out = parts[0].take(slice(None))  # already grouped by query: a shallow copy will do
+            out.n_queries = n_queries
+            return out
         query = np.concatenate([b.query for b in parts])
         order = np.argsort(query, kind="stable")
         flit_id = np.concatenate([b.flit_id for b in parts])[order]

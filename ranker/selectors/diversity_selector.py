@@ -116,12 +116,15 @@ class DiversitySelector(Selector):
         row_of[query, pos] = rows
         if self.author_flit_count is not None:
             p = self.params
-            # Per distinct author, not per candidate: the same authors recur across the batch's feeds.
-            new_author = np.fromiter((self.author_flit_count(a) <= p.new_author_max_flits
-                                      for a in batch.author_ids.tolist()), dtype=bool, count=len(batch.author_ids))
             now = np.array([q.now for q in queries], dtype=np.float64)
-            explorable[query, pos] = ((now[query] - batch.created_at[rows] <= p.exploration_max_age_s)
-                                      & new_author[batch.author[rows]])
+            fresh = now[query] - batch.created_at[rows] <= p.exploration_max_age_s
+            # The authors of fresh candidates only, each once: the same authors recur across the feeds.
+            authors = np.unique(batch.author[rows][fresh])
+            new_author = np.zeros(len(batch.author_ids), dtype=bool)
+            new_author[authors] = np.fromiter((self.author_flit_count(a) <= p.new_author_max_flits
+                                               for a in batch.author_ids[authors].tolist()), dtype=bool,
+                                              count=len(authors))
+            explorable[query, pos] = fresh & new_author[batch.author[rows]]
         picks = self._greedy(queries, base, author_of, available, explorable,
                              lambda b, j: batch.tags[row_of[b, j]])
         out: list[list[Candidate]] = []
