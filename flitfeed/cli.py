@@ -376,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     vs = sub.add_parser("versions", help="embedding versions: list them, compare a model with the live one")
     vsub = vs.add_subparsers(dest="versions_command", required=True)
     vsub.add_parser("list", help="the version catalogue: live, building, ready").set_defaults(func=cmd_versions_list)
+    dr = vsub.add_parser("drop", help="delete a version that is not live, its vectors with it (disk freed by compaction)")
+    dr.add_argument("version", help="the version, as `flitfeed versions list` names it")
+    dr.set_defaults(func=cmd_versions_drop)
     cmp_ = vsub.add_parser("compare", help="the live model and --model side by side on recent flits (and a dataset)")
     cmp_.add_argument("--model", required=True,
                       help="minilm[:onnx-int8|onnx-fp32|torch], static, hashing or a sentence-transformers directory")
@@ -433,6 +436,21 @@ def cmd_versions_list(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'version':58s} {'state':9s} {'dim':>5s} {'log read':>10s}  model")
     for v in catalog.versions:
         print(f"{v.version:58s} {v.state:9s} {v.dim:5d} {v.flits:10,d}  {v.model}")
+    return 0
+
+
+def cmd_versions_drop(args: argparse.Namespace, settings: Settings) -> int:
+    from flitfeed.index.versions import VersionError
+    from flitfeed.startup import wait_for_kafka
+    from flitfeed.streams.reembed import drop_version
+
+    wait_for_kafka(settings)
+    try:
+        deleted = drop_version(settings, args.version)
+    except VersionError as exc:
+        print(f"flitfeed versions drop: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.version}: dropped, {deleted:,} records deleted (their disk is freed as the topics compact)")
     return 0
 
 

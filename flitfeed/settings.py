@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     encoder_backend: str = "onnx-int8"
     #: Where the ONNX export of the model is cached (created on first use).
     model_cache_dir: Path = Path.home() / ".cache" / "flitfeed" / "models"
+    #: Embedding versions kept, the live one included (README "Embedding versions"): registering one more
+    #: drops the oldest other, its vectors deleted from the log.
+    versions_keep: int = Field(2, ge=2, le=16)
 
     # --- Index -------------------------------------------------------------
     #: Empty = embedded Qdrant Edge on ``data_dir``; a URL selects a Qdrant server.

@@ -30,8 +30,8 @@ from typing import Iterable, Mapping, Sequence
 
 from flitfeed.streams.events import Flit, FlitVector, VersionCatalog, VersionEntry
 
-__all__ = ["VersionError", "VersionGate", "ack_key", "begin_build", "builds", "catalog_with_live", "entry",
-           "mark_ready", "record_progress", "vector_key", "vector_records", "version_tag"]
+__all__ = ["VersionError", "VersionGate", "ack_key", "begin_build", "builds", "catalog_with_live", "drop", "entry",
+           "mark_ready", "over_keep", "record_progress", "vector_key", "vector_records", "version_tag"]
 
 
 class VersionError(ValueError):
@@ -115,6 +115,34 @@ def mark_ready(catalog: VersionCatalog, version: str) -> VersionCatalog:
     if have is None or have.state == "live":
         raise VersionError(f"{version!r} is not a version being built")
     return _replace(catalog, version, state="ready")
+
+
+def drop(catalog: VersionCatalog, version: str, now: datetime) -> VersionCatalog:
+    """The catalogue without ``version`` (its vectors are then deleted from the log by the caller).
+
+    Refused for the live version and for a version the catalogue does not hold.
+    """
+    if version == catalog.live:
+        raise VersionError(f"{version} is the live version: it cannot be dropped")
+    if entry(catalog, version) is None:
+        raise VersionError(f"unknown version {version!r} (`flitfeed versions list`)")
+    return catalog.model_copy(update={"versions": [v for v in catalog.versions if v.version != version],
+                                      "written_at": now})
+
+
+def over_keep(catalog: VersionCatalog, keep: int) -> list[str]:
+    """The versions beyond the ``keep`` most recent (the live one always counts and is always kept), oldest first.
+
+    >>> from datetime import timedelta
+    >>> t = datetime(2026, 11, 26)
+    >>> cat = catalog_with_live("live", "minilm", 384, t)
+    >>> for i in range(3):
+    ...     cat = begin_build(cat, f"v{i}", "static", 256, t + timedelta(hours=i + 1))
+    >>> over_keep(cat, 2)
+    ['v0', 'v1']
+    """
+    others = sorted((v for v in catalog.versions if v.version != catalog.live), key=lambda v: v.created_at)
+    return [v.version for v in others[: max(0, len(others) - max(1, keep) + 1)]]
 
 
 class VersionGate:

@@ -29,18 +29,18 @@ from confluent_kafka import Producer
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.factory import model_spec_of
-from flitfeed.index.versions import (VersionError, begin_build, catalog_with_live, entry, mark_ready,
-                                     record_progress, vector_records)
+from flitfeed.index.versions import (VersionError, begin_build, catalog_with_live, drop, entry, mark_ready,
+                                     over_keep, record_progress, vector_records, version_tag)
 from flitfeed.kafka.config import instance_headers, producer_config
 from flitfeed.kafka.reading import read_partition, watermarks
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.progress import Progress
-from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, Settings
+from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_MODEL_VERSIONS, Settings
 from flitfeed.streams.embedding import flit_text
 from flitfeed.streams.events import DecodeError, Flit, VersionCatalog, decode_flit
 from flitfeed.streams.version_log import read_catalog, write_catalog
 
-__all__ = ["ReembedReport", "decode_for_reembed", "reembed", "remaining"]
+__all__ = ["ReembedReport", "decode_for_reembed", "drop_version", "reembed", "remaining"]
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +231,11 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
     catalog = begin_build(catalog, encoder.model_version, model, encoder.dim, now)
     producer = Producer(producer_config(settings))
     write_catalog(settings, producer, catalog)
+    for old in over_keep(catalog, settings.versions_keep):
+        # FLITFEED_VERSIONS_KEEP versions at most: the oldest others go, with their vectors.
+        print(f"keeping {settings.versions_keep} versions: dropping {old}", file=out or sys.stderr, flush=True)
+        drop_version(settings, old, out=out)
+        catalog = read_catalog(settings) or catalog
     run = Reembedding(settings, encoder, catalog, producer, metrics, out)
     began = time.perf_counter()
     done = run.run_pass(limit)
@@ -247,3 +252,52 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
     log.info("re-embedding %s", outcome, extra={"version": run.version, "embedded": run.report.embedded,
                                                  "skipped": run.report.skipped, "seconds": round(run.report.seconds, 1)})
     return run.report
+
+
+def drop_version(settings: Settings, version: str, *, out: TextIO | None = None) -> int:
+    """Delete a version that is not live: out of the catalogue first (the workers stop embedding with it),
+    then a tombstone for every record of it on ``flit-vectors`` and ``model-versions``, so that compaction
+    frees their disk. Returns the records deleted.
+
+    Started again after a crash, it finishes the deletion (a version already gone from the catalogue is
+    only swept). Raises :class:`~flitfeed.index.versions.VersionError` for the live version.
+    """
+    catalog = read_catalog(settings)
+    producer = Producer(producer_config(settings))
+    if catalog is not None and entry(catalog, version) is not None:
+        write_catalog(settings, producer, drop(catalog, version, datetime.now(timezone.utc)))
+    elif catalog is not None and catalog.live == version:
+        raise VersionError(f"{version} is the live version: it cannot be dropped")
+    suffix = f"|{version_tag(version)}".encode()
+    ack_prefix = f"ack|{version_tag(version)}|".encode()
+    deleted = 0
+    for name, mine in ((TOPIC_FLIT_VECTORS, lambda key: key.endswith(suffix)),
+                       (TOPIC_MODEL_VERSIONS, lambda key: key.startswith(ack_prefix))):
+        topic = settings.topic(name)
+        marks = watermarks(settings, topic)
+        progress = Progress(f"deleting {version} from {topic}", sum(h - lo for lo, h in marks.values()), out,
+                            unit="records")
+        read = 0
+        for partition, (low, high) in marks.items():
+            keys: set[bytes] = set()
+            for m in read_partition(settings, topic, partition, group_id=f"{settings.app_id}-drop-unused",
+                                    start=low, until=high, timeout_s=600 + (high - low) / 1000):
+                read += 1
+                key = m.key()
+                if key is not None and mine(key):
+                    if m.value() is None:
+                        keys.discard(key)  # already deleted
+                    else:
+                        keys.add(key)
+                if read % 1000 == 0:
+                    progress.update(read)
+            for key in keys:
+                # A tombstone on the record's own partition (the same key hashes there): compaction removes both.
+                producer.produce(topic, key=key, value=None, partition=partition)
+                producer.poll(0)
+            deleted += len(keys)
+        progress.finish()
+    if producer.flush(60):
+        raise TimeoutError("tombstones not acknowledged by the broker within 60 s")
+    log.info("version dropped", extra={"version": version, "records": deleted})
+    return deleted

@@ -58,8 +58,8 @@ def cli(settings: Settings, *args: str, timeout: float = 180, **env: str) -> sub
                           capture_output=True, text=True, timeout=timeout)
 
 
-def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector]]:
-    """Every record of ``flit-vectors`` up to its end now, in partition order."""
+def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector | None]]:
+    """Every record of ``flit-vectors`` up to its end now, in partition order (None: a tombstone)."""
     topic = settings.topic(TOPIC_FLIT_VECTORS)
     reader = Consumer(consumer_config(settings, group_id="test-versions-reader"))
     out = []
@@ -74,7 +74,7 @@ def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector]]:
                 for m in reader.consume(num_messages=500, timeout=1.0):
                     if m.error() is None:
                         seen += 1
-                        out.append((m.key(), FlitVector.model_validate_json(m.value())))
+                        out.append((m.key(), None if m.value() is None else FlitVector.model_validate_json(m.value())))
     finally:
         reader.close()
     return out
@@ -179,3 +179,44 @@ def test_a_worker_whose_encoder_is_not_the_live_version_refuses_to_start(setting
     wrong = services("worker", settings, FLITFEED_ENCODER=NEW_MODEL)
     assert wrong.wait(120) == 2
     assert "the live embedding version is all-MiniLM-L6-v2@" in wrong.log_tail()
+
+
+def test_a_dropped_version_leaves_the_catalogue_its_vectors_are_deleted_and_the_workers_stop(
+        settings: Settings, services, bus: Bus) -> None:
+    worker = services("worker", settings)
+    for f in flits(4):
+        bus.flit(f)
+    assert cli(settings, "reembed", "--model", NEW_MODEL).returncode == 0
+    version = built(read_catalog(settings))
+    tag = b"|" + version_tag(version).encode()
+
+    refused = cli(settings, "versions", "drop", read_catalog(settings).live)
+    assert refused.returncode == 2 and "live version" in refused.stderr
+
+    # Registering one version more than FLITFEED_VERSIONS_KEEP (2: the live one and one other) drops the oldest.
+    second = cli(settings, "reembed", "--model", "minilm:torch")
+    assert second.returncode == 0, second.stderr
+    assert f"dropping {version}" in second.stderr
+    catalog = read_catalog(settings)
+    assert entry(catalog, version) is None and len(catalog.versions) == 2
+    latest: dict[bytes, FlitVector | None] = {}
+    for key, record in flit_vector_records(settings):
+        latest[key] = record
+    assert [k for k in latest if k.endswith(tag)] and all(latest[k] is None for k in latest if k.endswith(tag))
+
+    # The workers stop embedding with it, and go on with the newer one.
+    wait_until(lambda: "no longer embedding with a version" in worker.log_tail(400), 60,
+               what="the worker to stop embedding with the dropped version")
+    newer = built(catalog)
+    (late,) = flits(1, start=90)[:1]
+    bus.flit(late)
+
+    def vectors_of_late() -> set[str]:
+        found = {r.model_version for key, r in flit_vector_records(settings) if r is not None and r.flit.flit_id == late.flit_id}
+        return found if newer in found else set()
+
+    assert wait_until(vectors_of_late, 60, what="the late flit's vectors") == {catalog.live, newer}
+
+    dropped = cli(settings, "versions", "drop", newer)
+    assert dropped.returncode == 0 and "dropped" in dropped.stdout
+    assert [v.version for v in read_catalog(settings).versions] == [catalog.live]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flitfeed.encoders.factory import EncoderConfigError, encoder_for_spec, parse_model_spec
-from flitfeed.index.versions import (VersionError, VersionGate, begin_build, catalog_with_live, entry, mark_ready,
-                                     record_progress, vector_key, version_tag)
+from flitfeed.index.versions import (VersionError, VersionGate, begin_build, catalog_with_live, drop, entry,
+                                     mark_ready, over_keep, record_progress, vector_key, version_tag)
 from flitfeed.progress import Progress
 from flitfeed.settings import Settings
 from flitfeed.streams.events import Flit, FlitVector, VersionCatalog, decode_internal
@@ -40,10 +40,22 @@ def test_a_build_is_registered_beside_the_live_version_and_resumes() -> None:
      "registered with 256 dimensions"),
     (lambda c: mark_ready(c, "live@1"), "not a version being built"),
     (lambda c: record_progress(c, "nope", {0: 1}, flits=1), "unknown version"),
+    (lambda c: drop(c, "live@1", T0), "cannot be dropped"),
+    (lambda c: drop(c, "nope", T0), "unknown version"),
 ])
 def test_inconsistent_version_operations_are_refused(action, message: str) -> None:  # noqa: ANN001
     with pytest.raises(VersionError, match=message):
         action(catalog_with_live("live@1", "minilm", 384, T0))
+
+
+def test_the_oldest_versions_beyond_the_kept_count_go_and_the_live_one_always_stays() -> None:
+    cat = catalog_with_live("live@1", "minilm", 384, T0)
+    assert over_keep(cat, 2) == []
+    cat = begin_build(cat, "a@2", "static", 256, T0 + timedelta(hours=1))
+    assert over_keep(cat, 2) == []
+    cat = begin_build(cat, "b@3", "hashing", 384, T0 + timedelta(hours=2))
+    assert over_keep(cat, 2) == ["a@2"] and over_keep(cat, 3) == []
+    assert [v.version for v in drop(cat, "a@2", T0).versions] == ["live@1", "b@3"]
 
 
 def test_a_gate_serves_one_version_and_never_adopts_a_rebuilt_one() -> None:
