@@ -167,6 +167,7 @@ class FlitVectorReplicator:
         if not messages:
             return 0
         fresh = []
+        own = 0
         # Freshness is a live figure: a replay after a restart would report the age of the whole log.
         live = self.caught_up
         for m in messages:
@@ -196,8 +197,13 @@ class FlitVectorReplicator:
                 continue
             if self._on_flit is not None:
                 self._on_flit(record)
-            if fresh_offset and not self._own(m):
+            if fresh_offset and self._own(m):
+                own += 1  # its agent wrote the point already
+            elif fresh_offset:
                 fresh.append(record)
+        if own and not fresh and self._write_index:
+            # Only this process's own flits: the index grew without a write here; the gauge follows the log.
+            self._metrics.index_points.labels(service=self._metrics.service).set(self._index.count())
         if fresh and not self._write_index:
             return 0
         if fresh:
