@@ -11,7 +11,8 @@ Because every term is decayed to the *latest* timestamp, the result does not
 depend on arrival order: an event that arrives late is decayed by how much
 older it is (this is the documented out-of-order rule). Applying an event
 whose ``event_id`` was already applied changes nothing (idempotence), within a
-bounded memory of recent event ids.
+bounded memory of recent event ids, kept as 8-byte hashes (:func:`event_hash`: 16 KB for 2,000 ids
+instead of ~140 KB of strings; two ids share a hash with probability ~2⁻⁶⁴ per pair).
 
 >>> import numpy as np
 >>> p = UserProfile("u1")
@@ -33,6 +34,7 @@ True
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +71,22 @@ def interaction_weight(kind: str, dwell_ms: int | None = None) -> float:
     return weight
 
 
+def event_hash(event_id: str) -> int:
+    """An event id as the 64-bit number the profile remembers it by.
+
+    >>> event_hash("e1") == event_hash("e1") != event_hash("e2")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def _push_hash(hashes: np.ndarray, h: int, capacity: int) -> np.ndarray:
+    """``hashes`` with ``h`` as the most recent (a previous copy dropped), the oldest beyond capacity dropped."""
+    kept = hashes[hashes != np.uint64(h)]
+    out = np.append(kept, np.uint64(h))
+    return out[-capacity:] if len(out) > capacity else out
+
+
 def _push_bounded(items: list[str], item: str, capacity: int) -> None:
     """Append ``item`` as the most recent, dropping a previous copy and the oldest beyond capacity."""
     if item in items:
@@ -87,14 +105,15 @@ class UserProfile:
     negatives: int = 0
     seen: list[str] = field(default_factory=list)
     muted_authors: list[str] = field(default_factory=list)
-    recent_event_ids: list[str] = field(default_factory=list)
+    #: :func:`event_hash` of the most recent applied event ids, oldest first (uint64).
+    event_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     #: The last event applied: re-published if it is delivered again after a crash.
     last_event_id: str = ""
     #: The embedding version ``taste`` is in (empty: learned before versions were tracked).
     taste_version: str = ""
 
     def has_applied(self, event_id: str) -> bool:
-        return event_id in self.recent_event_ids
+        return bool((self.event_hashes == np.uint64(event_hash(event_id))).any())
 
     def learn_one(self, event_id: str, kind: str, ts: float, vector: np.ndarray, author_id: str,
                   flit_id: str, params: TasteParams, dwell_ms: int | None = None) -> bool:
@@ -122,7 +141,7 @@ class UserProfile:
         elif weight > 0:
             self.positives += 1
         _push_bounded(self.seen, flit_id, params.seen_capacity)
-        _push_bounded(self.recent_event_ids, event_id, params.dedup_capacity)
+        self.event_hashes = _push_hash(self.event_hashes, event_hash(event_id), params.dedup_capacity)
         self.last_event_id = event_id
         return True
 
@@ -143,7 +162,7 @@ class UserProfile:
             "negatives": self.negatives,
             "seen": self.seen,
             "muted_authors": self.muted_authors,
-            "recent_event_ids": self.recent_event_ids,
+            "event_hashes": base64.b64encode(self.event_hashes.astype("<u8").tobytes()).decode(),
             "last_event_id": self.last_event_id,
             "taste_version": self.taste_version,
         }
@@ -159,7 +178,14 @@ class UserProfile:
             negatives=int(d.get("negatives", 0)),
             seen=list(d.get("seen", [])),
             muted_authors=list(d.get("muted_authors", [])),
-            recent_event_ids=list(d.get("recent_event_ids", [])),
+            event_hashes=_hashes_of(d),
             last_event_id=str(d.get("last_event_id", "")),
             taste_version=str(d.get("taste_version", "")),
         )
+
+
+def _hashes_of(d: dict[str, Any]) -> np.ndarray:
+    if "event_hashes" in d:
+        return np.frombuffer(base64.b64decode(d["event_hashes"]), dtype="<u8").astype(np.uint64)
+    # A profile stored before hashing: its event ids, hashed.
+    return np.array([event_hash(e) for e in d.get("recent_event_ids", [])], dtype=np.uint64)

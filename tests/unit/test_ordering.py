@@ -39,7 +39,7 @@ def assert_same(a: UserProfile, b: UserProfile) -> None:
     assert (a.positives, a.negatives) == (b.positives, b.negatives)
     assert a.last_ts == b.last_ts
     assert set(a.seen) == set(b.seen) and set(a.muted_authors) == set(b.muted_authors)
-    assert set(a.recent_event_ids) == set(b.recent_event_ids)
+    assert set(a.event_hashes.tolist()) == set(b.event_hashes.tolist())
     scale = max(1.0, float(np.abs(a.taste).max()))
     np.testing.assert_allclose(a.taste, b.taste, atol=1e-4 * scale)
 

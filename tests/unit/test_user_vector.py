@@ -60,7 +60,8 @@ def test_memories_are_bounded() -> None:
         p.learn_one(f"e{i}", "hide", float(i), unit(1, 0), f"a{i}", f"f{i}", P)
     assert p.seen == ["f7", "f8", "f9"]
     assert p.muted_authors == ["a8", "a9"]
-    assert p.recent_event_ids == ["e6", "e7", "e8", "e9"]
+    assert len(p.event_hashes) == 4 and all(p.has_applied(f"e{i}") for i in range(6, 10))
+    assert not p.has_applied("e5")  # forgotten: the oldest beyond dedup_capacity
 
 
 def test_cold_until_positive_feedback() -> None:
@@ -106,3 +107,12 @@ def test_a_taste_of_another_embedding_version_is_started_anew_never_mixed() -> N
     assert p.positives == 3 and p.seen == ["f1", "f2", "f3"]  # what the user did is kept; only the space changed
     again = UserProfile.from_dict(p.to_dict())
     assert again.taste_version == "new@2"
+
+
+def test_a_profile_stored_with_event_id_strings_still_knows_them() -> None:
+    from flitfeed.encoders.user_vector import UserProfile
+
+    old = {"user_id": "u", "taste": None, "positives": 0, "recent_event_ids": ["e1", "e2"], "last_event_id": "e2"}
+    p = UserProfile.from_dict(old)
+    assert p.has_applied("e1") and p.has_applied("e2") and not p.has_applied("e3")
+    assert UserProfile.from_dict(p.to_dict()).has_applied("e1")
