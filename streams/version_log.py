@@ -82,7 +82,7 @@ class CatalogFollower:
     """Follows ``model-versions`` from its start (blocking calls: run it off an event loop).
 
     >>> follower = CatalogFollower(settings)        # doctest: +SKIP
-    >>> follower.poll(timeout=0.5)                  # doctest: +SKIP  (a newer catalogue, or None)
+    >>> follower.poll(timeout=0.5)                  # a newer catalogue, or None  # doctest: +SKIP
     """
 
     def __init__(self, settings: Settings) -> None:
