@@ -426,16 +426,18 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_versions_list(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.startup import wait_for_kafka
-    from flitfeed.streams.version_log import read_catalog
+    from flitfeed.streams.version_log import read_versions_log
 
     wait_for_kafka(settings)
-    catalog = read_catalog(settings)
+    versions = read_versions_log(settings)
+    catalog = versions.catalog
     if catalog is None:
         print("no version catalogue: one version, the workers' encoder (`flitfeed reembed` starts one)")
         return 0
-    print(f"{'version':58s} {'state':9s} {'dim':>5s} {'log read':>10s}  model")
+    print(f"{'version':58s} {'state':9s} {'dim':>5s} {'log read':>10s}  model; workers embedding new flits with it")
     for v in catalog.versions:
-        print(f"{v.version:58s} {v.state:9s} {v.dim:5d} {v.flits:10,d}  {v.model}")
+        acked = "" if v.state == "live" else f"; {len(versions.acks.get(v.version, ()))} worker(s)"
+        print(f"{v.version:58s} {v.state:9s} {v.dim:5d} {v.flits:10,d}  {v.model}{acked}")
     return 0
 
 

@@ -136,6 +136,8 @@ def test_reembed_builds_a_new_version_beside_the_live_one(settings: Settings, se
     assert done.returncode == 0, done.stderr
     catalog = read_catalog(settings)
     assert catalog.live == live and entry(catalog, version).state == "ready"
+    listed = cli(settings, "versions", "list").stdout
+    assert f"{version}" in listed and "ready" in listed and "1 worker(s)" in listed
     assert entry(catalog, version).positions == {p: end for p, end in flits_log_end(settings).items() if end}
 
     # Every valid flit has exactly the new model's vector under its versioned key; the live records are intact.
