@@ -177,6 +177,11 @@ class Metrics:
             self.examples_dropped.labels(reason=reason)
         for outcome in ("written", "loaded", "missing", "corrupt"):
             self.model_snapshots.labels(outcome=outcome)
+        # Known label sets start at 0, so a dashboard shows "none" rather than "no data".
+        for operation in ("upsert", "search", "retrieve", "delete", "count"):
+            self.index_retries.labels(service=service, operation=operation)
+        for reason in ("other_version", "taste_other_version"):
+            self.vectors_skipped.labels(service=service, reason=reason)
         self.exploration_share = Gauge("flitfeed_ranker_exploration_share_ratio",
                                        "Share of served feed items placed by exploration (since start).",
                                        registry=r)

@@ -122,6 +122,11 @@ DRIFT = [
     panel("Embedding model", "short", "The embedding model version each process uses; a change shows as a new row.",
           (f"max by (service, model_version, dim) ({q('flitfeed_model_info')})", "{{service}} {{model_version}}"),
           kind="table"),
+    # --- embedding versions (README "Embedding versions"; `flitfeed reembed`'s own progress is on its port) ---
+    panel("Vectors kept apart", "ops", "Vectors of another embedding version than the one served, kept out of an "
+          "index (other_version) or dropped as a user's taste (taste_other_version: a cold-start feed).",
+          (f"sum by (service, reason) (rate({q('flitfeed_index_vectors_skipped_total')}[{RI}]))",
+           "{{service}} {{reason}}")),
     # --- the learned ranking model (README "Learning from feedback") ---------------------------------------
     panel("Ranking examples", "ops", "Labelled examples per second: emitted by each ranker's join (by label) and "
           "learned by each ranker replica.",
@@ -162,6 +167,10 @@ KAFKA = [
           (f"sum by (service, topic) (rate({q('flitfeed_events_duplicate_total')}[{RI}]))", "{{service}} {{topic}}")),
     panel("Index size", "short", "Points in each process's vector index.",
           (f"max by (service, instance) ({q('flitfeed_index_points')})", "{{service}} {{instance}}")),
+    panel("Qdrant server retries", "ops", "Calls to a Qdrant server retried because it did not answer, by service "
+          "and operation (each retry is also logged).",
+          (f"sum by (service, operation) (rate({q('flitfeed_index_retries_total')}[{RI}]))",
+           "{{service}} {{operation}}")),
     panel("Users in state", "short", "Users whose state each process holds.",
           (f"sum by (service) ({q('flitfeed_users_in_state')})", "{{service}}")),
     panel("CPU", "percentunit", "CPU seconds per second of each process.",
