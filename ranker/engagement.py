@@ -232,3 +232,17 @@ def decayed(net: np.ndarray, ref: np.ndarray, now: np.ndarray | float, half_life
     growth before the reference time), so a batch reads the same scores as one flit at a time.
     """
     return net * np.power(2.0, -np.maximum(now - ref, 0.0) / half_life_s)
+
+
+def saturated(engagement: np.ndarray | float, saturation: float) -> np.ndarray | float:
+    """Net engagement in (-1, 1) with diminishing returns: ``e / (|e| + saturation)``.
+
+    One rule for the engagement scorer's component and the "mainstream" statistic of the affinity
+    model, so that both read popularity the same way.
+
+    >>> float(saturated(5.0, 5.0)), float(saturated(-5.0, 5.0))
+    (0.5, -0.5)
+    >>> saturated(np.array([0.0, 15.0]), 5.0).tolist()
+    [0.0, 0.75]
+    """
+    return engagement / (np.abs(engagement) + saturation)

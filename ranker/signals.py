@@ -1,6 +1,6 @@
 """What the ranker learns from each interaction it reads: one function, used by the service and the evaluator.
 
->>> from flitfeed.ranker.engagement import EngagementTracker
+>>> from flitfeed.ranker.engagement import EngagementTracker, saturated
 >>> from flitfeed.ranker.coengagement import CoEngagement
 >>> from flitfeed.streams.events import Interaction
 >>> e, c = EngagementTracker(half_life_s=3600.0, capacity=10), CoEngagement(capacity=10)
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.coengagement import CoEngagement
-from flitfeed.ranker.engagement import EngagementTracker
+from flitfeed.ranker.engagement import EngagementTracker, saturated
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.streams.events import Interaction, to_epoch
 
@@ -31,7 +31,7 @@ def learn_interaction(engagement: EngagementTracker, coengagement: CoEngagement 
         flit = None if recent is None else recent.get(event.flit_id)
         e = engagement.score(event.flit_id, ts)
         affinity.learn_one(event.user_id, None if flit is None else flit.author_id, () if flit is None else flit.tags,
-                           event.kind, popularity=e / (abs(e) + engagement_saturation))
+                           event.kind, popularity=float(saturated(e, engagement_saturation)))
     engagement.learn_one(event.flit_id, event.kind, ts)
     if coengagement is not None:
         coengagement.learn_one(event.user_id, event.flit_id, event.kind, ts)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
-
 from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.candidates import CandidateBatch
+from flitfeed.ranker.engagement import saturated
 from flitfeed.ranker.params import ENGAGEMENT
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.stages import Scorer
@@ -29,9 +28,7 @@ class EngagementScorer(Scorer):
 
     def score(self, query: FeedQuery, candidates: list[Candidate]) -> None:
         for c in candidates:
-            e = c.engagement
-            c.components[self.name] = e / (abs(e) + self.saturation)
+            c.components[self.name] = float(saturated(c.engagement, self.saturation))
 
     def score_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> None:
-        e = batch.engagement
-        batch.components[self.name] = e / (np.abs(e) + self.saturation)
+        batch.components[self.name] = saturated(batch.engagement, self.saturation)
