@@ -77,18 +77,7 @@ class DiversitySelector(Selector):
                 explorable[b, :n] = [self._explorable(query, c) for c in pool]
         picks = self._greedy(queries, base, author_of, available, explorable,
                              lambda b, j: pools[b][j].tags)
-        out: list[list[Candidate]] = []
-        for b, picked in enumerate(picks):
-            feed = []
-            for j, score, propensity, exploring in picked:
-                c = pools[b][j]
-                c.score = score
-                c.propensity = propensity
-                if exploring:
-                    c.source = EXPLORE
-                feed.append(c)
-            out.append(feed)
-        return out
+        return _feeds(picks, lambda b, j: pools[b][j])
 
     def select_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> list[list[Candidate]]:
         """:meth:`select_many` straight from the batch's columns: the ``(queries, candidates)`` matrices
@@ -127,18 +116,7 @@ class DiversitySelector(Selector):
             explorable[query, pos] = fresh & new_author[batch.author[rows]]
         picks = self._greedy(queries, base, author_of, available, explorable,
                              lambda b, j: batch.tags[row_of[b, j]])
-        out: list[list[Candidate]] = []
-        for b, picked in enumerate(picks):
-            feed = []
-            for j, score, propensity, exploring in picked:
-                c = batch.candidate(int(row_of[b, j]))
-                c.score = score
-                c.propensity = propensity
-                if exploring:
-                    c.source = EXPLORE
-                feed.append(c)
-            out.append(feed)
-        return out
+        return _feeds(picks, lambda b, j: batch.candidate(int(row_of[b, j])))
 
     def _greedy(self, queries: Sequence[FeedQuery], base: np.ndarray, author_of: np.ndarray, available: np.ndarray,
                 explorable: np.ndarray, tags_of: Callable[[int, int], tuple[str, ...]]
@@ -250,4 +228,22 @@ def _first_of_each_flit(candidates: list[Candidate]) -> list[Candidate]:
         if c.flit_id not in seen:
             seen.add(c.flit_id)
             out.append(c)
+    return out
+
+
+def _feeds(picks: list[list[tuple[int, float, float, bool]]],
+           candidate: Callable[[int, int], Candidate]) -> list[list[Candidate]]:
+    """The picked candidates of each feed (``candidate(feed, column)``), with their score and propensity set; an
+    exploration pick is marked as such."""
+    out: list[list[Candidate]] = []
+    for b, picked in enumerate(picks):
+        feed = []
+        for j, score, propensity, exploring in picked:
+            c = candidate(b, j)
+            c.score = score
+            c.propensity = propensity
+            if exploring:
+                c.source = EXPLORE
+            feed.append(c)
+        out.append(feed)
     return out
