@@ -164,11 +164,6 @@ class VersionGate:
         #: Vectors kept out, in all.
         self.skipped = 0
 
-    def follow(self, catalog: VersionCatalog | None) -> None:
-        """Serve the catalogue's live version (a replica without an encoder of its own)."""
-        if catalog is not None:
-            self.serving = catalog.live
-
     def admits(self, version: str, *, rebuilt: bool) -> bool:
         """Whether a vector of ``version`` may enter this replica's index; ``rebuilt``: keyed as a re-embedded
         version's (``<flit_id>|<tag>``), which never decides the version served."""
