@@ -30,6 +30,31 @@ import pytest
 
 from benchmarks.service import free_port
 
+#: Where a server's ports are drawn from: below Linux's ephemeral range (32768-60999), where every
+#: outgoing connection of the machine (Kafka clients, the other tests) takes its local port.
+PORT_RANGE = range(20000, 32000)
+#: Ports this process handed out, never handed out twice (a free port is free until someone binds it).
+_handed_out: set[int] = set()
+
+
+def server_port() -> int:
+    """A port for a test server: bindable now, outside the ephemeral range, not handed out before."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.choice(PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    return free_port()
+
 REPO = Path(__file__).resolve().parents[1]
 #: Where CI provides the binary: ``<repo>/../shared/bin/qdrant``.
 DEFAULT_BIN = REPO.parent / "shared" / "bin" / "qdrant"
@@ -97,7 +122,7 @@ class QdrantServer:
         self.workdir = workdir
         self.api_key = api_key
         self.tls = tls
-        self.http_port, self.grpc_port = free_port(), free_port()
+        self.http_port, self.grpc_port = server_port(), server_port()
         self.p2p_port = cluster_p2p_port
         self.bootstrap = bootstrap
         self.extra_env = extra_env or {}
@@ -148,15 +173,29 @@ class QdrantServer:
     # --------------------------------------------------------------- life cycle
 
     def start(self, timeout: float = 60.0) -> QdrantServer:
-        """Launch it and wait until ``/readyz`` answers 200 (at most ``timeout`` seconds)."""
+        """Launch it and wait until ``/readyz`` answers 200 (at most ``timeout`` seconds).
+
+        A first start that finds a port taken meanwhile (another process bound it after it was picked)
+        is tried again on new ports; a restart keeps its ports, which clients already know.
+        """
         assert not self.alive(), "already running"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv(), cwd=self.workdir, env=self.env(), stdout=log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+        for attempt in range(3):
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(self.argv(), cwd=self.workdir, env=self.env(), stdout=log,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
+            try:
+                self.wait_ready(timeout)
+            except RuntimeError:
+                if self.starts > 0 or attempt == 2 or "Address already in use" not in self.log_tail():
+                    raise
+                self.http_port, self.grpc_port = server_port(), server_port()
+                if self.p2p_port is not None:
+                    self.p2p_port = server_port()
+                continue
+            break
         self.starts += 1
-        self.wait_ready(timeout)
         return self
 
     def ready(self) -> bool:
@@ -231,12 +270,14 @@ class QdrantCluster:
 
     def __init__(self, workdir: Path, size: int = 3, *, binary: Path | None = None) -> None:
         binary = binary or qdrant_binary_or_skip()
-        first = QdrantServer(workdir / "peer0", binary=binary, cluster_p2p_port=free_port())
-        self.peers = [first] + [QdrantServer(workdir / f"peer{i}", binary=binary, cluster_p2p_port=free_port(),
+        first = QdrantServer(workdir / "peer0", binary=binary, cluster_p2p_port=server_port())
+        self.peers = [first] + [QdrantServer(workdir / f"peer{i}", binary=binary, cluster_p2p_port=server_port(),
                                              bootstrap=first.p2p_url) for i in range(1, size)]
 
     def start(self, timeout: float = 90.0) -> QdrantCluster:
         for peer in self.peers:  # one at a time: a peer joins through the first, which must be up
+            if peer is not self.peers[0]:
+                peer.bootstrap = self.peers[0].p2p_url  # its ports may have moved if one was taken
             peer.start(timeout)
         self.wait_peers(len(self.peers), timeout)
         return self
