@@ -53,6 +53,7 @@ from typing import Any, Sequence, TextIO
 
 import numpy as np
 
+from flitfeed.encoders.base import l2_normalise
 from flitfeed.kafka.reading import read_partition, watermarks
 from flitfeed.progress import Progress
 from flitfeed.settings import TOPIC_FLITS, Settings
@@ -76,12 +77,6 @@ _SIM_RESOLUTION = 1e6
 # Pure functions (numpy): what is compared
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-
-
 def nearest_neighbours(vectors: np.ndarray, k: int, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` nearest other rows by cosine: ``(indices, cosines)``, each ``(n, k)``, nearest first.
 
@@ -93,7 +88,7 @@ def nearest_neighbours(vectors: np.ndarray, k: int, block: int | None = None) ->
     >>> idx.ravel().tolist()
     [1, 0, 1]
     """
-    v = _unit(vectors)
+    v = l2_normalise(vectors)
     n = len(v)
     if not 1 <= k < n:
         raise ValueError(f"k must be between 1 and n - 1 = {n - 1}, got {k}")
@@ -162,7 +157,7 @@ def _pair_sample(n: int, sample: int, seed: int) -> np.ndarray:
 
 
 def _pairwise_cosines(vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    v = _unit(vectors)[rows].astype(np.float64)
+    v = l2_normalise(vectors)[rows].astype(np.float64)
     upper = np.triu_indices(len(rows), k=1)
     return (v @ v.T)[upper]
 
@@ -197,8 +192,8 @@ def linear_cka(a: np.ndarray, b: np.ndarray) -> float:
     whole geometry that works across dimensions, 1 for a rotation or rescaling of the same space,
     near 0 for unrelated spaces (about ``√(d_a d_b) / n`` for random ones).
     """
-    x = _unit(a).astype(np.float64)
-    y = _unit(b).astype(np.float64)
+    x = l2_normalise(a).astype(np.float64)
+    y = l2_normalise(b).astype(np.float64)
     x -= x.mean(axis=0)
     y -= y.mean(axis=0)
     denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
@@ -328,7 +323,8 @@ class LogSample:
 def read_recent_flits(settings: Settings, n: int, progress_stream: TextIO | None = None) -> LogSample:
     """The newest ``n`` records of the ``flits`` topic (newest by offset per partition, in proportion to
     each partition's size), decoded and checked as the worker does, oldest first by ``created_at``."""
-    from flitfeed.streams.events import DecodeError, decode_flit
+    from flitfeed.streams.embedding import decode_flit_bounded
+    from flitfeed.streams.events import DecodeError
 
     topic = settings.topic(TOPIC_FLITS)
     sample = LogSample(topic=topic, ranges=tail_ranges(watermarks(settings, topic), n))
@@ -343,9 +339,7 @@ def read_recent_flits(settings: Settings, n: int, progress_stream: TextIO | None
             sample.records += 1
             progress.update(sample.records)
             try:
-                flit = decode_flit(value, now=now, max_text_chars=settings.max_text_chars,
-                                   max_tags=settings.max_tags, max_skew_s=settings.max_clock_skew_s,
-                                   max_age_s=settings.max_event_age_s, max_bytes=settings.max_message_bytes)
+                flit = decode_flit_bounded(value, settings, now)
             except DecodeError:
                 sample.rejected += 1
                 continue

@@ -23,7 +23,7 @@ from flitfeed.settings import Settings
 from flitfeed.streams.effects import Count, Effect, ObserveFlits, Publish, RawMessage, Reject
 from flitfeed.streams.events import DecodeError, Flit, FlitVector, Reason, decode_flit, to_epoch
 
-__all__ = ["BatchPlan", "EmbeddedBatch", "RawMessage", "decide_batch", "decode_flits", "embed_flits",
+__all__ = ["BatchPlan", "EmbeddedBatch", "RawMessage", "decide_batch", "decode_flit_bounded", "decode_flits", "embed_flits",
            "embed_isolating", "flit_text", "indexed_flit", "plan_batch"]
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,14 @@ def indexed_flit(record: FlitVector) -> IndexedFlit:
                        vector=np.asarray(record.vector, dtype=np.float32), lang=f.lang, tags=tuple(f.tags))
 
 
+def decode_flit_bounded(raw: bytes | None, settings: Settings, now: float) -> Flit:
+    """A ``flits`` message decoded with the settings' bounds, its time checked against ``now`` (epoch s);
+    raises ``DecodeError``. The worker, re-embedding and ``versions compare`` all read flits this way."""
+    return decode_flit(raw, now=now, max_text_chars=settings.max_text_chars, max_tags=settings.max_tags,
+                       max_skew_s=settings.max_clock_skew_s, max_age_s=settings.max_event_age_s,
+                       max_bytes=settings.max_message_bytes)
+
+
 def decode_flits(messages: Sequence[RawMessage], settings: Settings,
                  now: float) -> tuple[list[tuple[Flit, RawMessage]], list[Reject]]:
     """Valid flits (each with the message it came in) and the rejected messages (to dead-letter)."""
@@ -56,9 +64,7 @@ def decode_flits(messages: Sequence[RawMessage], settings: Settings,
     rejected: list[Reject] = []
     for m in messages:
         try:
-            flit = decode_flit(m.value, now=now, max_text_chars=settings.max_text_chars, max_tags=settings.max_tags,
-                               max_skew_s=settings.max_clock_skew_s, max_age_s=settings.max_event_age_s,
-                               max_bytes=settings.max_message_bytes)
+            flit = decode_flit_bounded(m.value, settings, now)
         except DecodeError as e:
             rejected.append(Reject(m, e.reason, e.detail))
             continue

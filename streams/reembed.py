@@ -36,8 +36,8 @@ from flitfeed.kafka.reading import read_partition, watermarks
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.progress import Progress
 from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_MODEL_VERSIONS, Settings
-from flitfeed.streams.embedding import flit_text
-from flitfeed.streams.events import DecodeError, Flit, VersionCatalog, decode_flit
+from flitfeed.streams.embedding import decode_flit_bounded, flit_text
+from flitfeed.streams.events import DecodeError, Flit, VersionCatalog
 from flitfeed.streams.version_log import read_catalog, write_catalog
 
 __all__ = ["ReembedReport", "decode_for_reembed", "drop_version", "reembed", "remaining"]
@@ -81,9 +81,7 @@ def decode_for_reembed(value: bytes | None, produced_at_s: float, settings: Sett
     """A log message as the worker decoded it when it arrived (its time checks made against the time it was
     produced, not today), or None for one it rejected."""
     try:
-        return decode_flit(value, now=produced_at_s, max_text_chars=settings.max_text_chars,
-                           max_tags=settings.max_tags, max_skew_s=settings.max_clock_skew_s,
-                           max_age_s=settings.max_event_age_s, max_bytes=settings.max_message_bytes)
+        return decode_flit_bounded(value, settings, produced_at_s)
     except DecodeError:
         return None
 
