@@ -109,6 +109,15 @@ def encoder_for_spec(spec: str, settings: Settings) -> Encoder:
     return make_encoder(replace_encoder(settings, parsed))
 
 
+def encoder_for_version(version: str, spec: str, settings: Settings) -> Encoder:
+    """The encoder of an embedding version (its model spec, loaded); refused when the model here makes
+    another version than the one registered (other weights, another backend)."""
+    encoder = encoder_for_spec(spec, settings)
+    if encoder.model_version != version:
+        raise EncoderConfigError(f"model {spec!r} makes {encoder.model_version} here, not the version {version}")
+    return encoder
+
+
 def replace_encoder(settings: Settings, spec: ModelSpec) -> Settings:
     """The settings with their encoder replaced by a shipped model's spec."""
     update = {"encoder": spec.name}

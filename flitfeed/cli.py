@@ -133,7 +133,7 @@ def load_builds(settings: Settings, version: str) -> dict:
 
     Refuses to start a worker whose encoder is not the live embedding version: its vectors would be kept
     out of every ranker's index, and feeds would stop seeing new flits."""
-    from flitfeed.encoders.factory import EncoderConfigError, encoder_for_spec
+    from flitfeed.encoders.factory import EncoderConfigError, encoder_for_version
     from flitfeed.index.versions import builds
     from flitfeed.streams.version_log import read_catalog
 
@@ -144,13 +144,10 @@ def load_builds(settings: Settings, version: str) -> dict:
     loaded = {}
     for build in builds(catalog):
         try:
-            encoder = encoder_for_spec(build.model, settings)
+            loaded[build.version] = encoder_for_version(build.version, build.model, settings)
         except EncoderConfigError as exc:
             log.error("cannot load a version being built; not embedding with it",
                       extra={"version": build.version, "error": str(exc)})
-            continue
-        if encoder.model_version == build.version:
-            loaded[build.version] = encoder
     return loaded
 
 

@@ -188,7 +188,7 @@ async def follow_builds(ctx: WorkerContext) -> None:
     embeds with. The follower's Kafka calls and model loading run off the loop."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from flitfeed.encoders.factory import encoder_for_spec
+    from flitfeed.encoders.factory import encoder_for_version
     from flitfeed.index.versions import builds
     from flitfeed.streams.version_log import CatalogFollower, ack_record
 
@@ -217,15 +217,11 @@ async def follow_builds(ctx: WorkerContext) -> None:
                 if version in ctx.builds or version in failed:
                     continue
                 try:
-                    encoder = await loop.run_in_executor(None, encoder_for_spec, spec.model, settings)
+                    encoder = await loop.run_in_executor(None, encoder_for_version, version, spec.model, settings)
                 except Exception:
                     failed.add(version)
-                    log.exception("cannot load the model of a version being built", extra={"version": version})
-                    continue
-                if encoder.model_version != version:
-                    failed.add(version)
-                    log.error("a version's model makes another version here; not embedding with it",
-                              extra={"version": version, "made": encoder.model_version})
+                    log.exception("cannot load the model of a version being built; not embedding with it",
+                                  extra={"version": version})
                     continue
                 ctx.builds[version] = encoder
                 await ctx.send(ctx.model_versions, *ack_record(settings, version))
