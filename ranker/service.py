@@ -354,10 +354,11 @@ class RankerService:
         for the log's end is a round trip (half the ranker's busy time at 25 interactions/s), done only
         when some triggering flit is not in the replica's recent flits yet.
         """
-        newest = [state.seen[-1] for job in jobs if job.trigger_kind == "interaction"
-                  for state in (self.states.get(job.partition, {}).get(job.user_id),) if state is not None and state.seen]
-        if all(flit_id in self.recent for flit_id in newest) and len(newest) == sum(
-                job.trigger_kind == "interaction" for job in jobs):
+        def known(job: FeedJob) -> bool:
+            state = self.states.get(job.partition, {}).get(job.user_id)
+            return state is not None and bool(state.seen) and state.seen[-1] in self.recent
+
+        if all(known(job) for job in jobs if job.trigger_kind == "interaction"):
             return
         if not self.replicator.catch_up():
             log.warning("flit-vectors replica still behind; building feeds from what it has")
