@@ -236,6 +236,9 @@ class VersionEntry(_Record):
     positions: dict[int, int] = {}
     #: Messages of the ``flits`` log read so far (valid flits re-embedded, invalid ones skipped).
     flits: Annotated[int, Field(ge=0)] = 0
+    #: Its ``flit-vectors`` records are keyed by bare flit id: the version that was live before the catalogue
+    #: existed. Every other version's are keyed ``<flit_id>|<tag>`` (``index/versions.py`` ``vector_key``).
+    bare_keys: bool = False
 
 
 class VersionCatalog(_Versioned):
@@ -246,15 +249,24 @@ class VersionCatalog(_Versioned):
     versions: Annotated[list[VersionEntry], Field(max_length=64)]
     written_at: datetime
     written_by: str = ""
+    #: The versions that were live before, oldest first: ``flitfeed versions rollback`` returns to the last
+    #: one still in the catalogue.
+    previous: Annotated[list[str], Field(max_length=64)] = []
 
 
 class VersionAck(_Versioned):
-    """A worker's word that it embeds every new flit with a version being built too (``model-versions``,
-    key ``ack|<tag>|<instance>``): re-embedding waits for every worker's before its final catch-up."""
+    """A service's word about a version (``model-versions``, key ``<kind>|<tag>|<instance>``).
+
+    ``embedding`` (key prefix ``ack``): a worker embeds every new flit with the version too; re-embedding
+    waits for every worker's before its final catch-up. ``tastes``: a worker has rebuilt, in the version,
+    the taste of every user it owns; a switch waits for every worker's. ``serving``: a ranker ranks its
+    feeds with the version from ``at`` on; a switch waits for every ranker's.
+    """
 
     version: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     instance: Annotated[str, StringConstraints(min_length=1, max_length=300)]
     at: datetime
+    kind: Literal["embedding", "tastes", "serving"] = "embedding"
 
 
 class UserState(_Versioned):
@@ -273,6 +285,9 @@ class UserState(_Versioned):
     trigger_ts: float = 0.0
     #: The embedding version ``taste`` is in (empty from workers before versions).
     model_version: str = ""
+    #: The user's taste in each other version the workers hold (being built, or kept for a rollback), by
+    #: version: a switch finds every user's taste ready in the new space.
+    tastes: Annotated[dict[str, list[float]], Field(max_length=8)] = {}
 
 
 class DeadLetter(_Record):
