@@ -1,4 +1,4 @@
-"""A user's taste, learned one interaction at a time.
+"""A user's taste, learned one interaction at a time, in every embedding version the worker holds.
 
 The taste is a time-decayed, weighted sum of the vectors of the flits the user
 interacted with::
@@ -29,6 +29,35 @@ True
 True
 >>> p.muted_authors, p.seen
 (['a2'], ['f1', 'f2', 'f3'])
+
+**Several versions.** The same sum is kept in each embedding version the worker holds (``tastes``, by
+version; ``taste`` is the one in ``taste_version``, the version learnt with last), so that switching the
+live version finds every user's taste ready in the new space. ``learn_one`` gets the flit's vector in
+the primary version (``params.version``) and, in ``others``, in each other held version (None: not known
+there, so that version's taste is dropped, to be rebuilt). Since the sum is linear, a taste in a new
+version is rebuilt from the user's history (:meth:`UserProfile.rebuild`): each remembered flit's summed,
+decayed weight. The history is the documented horizon: the last ``seen_capacity`` distinct flits; older
+interactions are left out of a rebuilt taste.
+
+>>> v1, v2 = TasteParams(half_life_s=10.0, version="v1"), TasteParams(half_life_s=10.0, version="v2")
+>>> in_v2 = {"f1": np.array([0.0, 0.0, 1.0], dtype=np.float32), "f2": np.array([0.0, 1.0, 0.0], dtype=np.float32)}
+>>> q = UserProfile("u2")
+>>> q.learn_one("e1", "like", 100.0, np.array([1.0, 0.0], dtype=np.float32), "a1", "f1", v1, others={"v2": None})
+True
+>>> sorted(q.tastes)                 # f1 is not known in v2 yet: no taste there
+['v1']
+>>> q.rebuild("v2", lambda ids: {f: in_v2[f] for f in ids if f in in_v2}, v1.half_life_s)
+True
+>>> q.learn_one("e2", "like", 110.0, np.array([0.0, 1.0], dtype=np.float32), "a2", "f2", v1,
+...             others={"v2": in_v2["f2"]})
+True
+>>> np.round(q.tastes["v2"], 3).tolist()
+[0.0, 1.0, 0.5]
+>>> q.learn_one("e3", "like", 110.0, in_v2["f1"], "a1", "f1", v2,     # the switch: v2 is primary now
+...             others={"v1": np.array([1.0, 0.0], dtype=np.float32)})
+True
+>>> q.taste_version, sorted(q.tastes), q.tastes["v1"].tolist()     # v1 kept, for a rollback
+('v2', ['v1', 'v2'], [1.5, 1.0])
 """
 
 from __future__ import annotations
@@ -36,7 +65,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -99,89 +128,216 @@ def _push_bounded(items: list[str], item: str, capacity: int) -> None:
 @dataclass
 class UserProfile:
     user_id: str
-    taste: np.ndarray | None = None  # unnormalised decayed sum, float32
+    #: The taste in each embedding version, by version: unnormalised decayed sums (float32), all decayed to
+    #: ``last_ts``. The key ``""`` is a taste learnt before versions were tracked.
+    tastes: dict[str, np.ndarray] = field(default_factory=dict)
     last_ts: float = 0.0
     positives: int = 0
     negatives: int = 0
+    #: The most recent distinct flits interacted with, oldest first (a repeat moves to the end).
     seen: list[str] = field(default_factory=list)
     muted_authors: list[str] = field(default_factory=list)
     #: :func:`event_hash` of the most recent applied event ids, oldest first (uint64).
     event_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     #: The last event applied: re-published if it is delivered again after a crash.
     last_event_id: str = ""
-    #: The embedding version ``taste`` is in (empty: learned before versions were tracked).
+    #: The primary version: the one learnt with last, whose taste is ``taste`` (empty: not tracked).
     taste_version: str = ""
+    #: Parallel to ``seen``: the summed weight of the user's interactions with each flit, decayed to
+    #: ``history_ts`` (float32), the latest of them (float64): what :meth:`rebuild` sums. NaN = unknown (a
+    #: flit remembered by a profile stored before weights were kept): left out of rebuilds.
+    history_w: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    history_ts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+
+    @property
+    def taste(self) -> np.ndarray | None:
+        """The taste in the primary version (``taste_version``), unnormalised; None if there is none."""
+        return self.tastes.get(self.taste_version)
+
+    @taste.setter
+    def taste(self, value: np.ndarray | None) -> None:
+        if value is None:
+            self.tastes.pop(self.taste_version, None)
+        else:
+            self.tastes[self.taste_version] = np.asarray(value, dtype=np.float32)
 
     def has_applied(self, event_id: str) -> bool:
         return bool((self.event_hashes == np.uint64(event_hash(event_id))).any())
 
     def learn_one(self, event_id: str, kind: str, ts: float, vector: np.ndarray, author_id: str,
-                  flit_id: str, params: TasteParams, dwell_ms: int | None = None) -> bool:
-        """Apply one interaction. Returns False (and changes nothing) for a duplicate ``event_id``."""
+                  flit_id: str, params: TasteParams, dwell_ms: int | None = None,
+                  others: Mapping[str, np.ndarray | None] | None = None) -> bool:
+        """Apply one interaction. Returns False (and changes nothing) for a duplicate ``event_id``.
+
+        ``vector`` is the flit's vector in ``params.version``, which becomes the primary version (an empty
+        ``params.version`` keeps ``taste_version``). ``others``: the flit's vector in each other version the
+        caller holds (None = not known in it). Each held taste gets the same update; a taste whose version
+        has no vector for this flit would now be wrong, so it is dropped (rebuilt later from the history),
+        and so is a taste of a version the caller no longer holds. ``others=None`` (a caller that does not
+        track versions) holds no other version: only the primary taste is kept, as before versions.
+
+        A taste of another version is never mixed with this one's vectors: when the primary version has
+        no taste yet, it starts anew (the caller may :meth:`rebuild` it), the old primary staying only if
+        it is in ``others``. A taste learnt before versions were tracked (version ``""``) is adopted.
+        """
         if self.has_applied(event_id):
             return False
         if params.version and params.version != self.taste_version:
-            if self.taste_version and self.taste is not None:
-                # A taste in another embedding space is never mixed with this one's vectors: start anew.
-                self.taste = None
+            if not self.taste_version and "" in self.tastes and params.version not in self.tastes:
+                self.tastes[params.version] = self.tastes.pop("")
             self.taste_version = params.version
-        weight = interaction_weight(kind, dwell_ms)
+        primary = self.taste_version
         v = np.asarray(vector, dtype=np.float32)
-        if self.taste is None:
-            self.taste = np.zeros_like(v)
-            self.last_ts = ts
+        vectors = {primary: v}
+        for version, other in (others or {}).items():
+            if version != primary and other is not None and version in self.tastes:
+                vectors[version] = np.asarray(other, dtype=np.float32)
+        # Only the tastes that get this event's vector stay exact; the others are dropped.
+        self.tastes = {version: t for version, t in self.tastes.items() if version in vectors}
+        if primary not in self.tastes:
+            self.tastes[primary] = np.zeros_like(v)  # decayed to last_ts like the rest: zero is zero
+        weight = interaction_weight(kind, dwell_ms)
         if ts >= self.last_ts:
-            self.taste = self.taste * np.float32(2.0 ** (-(ts - self.last_ts) / params.half_life_s)) + weight * v
+            decay = np.float32(2.0 ** (-(ts - self.last_ts) / params.half_life_s))
+            self.tastes = {version: t * decay + weight * vectors[version] for version, t in self.tastes.items()}
             self.last_ts = ts
         else:
-            self.taste = self.taste + np.float32(weight * 2.0 ** (-(self.last_ts - ts) / params.half_life_s)) * v
+            late = np.float32(weight * 2.0 ** (-(self.last_ts - ts) / params.half_life_s))
+            self.tastes = {version: t + late * vectors[version] for version, t in self.tastes.items()}
         if kind in NEGATIVE_KINDS:
             self.negatives += 1
             _push_bounded(self.muted_authors, author_id, params.muted_capacity)
         elif weight > 0:
             self.positives += 1
-        _push_bounded(self.seen, flit_id, params.seen_capacity)
+        self._remember(flit_id, weight, ts, params)
         self.event_hashes = _push_hash(self.event_hashes, event_hash(event_id), params.dedup_capacity)
         self.last_event_id = event_id
         return True
 
-    def query_vector(self) -> np.ndarray | None:
-        """The normalised taste to search with, or None while the user is cold (no positive signal)."""
-        if self.taste is None or self.positives == 0:
+    def _remember(self, flit_id: str, weight: float, ts: float, params: TasteParams) -> None:
+        """``flit_id`` as the most recent of ``seen``, its history entry combined with this interaction.
+
+        The decayed sum is linear, so two interactions with one flit are one term of weight
+        ``w_old·2^(-(t_new-t_old)/h) + w_new`` at ``t_new`` (the older one decayed to the newer, whichever
+        arrived first): a rebuild gives what the incremental update gave. NaN (unknown) stays NaN.
+        """
+        w, t = np.float64(weight), float(ts)
+        if flit_id in self.seen:
+            i = self.seen.index(flit_id)
+            old_w, old_t = np.float64(self.history_w[i]), float(self.history_ts[i])
+            if t >= old_t:
+                w = old_w * 2.0 ** (-(t - old_t) / params.half_life_s) + w
+            else:
+                w, t = old_w + w * 2.0 ** (-(old_t - t) / params.half_life_s), old_t
+            del self.seen[i]
+            self.history_w = np.delete(self.history_w, i)
+            self.history_ts = np.delete(self.history_ts, i)
+        self.seen.append(flit_id)
+        self.history_w = np.append(self.history_w, np.float32(w)).astype(np.float32)
+        self.history_ts = np.append(self.history_ts, t).astype(np.float64)
+        if len(self.seen) > params.seen_capacity:  # the horizon: the oldest arrival goes
+            drop = len(self.seen) - params.seen_capacity
+            del self.seen[:drop]
+            self.history_w, self.history_ts = self.history_w[drop:], self.history_ts[drop:]
+
+    def history_flits(self) -> list[str]:
+        """The remembered flits a rebuild can use (known weight), oldest first."""
+        return [self.seen[i] for i in np.flatnonzero(~np.isnan(self.history_w))]
+
+    def rebuild(self, version: str, vectors_of: Callable[[Sequence[str]], Mapping[str, np.ndarray]],
+                half_life_s: float) -> bool:
+        """Set the taste in ``version`` from the history: ``Σ_i w_i·2^(-(last_ts - t_i)/h)·v_i``.
+
+        ``vectors_of``: called once with every usable history flit id, returns ``{flit_id: vector}`` in
+        ``version`` for those it knows; the others are left out, as are flits with unknown weight (stored
+        before weights were kept) and interactions beyond the horizon (``seen_capacity`` distinct flits).
+        Within it, the result equals the incrementally learnt taste (up to float32 rounding). Returns False,
+        setting nothing, when no flit contributed.
+
+        >>> import numpy as np
+        >>> p = UserProfile("u")
+        >>> p.learn_one("e1", "like", 0.0, np.array([1.0, 0.0], dtype=np.float32), "a", "f1", TasteParams(10.0))
+        True
+        >>> p.rebuild("v2", lambda ids: {"f1": np.array([0.0, 2.0, 0.0], dtype=np.float32)}, 10.0)
+        True
+        >>> p.tastes["v2"].tolist(), p.rebuild("v3", lambda ids: {}, 10.0)
+        ([0.0, 2.0, 0.0], False)
+        """
+        rows = np.flatnonzero(~np.isnan(self.history_w))
+        if len(rows) == 0:
+            return False
+        got = vectors_of([self.seen[i] for i in rows])
+        rows = np.array([i for i in rows if self.seen[i] in got], dtype=np.intp)
+        if len(rows) == 0:
+            return False
+        matrix = np.stack([np.asarray(got[self.seen[i]], dtype=np.float32) for i in rows])
+        # float64 coefficients: the incremental sum decays in float32 steps, this in one step.
+        coef = self.history_w[rows].astype(np.float64) * np.exp2(-(self.last_ts - self.history_ts[rows]) / half_life_s)
+        self.tastes[version] = (coef @ matrix.astype(np.float64)).astype(np.float32)
+        return True
+
+    def query_vector(self, version: str | None = None) -> np.ndarray | None:
+        """The normalised taste in ``version`` (default: ``taste_version``) to search with, or None while
+        the user is cold (no positive signal) or has no taste in that version."""
+        taste = self.tastes.get(self.taste_version if version is None else version)
+        if taste is None or self.positives == 0:
             return None
-        q = l2_normalise(self.taste)
+        q = l2_normalise(taste)
         return q if float(np.linalg.norm(q)) > 0 else None
 
     # --- serialisation for the Faust table (compact: float32 bytes in base64) ---
     def to_dict(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
-            "taste": None if self.taste is None else base64.b64encode(self.taste.astype("<f4").tobytes()).decode(),
+            "tastes": {version: _b64(t, "<f4") for version, t in self.tastes.items()},
             "last_ts": self.last_ts,
             "positives": self.positives,
             "negatives": self.negatives,
             "seen": self.seen,
+            "history_w": _b64(self.history_w, "<f4"),
+            "history_ts": _b64(self.history_ts, "<f8"),
             "muted_authors": self.muted_authors,
-            "event_hashes": base64.b64encode(self.event_hashes.astype("<u8").tobytes()).decode(),
+            "event_hashes": _b64(self.event_hashes, "<u8"),
             "last_event_id": self.last_event_id,
             "taste_version": self.taste_version,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UserProfile":
-        taste = d.get("taste")
+        """A profile from :meth:`to_dict`, or from a dict stored before versions (one ``taste``, in
+        ``taste_version``) or before history weights (its remembered flits get NaN: never rebuilt from)."""
+        version = str(d.get("taste_version", ""))
+        if "tastes" in d:
+            tastes = {str(v): _unb64(t, "<f4", np.float32) for v, t in d["tastes"].items()}
+        else:
+            tastes = {} if d.get("taste") is None else {version: _unb64(d["taste"], "<f4", np.float32)}
+        seen = list(d.get("seen", []))
+        history_w = _unb64(d["history_w"], "<f4", np.float32) if "history_w" in d else None
+        history_ts = _unb64(d["history_ts"], "<f8", np.float64) if "history_ts" in d else None
+        if history_w is None or history_ts is None or not len(history_w) == len(history_ts) == len(seen):
+            history_w, history_ts = np.full(len(seen), np.nan, np.float32), np.zeros(len(seen), np.float64)
         return cls(
             user_id=d["user_id"],
-            taste=None if taste is None else np.frombuffer(base64.b64decode(taste), dtype="<f4").copy(),
+            tastes=tastes,
             last_ts=float(d.get("last_ts", 0.0)),
             positives=int(d.get("positives", 0)),
             negatives=int(d.get("negatives", 0)),
-            seen=list(d.get("seen", [])),
+            seen=seen,
             muted_authors=list(d.get("muted_authors", [])),
             event_hashes=_hashes_of(d),
             last_event_id=str(d.get("last_event_id", "")),
-            taste_version=str(d.get("taste_version", "")),
+            taste_version=version,
+            history_w=history_w,
+            history_ts=history_ts,
         )
+
+
+def _b64(a: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.asarray(a).astype(dtype).tobytes()).decode()
+
+
+def _unb64(s: str, dtype: str, native: Any) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype=dtype).astype(native)
 
 
 def _hashes_of(d: dict[str, Any]) -> np.ndarray:
