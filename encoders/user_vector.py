@@ -174,7 +174,8 @@ class UserProfile:
         caller holds (None = not known in it). Each held taste gets the same update; a taste whose version
         has no vector for this flit would now be wrong, so it is dropped (rebuilt later from the history),
         and so is a taste of a version the caller no longer holds. ``others=None`` (a caller that does not
-        track versions) holds no other version: only the primary taste is kept, as before versions.
+        track versions) holds no other version: only the primary taste is kept, as before versions. A
+        profile's first event starts a taste in every version of ``others`` that knows the flit.
 
         A taste of another version is never mixed with this one's vectors: when the primary version has
         no taste yet, it starts anew (the caller may :meth:`rebuild` it), the old primary staying only if
@@ -187,15 +188,18 @@ class UserProfile:
                 self.tastes[params.version] = self.tastes.pop("")
             self.taste_version = params.version
         primary = self.taste_version
+        # A profile's first event starts a taste in every version that knows the flit: exact, nothing before it.
+        first = not self.seen and not self.tastes
         v = np.asarray(vector, dtype=np.float32)
         vectors = {primary: v}
         for version, other in (others or {}).items():
-            if version != primary and other is not None and version in self.tastes:
+            if version != primary and other is not None and (version in self.tastes or first):
                 vectors[version] = np.asarray(other, dtype=np.float32)
         # Only the tastes that get this event's vector stay exact; the others are dropped.
         self.tastes = {version: t for version, t in self.tastes.items() if version in vectors}
-        if primary not in self.tastes:
-            self.tastes[primary] = np.zeros_like(v)  # decayed to last_ts like the rest: zero is zero
+        for version, vec in vectors.items():
+            if version not in self.tastes:  # the primary anew, or a first event's: decayed to last_ts, zero is zero
+                self.tastes[version] = np.zeros_like(vec)
         weight = interaction_weight(kind, dwell_ms)
         if ts >= self.last_ts:
             decay = np.float32(2.0 ** (-(ts - self.last_ts) / params.half_life_s))

@@ -5,6 +5,12 @@ stored profile and a way to look up flits; it gets back the outcome and the
 effects to run: store and publish the new state, skip a duplicate (publishing
 its state again when it was the last one applied), park the interaction until
 its flit exists, or give up on it and dead-letter its original bytes.
+
+Every embedding version the worker holds besides its own (being built, or kept for a rollback) gets
+the user's taste too, so that a switch finds it ready: the agent passes ``others``, a lookup per such
+version (``version -> (flit ids -> {flit_id: vector})``). A taste a version lacks is rebuilt from the
+user's history (:meth:`~flitfeed.encoders.user_vector.UserProfile.rebuild`), on the user's next
+interaction or by the worker's sweep when a version becomes ready (:func:`refresh_tastes`).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
 
 from flitfeed.encoders.user_vector import TasteParams, UserProfile
 from flitfeed.index.base import IndexedFlit
@@ -24,6 +32,9 @@ from flitfeed.streams.events import (Interaction, ParkedInteraction, Reason, Use
 #: What :func:`apply_interaction` did with an interaction.
 Outcome = Literal["applied", "duplicate", "park"]
 
+#: Flit vectors in one embedding version: flit ids -> ``{flit_id: vector}`` for the ids it knows.
+VectorsOf = Callable[[Sequence[str]], Mapping[str, np.ndarray]]
+
 
 def taste_params(settings: Settings) -> TasteParams:
     return TasteParams(half_life_s=settings.taste_half_life_s, seen_capacity=settings.seen_capacity,
@@ -31,30 +42,95 @@ def taste_params(settings: Settings) -> TasteParams:
 
 
 def apply_interaction(event: Interaction, profile: UserProfile, lookup: Callable[[str], IndexedFlit | None],
-                      params: TasteParams) -> Outcome:
-    """Apply ``event`` to ``profile`` (in place) if its flit is known.
+                      params: TasteParams, others: Mapping[str, VectorsOf] | None = None) -> Outcome:
+    """Apply ``event`` to ``profile`` (in place) if its flit is known in the primary version (``lookup``).
 
-    A duplicate is recognised before the lookup, so a replay never parks.
+    A duplicate is recognised before the lookup, so a replay never parks. ``others``: a lookup per other
+    held version. A taste the profile holds there is updated with the flit's vector (dropped when the
+    version does not know the flit yet); then each version the profile lacks a taste in is rebuilt from
+    the history, one lookup of every history flit, unless that version does not know this event's flit
+    either (the rebuilt taste would lack it for good: better rebuilt by a later interaction or the sweep,
+    :func:`refresh_tastes`). A lookup for the primary version itself, if given, rebuilds a primary taste
+    that had to start anew (the worker's version changed to one the profile had no taste in).
     """
     if profile.has_applied(event.event_id):
         return "duplicate"
     flit = lookup(event.flit_id)
     if flit is None:
         return "park"
+    primary = params.version or profile.taste_version
+    vectors: dict[str, np.ndarray | None] | None = None
+    if others is not None:
+        # A version the profile has no taste in is rebuilt below, from a lookup that includes this flit (a
+        # new profile's first event starts one in each version).
+        new = not profile.seen and not profile.tastes
+        vectors = {version: vectors_of([event.flit_id]).get(event.flit_id) if version in profile.tastes or new
+                   else None for version, vectors_of in others.items() if version != primary}
+    primary_fresh = primary not in profile.tastes and not (not profile.taste_version and "" in profile.tastes)
     profile.learn_one(event.event_id, event.kind, to_epoch(event.ts), flit.vector, flit.author_id,
-                      event.flit_id, params, event.dwell_ms)
+                      event.flit_id, params, event.dwell_ms, others=vectors)
+    for version, vectors_of in (others or {}).items():
+        lacking = primary_fresh and len(profile.seen) > 1 if version == primary else version not in profile.tastes
+        ids = profile.history_flits() if lacking else []
+        if not ids:
+            continue
+        got = vectors_of(ids)
+        # A version that does not know this very flit yet would get a taste without it for good: wait.
+        if event.flit_id in got or event.flit_id not in ids:
+            profile.rebuild(version, lambda _ids: got, params.half_life_s)
     return "applied"
 
 
 def user_state(profile: UserProfile, trigger_id: str, trigger_ts: float, now: float | None = None) -> UserState:
     """The public state record the ranker consumes (``user-states``, compacted, key = user id), updated
-    at ``now`` (epoch s; default: the clock)."""
+    at ``now`` (epoch s; default: the clock): the normalised taste in the primary version
+    (``model_version``) and, in ``tastes``, in each other version the profile has one (none while cold)."""
     q = profile.query_vector()
+    tastes = {}
+    for version in profile.tastes:
+        if version and version != profile.taste_version:  # "" = a version unknown, of no use to a ranker
+            other = profile.query_vector(version)
+            if other is not None:
+                tastes[version] = other.tolist()
     return UserState(user_id=profile.user_id, taste=None if q is None else q.tolist(),
                      positives=profile.positives, negatives=profile.negatives, last_ts=profile.last_ts,
                      seen=list(profile.seen), muted_authors=list(profile.muted_authors),
                      updated_at=datetime.now(timezone.utc) if now is None else from_epoch(now),
-                     trigger_id=trigger_id, trigger_ts=trigger_ts, model_version=profile.taste_version)
+                     trigger_id=trigger_id, trigger_ts=trigger_ts, model_version=profile.taste_version,
+                     tastes=tastes)
+
+
+def refresh_tastes(stored: dict[str, Any], others: Mapping[str, VectorsOf], params: TasteParams,
+                   now: float) -> tuple[dict[str, Any], UserState] | None:
+    """The worker's sweep over its users when a version becomes ready (or is added): rebuild from the
+    history each taste the stored profile (``UserProfile.to_dict()``) lacks among ``others`` (a lookup per
+    version). Returns the profile to store and the state to publish, or None when nothing was rebuilt
+    (every taste there already, or no usable history: nothing to store or publish).
+
+    The state's ``trigger_id`` is the profile's last applied event, the one the ranker's held state already
+    carries: the ranker takes the new state but builds no feed for a repeat trigger id, so the user's
+    tastes reach it without a feed nobody asked for. ``trigger_ts`` 0: no interaction just happened.
+
+    >>> import numpy as np
+    >>> from flitfeed.encoders.user_vector import UserProfile
+    >>> p = UserProfile("u")
+    >>> p.learn_one("e1", "like", 0.0, np.array([1.0, 0.0], dtype=np.float32), "a", "f1", TasteParams(10.0, version="v1"))
+    True
+    >>> v2 = {"v2": lambda ids: {f: np.array([0.0, 0.0, 1.0], dtype=np.float32) for f in ids}}
+    >>> stored, state = refresh_tastes(p.to_dict(), v2, TasteParams(10.0, version="v1"), now=0.0)
+    >>> state.trigger_id, state.model_version, state.tastes
+    ('e1', 'v1', {'v2': [0.0, 0.0, 1.0]})
+    >>> refresh_tastes(stored, v2, TasteParams(10.0, version="v1"), now=0.0) is None
+    True
+    """
+    profile = UserProfile.from_dict(stored)
+    rebuilt = False
+    for version, vectors_of in others.items():
+        if version not in profile.tastes:
+            rebuilt = profile.rebuild(version, vectors_of, params.half_life_s) or rebuilt
+    if not rebuilt:
+        return None
+    return profile.to_dict(), user_state(profile, profile.last_event_id, 0.0, now)
 
 
 def retry_delay(attempts: int, settings: Settings) -> float:
@@ -98,7 +174,8 @@ class Decision:
 
 def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | None,
            lookup: Callable[[str], IndexedFlit | None], *, parked: ParkedInteraction | None, source_topic: str,
-           now: float, params: TasteParams, settings: Settings) -> Decision:
+           now: float, params: TasteParams, settings: Settings,
+           others: Mapping[str, VectorsOf] | None = None) -> Decision:
     """What to do with one interaction, from ``source_topic`` (``msg``) or a parked retry of it (``parked``,
     read from ``msg``), for a user whose stored profile is ``stored`` (``UserProfile.to_dict()``; None = new).
 
@@ -106,11 +183,12 @@ def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | N
     again when it was the last event applied (re-delivered after a crash between the table write and the
     publish; the ranker skips a state it has already seen). An interaction whose flit is unknown is parked
     with its original bytes, partition and offset, until ``park_max_attempts``; then those original bytes
-    are dead-lettered as ``flit_not_found``.
+    are dead-lettered as ``flit_not_found``. ``lookup`` (the primary version) alone decides apply or park;
+    ``others`` (a lookup per other held version) keep the user's taste in those (:func:`apply_interaction`).
     """
     profile = UserProfile.from_dict(stored) if stored else UserProfile(interaction.user_id)
     before = profile.query_vector()
-    outcome = apply_interaction(interaction, profile, lookup, params)
+    outcome = apply_interaction(interaction, profile, lookup, params, others)
     if outcome == "duplicate":
         effects: list[Effect] = [Count("duplicates", source_topic)]
         if interaction.event_id == profile.last_event_id:
