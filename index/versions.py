@@ -41,8 +41,8 @@ from typing import Iterable, Literal, Mapping, Sequence
 from flitfeed.streams.events import Flit, FlitVector, VersionCatalog, VersionEntry
 
 __all__ = ["ACK_KINDS", "AckKind", "VersionError", "VersionGate", "ack_key", "ack_prefix", "bare_version", "begin_build",
-           "builds", "catalog_with_live", "drop", "entry", "mark_ready", "over_keep", "record_key", "record_progress",
-           "rollback", "rollback_target", "switch", "vector_key", "vector_records", "version_tag"]
+           "builds", "catalog_with_live", "drop", "entry", "make_room", "mark_ready", "over_keep", "record_key",
+           "record_progress", "rollback", "rollback_target", "switch", "vector_key", "vector_records", "version_tag"]
 
 AckKind = Literal["embedding", "tastes", "serving"]
 #: An acknowledgement's kind → the first part of its ``model-versions`` key. ``ack`` for embedding: the key
@@ -229,6 +229,32 @@ def over_keep(catalog: VersionCatalog, keep: int) -> list[str]:
     others = sorted((v for v in catalog.versions if v.version not in first), key=lambda v: v.created_at, reverse=True)
     kept = set((first + [v.version for v in others])[: max(1, keep)])
     return [v.version for v in sorted(catalog.versions, key=lambda v: v.created_at) if v.version not in kept]
+
+
+def make_room(catalog: VersionCatalog, version: str, keep: int) -> list[str]:
+    """The versions to drop so that registering ``version`` keeps at most ``keep`` (:func:`over_keep`).
+
+    Refused when ``version`` itself would be over the count: the live version and the rollback target
+    come first, and dropping the rollback target to make room is the operator's call, not a side effect.
+
+    >>> t = datetime(2026, 11, 26)
+    >>> cat = catalog_with_live("A", "minilm", 384, t)
+    >>> cat = switch(mark_ready(begin_build(cat, "B", "static", 256, t), "B"), "B", t)
+    >>> try:
+    ...     make_room(begin_build(cat, "C", "hashing", 384, t), "C", 2)
+    ... except VersionError as exc:
+    ...     print(exc)
+    keeping 2 versions (FLITFEED_VERSIONS_KEEP): the live B and the rollback target A; drop A first (`flitfeed versions drop A`) or keep more
+    >>> make_room(begin_build(cat, "C", "hashing", 384, t), "C", 3)
+    []
+    """
+    doomed = over_keep(catalog, keep)
+    if version in doomed:
+        target = rollback_target(catalog)
+        raise VersionError(f"keeping {keep} versions (FLITFEED_VERSIONS_KEEP): the live {catalog.live} and the "
+                           f"rollback target {target}; drop {target} first (`flitfeed versions drop {target}`) "
+                           "or keep more")
+    return doomed
 
 
 def rollback_target(catalog: VersionCatalog | None) -> str | None:

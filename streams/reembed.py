@@ -12,25 +12,33 @@ arrived in between, after which the version is ``ready`` and the workers keep it
 acknowledged, so a run killed at any point resumes where the catalogue says, and re-embedding a flit
 twice only rewrites the same record.
 
-The decisions are pure (:func:`decode_for_reembed`, :func:`remaining`); :func:`reembed` runs them against
+Once ready, the run waits (``--wait-tastes``) until every worker says it rebuilt its users' tastes in the
+version (a ``tastes`` acknowledgement): then it can be switched to. :func:`switch_version` makes a ready
+version live (or, given none, rolls back to the version live before) and waits for every ranker to say it
+serves it (a ``serving`` acknowledgement).
+
+The decisions are pure (:func:`decode_for_reembed`, :func:`remaining`, :func:`plan_switch`,
+:func:`keys_to_delete`); :func:`reembed`, :func:`switch_version` and :func:`drop_version` run them against
 Kafka.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Mapping, TextIO
+from typing import Callable, Iterable, Mapping, TextIO
 
 from confluent_kafka import Producer
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.factory import model_spec_of
-from flitfeed.index.versions import (VersionError, begin_build, catalog_with_live, drop, entry, mark_ready,
-                                     over_keep, record_progress, vector_records, version_tag)
+from flitfeed.index.versions import (ACK_KINDS, VersionError, ack_prefix, begin_build, catalog_with_live, drop, entry,
+                                     make_room, mark_ready, record_progress, rollback, rollback_target, switch,
+                                     vector_records, version_tag)
 from flitfeed.kafka.config import instance_headers, producer_config
 from flitfeed.kafka.reading import read_partition, watermarks
 from flitfeed.monitoring.metrics import Metrics
@@ -38,9 +46,11 @@ from flitfeed.progress import Progress
 from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_MODEL_VERSIONS, Settings
 from flitfeed.streams.embedding import decode_flit_bounded, flit_text
 from flitfeed.streams.events import DecodeError, Flit, VersionCatalog
-from flitfeed.streams.version_log import read_catalog, write_catalog
+from flitfeed.streams.version_log import VersionsLog, read_catalog, read_versions_log, write_catalog
 
-__all__ = ["ReembedReport", "decode_for_reembed", "drop_version", "reembed", "remaining"]
+__all__ = ["ReembedReport", "SwitchReport", "decode_for_reembed", "drop_version", "keys_to_delete", "plan_switch",
+           "rankers_not_serving", "reembed", "remaining", "switch_version", "workers_not_following",
+           "workers_without_tastes"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,11 @@ class ReembedReport:
     seconds: float = 0.0
     #: Workers that did not confirm embedding new flits with the version: it stays ``building``.
     unconfirmed: list[str] = field(default_factory=list)
+    #: The version is ``ready`` (the log re-embedded and every worker keeps it complete).
+    ready: bool = False
+    #: Ready, but these workers had not rebuilt their users' tastes in it within ``--wait-tastes`` (None:
+    #: not waited for, ``--wait-tastes 0``): a switch is refused until they have.
+    tastes_missing: list[str] | None = None
 
 
 def remaining(positions: Mapping[int, int], watermarks: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
@@ -94,18 +109,59 @@ def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
     return found
 
 
-def workers_not_following(settings: Settings, version: str) -> set[str]:
-    """The worker replicas in the group now that have not acknowledged embedding new flits with ``version``."""
+#: What a membership check names when the broker cannot describe the group (nobody can be confirmed).
+UNDESCRIBED = "(the {role} group could not be described)"
+
+
+def _members(settings: Settings, group: str) -> set[str] | None:
+    """The instances in consumer group ``group`` now (their client id), or None when it cannot be described."""
     from confluent_kafka import KafkaException
 
     from flitfeed.kafka.groups import describe_group
-    from flitfeed.streams.version_log import read_versions_log
 
     try:
-        members = set(describe_group(settings, settings.app_id).members)
+        return set(describe_group(settings, group).members)
     except KafkaException:
-        return {"(the worker group could not be described)"}
+        return None
+
+
+def workers_not_following(settings: Settings, version: str) -> set[str]:
+    """The worker replicas in the group now that have not acknowledged embedding new flits with ``version``."""
+    members = _members(settings, settings.app_id)
+    if members is None:
+        return {UNDESCRIBED.format(role="worker")}
     return members - read_versions_log(settings).acks.get(version, set())
+
+
+def workers_without_tastes(settings: Settings, version: str, log: VersionsLog | None = None) -> set[str]:
+    """The worker replicas in the group now that have not said they rebuilt their users' tastes in ``version``."""
+    members = _members(settings, settings.app_id)
+    if members is None:
+        return {UNDESCRIBED.format(role="worker")}
+    return (log or read_versions_log(settings)).without_tastes(version, members)
+
+
+def rankers_not_serving(settings: Settings, version: str, since: datetime, log: VersionsLog | None = None) -> set[str]:
+    """The ranker replicas in the group now that have not said they rank with ``version`` from ``since`` on."""
+    members = _members(settings, settings.ranker_group)
+    if members is None:
+        return {UNDESCRIBED.format(role="ranker")}
+    return (log or read_versions_log(settings)).not_serving(version, members, since)
+
+
+def _wait(missing: Callable[[], set[str]], timeout_s: float, waiting_for: str, out: TextIO | None) -> set[str]:
+    """Poll ``missing`` until it is empty or ``timeout_s`` passed; a line each time who is awaited changes."""
+    deadline = time.monotonic() + timeout_s
+    shown = None
+    while True:
+        left = missing()
+        if not left or time.monotonic() >= deadline:
+            return left
+        if left != shown:
+            shown = left
+            print(f"waiting for {len(left)} {waiting_for} ({max(0, deadline - time.monotonic()):.0f} s left): "
+                  f"{', '.join(sorted(left))}", file=out or sys.stderr, flush=True)
+        time.sleep(0.5)
 
 
 class Reembedding:
@@ -187,17 +243,13 @@ class Reembedding:
 
     def wait_for_workers(self, timeout_s: float) -> set[str]:
         """Wait until every worker in the group embeds new flits with this version too; who still does not."""
-        deadline = time.monotonic() + timeout_s
-        shown = None
-        while True:
-            missing = workers_not_following(self.settings, self.version)
-            if not missing or time.monotonic() >= deadline:
-                return missing
-            if missing != shown:
-                shown = missing
-                print(f"waiting for {len(missing)} worker(s) to embed new flits with {self.version} too: "
-                      f"{', '.join(sorted(missing))}", file=self.out or sys.stderr, flush=True)
-            time.sleep(0.5)
+        return _wait(lambda: workers_not_following(self.settings, self.version), timeout_s,
+                     f"worker(s) to embed new flits with {self.version} too", self.out)
+
+    def wait_for_tastes(self, timeout_s: float) -> set[str]:
+        """Wait until every worker in the group rebuilt its users' tastes in this version; who still has not."""
+        return _wait(lambda: workers_without_tastes(self.settings, self.version), timeout_s,
+                     f"worker(s) to rebuild their users' tastes in {self.version}", self.out)
 
     def finish(self) -> None:
         self.catalog = mark_ready(self.catalog, self.version)
@@ -206,15 +258,16 @@ class Reembedding:
 
 def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | None = None, *,
             metrics: Metrics | None = None, out: TextIO | None = None, limit: int | None = None,
-            wait_workers_s: float = 120.0) -> ReembedReport:
+            wait_workers_s: float = 120.0, wait_tastes_s: float = 300.0) -> ReembedReport:
     """Build (or resume, or catch up) the version ``encoder`` makes from the ``flits`` log.
 
     Registers the version (the workers then embed every new flit with it too), re-embeds the log up to its
     end, waits until every worker acknowledged the version, and re-embeds what arrived meanwhile: from then
-    on the workers keep it complete, and it is ``ready``. ``live`` is the encoder the workers run (needed
+    on the workers keep it complete, and it is ``ready``. Then it waits up to ``wait_tastes_s`` (0: not at
+    all) for every worker to rebuild its users' tastes in it (``report.tastes_missing``). ``live`` is the encoder the workers run (needed
     only to write the first catalogue). ``limit`` stops after about that many flits (tests, and a
     kill-and-resume drill). Raises :class:`~flitfeed.index.versions.VersionError` for a version that cannot
-    be built (nothing changes).
+    be built (nothing changes), among them one that would have to drop the rollback target to be kept.
     """
     metrics = metrics or Metrics("reembed")
     now = datetime.now(timezone.utc)
@@ -227,9 +280,10 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
         raise VersionError(f"the live version is {catalog.live}, but FLITFEED_ENCODER makes {live.model_version}: "
                            "run reembed with the services' settings")
     catalog = begin_build(catalog, encoder.model_version, model, encoder.dim, now)
+    doomed = make_room(catalog, encoder.model_version, settings.versions_keep)  # refused before anything is written
     producer = Producer(producer_config(settings))
     write_catalog(settings, producer, catalog)
-    for old in over_keep(catalog, settings.versions_keep):
+    for old in doomed:
         # FLITFEED_VERSIONS_KEEP versions at most: the oldest others go, with their vectors.
         print(f"keeping {settings.versions_keep} versions: dropping {old}", file=out or sys.stderr, flush=True)
         drop_version(settings, old, out=out)
@@ -245,6 +299,9 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
         else:
             run.run_pass()
             run.finish()
+            run.report.ready = True
+            if wait_tastes_s > 0:
+                run.report.tastes_missing = sorted(run.wait_for_tastes(wait_tastes_s))
     run.report.seconds = time.perf_counter() - began
     outcome = "done" if done and not run.report.unconfirmed else "stopped"
     log.info("re-embedding %s", outcome, extra={"version": run.version, "embedded": run.report.embedded,
@@ -252,43 +309,165 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
     return run.report
 
 
+@dataclass
+class SwitchReport:
+    """What ``flitfeed versions switch`` / ``rollback`` did."""
+
+    #: The version live now, and the one live before.
+    live: str
+    left: str
+    #: Where a rollback would go now (None: nowhere).
+    rollback_target: str | None
+    #: When the catalogue was written: rankers' serving acknowledgements count from then.
+    written_at: datetime
+    #: Workers that had not rebuilt their users' tastes in ``live`` (switched anyway: ``--force-tastes``).
+    forced_tastes: list[str] = field(default_factory=list)
+    #: The ranker group's members that confirmed ranking with ``live``, and those that did not in time.
+    rankers: list[str] = field(default_factory=list)
+    rankers_missing: list[str] = field(default_factory=list)
+
+
+def plan_switch(log: VersionsLog, version: str | None, workers: set[str] | None, now: datetime, *,
+                force_tastes: bool = False) -> tuple[VersionCatalog, set[str]]:
+    """The catalogue after switching to ``version`` (None: rolling back), and the ``workers`` (the worker
+    group's members, None: it could not be described) switched without their users' tastes rebuilt in it.
+
+    Pure; raises :class:`VersionError` (nothing is written) for a switch the catalogue refuses
+    (:func:`~flitfeed.index.versions.switch`) and, unless ``force_tastes``, while a worker has not rebuilt its
+    users' tastes in the version: their feeds would be cold-start ones until their next interaction.
+    """
+    if log.catalog is None:
+        raise VersionError("no version catalogue yet: nothing to switch to (`flitfeed reembed --model MODEL` "
+                           "builds a version)")
+    after = switch(log.catalog, version, now) if version is not None else rollback(log.catalog, now)
+    missing = ({UNDESCRIBED.format(role="worker")} if workers is None
+               else log.without_tastes(after.live, workers))
+    if missing and not force_tastes:
+        raise VersionError(f"worker(s) {', '.join(sorted(missing))} have not rebuilt their users' tastes in "
+                           f"{after.live} yet: wait for them (`flitfeed versions list`), or pass --force-tastes "
+                           "(their users get cold-start feeds until their next interaction)")
+    return after, missing
+
+
+def switch_version(settings: Settings, version: str | None, *, wait_rankers_s: float = 60.0,
+                   force_tastes: bool = False, out: TextIO | None = None) -> SwitchReport:
+    """Make ``version`` live (None: roll back to the version live before), then wait up to ``wait_rankers_s``
+    for every ranker in the group to say it ranks with it.
+
+    Everything is checked before the catalogue is written (:func:`plan_switch`); the write waits for the
+    broker. Rankers that do not confirm in time are reported, and the switch stands: they follow the
+    catalogue when they catch up.
+    """
+    log_now = read_versions_log(settings)
+    before = log_now.catalog
+    after, forced = plan_switch(log_now, version, _members(settings, settings.app_id), datetime.now(timezone.utc),
+                                force_tastes=force_tastes)
+    assert before is not None  # plan_switch refuses without a catalogue
+    write_catalog(settings, Producer(producer_config(settings)), after)
+    log.info("embedding version switched", extra={"version": after.live, "previous": before.live,
+                                                   "forced_tastes": sorted(forced)})
+    report = SwitchReport(live=after.live, left=before.live, rollback_target=rollback_target(after),
+                          written_at=after.written_at, forced_tastes=sorted(forced))
+    missing = _wait(lambda: rankers_not_serving(settings, after.live, after.written_at), wait_rankers_s,
+                    f"ranker(s) to rank with {after.live}", out)
+    members = _members(settings, settings.ranker_group) or set()
+    report.rankers = sorted(members - missing)
+    report.rankers_missing = sorted(missing)
+    return report
+
+
+def keys_to_delete(records: Iterable[tuple[bytes | None, bytes | None]],
+                   mine: Callable[[bytes, bytes], bool]) -> set[bytes]:
+    """The keys whose latest record (in log order, one partition) is ``mine`` (key, value): those to tombstone.
+
+    A key whose latest record is a tombstone, or no longer ``mine`` (a bare flit id the live version
+    rewrote), is left alone.
+
+    >>> keys_to_delete([(b"a", b"x"), (b"b", b"x"), (b"a", None), (b"c", b"y")], lambda k, v: v == b"x")
+    {b'b'}
+    """
+    keys: set[bytes] = set()
+    for key, value in records:
+        if key is None:
+            continue
+        if value is not None and mine(key, value):
+            keys.add(key)
+        else:
+            keys.discard(key)
+    return keys
+
+
+def _of_version(version: str) -> Callable[[bytes, bytes], bool]:
+    """Whether a ``flit-vectors`` record belongs to ``version``: keyed ``<flit_id>|<tag>``, or keyed by bare
+    flit id with a value of that ``model_version`` (the bare-keyed version's records, :func:`bare_version`).
+
+    >>> from flitfeed.streams.events import Flit, FlitVector
+    >>> from datetime import datetime
+    >>> t = datetime(2026, 11, 26)
+    >>> rec = FlitVector(flit=Flit(flit_id="f", author_id="a", text="x", created_at=t), vector=[1.0],
+    ...                  model_version="a@1", embedded_at=t).to_bytes()
+    >>> mine = _of_version("a@1")
+    >>> mine(b"f", rec), mine(b"f|" + version_tag("a@1").encode(), rec), _of_version("b@2")(b"f", rec)
+    (True, True, False)
+    """
+    suffix = f"|{version_tag(version)}".encode()
+    # A cheap look for the version's name before decoding: nearly every bare record is another version's.
+    needle = json.dumps(version, ensure_ascii=False)[1:-1].encode()
+
+    def mine(key: bytes, value: bytes) -> bool:
+        if key.endswith(suffix):
+            return True
+        if b"|" in key or needle not in value:
+            return False
+        try:
+            return json.loads(value).get("model_version") == version
+        except (ValueError, AttributeError):
+            return False
+
+    return mine
+
+
 def drop_version(settings: Settings, version: str, *, out: TextIO | None = None) -> int:
     """Delete a version that is not live: out of the catalogue first (the workers stop embedding with it),
-    then a tombstone for every record of it on ``flit-vectors`` and ``model-versions``, so that compaction
-    frees their disk. Returns the records deleted.
+    then a tombstone for every record of it on ``flit-vectors`` (keyed ``<flit_id>|<tag>``, or, for the
+    bare-keyed version, by flit id with its ``model_version``) and each of its acknowledgements on
+    ``model-versions`` (embedding, tastes, serving), so that compaction frees their disk. Returns the
+    records deleted.
 
     Started again after a crash, it finishes the deletion (a version already gone from the catalogue is
     only swept). Raises :class:`~flitfeed.index.versions.VersionError` for the live version.
     """
     catalog = read_catalog(settings)
     producer = Producer(producer_config(settings))
-    if catalog is not None and entry(catalog, version) is not None:
-        write_catalog(settings, producer, drop(catalog, version, datetime.now(timezone.utc)))
-    elif catalog is not None and catalog.live == version:
+    if catalog is not None and catalog.live == version:
         raise VersionError(f"{version} is the live version: it cannot be dropped")
-    suffix = f"|{version_tag(version)}".encode()
-    ack_prefix = f"ack|{version_tag(version)}|".encode()
+    if catalog is not None and entry(catalog, version) is not None:
+        after = drop(catalog, version, datetime.now(timezone.utc))
+        if version == rollback_target(catalog):
+            print(f"{version} was the rollback target; it is now {rollback_target(after) or 'none (no rollback)'}",
+                  file=out or sys.stderr, flush=True)
+        write_catalog(settings, producer, after)
+    acks = tuple(ack_prefix(version, kind) for kind in ACK_KINDS)  # type: ignore[arg-type]
     deleted = 0
-    for name, mine in ((TOPIC_FLIT_VECTORS, lambda key: key.endswith(suffix)),
-                       (TOPIC_MODEL_VERSIONS, lambda key: key.startswith(ack_prefix))):
+    for name, mine in ((TOPIC_FLIT_VECTORS, _of_version(version)),
+                       (TOPIC_MODEL_VERSIONS, lambda key, value: key.startswith(acks))):
         topic = settings.topic(name)
         marks = watermarks(settings, topic)
         progress = Progress(f"deleting {version} from {topic}", sum(h - lo for lo, h in marks.values()), out,
                             unit="records")
         read = 0
-        for partition, (low, high) in marks.items():
-            keys: set[bytes] = set()
+
+        def records(partition: int, low: int, high: int) -> Iterable[tuple[bytes | None, bytes | None]]:
+            nonlocal read
             for m in read_partition(settings, topic, partition, group_id=f"{settings.app_id}-drop-unused",
                                     start=low, until=high, timeout_s=600 + (high - low) / 1000):
                 read += 1
-                key = m.key()
-                if key is not None and mine(key):
-                    if m.value() is None:
-                        keys.discard(key)  # already deleted
-                    else:
-                        keys.add(key)
                 if read % 1000 == 0:
                     progress.update(read)
+                yield m.key(), m.value()
+
+        for partition, (low, high) in marks.items():
+            keys = keys_to_delete(records(partition, low, high), mine)
             for key in keys:
                 # A tombstone on the record's own partition (the same key hashes there): compaction removes both.
                 producer.produce(topic, key=key, value=None, partition=partition)
