@@ -46,9 +46,10 @@ def drop_index(settings: Settings, service: str) -> None:
 
 
 def open_service_index(settings: Settings, service: str, dim: int, serving: str | None = None,
-                       metrics=None):  # noqa: ANN001, ANN201 - Metrics, VectorIndex
+                       metrics=None, collection: str | None = None):  # noqa: ANN001, ANN201 - Metrics, VectorIndex
     """The service's index; a corrupt embedded index is rebuilt from the log, never served empty. So is one
-    that holds another embedding version than ``serving`` (None: whichever it holds)."""
+    that holds another embedding version than ``serving`` (None: whichever it holds). ``service`` names the
+    embedded index (one per version: ``index/spaces.py``), ``collection`` the Qdrant server's."""
     from flitfeed.index.base import IndexError_
     from flitfeed.index.factory import open_index
     from flitfeed.streams.replicator import stored_version
@@ -70,7 +71,8 @@ def open_service_index(settings: Settings, service: str, dim: int, serving: str 
             if metrics is not None:
                 metrics.index_retries.labels(service=metrics.service, operation=operation).inc()
 
-        return open_with_retries(lambda: open_index(settings, dim, name=service, on_retry=on_retry), settings,
+        return open_with_retries(lambda: open_index(settings, dim, name=service, collection=collection,
+                                                    on_retry=on_retry), settings,
                                  what=f"Qdrant server at {settings.qdrant_url}")
     try:
         return open_index(settings, dim, name=service)
@@ -104,51 +106,76 @@ def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
-    from flitfeed.encoders.factory import check_vector_dim, make_encoder
+    from flitfeed.encoders.factory import EncoderConfigError, check_vector_dim, make_encoder
+    from flitfeed.index.spaces import bare_version
     from flitfeed.monitoring.metrics import Metrics
     from flitfeed.startup import wait_for_kafka
     from flitfeed.streams.app import create_worker
+    from flitfeed.streams.version_log import read_catalog
 
     check_vector_dim(settings)
     wait_for_kafka(settings)
     encoder = make_encoder(settings)
-    builds = load_builds(settings, encoder.model_version)
+    catalog = read_catalog(settings)
     metrics = Metrics("worker")
-    index = open_service_index(settings, "worker", encoder.dim, serving=encoder.model_version, metrics=metrics)
+    bare = bare_version(catalog) if catalog is not None else encoder.model_version
+
+    def open_space(version: str, model: str, loaded=None):  # noqa: ANN001, ANN202 - Encoder, WorkerSpace
+        from flitfeed.encoders.factory import encoder_for_version
+        from flitfeed.index.spaces import space_collection, space_name
+        from flitfeed.streams.app import WorkerSpace
+
+        enc = loaded if loaded is not None else encoder_for_version(version, model, settings)
+        name = space_name("worker", version, bare)
+        index = open_service_index(settings, name, enc.dim, serving=version, metrics=metrics,
+                                   collection=space_collection(settings.collection, version, bare))
+        return WorkerSpace(version, enc, index, offsets_path(settings, name))
+
+    live, models = worker_versions(catalog, encoder.model_version)
+    spaces = {}
+    for version, model in models.items():
+        try:
+            spaces[version] = open_space(version, model, encoder if version == encoder.model_version else None)
+        except EncoderConfigError as exc:
+            if version == live:
+                raise
+            log.error("cannot load a version of the catalogue; not embedding with it",
+                      extra={"version": version, "error": str(exc)})
     metrics.serve(settings.metrics_host, settings.worker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
-    ctx = create_worker(settings, encoder, index, metrics, offsets_path(settings, "worker"), builds)
+    ctx = create_worker(settings, spaces, live, metrics, bare=bare, open_space=open_space)
     worker = faust.Worker(ctx.app, loglevel=settings.log_level, override_logging=False)
     try:
         worker.execute_from_commandline()  # returns (via SystemExit) on SIGTERM/SIGINT after a clean stop
     finally:
-        index.close()
+        for space in ctx.spaces.values():
+            space.index.close()
         if metrics.server is not None:
             metrics.server.stop()
     return 0
 
 
-def load_builds(settings: Settings, version: str) -> dict:
-    """The encoders of the versions being built (version → encoder), loaded before the worker takes a flit.
+def worker_versions(catalog, configured: str) -> tuple[str, dict[str, str]]:  # noqa: ANN001 - VersionCatalog
+    """The live version and every version a worker holds (version → model spec; "" = the configured encoder).
 
-    Refuses to start a worker whose encoder is not the live embedding version: its vectors would be kept
-    out of every ranker's index, and feeds would stop seeing new flits."""
-    from flitfeed.encoders.factory import EncoderConfigError, encoder_for_version
-    from flitfeed.index.versions import builds
-    from flitfeed.streams.version_log import read_catalog
+    The catalogue decides, not ``FLITFEED_ENCODER``: after ``flitfeed versions switch`` a worker restarted
+    with the old setting still embeds with the live version (said in a warning). A configured encoder the
+    catalogue does not hold at all is refused: its vectors would be kept out of every ranker's index.
+    """
+    from flitfeed.encoders.factory import EncoderConfigError
+    from flitfeed.index.spaces import held_versions
+    from flitfeed.index.versions import entry
 
-    catalog = read_catalog(settings)
-    if catalog is not None and catalog.live != version:
-        raise EncoderConfigError(f"the live embedding version is {catalog.live}, but FLITFEED_ENCODER makes {version}: "
-                                 "configure the live version's model (`flitfeed versions list`)")
-    loaded = {}
-    for build in builds(catalog):
-        try:
-            loaded[build.version] = encoder_for_version(build.version, build.model, settings)
-        except EncoderConfigError as exc:
-            log.error("cannot load a version being built; not embedding with it",
-                      extra={"version": build.version, "error": str(exc)})
-    return loaded
+    if catalog is None:
+        return configured, {configured: ""}
+    if entry(catalog, configured) is None:
+        raise EncoderConfigError(f"the live embedding version is {catalog.live}, but FLITFEED_ENCODER makes "
+                                 f"{configured}, which the catalogue does not hold: configure the live version's "
+                                 "model, or register this one with `flitfeed reembed --model` (`flitfeed versions list`)")
+    if configured != catalog.live:
+        log.warning("FLITFEED_ENCODER is not the live embedding version; following the catalogue",
+                    extra={"configured": configured, "live": catalog.live})
+    return catalog.live, {v: entry(catalog, v).model for v in held_versions(catalog)}
 
 
 def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
@@ -368,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--limit", type=int, default=None, help="stop after about this many flits (resume later)")
     re_.add_argument("--wait-workers", type=float, default=120.0,
                      help="seconds to wait for every worker to embed new flits with the version too")
+    re_.add_argument("--wait-tastes", type=float, default=300.0,
+                     help="once ready, seconds to wait for every worker to rebuild its users' tastes in the "
+                          "version (0: do not wait)")
     re_.set_defaults(func=cmd_reembed)
 
     vs = sub.add_parser("versions", help="embedding versions: list them, compare a model with the live one")
@@ -376,6 +406,20 @@ def build_parser() -> argparse.ArgumentParser:
     dr = vsub.add_parser("drop", help="delete a version that is not live, its vectors with it (disk freed by compaction)")
     dr.add_argument("version", help="the version, as `flitfeed versions list` names it")
     dr.set_defaults(func=cmd_versions_drop)
+    sw = vsub.add_parser("switch", help="make a ready version live (the live one stays ready: the rollback target)")
+    sw.add_argument("version", help="the version, as `flitfeed versions list` names it")
+    sw.add_argument("--wait-rankers", type=float, default=60.0,
+                    help="seconds to wait for every ranker to confirm it ranks with the version")
+    sw.add_argument("--force-tastes", action="store_true",
+                    help="switch although some workers have not rebuilt their users' tastes in the version "
+                         "(those users get cold-start feeds until their next interaction)")
+    sw.set_defaults(func=cmd_versions_switch)
+    rb = vsub.add_parser("rollback", help="make the version live before live again (no re-embedding)")
+    rb.add_argument("--wait-rankers", type=float, default=60.0,
+                    help="seconds to wait for every ranker to confirm it ranks with the version")
+    rb.add_argument("--force-tastes", action="store_true",
+                    help="roll back although some workers have not said their users' tastes are in that version")
+    rb.set_defaults(func=cmd_versions_rollback, version=None)
     cmp_ = vsub.add_parser("compare", help="the live model and --model side by side on recent flits (and a dataset)")
     cmp_.add_argument("--model", required=True,
                       help="minilm[:onnx-int8|onnx-fp32|torch], static, hashing or a sentence-transformers directory")
@@ -405,7 +449,7 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
     metrics.serve(settings.metrics_host, settings.reembed_metrics_port, settings.targets_dir())
     try:
         report = reembed(settings, encoder, args.model, live, metrics=metrics, limit=args.limit,
-                         wait_workers_s=args.wait_workers)
+                         wait_workers_s=args.wait_workers, wait_tastes_s=args.wait_tastes)
     except VersionError as exc:
         print(f"flitfeed reembed: {exc}", file=sys.stderr)
         return 2
@@ -418,24 +462,62 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
         print(f"not ready: worker(s) {', '.join(report.unconfirmed)} did not confirm embedding new flits with it "
               "within --wait-workers; run again once they do", file=sys.stderr)
         return 3
+    return report_tastes(report)
+
+
+def report_tastes(report) -> int:  # noqa: ANN001 - ReembedReport
+    """What a finished re-embedding says about switching to the version; 3 while workers' tastes lag."""
+    if not report.ready:
+        return 0  # stopped at --limit: run again
+    if report.tastes_missing is None:
+        print(f"{report.version} is ready; not waiting for the workers' tastes (--wait-tastes 0): "
+              "`flitfeed versions list` shows them, a switch waits for all")
+        return 0
+    if report.tastes_missing:
+        print(f"{report.version} is ready, but worker(s) {', '.join(report.tastes_missing)} have not rebuilt their "
+              "users' tastes in it within --wait-tastes; switch once they have (`flitfeed versions list`)",
+              file=sys.stderr)
+        return 3
+    print(f"ready to switch: flitfeed versions switch {report.version}")
     return 0
 
 
 def cmd_versions_list(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.startup import wait_for_kafka
+    from flitfeed.streams.reembed import group_members
     from flitfeed.streams.version_log import read_versions_log
 
     wait_for_kafka(settings)
     versions = read_versions_log(settings)
+    print(format_versions(versions, group_members(settings, settings.app_id), group_members(settings, settings.ranker_group)))
+    return 0
+
+
+def format_versions(versions, workers: set[str] | None, rankers: set[str] | None) -> str:  # noqa: ANN001 - VersionsLog
+    """``flitfeed versions list``: the catalogue, the rollback target, and per version which workers embed new
+    flits with it / rebuilt their users' tastes in it and which rankers rank with it (of the groups' members
+    now; None: every instance that ever said so, the group could not be described)."""
+    from flitfeed.index.versions import rollback_target
+
     catalog = versions.catalog
     if catalog is None:
-        print("no version catalogue: one version, the workers' encoder (`flitfeed reembed` starts one)")
-        return 0
-    print(f"{'version':58s} {'state':9s} {'dim':>5s} {'log read':>10s}  model; workers embedding new flits with it")
+        return "no version catalogue: one version, the workers' encoder (`flitfeed reembed` starts one)"
+
+    def now_in(group: set[str] | None, said: Iterable[str]) -> list[str]:
+        return sorted(s for s in said if group is None or s in group)
+
+    serving = versions.serving_now()
+    lines = [f"{'version':58s} {'state':9s} {'dim':>5s} {'log read':>10s}  model; workers embedding new flits with it"]
     for v in catalog.versions:
         acked = "" if v.state == "live" else f"; {len(versions.acks.get(v.version, ()))} worker(s)"
-        print(f"{v.version:58s} {v.state:9s} {v.dim:5d} {v.flits:10,d}  {v.model}{acked}")
-    return 0
+        lines.append(f"{v.version:58s} {v.state:9s} {v.dim:5d} {v.flits:10,d}  {v.model}{acked}")
+        tastes = now_in(workers, versions.tastes.get(v.version, {}))
+        ranking = now_in(rankers, [r for r, version in serving.items() if version == v.version])
+        lines.append(f"{'':58s} tastes rebuilt by: {', '.join(tastes) or '-'}; ranked with by: {', '.join(ranking) or '-'}")
+    target = rollback_target(catalog)
+    lines.append(f"live: {catalog.live}; rollback target: "
+                 + (f"{target} (`flitfeed versions rollback`)" if target else "none"))
+    return "\n".join(lines)
 
 
 def cmd_versions_drop(args: argparse.Namespace, settings: Settings) -> int:
@@ -450,6 +532,43 @@ def cmd_versions_drop(args: argparse.Namespace, settings: Settings) -> int:
         print(f"flitfeed versions drop: {exc}", file=sys.stderr)
         return 2
     print(f"{args.version}: dropped, {deleted:,} records deleted (their disk is freed as the topics compact)")
+    return 0
+
+
+def cmd_versions_switch(args: argparse.Namespace, settings: Settings) -> int:
+    """``versions switch VERSION`` and ``versions rollback`` (``args.version`` None): 0 switched and every ranker
+    confirmed, 2 refused (nothing changed), 3 switched but some ranker did not confirm in time."""
+    from flitfeed.index.versions import VersionError
+    from flitfeed.startup import wait_for_kafka
+    from flitfeed.streams.reembed import switch_version
+
+    command = "switch" if args.version is not None else "rollback"
+    wait_for_kafka(settings)
+    try:
+        report = switch_version(settings, args.version, wait_rankers_s=args.wait_rankers,
+                                force_tastes=args.force_tastes)
+    except VersionError as exc:
+        print(f"flitfeed versions {command}: {exc}", file=sys.stderr)
+        return 2
+    return print_switch(report)
+
+
+cmd_versions_rollback = cmd_versions_switch
+
+
+def print_switch(report) -> int:  # noqa: ANN001 - SwitchReport
+    if report.forced_tastes:
+        print(f"switched although worker(s) {', '.join(report.forced_tastes)} had not rebuilt their users' tastes in "
+              f"{report.live} (--force-tastes): those users get cold-start feeds until their next interaction",
+              file=sys.stderr)
+    print(f"live: {report.live} (was {report.left}); rollback target: "
+          + (f"{report.rollback_target} (`flitfeed versions rollback`)" if report.rollback_target else "none"))
+    if report.rankers_missing:
+        print(f"ranker(s) {', '.join(report.rankers_missing)} did not confirm ranking with {report.live} within "
+              "--wait-rankers; the switch stands, they follow when they catch up "
+              f"(confirmed: {', '.join(report.rankers) or 'none'})", file=sys.stderr)
+        return 3
+    print(f"rankers ranking with {report.live}: {', '.join(report.rankers) or 'none running (they start with it)'}")
     return 0
 
 

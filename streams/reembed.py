@@ -113,7 +113,7 @@ def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
 UNDESCRIBED = "(the {role} group could not be described)"
 
 
-def _members(settings: Settings, group: str) -> set[str] | None:
+def group_members(settings: Settings, group: str) -> set[str] | None:
     """The instances in consumer group ``group`` now (their client id), or None when it cannot be described."""
     from confluent_kafka import KafkaException
 
@@ -127,7 +127,7 @@ def _members(settings: Settings, group: str) -> set[str] | None:
 
 def workers_not_following(settings: Settings, version: str) -> set[str]:
     """The worker replicas in the group now that have not acknowledged embedding new flits with ``version``."""
-    members = _members(settings, settings.app_id)
+    members = group_members(settings, settings.app_id)
     if members is None:
         return {UNDESCRIBED.format(role="worker")}
     return members - read_versions_log(settings).acks.get(version, set())
@@ -135,7 +135,7 @@ def workers_not_following(settings: Settings, version: str) -> set[str]:
 
 def workers_without_tastes(settings: Settings, version: str, log: VersionsLog | None = None) -> set[str]:
     """The worker replicas in the group now that have not said they rebuilt their users' tastes in ``version``."""
-    members = _members(settings, settings.app_id)
+    members = group_members(settings, settings.app_id)
     if members is None:
         return {UNDESCRIBED.format(role="worker")}
     return (log or read_versions_log(settings)).without_tastes(version, members)
@@ -143,7 +143,7 @@ def workers_without_tastes(settings: Settings, version: str, log: VersionsLog | 
 
 def rankers_not_serving(settings: Settings, version: str, since: datetime, log: VersionsLog | None = None) -> set[str]:
     """The ranker replicas in the group now that have not said they rank with ``version`` from ``since`` on."""
-    members = _members(settings, settings.ranker_group)
+    members = group_members(settings, settings.ranker_group)
     if members is None:
         return {UNDESCRIBED.format(role="ranker")}
     return (log or read_versions_log(settings)).not_serving(version, members, since)
@@ -360,7 +360,7 @@ def switch_version(settings: Settings, version: str | None, *, wait_rankers_s: f
     """
     log_now = read_versions_log(settings)
     before = log_now.catalog
-    after, forced = plan_switch(log_now, version, _members(settings, settings.app_id), datetime.now(timezone.utc),
+    after, forced = plan_switch(log_now, version, group_members(settings, settings.app_id), datetime.now(timezone.utc),
                                 force_tastes=force_tastes)
     assert before is not None  # plan_switch refuses without a catalogue
     write_catalog(settings, Producer(producer_config(settings)), after)
@@ -370,7 +370,7 @@ def switch_version(settings: Settings, version: str | None, *, wait_rankers_s: f
                           written_at=after.written_at, forced_tastes=sorted(forced))
     missing = _wait(lambda: rankers_not_serving(settings, after.live, after.written_at), wait_rankers_s,
                     f"ranker(s) to rank with {after.live}", out)
-    members = _members(settings, settings.ranker_group) or set()
+    members = group_members(settings, settings.ranker_group) or set()
     report.rankers = sorted(members - missing)
     report.rankers_missing = sorted(missing)
     return report
