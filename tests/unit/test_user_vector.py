@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -116,3 +117,169 @@ def test_a_profile_stored_with_event_id_strings_still_knows_them() -> None:
     p = UserProfile.from_dict(old)
     assert p.has_applied("e1") and p.has_applied("e2") and not p.has_applied("e3")
     assert UserProfile.from_dict(p.to_dict()).has_applied("e1")
+
+
+# --- several versions: the taste kept in each, rebuilt from the history ---------------------------------------
+V1 = TasteParams(half_life_s=100.0, seen_capacity=500, version="v1")
+V2 = TasteParams(half_life_s=100.0, seen_capacity=500, version="v2")
+
+
+def spaces(n_flits: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each flit's vector in v1 (4-d) and in v2 (6-d): two unrelated embedding spaces."""
+    rng = np.random.default_rng(seed)
+    return ({f"f{i}": rng.standard_normal(4).astype(np.float32) for i in range(n_flits)},
+            {f"f{i}": rng.standard_normal(6).astype(np.float32) for i in range(n_flits)})
+
+
+def known(vectors: dict[str, np.ndarray]):  # noqa: ANN201 - a VectorsOf
+    calls: list[list[str]] = []
+
+    def vectors_of(ids):  # noqa: ANN001, ANN202
+        calls.append(list(ids))
+        return {f: vectors[f] for f in ids if f in vectors}
+    vectors_of.calls = calls
+    return vectors_of
+
+
+def random_events(n: int, n_flits: int, seed: int = 1) -> list[tuple[str, str, float, str, int | None]]:
+    """Repeats of the same flits, out-of-order times, every kind (hides and reports included)."""
+    rng = np.random.default_rng(seed)
+    kinds = ["view", "like", "reflit", "reply", "hide", "report"]
+    return [(f"e{i}", kinds[rng.integers(len(kinds))], float(rng.uniform(0, 1000)), f"f{rng.integers(n_flits)}",
+             None if rng.random() < 0.5 else int(rng.integers(0, 20_000))) for i in range(n)]
+
+
+def test_a_taste_rebuilt_from_the_history_equals_the_one_learnt_incrementally() -> None:
+    in_v1, in_v2 = spaces(12)
+    events = random_events(80, 12)
+    assert len({e[3] for e in events}) < len(events) and sorted(e[2] for e in events) != [e[2] for e in events]
+    p = UserProfile("u")
+    for eid, kind, ts, fid, dwell in events:
+        assert p.learn_one(eid, kind, ts, in_v1[fid], "a", fid, V1, dwell, others={"v2": in_v2[fid]})
+    assert sorted(p.tastes) == ["v1", "v2"]  # the first event started both
+    for version, vectors in (("v1", in_v1), ("v2", in_v2)):
+        again = UserProfile.from_dict(p.to_dict())
+        del again.tastes[version]
+        assert again.rebuild(version, known(vectors), V1.half_life_s)
+        np.testing.assert_allclose(again.tastes[version], p.tastes[version], rtol=1e-4, atol=1e-5)
+        assert again.tastes[version].dtype == np.float32
+
+
+def test_a_repeat_combines_into_one_history_entry_whatever_the_arrival_order() -> None:
+    for order in ([0.0, 100.0], [100.0, 0.0]):
+        p = UserProfile("u")
+        for i, ts in enumerate(order):
+            p.learn_one(f"e{i}", "like", ts, unit(1, 0), "a", "f1", V1)
+        p.learn_one("e9", "hide", 50.0, unit(0, 1), "b", "f2", V1)
+        assert p.seen == ["f1", "f2"]
+        # 1 like decayed by one half-life, plus 1 like: 1.5, at the later time.
+        np.testing.assert_allclose(p.history_w, [1.5, -1.0])
+        np.testing.assert_array_equal(p.history_ts, [100.0, 50.0])
+
+
+def test_a_rebuild_covers_the_horizon_only() -> None:
+    params = TasteParams(half_life_s=100.0, seen_capacity=3, version="v1")
+    in_v1, in_v2 = spaces(5)
+    p = UserProfile("u")
+    for i in range(5):
+        p.learn_one(f"e{i}", "like", 10.0 * i, in_v1[f"f{i}"], "a", f"f{i}", params)
+    p.learn_one("e9", "like", 60.0, in_v1["f0"], "a", "f0", params)  # f0 again: the newest, f1 and f2 gone
+    assert p.seen == ["f3", "f4", "f0"] and len(p.history_w) == len(p.history_ts) == 3
+    vectors_of = known(in_v2)
+    assert p.rebuild("v2", vectors_of, params.half_life_s)
+    assert vectors_of.calls == [["f3", "f4", "f0"]]
+    # f0's first like (t=0) was forgotten with it: only what the horizon remembers counts.
+    expected = sum(2.0 ** (-(60.0 - t) / 100.0) * in_v2[f] for f, t in (("f3", 30.0), ("f4", 40.0), ("f0", 60.0)))
+    np.testing.assert_allclose(p.tastes["v2"], expected, rtol=1e-5)
+
+
+def test_a_rebuild_leaves_out_flits_the_version_does_not_know_and_needs_one() -> None:
+    in_v1, in_v2 = spaces(3)
+    p = UserProfile("u")
+    for i in range(3):
+        p.learn_one(f"e{i}", "like", 0.0, in_v1[f"f{i}"], "a", f"f{i}", V1)
+    assert not p.rebuild("v2", known({}), V1.half_life_s) and "v2" not in p.tastes
+    assert p.rebuild("v2", known({"f1": in_v2["f1"]}), V1.half_life_s)
+    np.testing.assert_allclose(p.tastes["v2"], in_v2["f1"])
+
+
+def test_the_switch_continues_the_new_versions_taste_and_keeps_the_old_one_for_a_rollback() -> None:
+    in_v1, in_v2 = spaces(4)
+    p = UserProfile("u")
+    p.learn_one("e0", "like", 0.0, in_v1["f0"], "a", "f0", V1, others={"v2": in_v2["f0"]})
+    p.learn_one("e1", "like", 10.0, in_v1["f1"], "a", "f1", V1, others={"v2": in_v2["f1"]})
+    v2_before = p.tastes["v2"].copy()
+    # The switch: the worker now learns with v2, and keeps v1 (the rollback target) among the others.
+    p.learn_one("e2", "reply", 20.0, in_v2["f2"], "a", "f2", V2, others={"v1": in_v1["f2"]})
+    assert p.taste_version == "v2" and sorted(p.tastes) == ["v1", "v2"]
+    decay = 2.0 ** (-10.0 / 100.0)
+    np.testing.assert_allclose(p.taste, v2_before * decay + interaction_weight("reply") * in_v2["f2"], rtol=1e-6)
+    np.testing.assert_allclose(p.query_vector("v2"), p.query_vector(), rtol=1e-6)
+    # The rollback: back to v1, which was kept up to date meanwhile.
+    p.learn_one("e3", "like", 30.0, in_v1["f3"], "a", "f3", V1, others={"v2": in_v2["f3"]})
+    assert p.taste_version == "v1"
+    rebuilt = UserProfile.from_dict(p.to_dict())
+    assert rebuilt.rebuild("v1", known(in_v1), 100.0) and rebuilt.rebuild("v2", known(in_v2), 100.0)
+    for version in ("v1", "v2"):
+        np.testing.assert_allclose(rebuilt.tastes[version], p.tastes[version], rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_vector_or_a_version_no_longer_held_drops_that_taste() -> None:
+    in_v1, in_v2 = spaces(3)
+    p = UserProfile("u")
+    p.learn_one("e0", "like", 0.0, in_v1["f0"], "a", "f0", V1, others={"v2": in_v2["f0"], "v3": in_v2["f0"]})
+    assert sorted(p.tastes) == ["v1", "v2", "v3"]
+    p.learn_one("e1", "like", 0.0, in_v1["f1"], "a", "f1", V1, others={"v2": None, "v3": in_v2["f1"]})
+    assert sorted(p.tastes) == ["v1", "v3"]  # v2 does not know f1 yet: its taste would be wrong
+    p.learn_one("e2", "like", 0.0, in_v1["f2"], "a", "f2", V1, others={"v2": in_v2["f2"]})
+    assert sorted(p.tastes) == ["v1"]  # v3 is no longer held; v2 has no taste to update (it is rebuilt)
+    assert p.query_vector("v2") is None and p.query_vector("v1") is not None
+    q = UserProfile("u")
+    q.learn_one("e0", "like", 0.0, in_v1["f0"], "a", "f0", V1, others={"v2": in_v2["f0"]})
+    q.learn_one("e1", "like", 0.0, in_v1["f1"], "a", "f1", V1)  # a caller that does not track versions
+    assert sorted(q.tastes) == ["v1"]
+
+
+def test_a_new_primary_version_without_a_taste_starts_anew_and_last_ts_stays_the_latest() -> None:
+    in_v1, in_v2 = spaces(2)
+    p = UserProfile("u")
+    p.learn_one("e0", "like", 50.0, in_v1["f0"], "a", "f0", V1)
+    p.learn_one("e1", "like", 10.0, in_v2["f1"], "a", "f1", V2, others={"v1": in_v1["f1"]})
+    assert p.last_ts == 50.0 and sorted(p.tastes) == ["v1", "v2"]
+    np.testing.assert_allclose(p.taste, 2.0 ** (-40.0 / 100.0) * in_v2["f1"], rtol=1e-6)
+
+
+def test_versions_and_history_survive_serialisation() -> None:
+    in_v1, in_v2 = spaces(3)
+    p = UserProfile("u")
+    for i in range(3):
+        p.learn_one(f"e{i}", "view", float(i), in_v1[f"f{i}"], "a", f"f{i}", V1, 4000, others={"v2": in_v2[f"f{i}"]})
+    back = UserProfile.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert back.to_dict() == p.to_dict() and back.taste_version == "v1"
+    for version in ("v1", "v2"):
+        np.testing.assert_array_equal(back.tastes[version], p.tastes[version])
+    np.testing.assert_array_equal(back.history_w, p.history_w)
+    assert back.history_ts.dtype == np.float64 and back.history_w.dtype == np.float32
+
+
+def test_a_profile_stored_before_versions_and_history_is_migrated() -> None:
+    import base64
+
+    taste = np.array([0.6, 0.8], dtype="<f4")
+    old = {"user_id": "u", "taste": base64.b64encode(taste.tobytes()).decode(), "taste_version": "v1",
+           "last_ts": 10.0, "positives": 2, "seen": ["f1", "f2"], "event_hashes": "", "last_event_id": "e2"}
+    p = UserProfile.from_dict(old)
+    assert list(p.tastes) == ["v1"] and p.taste.tolist() == taste.tolist() and p.taste_version == "v1"
+    assert np.isnan(p.history_w).all() and len(p.history_ts) == 2 and p.history_flits() == []
+    assert not p.rebuild("v2", known({"f1": unit(1, 0, 0)}), 100.0)  # no weights: nothing to rebuild from
+    p.learn_one("e3", "like", 10.0, unit(0, 1), "a", "f1", V1)   # f1 again: its older part stays unknown
+    p.learn_one("e4", "like", 10.0, unit(1, 0), "a", "f3", V1)
+    assert p.seen == ["f2", "f1", "f3"] and p.history_flits() == ["f3"]
+    assert p.rebuild("v2", known({"f1": unit(1, 0, 0), "f3": unit(0, 0, 1)}), 100.0)
+    np.testing.assert_allclose(p.tastes["v2"], [0.0, 0.0, 1.0])
+    # A taste stored before versions were tracked (version "") is adopted by the first version learnt.
+    legacy = UserProfile.from_dict({"user_id": "u", "taste": old["taste"], "seen": ["f1"]})
+    assert list(legacy.tastes) == [""] and legacy.taste_version == ""
+    legacy.learn_one("e1", "like", 0.0, unit(0, 1), "a", "f2", V1)
+    assert list(legacy.tastes) == ["v1"]
+    np.testing.assert_allclose(legacy.taste, [0.6, 1.8], rtol=1e-6)
