@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 from types import SimpleNamespace
@@ -114,6 +115,37 @@ def test_decide_leaves_the_stored_profile_as_it_was() -> None:
     before = json.dumps(stored, sort_keys=True)
     decide_one(event, msg, stored)
     assert json.dumps(stored, sort_keys=True) == before
+
+
+def test_decide_keeps_the_taste_in_the_other_versions_and_publishes_it() -> None:
+    in_v2 = {"f1": np.array([0.0, 0.0, 1.0], dtype=np.float32)}
+    calls: list[list[str]] = []
+
+    def v2(ids):  # noqa: ANN001, ANN202
+        calls.append(list(ids))
+        return {f: in_v2[f] for f in ids if f in in_v2}
+
+    params = dataclasses.replace(taste_params(S), version="v1")
+    event, msg = interaction("e1", "f1")
+    stored = decide_one(event, msg).effects[0].profile  # learnt before versions (""): adopted as v1 below
+    assert list(UserProfile.from_dict(stored).tastes) == [""]
+    e2, msg2 = interaction("e2", "f1")
+    decision = decide(e2, msg2, stored, KNOWN.get, parked=None, source_topic="t-interactions", now=NOW,
+                      params=params, settings=S, others={"v2": v2})
+    assert decision.outcome == "applied" and calls == [["f1"]]  # rebuilt from the history: one lookup
+    store, observe, _, publish = decision.effects
+    profile = UserProfile.from_dict(store.profile)
+    assert sorted(profile.tastes) == ["v1", "v2"] and profile.taste_version == "v1"
+    np.testing.assert_allclose(profile.tastes["v2"], [0.0, 0.0, 2.0], rtol=1e-5)
+    np.testing.assert_allclose(observe.after, [1.0, 0.0])  # the primary taste is what is observed
+    state = UserState.model_validate_json(publish.records[0][1])
+    assert state.model_version == "v1" and state.tastes == {"v2": [0.0, 0.0, 1.0]}
+    # An unknown flit parks on the primary lookup alone: the other versions are not asked.
+    calls.clear()
+    e3, msg3 = interaction("e3", "missing")
+    parked = decide(e3, msg3, store.profile, KNOWN.get, parked=None, source_topic="t-interactions", now=NOW,
+                    params=params, settings=S, others={"v2": v2})
+    assert parked.outcome == "park" and calls == []
 
 
 # --- embedding: plan_batch, embed_isolating, decide_batch ----------------------------------------------------
