@@ -190,21 +190,34 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     metrics.serve(settings.metrics_host, settings.ranker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
     metrics.health.require("index_open")
-    from flitfeed.index.versions import VersionGate
+    from flitfeed.index.spaces import bare_version, space_collection, space_name
+    from flitfeed.index.versions import VersionGate, entry
     from flitfeed.streams.version_log import read_catalog
 
     catalog = read_catalog(settings)
     serving = catalog.live if catalog is not None else None
-    index = open_service_index(settings, "ranker", settings.vector_dim, serving=serving, metrics=metrics)
+    bare = bare_version(catalog) if catalog is not None else None
+
+    def open_space(version: str, dim: int, bare: str | None):  # noqa: ANN202 - (VectorIndex, Path | None)
+        # Every version in its own index (index/spaces.py); the one keyed by bare flit id keeps the plain name.
+        name = space_name("ranker", version, bare)
+        return (open_service_index(settings, name, dim, serving=version, metrics=metrics,
+                                   collection=space_collection(settings.collection, version, bare)),
+                offsets_path(settings, name))
+
+    if serving is not None:
+        index, offsets = open_space(serving, entry(catalog, serving).dim, bare)
+    else:
+        index, offsets = open_service_index(settings, "ranker", settings.vector_dim, metrics=metrics), \
+            offsets_path(settings, "ranker")
     metrics.health.ready("index_open")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    service = RankerService(settings, index, offsets_path(settings, "ranker"), metrics, gate=VersionGate(serving))
+    service = RankerService(settings, index, offsets, metrics, gate=VersionGate(serving), open_space=open_space)
     try:
-        service.run(stop)
+        service.run(stop)  # closes every version's index it holds
     finally:
-        index.close()
         if metrics.server is not None:
             metrics.server.stop()
     return 0
@@ -489,7 +502,8 @@ def cmd_versions_list(args: argparse.Namespace, settings: Settings) -> int:
 
     wait_for_kafka(settings)
     versions = read_versions_log(settings)
-    print(format_versions(versions, group_members(settings, settings.app_id), group_members(settings, settings.ranker_group)))
+    workers, rankers = group_members(settings, settings.app_id), group_members(settings, settings.ranker_group)
+    print(format_versions(versions, workers, rankers))
     return 0
 
 
@@ -513,7 +527,8 @@ def format_versions(versions, workers: set[str] | None, rankers: set[str] | None
         lines.append(f"{v.version:58s} {v.state:9s} {v.dim:5d} {v.flits:10,d}  {v.model}{acked}")
         tastes = now_in(workers, versions.tastes.get(v.version, {}))
         ranking = now_in(rankers, [r for r, version in serving.items() if version == v.version])
-        lines.append(f"{'':58s} tastes rebuilt by: {', '.join(tastes) or '-'}; ranked with by: {', '.join(ranking) or '-'}")
+        lines.append(f"{'':58s} tastes rebuilt by: {', '.join(tastes) or '-'}; "
+                     f"ranked with by: {', '.join(ranking) or '-'}")
     target = rollback_target(catalog)
     lines.append(f"live: {catalog.live}; rollback target: "
                  + (f"{target} (`flitfeed versions rollback`)" if target else "none"))

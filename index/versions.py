@@ -40,9 +40,10 @@ from typing import Iterable, Literal, Mapping, Sequence
 
 from flitfeed.streams.events import Flit, FlitVector, VersionCatalog, VersionEntry
 
-__all__ = ["ACK_KINDS", "AckKind", "VersionError", "VersionGate", "ack_key", "ack_prefix", "bare_version", "begin_build",
-           "builds", "catalog_with_live", "drop", "entry", "make_room", "mark_ready", "over_keep", "record_key",
-           "record_progress", "rollback", "rollback_target", "switch", "vector_key", "vector_records", "version_tag"]
+__all__ = ["ACK_KINDS", "AckKind", "VersionError", "VersionGate", "ack_key", "ack_prefix", "bare_version",
+           "begin_build", "builds", "catalog_with_live", "drop", "entry", "make_room", "mark_ready", "over_keep",
+           "record_key", "record_progress", "rollback", "rollback_target", "switch", "vector_key", "vector_records",
+           "version_tag"]
 
 AckKind = Literal["embedding", "tastes", "serving"]
 #: An acknowledgement's kind → the first part of its ``model-versions`` key. ``ack`` for embedding: the key
@@ -88,7 +89,10 @@ def bare_version(catalog: VersionCatalog | None) -> str | None:
     """The version whose ``flit-vectors`` records are keyed by bare flit id (None: no catalogue, or it was dropped).
 
     A catalogue written before ``bare_keys`` existed marks none: its live version is then the bare-keyed
-    one, since no version could be switched to before that field existed.
+    one, since no version could be switched to before that field existed. It is told apart from a
+    catalogue whose bare-keyed version was dropped by its live version: never switched from (``previous``
+    empty) and never re-embedded (no positions), as :func:`catalog_with_live` made it; a :func:`switch`
+    marks the bare-keyed version explicitly.
 
     >>> from datetime import datetime
     >>> old = catalog_with_live("a", "minilm", 384, datetime(2026, 1, 1))
@@ -104,7 +108,9 @@ def bare_version(catalog: VersionCatalog | None) -> str | None:
     if marked is not None:
         return marked
     legacy = entry(catalog, catalog.live)
-    return catalog.live if legacy is not None and not catalog.previous else None
+    if legacy is not None and not catalog.previous and not legacy.positions and legacy.flits == 0:
+        return catalog.live
+    return None
 
 
 def record_key(flit_id: str, version: str, catalog: VersionCatalog | None) -> bytes:

@@ -48,8 +48,8 @@ from flitfeed.streams.embedding import decode_flit_bounded, flit_text
 from flitfeed.streams.events import DecodeError, Flit, VersionCatalog
 from flitfeed.streams.version_log import VersionsLog, read_catalog, read_versions_log, write_catalog
 
-__all__ = ["ReembedReport", "SwitchReport", "decode_for_reembed", "drop_version", "keys_to_delete", "plan_switch",
-           "rankers_not_serving", "reembed", "remaining", "switch_version", "workers_not_following",
+__all__ = ["ReembedReport", "SwitchReport", "decode_for_reembed", "drop_version", "group_members", "keys_to_delete",
+           "plan_switch", "rankers_not_serving", "reembed", "remaining", "switch_version", "workers_not_following",
            "workers_without_tastes"]
 
 log = logging.getLogger(__name__)
@@ -264,8 +264,8 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
     Registers the version (the workers then embed every new flit with it too), re-embeds the log up to its
     end, waits until every worker acknowledged the version, and re-embeds what arrived meanwhile: from then
     on the workers keep it complete, and it is ``ready``. Then it waits up to ``wait_tastes_s`` (0: not at
-    all) for every worker to rebuild its users' tastes in it (``report.tastes_missing``). ``live`` is the encoder the workers run (needed
-    only to write the first catalogue). ``limit`` stops after about that many flits (tests, and a
+    all) for every worker to rebuild its users' tastes in it (``report.tastes_missing``). ``live`` is the
+    encoder the workers run (needed only to write the first catalogue). ``limit`` stops after about that many flits (tests, and a
     kill-and-resume drill). Raises :class:`~flitfeed.index.versions.VersionError` for a version that cannot
     be built (nothing changes), among them one that would have to drop the rollback target to be kept.
     """
