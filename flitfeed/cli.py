@@ -107,7 +107,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from flitfeed.encoders.factory import EncoderConfigError, check_vector_dim, make_encoder
-    from flitfeed.index.spaces import bare_version
+    from flitfeed.index.versions import bare_version
     from flitfeed.monitoring.metrics import Metrics
     from flitfeed.startup import wait_for_kafka
     from flitfeed.streams.app import create_worker
@@ -190,7 +190,8 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     metrics.serve(settings.metrics_host, settings.ranker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
     metrics.health.require("index_open")
-    from flitfeed.index.spaces import bare_version, space_collection, space_name
+    from flitfeed.index.spaces import space_collection, space_name
+    from flitfeed.index.versions import bare_version
     from flitfeed.index.versions import VersionGate, entry
     from flitfeed.streams.version_log import read_catalog
 

@@ -22,12 +22,12 @@ from flitfeed.settings import Settings
 __all__ = ["open_index"]
 
 
-def open_index(settings: Settings, dim: int, *, name: str = "flits",
+def open_index(settings: Settings, dim: int, *, name: str = "flits", collection: str | None = None,
                on_retry: Callable[[str], None] | None = None) -> VectorIndex:
     """Open (creating if missing) the vector index the settings select.
 
     ``settings.qdrant_url`` set: a :class:`~flitfeed.index.server.ServerIndex`
-    on collection ``settings.collection`` of that server (``":memory:"`` = the
+    on collection ``collection`` (default ``settings.collection``) of that server (``":memory:"`` = the
     in-process qdrant-client local mode); an empty ``qdrant_api_key`` (and no
     ``qdrant_api_key_file``) means no key; ``qdrant_ca_file`` verifies an ``https://``
     server signed by a private CA. Otherwise an embedded :class:`~flitfeed.index.edge.EdgeIndex` in
@@ -43,7 +43,7 @@ def open_index(settings: Settings, dim: int, *, name: str = "flits",
     if settings.qdrant_url:
         from flitfeed.index.server import ServerIndex
 
-        return ServerIndex(settings.qdrant_url, settings.collection, dim,
+        return ServerIndex(settings.qdrant_url, collection or settings.collection, dim,
                            api_key=settings.qdrant_api_key_value() or None, ca_file=settings.qdrant_ca_file,
                            shard_number=settings.qdrant_shard_number,
                            replication_factor=settings.qdrant_replication_factor, on_retry=on_retry)

@@ -107,6 +107,9 @@ class Metrics:
         self.users = Gauge("flitfeed_users_in_state", "Users whose state this process holds.",
                            ["service"], registry=r)
         self.model = Info("flitfeed_model", "The embedding model in use.", registry=r)
+        self.version_switches = Counter("flitfeed_version_switches_total",
+                                        "Switches of the embedding version served or embedded live (flitfeed "
+                                        "versions switch / rollback), by service.", ["service"], registry=r)
 
         # --- health of the process and its consumers --------------------------------------------------
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
@@ -182,6 +185,7 @@ class Metrics:
             self.index_retries.labels(service=service, operation=operation)
         for reason in ("other_version", "taste_other_version"):
             self.vectors_skipped.labels(service=service, reason=reason)
+        self.version_switches.labels(service=service)
         self.exploration_share = Gauge("flitfeed_ranker_exploration_share_ratio",
                                        "Share of served feed items placed by exploration (since start).",
                                        registry=r)

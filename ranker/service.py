@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Collection
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -38,6 +39,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from flitfeed.index.base import MaintainedIndex, VectorIndex
 from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.factory import is_shared
+from flitfeed.index.spaces import destroy_replica, held_versions
+from flitfeed.index.versions import bare_version
 from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
 from flitfeed.kafka.reading import consume_available, read_partition
@@ -59,7 +62,7 @@ from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.scorers import ActionScorer
 from flitfeed.ranker.signals import learn_interaction
 from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
-                               TOPIC_USER_STATES, Settings)
+                               TOPIC_MODEL_VERSIONS, TOPIC_USER_STATES, Settings)
 from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.events import (DecodeError, FlitVector, Interaction, Reason, UserState, check_user_key,
                                      decode_feed_request, decode_internal, to_epoch)
@@ -74,40 +77,59 @@ class HeldState:
     """What the ranker keeps per user: the parts of a :class:`UserState` a feed needs, compactly.
 
     A decoded ``UserState`` holds its taste as 384 Python floats (~12 KB per user); this holds
-    float32 (1.5 KB) and interns flit ids and authors, which many users share. Measured by
+    float32 (1.5 KB per version held) and interns flit ids and authors, which many users share. Measured by
     ``benchmarks/user_memory.py`` (``ranker_state`` vs ``ranker_held`` columns).
 
-    >>> s = UserState(user_id="u", taste=[0.6, 0.8], seen=["f1"], updated_at=0, trigger_id="e1")
-    >>> h = HeldState.of(s)
-    >>> h.taste.dtype.name, h.seen, h.trigger_id
-    ('float32', ('f1',), 'e1')
+    >>> s = UserState(user_id="u", taste=[0.6, 0.8], seen=["f1"], updated_at=0, trigger_id="e1",
+    ...               model_version="a@1", tastes={"b@2": [1.0, 0.0]})
+    >>> h = HeldState.of(s, "a@1", held=("a@1", "b@2"))
+    >>> h.taste.dtype.name, h.seen, h.trigger_id, h.taste_in("b@2").tolist()
+    ('float32', ('f1',), 'e1', [1.0, 0.0])
     """
 
     user_id: str
-    taste: np.ndarray | None
+    #: The user's taste in each version held (version → unit vector).
+    tastes: dict[str, np.ndarray]
     seen: tuple[str, ...]
     muted_authors: tuple[str, ...]
     positives: int
     trigger_id: str
+    #: The version served when the state arrived (``taste``).
+    serving: str = ""
+
+    @property
+    def taste(self) -> np.ndarray | None:
+        return self.tastes.get(self.serving)
+
+    def taste_in(self, version: str) -> np.ndarray | None:
+        """The user's taste in ``version``; None when the worker has none there (served as a cold start)."""
+        return self.tastes.get(version)
 
     @classmethod
-    def of(cls, state: UserState, serving: str | None = None) -> "HeldState":
-        """``serving``: the embedding version feeds are ranked with; a taste of another version is dropped
-        (the user is served as a cold start until the worker publishes a taste of this version)."""
-        other = bool(serving and state.model_version and state.model_version != serving)
+    def of(cls, state: UserState, serving: str | None = None, held: Collection[str] = ()) -> "HeldState":
+        """``serving``: the embedding version feeds are ranked with, ``held``: the other versions the ranker
+        holds (a switch finds their tastes here). A taste of any other version is dropped: a user with no
+        taste in the serving version is served as a cold start until the worker publishes one."""
+        primary = state.model_version or serving or ""  # a worker before versions: its taste is the served one's
+        raw = dict(state.tastes)
+        if state.taste is not None:
+            raw[primary] = state.taste
+        keep = set(held) | {serving or primary}
         return cls(user_id=state.user_id,
-                   taste=None if state.taste is None or other else np.asarray(state.taste, dtype=np.float32),
+                   tastes={v: np.asarray(t, dtype=np.float32) for v, t in raw.items() if v in keep},
                    seen=tuple(sys.intern(f) for f in state.seen),
                    muted_authors=tuple(sys.intern(a) for a in state.muted_authors),
-                   positives=state.positives, trigger_id=state.trigger_id)
+                   positives=state.positives, trigger_id=state.trigger_id, serving=serving or primary)
 
 
 def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: float,
-               trigger_id: str = "") -> FeedQuery:
-    """The pipeline's view of a user; an unknown user is a cold-start query."""
+               trigger_id: str = "", version: str | None = None) -> FeedQuery:
+    """The pipeline's view of a user, with their taste in ``version`` (default: the one served when the state
+    arrived); an unknown user is a cold-start query."""
     if state is None:
         return FeedQuery(user_id=user_id, k=k, now=now, trigger_id=trigger_id)
-    taste = None if state.taste is None else np.asarray(state.taste, dtype=np.float32)
+    raw = state.taste_in(version) if version is not None and isinstance(state, HeldState) else state.taste
+    taste = None if raw is None else np.asarray(raw, dtype=np.float32)
     return FeedQuery(user_id=user_id, k=k, now=now, taste=taste, seen=frozenset(state.seen),
                      muted_authors=frozenset(state.muted_authors), positives=state.positives, trigger_id=trigger_id)
 
@@ -119,25 +141,55 @@ def coengagement_for(settings: Settings, params: RankerParams) -> CoEngagement:
                         max_users=settings.coengagement_users)
 
 
+@dataclass
+class RankerSpace:
+    """One embedding version the ranker holds: its index replica, its recent flits and its feed pipeline.
+
+    The ranker serves one; the others (a version being built, the one kept for a rollback) follow the log
+    beside it, so a switch or a rollback only changes which one feeds are built from.
+    """
+
+    index: VectorIndex
+    offsets_path: Path | None
+    recent: RecentFlits
+    pipeline: FeedPipeline
+    replicator: FlitVectorReplicator
+    rebuilder: object | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self.replicator.gate.serving
+
+    def close(self, destroy: bool = False) -> None:
+        if self.rebuilder is not None:
+            self.rebuilder.close()  # type: ignore[attr-defined]
+        self.replicator.close()
+        if destroy:
+            destroy_replica(self.index, self.offsets_path)
+        else:
+            self.index.close()
+
+
+#: Opens the index of a version the catalogue adds: (version, dim, the version keyed by bare flit id) →
+#: (index, where its offsets are kept).
+OpenSpace = Callable[[str, int, "str | None"], "tuple[VectorIndex, Path | None]"]
+
+
 class RankerService:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
-                 gate: VersionGate | None = None) -> None:
+                 gate: VersionGate | None = None, open_space: OpenSpace | None = None) -> None:
         """``gate``: the embedding version to serve (default: the one its index holds, else the first the
-        workers publish); feeds are ranked with that version's vectors only."""
+        workers publish); feeds are ranked with that version's vectors only. ``open_space``: with it, the
+        ranker follows the version catalogue (``model-versions``): it keeps a replica of every version held,
+        and switches the version it serves when the catalogue's live one changes."""
         self.settings = settings
         self.metrics = metrics
-        self.index = index
         self.params = RankerParams.from_settings(settings)
         self.engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
                                             capacity=max(10 * settings.recent_flits_capacity, 10_000))
-        self.recent = RecentFlits(capacity=settings.recent_flits_capacity)
         self.coengagement = coengagement_for(settings, self.params)
         self.affinity = Affinity(max_users=settings.coengagement_users)
         self.model = ActionModel(learning_rate=settings.model_learning_rate)
-        self.pipeline: FeedPipeline = build_feed_pipeline(index, self.engagement, self.recent, self.params,
-                                                          self.coengagement, model=self.model, affinity=self.affinity)
-        self._scorer = next(s for s in self.pipeline.scorers if isinstance(s, ActionScorer))
-        self._fallbacks = 0
         self.model_version = (gate.serving if gate is not None else None) or "unknown"
         self.monitors = RankerMonitors(settings, metrics)
         self._next_export = 0.0
@@ -158,15 +210,16 @@ class RankerService:
         self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers)
         self.publisher = FeedPublisher(metrics, self.monitors, self.feedback, self._produce, self._t[TOPIC_FEEDS],
                                        lambda: self.model_version)
-        self.replicator = FlitVectorReplicator(settings, index, offsets_path, metrics, on_flit=self._on_flit,
-                                               write_index=not is_shared(settings), gate=gate)
-        self.rebuilder = None
-        if settings.index_rebuild_interval_s > 0 and isinstance(index, EdgeIndex):  # rebuilt off-process
-            from flitfeed.index.edge_optimizer import IndexRebuilder
+        self._open_space = open_space
+        #: The versions held besides the one served (version → space).
+        self.others: dict[str, RankerSpace] = {}
+        self._serve(self._space(index, offsets_path, gate if gate is not None else VersionGate()))
+        self._next_catalog = 0.0
+        self.follower = None
+        if open_space is not None:
+            from flitfeed.streams.version_log import CatalogFollower
 
-            self.rebuilder = IndexRebuilder(index, self.replicator.position, self.replicator.rewind,
-                                            min_unindexed=settings.index_optimize_min_points,
-                                            interval_s=settings.index_rebuild_interval_s)
+            self.follower = CatalogFollower(settings)
         self.interactions = self._interactions_reader()
         # client.id = instance id: the group's member list (kafka-consumer-groups --describe, AdminClient)
         # then says which replica owns which partitions. The session timeout bounds how long a crashed
@@ -177,10 +230,38 @@ class RankerService:
                                 on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     # --- broadcast inputs ---------------------------------------------------
-    def _on_flit(self, record: FlitVector) -> None:
+    def _space(self, index: VectorIndex, offsets_path: Path | None, gate: VersionGate) -> RankerSpace:
+        """A version's replica: its index, recent flits and pipeline (the learners are shared by all)."""
+        recent = RecentFlits(capacity=self.settings.recent_flits_capacity)
+        pipeline = build_feed_pipeline(index, self.engagement, recent, self.params, self.coengagement,
+                                       model=self.model, affinity=self.affinity)
+        replicator = FlitVectorReplicator(self.settings, index, offsets_path, self.metrics,
+                                          on_flit=lambda record: self._on_flit(recent, record),
+                                          write_index=not is_shared(self.settings), gate=gate)
+        rebuilder = None
+        if self.settings.index_rebuild_interval_s > 0 and isinstance(index, EdgeIndex):  # rebuilt off-process
+            from flitfeed.index.edge_optimizer import IndexRebuilder
+
+            rebuilder = IndexRebuilder(index, replicator.position, replicator.rewind,
+                                       min_unindexed=self.settings.index_optimize_min_points,
+                                       interval_s=self.settings.index_rebuild_interval_s)
+        return RankerSpace(index, offsets_path, recent, pipeline, replicator, rebuilder)
+
+    def _serve(self, space: RankerSpace) -> None:
+        """Build feeds from ``space`` from the next batch on (between polls: no feed mixes two versions)."""
+        if getattr(self, "space", None) is not None:
+            self.space.replicator.reports = False
+        space.replicator.reports = True
+        self.space = space
+        self.index, self.recent, self.pipeline = space.index, space.recent, space.pipeline
+        self.replicator, self.rebuilder = space.replicator, space.rebuilder
+        self._scorer = next(s for s in self.pipeline.scorers if isinstance(s, ActionScorer))
+        self._fallbacks = self._scorer.fallbacks
+
+    def _on_flit(self, recent: RecentFlits, record: FlitVector) -> None:
         f = record.flit
-        self.recent.add_one(f.flit_id, f.author_id, to_epoch(f.created_at), tuple(f.tags), f.lang, record.vector)
-        if record.model_version != self.model_version:
+        recent.add_one(f.flit_id, f.author_id, to_epoch(f.created_at), tuple(f.tags), f.lang, record.vector)
+        if recent is self.recent and record.model_version != self.model_version:
             self.model_version = record.model_version
             # The ranker has no encoder: the model it ranks with is the one that embedded the flits.
             self.metrics.model.info({"model_version": record.model_version, "dim": str(len(record.vector))})
@@ -252,8 +333,11 @@ class RankerService:
                 state = decode_internal(m.value(), UserState)
             except DecodeError:
                 continue  # dead-lettered when it was first consumed
-            states[state.user_id] = HeldState.of(state, self.replicator.gate.serving)
+            states[state.user_id] = self._held(state)
         return states
+
+    def _held(self, state: UserState) -> HeldState:
+        return HeldState.of(state, self.replicator.gate.serving, held=tuple(self.others))
 
     def user_count(self) -> int:
         return sum(len(users) for users in self.states.values())
@@ -294,11 +378,78 @@ class RankerService:
                 log.info("index optimized before serving",
                          extra={"seconds": round(time.monotonic() - started, 1), "points": self.index.count()})
 
+    # --- embedding versions ---------------------------------------------------
+    #: How often the catalogue is looked at (a switch reaches every ranker within about this).
+    CATALOG_INTERVAL_S = 0.5
+    #: Records of ``flit-vectors`` a version not served applies per step: it follows the log without
+    #: holding up the feeds of the one served.
+    OTHER_VERSION_BUDGET = 2000
+
+    def follow_versions(self) -> None:
+        """Keep a replica of every version the catalogue holds, and serve its live one."""
+        for space in self.others.values():
+            if space.rebuilder is not None:
+                space.rebuilder.poll()  # type: ignore[attr-defined]
+            space.replicator.poll_once(max_messages=self.OTHER_VERSION_BUDGET, timeout=0)
+        if self.follower is None or time.monotonic() < self._next_catalog:
+            return
+        self._next_catalog = time.monotonic() + self.CATALOG_INTERVAL_S
+        catalog = self.follower.poll(0)
+        if catalog is not None:
+            self.apply_catalog(catalog)
+
+    def apply_catalog(self, catalog) -> None:  # noqa: ANN001 - VersionCatalog
+        from flitfeed.index.versions import entry
+
+        wanted, bare = held_versions(catalog), bare_version(catalog)
+        if self.replicator.gate.serving is None:
+            self.replicator.gate.serving = catalog.live  # no flit seen yet: serve what the catalogue says
+        serving = self.replicator.gate.serving
+        for version in [v for v in self.others if v not in wanted]:
+            self.others.pop(version).close(destroy=True)
+            log.info("dropped a version's replica", extra={"version": version})
+        for version in wanted:
+            if version != serving and version not in self.others and self._open_space is not None:
+                held = entry(catalog, version)
+                try:
+                    index, offsets = self._open_space(version, held.dim, bare)
+                    self.others[version] = self._space(index, offsets, VersionGate(version))
+                    self.others[version].replicator.reports = False
+                except Exception:  # keep serving the live version; the error is logged with its traceback
+                    log.exception("cannot open a version's replica", extra={"version": version})
+                    continue
+                log.info("holding a replica of another version", extra={"version": version})
+        if catalog.live != serving and catalog.live in self.others:
+            self.switch_to(catalog.live)
+
+    def switch_to(self, version: str, timeout_s: float = 120.0) -> None:
+        """Serve ``version`` from the next batch on: its replica reads the log to its end first, the one served
+        until now is kept (a rollback), and the switch is announced (feeds' ``model_version``, metrics, and a
+        ``serving`` ack on ``model-versions`` that ``flitfeed versions switch`` waits for)."""
+        from flitfeed.streams.version_log import ack_record
+
+        space = self.others.pop(version)
+        deadline = time.monotonic() + timeout_s
+        while not space.replicator.caught_up and time.monotonic() < deadline:
+            space.replicator.poll_once(max_messages=5000, timeout=0.2)
+        space.replicator.catch_up(timeout=max(1.0, deadline - time.monotonic()))
+        previous = self.space
+        if previous.version is not None:
+            self.others[previous.version] = previous
+        self._serve(space)
+        before, self.model_version = self.model_version, version
+        self.metrics.model.info({"model_version": version, "dim": str(getattr(self.index, "dim", ""))})
+        self.metrics.version_switches.labels(service=self.metrics.service).inc()
+        self._produce(self.settings.topic(TOPIC_MODEL_VERSIONS), *ack_record(self.settings, version, kind="serving"))
+        log.info("switched the embedding version served", extra={"version": version, "previous": before,
+                                                                   "flits": len(self.recent)})
+
     def step(self, timeout: float = 0.02) -> int:
         """One iteration: refresh broadcast inputs, then handle a batch of user-states and requests."""
         if self.rebuilder is not None:
             self.rebuilder.poll()
         self.replicator.poll_once(timeout=0)
+        self.follow_versions()
         self._poll_interactions()
         self.feedback.learn()
         self.feedback.expire(self.now())
@@ -401,7 +552,7 @@ class RankerService:
             return None
         users = self.states.setdefault(m.partition(), {})
         previous = users.get(state.user_id)
-        held = HeldState.of(state, self.replicator.gate.serving)
+        held = self._held(state)
         if held.taste is None and state.taste is not None:
             self.metrics.vectors_skipped.labels(service=self.metrics.service, reason="taste_other_version").inc()
         users[state.user_id] = held
@@ -432,8 +583,9 @@ class RankerService:
         if not jobs:
             return 0
         now = self.now()
+        version = self.replicator.gate.serving
         queries = [feed_query(self.states.get(job.partition, {}).get(job.user_id), job.user_id, job.k, now,
-                              trigger_id=job.trigger_id) for job in jobs]
+                              trigger_id=job.trigger_id, version=version) for job in jobs]
         self.metrics.ranker_batch.observe(len(jobs))
         try:
             results: list[PipelineResult | None] = list(self.pipeline.run_many(queries))
@@ -477,10 +629,12 @@ class RankerService:
         self._commit_ready(asynchronous=False)
 
     def close(self) -> None:
-        if self.rebuilder is not None:
-            self.rebuilder.close()
-        for closer in (self._final_commit, self.consumer.close, self.interactions.close, self.replicator.close,
-                       self.feedback.close, lambda: self.producer.flush(10)):
+        closers = [self._final_commit, self.consumer.close, self.interactions.close, self.space.close,
+                   self.feedback.close, lambda: self.producer.flush(10)]
+        closers += [space.close for space in self.others.values()]
+        if self.follower is not None:
+            closers.append(self.follower.close)
+        for closer in closers:
             try:
                 closer()
             except Exception:  # closing is best effort; the error is logged

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import faust
 
@@ -22,7 +22,7 @@ from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
 from flitfeed.index.factory import is_shared
-from flitfeed.index.versions import VersionGate
+from flitfeed.index.versions import VersionGate, vector_key
 from flitfeed.kafka.config import instance_headers
 from flitfeed.kafka.security import faust_credentials
 from flitfeed.monitoring.metrics import Metrics
@@ -41,10 +41,35 @@ USER_PROFILES_TABLE = "user_profiles"
 
 
 @dataclass
+class WorkerSpace:
+    """One embedding version the worker holds: its encoder and its own index replica.
+
+    The live version's index answers the interactions (which flit, which vector); every other version held
+    (being built, or kept for a rollback) gets every new flit too, and keeps each user's taste in its space,
+    so a switch finds everything ready and a rollback needs no re-embedding.
+    """
+
+    version: str
+    encoder: Encoder
+    index: VectorIndex
+    offsets_path: Path | None
+    replicator: AsyncFlitVectorReplicator | None = None
+    #: Every owned user's taste rebuilt in this version, and said so (``tastes`` ack).
+    swept: bool = False
+    #: Dropped from the catalogue: the replication task closes and deletes it.
+    retired: bool = False
+
+    def vectors_of(self, flit_ids: "Sequence[str]") -> dict[str, Any]:
+        """The vectors this version's index holds for ``flit_ids`` (those it does not know are left out)."""
+        return {f: p.vector for f, p in self.index.retrieve_many(list(flit_ids)).items()}
+
+
+@dataclass
 class WorkerContext:
     """Everything an agent needs, passed explicitly instead of module globals."""
 
     settings: Settings
+    #: The live version's encoder, index and taste parameters (swapped together at a switch).
     encoder: Encoder
     index: VectorIndex
     metrics: Metrics
@@ -59,10 +84,47 @@ class WorkerContext:
     dead_letters: faust.TopicT
     changelog: ChangelogHandover
     model_versions: faust.TopicT
-    #: Versions being built (version → encoder): every new flit is embedded with them too.
-    builds: dict[str, Encoder] = dataclasses.field(default_factory=dict)
-    replicator: AsyncFlitVectorReplicator | None = None
+    #: Every version held, the live one included (version → space).
+    spaces: dict[str, WorkerSpace] = dataclasses.field(default_factory=dict)
+    #: The version keyed by bare flit id on ``flit-vectors`` (``index/spaces.py``).
+    bare: str | None = None
+    #: Opens the space of a version the catalogue adds (blocking: called off the loop).
+    open_space: Callable[[str, str], WorkerSpace] | None = None
     monitors: WorkerMonitors | None = None
+
+    @property
+    def live(self) -> str:
+        return self.encoder.model_version
+
+    @property
+    def builds(self) -> dict[str, Encoder]:
+        """The other versions held (version → encoder): every new flit is embedded with them too."""
+        return {v: s.encoder for v, s in self.spaces.items() if v != self.live and not s.retired}
+
+    @property
+    def replicator(self) -> AsyncFlitVectorReplicator | None:
+        space = self.spaces.get(self.live)
+        return None if space is None else space.replicator
+
+    def others(self) -> dict[str, Callable[[Sequence[str]], dict[str, Any]]]:
+        """Flit-vector lookups in every version held: the tastes kept in each (the live one's rebuilds a taste
+        that had to start anew, e.g. a user whose taste the sweep had not reached before a switch)."""
+        return {v: s.vectors_of for v, s in self.spaces.items() if not s.retired}
+
+    def key(self, flit_id: str, version: str) -> bytes:
+        """The ``flit-vectors`` key of ``version``'s vector of a flit: one key per flit and version, forever."""
+        return flit_id.encode() if version == self.bare else vector_key(flit_id, version)
+
+    def make_live(self, version: str) -> None:
+        """Switch: new flits' interactions are looked up, and tastes published, in ``version`` from now on."""
+        space, before = self.spaces[version], self.spaces.get(self.live)
+        for held, reports in ((before, False), (space, True)):
+            if held is not None and held.replicator is not None:
+                held.replicator.reports = reports
+        self.encoder, self.index = space.encoder, space.index
+        self.params = dataclasses.replace(self.params, version=version)
+        self.metrics.model.info({"model_version": version, "dim": str(space.encoder.dim)})
+        self.metrics.version_switches.labels(service=self.metrics.service).inc()
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
         # Every record names the replica that produced it (header flitfeed-instance).
@@ -75,10 +137,11 @@ def _raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
                      value_serializer="raw", partitions=settings.partitions)
 
 
-def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metrics: Metrics,
-                  offsets_path: Path | None, builds: dict[str, Encoder] | None = None) -> WorkerContext:
-    """The worker; ``builds``: the versions being built when it starts (version → encoder, loaded by the caller
-    before any flit is processed, so none escapes them)."""
+def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: str, metrics: Metrics, *,
+                  bare: str | None, open_space: Callable[[str, str], WorkerSpace] | None = None) -> WorkerContext:
+    """The worker, holding ``spaces`` (every version the catalogue holds, loaded by the caller before any flit
+    is processed, so none escapes them); ``live``: the version feeds are ranked with; ``bare``: the version
+    keyed by bare flit id; ``open_space(version, model)``: opens a version the catalogue adds later."""
     brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
     # Faust keeps its own files there; with a Qdrant server nothing else creates the data dir.
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -111,10 +174,11 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     # app only. Refuses a faust-streaming release they were not verified against. The parked-retry agent
     # holds a record unacked for up to park_max_delay_s on purpose.
     workarounds = faust_compat.install(app, count_refetch, held_unacked_s=settings.park_max_delay_s)
+    encoder = spaces[live].encoder
     ctx = WorkerContext(
-        settings=settings, encoder=encoder, index=index, metrics=metrics, app=app,
-        # The taste is learned in the encoder's space, and says so (a taste of another version is started anew).
-        params=dataclasses.replace(taste_params(settings), version=encoder.model_version),
+        settings=settings, encoder=encoder, index=spaces[live].index, metrics=metrics, app=app,
+        # The taste is learned in the live version's space, and says so; the others are kept beside it.
+        params=dataclasses.replace(taste_params(settings), version=live),
         # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
         profiles=app.Table(USER_PROFILES_TABLE, default=None, partitions=settings.partitions, key_type=str),
         flits=_raw_topic(app, settings, TOPIC_FLITS),
@@ -125,7 +189,7 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
         dead_letters=_raw_topic(app, settings, TOPIC_DEAD_LETTERS),
         changelog=workarounds.changelog,
         model_versions=_raw_topic(app, settings, TOPIC_MODEL_VERSIONS),
-        builds=dict(builds or {}),
+        spaces=dict(spaces), bare=bare, open_space=open_space,
     )
     metrics.model.info({"model_version": encoder.model_version, "dim": str(encoder.dim)})
     ctx.monitors = WorkerMonitors(settings, metrics, encoder.dim)
@@ -140,25 +204,14 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
 
     @app.task
     async def replicate_flit_vectors() -> None:
-        # Flits embedded by *other* worker processes reach this process's index through the log. The
-        # replicator's Kafka calls block: they run on a thread of their own, never on this loop.
-        ctx.replicator = replicator = await AsyncFlitVectorReplicator.open(
-            lambda: FlitVectorReplicator(settings, index, offsets_path, metrics, write_index=not is_shared(settings),
-                                         gate=VersionGate(encoder.model_version)))
-        try:
-            while not app.should_stop:
-                try:
-                    await replicator.poll_once(timeout=0.05)  # waits for records off the loop
-                except Exception:  # keep replicating; the error is logged with its traceback
-                    log.exception("flit-vector replication failed")
-                    await asyncio.sleep(1.0)
-        finally:
-            await replicator.close()  # stores the final read position (saves are throttled while running)
+        # Flits embedded by *other* worker processes reach this process's indexes through the log, one
+        # replica per version held; versions the catalogue adds or drops start or end theirs.
+        await replicate_spaces(ctx)
 
     @app.task
     async def follow_versions() -> None:
-        # Versions being built: embed every new flit with them too, and say so (re-embedding waits for it).
-        await follow_builds(ctx)
+        # Versions added, switched, made ready or dropped: follow the catalogue (``follow_catalog``).
+        await follow_catalog(ctx)
 
     @app.timer(interval=1.0)
     async def heartbeat() -> None:
@@ -170,7 +223,7 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     @app.timer(interval=settings.monitoring_interval_s)
     async def export_gauges() -> None:
         metrics.users.labels(service=metrics.service).set(len(ctx.profiles))
-        metrics.index_points.labels(service=metrics.service).set(index.count())
+        metrics.index_points.labels(service=metrics.service).set(ctx.index.count())
         if ctx.monitors is not None:
             ctx.monitors.export()
 
@@ -183,50 +236,169 @@ def create_worker(settings: Settings, encoder: Encoder, index: VectorIndex, metr
     return ctx
 
 
-async def follow_builds(ctx: WorkerContext) -> None:
-    """Keep ``ctx.builds`` equal to the catalogue's versions being built, acknowledging each one the worker
-    embeds with. The follower's Kafka calls and model loading run off the loop."""
+async def replicate_spaces(ctx: WorkerContext) -> None:
+    """Run one replica per version held until the worker stops; a retired version's replica is closed and
+    its index deleted (the version was dropped: its disk is freed)."""
+    running: dict[str, asyncio.Task] = {}
+    try:
+        while not ctx.app.should_stop:
+            for version, space in list(ctx.spaces.items()):
+                if version not in running and not space.retired:
+                    running[version] = asyncio.ensure_future(_replicate(ctx, space))
+            for version, task in list(running.items()):
+                space = ctx.spaces.get(version)
+                if not task.done():
+                    continue
+                del running[version]  # a replica that failed to open is started again next round
+                if space is not None and space.retired:
+                    del ctx.spaces[version]
+                    await asyncio.get_running_loop().run_in_executor(None, _destroy, space)
+            await asyncio.sleep(0.2)
+    finally:
+        await asyncio.gather(*running.values(), return_exceptions=True)
+
+
+def _destroy(space: WorkerSpace) -> None:
+    from flitfeed.index.spaces import destroy_replica
+
+    destroy_replica(space.index, space.offsets_path)
+    log.info("dropped version's index deleted", extra={"version": space.version})
+
+
+async def _replicate(ctx: WorkerContext, space: WorkerSpace) -> None:
+    settings, metrics = ctx.settings, ctx.metrics
+    # With a Qdrant server the agents write the live version (and new flits of every version); the versions
+    # being rebuilt from the log get their re-embedded vectors from their replicas (idempotent upserts).
+    write = not is_shared(settings) or space.version != ctx.live
+    # The replicator's Kafka calls block: they run on a thread of their own, never on this loop.
+    space.replicator = replicator = await AsyncFlitVectorReplicator.open(
+        lambda: FlitVectorReplicator(settings, space.index, space.offsets_path, metrics, write_index=write,
+                                     gate=VersionGate(space.version)))
+    replicator.reports = space.version == ctx.live
+    try:
+        while not ctx.app.should_stop and not space.retired:
+            try:
+                await replicator.poll_once(timeout=0.05)  # waits for records off the loop
+            except Exception:  # keep replicating; the error is logged with its traceback
+                log.exception("flit-vector replication failed", extra={"version": space.version})
+                await asyncio.sleep(1.0)
+    finally:
+        await replicator.close()  # stores the final read position (saves are throttled while running)
+
+
+async def follow_catalog(ctx: WorkerContext) -> None:
+    """Keep the worker's versions equal to the catalogue's (``index/spaces.py`` ``held_versions``): open the
+    space of a version added (and say it embeds new flits with it), retire a dropped one, switch the live
+    one, and rebuild every owned user's taste in a version once it is ready (and say so). The follower's
+    Kafka calls and model loading run off the loop."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from flitfeed.encoders.factory import encoder_for_version
-    from flitfeed.index.versions import builds
+    from flitfeed.index.spaces import held_versions
+    from flitfeed.index.versions import entry
     from flitfeed.streams.version_log import CatalogFollower, ack_record
 
     settings, loop = ctx.settings, asyncio.get_running_loop()
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-versions")
-    for version in ctx.builds:  # loaded before the agents started
+    for version in ctx.builds:  # opened before the agents started
         await ctx.send(ctx.model_versions, *ack_record(settings, version))
-    follower = None
+    follower, catalog = None, None
+    failed: set[str] = set()
     try:
         follower = await loop.run_in_executor(thread, CatalogFollower, settings)
-        failed: set[str] = set()
         while not ctx.app.should_stop:
             try:
-                catalog = await loop.run_in_executor(thread, follower.poll, 1.0)
+                newer = await loop.run_in_executor(thread, follower.poll, 1.0)
             except Exception:  # keep following; the error is logged with its traceback
                 log.exception("reading model-versions failed")
                 await asyncio.sleep(1.0)
                 continue
+            catalog = newer or catalog
             if catalog is None:
                 continue
-            wanted = {v.version: v for v in builds(catalog)}
-            for version in [v for v in ctx.builds if v not in wanted]:
-                del ctx.builds[version]
-                log.info("no longer embedding with a version", extra={"version": version})
-            for version, spec in wanted.items():
-                if version in ctx.builds or version in failed:
-                    continue
-                try:
-                    encoder = await loop.run_in_executor(None, encoder_for_version, version, spec.model, settings)
-                except Exception:
-                    failed.add(version)
-                    log.exception("cannot load the model of a version being built; not embedding with it",
-                                  extra={"version": version})
-                    continue
-                ctx.builds[version] = encoder
-                await ctx.send(ctx.model_versions, *ack_record(settings, version))
-                log.info("embedding new flits with a version being built too", extra={"version": version})
+            if newer is not None:
+                wanted = held_versions(catalog)
+                for version, space in ctx.spaces.items():
+                    if version not in wanted and version != ctx.live and not space.retired:
+                        space.retired = True
+                        log.info("no longer holding a version", extra={"version": version})
+                for version in wanted:
+                    if version in ctx.spaces or version in failed or ctx.open_space is None:
+                        continue
+                    try:
+                        spec = entry(catalog, version)
+                        ctx.spaces[version] = await loop.run_in_executor(None, ctx.open_space, version, spec.model)
+                    except Exception:
+                        failed.add(version)
+                        log.exception("cannot open a version of the catalogue; not embedding with it",
+                                      extra={"version": version})
+                        continue
+                    await ctx.send(ctx.model_versions, *ack_record(settings, version))
+                    log.info("embedding new flits with a version of the catalogue too", extra={"version": version})
+                if catalog.live != ctx.live and catalog.live in ctx.spaces:
+                    previous = ctx.live
+                    ctx.make_live(catalog.live)
+                    log.info("switched the live embedding version", extra={"version": catalog.live,
+                                                                           "previous": previous})
+            for version, space in list(ctx.spaces.items()):
+                held = entry(catalog, version)
+                if (version != ctx.live and not space.swept and not space.retired and held is not None
+                        and held.state == "ready" and space.replicator is not None and owns_its_users(ctx)):
+                    if await sweep_tastes(ctx, space):
+                        space.swept = True
+                        await ctx.send(ctx.model_versions, *ack_record(settings, version, kind="tastes"))
     finally:
         if follower is not None:
             await loop.run_in_executor(thread, follower.close)
         thread.shutdown(wait=False)
+
+
+def owns_its_users(ctx: WorkerContext) -> bool:
+    """Partitions assigned, no rebalance under way, and the profiles table recovered: a sweep before that
+    would miss users and still say it rebuilt them all."""
+    app = ctx.app
+    recovery = getattr(app.tables, "recovery", None)
+    recovered = recovery is None or recovery.completed.is_set()
+    return recovered and not app.rebalancing and bool(app.assignor.assigned_actives())
+
+
+async def sweep_tastes(ctx: WorkerContext, space: WorkerSpace, timeout_s: float = 600.0) -> bool:
+    """Rebuild in ``space``'s version the taste of every user this worker owns that lacks one, and publish
+    their states (same trigger: the ranker takes the taste in without publishing a feed).
+
+    First the space's replica reads ``flit-vectors`` to the end it has now (the re-embedding wrote every
+    vector before it marked the version ready). The profiles are not stored (Faust writes a table only
+    from its own partition's stream); the next interaction of a user rebuilds the taste into its profile
+    from the same history. False when the replica did not catch up within ``timeout_s`` (tried again).
+    """
+    import time as _time
+
+    from aiokafka.partitioner import murmur2  # the partitioner of Faust and of our producers (Java's)
+
+    from flitfeed.streams.user_updates import refresh_tastes
+
+    loop = asyncio.get_running_loop()
+    replicator = space.replicator
+    assert replicator is not None
+    end = await loop.run_in_executor(None, replicator.log_end)
+    deadline = _time.monotonic() + timeout_s
+    while any(replicator.position().get(p, 0) < high for p, high in end.items() if high > 0):
+        if _time.monotonic() > deadline or ctx.app.should_stop:
+            log.warning("version's replica did not catch up; tastes not rebuilt yet", extra={"version": space.version})
+            return False
+        await asyncio.sleep(0.2)
+    topic = ctx.interactions.get_topic_name()
+    mine = {tp.partition for tp in ctx.app.assignor.assigned_actives() if tp.topic == topic}
+    others = {space.version: space.vectors_of}
+    rebuilt = 0
+    for n, (user_id, stored) in enumerate(list(ctx.profiles.items())):
+        # The table also holds standby copies of other workers' users: theirs are theirs to publish.
+        if stored is None or (murmur2(str(user_id).encode()) & 0x7FFFFFFF) % ctx.settings.partitions not in mine:
+            continue
+        refreshed = refresh_tastes(stored, others, ctx.params, _time.time())
+        if refreshed is not None:
+            await ctx.send(ctx.user_states, str(user_id).encode(), refreshed[1].to_bytes())
+            rebuilt += 1
+        if n % 200 == 0:
+            await asyncio.sleep(0)  # let the agents run
+    log.info("tastes rebuilt in a version", extra={"version": space.version, "users": rebuilt})
+    return True

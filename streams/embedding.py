@@ -18,7 +18,7 @@ import numpy as np
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.index.base import IndexedFlit
-from flitfeed.index.versions import vector_records
+from flitfeed.index.versions import vector_key, vector_records
 from flitfeed.settings import Settings
 from flitfeed.streams.effects import Count, Effect, ObserveFlits, Publish, RawMessage, Reject
 from flitfeed.streams.events import DecodeError, Flit, FlitVector, Reason, decode_flit, to_epoch
@@ -31,10 +31,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EmbeddedBatch:
+    #: The live version's vectors, their ``flit-vectors`` keys and index points.
     vectors: list[FlitVector] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
     points: list[IndexedFlit] = field(default_factory=list)
-    #: ``flit-vectors`` records (key, value) of the versions being built (``index/versions.py``).
+    #: ``flit-vectors`` records (key, value) of the other versions held (``index/versions.py``).
     rebuilt: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: The other versions' index points (version → points), for the worker's replica of each.
+    other_points: dict[str, list[IndexedFlit]] = field(default_factory=dict)
+
+    def extend(self, other: "EmbeddedBatch") -> None:
+        self.vectors += other.vectors
+        self.keys += other.keys
+        self.points += other.points
+        self.rebuilt += other.rebuilt
+        for version, points in other.other_points.items():
+            self.other_points.setdefault(version, []).extend(points)
 
 
 def flit_text(flit: Flit) -> str:
@@ -73,32 +85,41 @@ def decode_flits(messages: Sequence[RawMessage], settings: Settings,
     return list(flits.values()), rejected
 
 
-def embed_flits(flits: Sequence[Flit], encoder: Encoder, builds: Mapping[str, Encoder] | None = None) -> EmbeddedBatch:
-    """Embed ``flits`` with the live ``encoder``, and with each version being built (``builds``: version → encoder).
+def embed_flits(flits: Sequence[Flit], encoder: Encoder, builds: Mapping[str, Encoder] | None = None,
+                key: Callable[[str, str], bytes] | None = None) -> EmbeddedBatch:
+    """Embed ``flits`` with the live ``encoder``, and with each other version held (``builds``: version → encoder).
 
-    A version being built that fails is logged and left out (re-running ``flitfeed reembed`` fills the gap):
-    it must never cost the live version a flit.
+    ``key(flit_id, version)``: the ``flit-vectors`` key of a version's vector (default: bare flit id for the
+    live version, ``<flit_id>|<tag>`` for the others). A version being built that fails is logged and left
+    out (re-running ``flitfeed reembed`` fills the gap): it must never cost the live version a flit.
     """
     batch = EmbeddedBatch()
     if not flits:
         return batch
+    live = encoder.model_version
+    key = key or (lambda flit_id, version: flit_id.encode() if version == live else vector_key(flit_id, version))
+    texts = [flit_text(f) for f in flits]
     for version, build in (builds or {}).items():
         try:
-            vectors = build.encode_many([flit_text(f) for f in flits])
+            vectors = build.encode_many(texts)
         except Exception:
             log.exception("embedding with a version being built failed", extra={"version": version})
             continue
-        batch.rebuilt += vector_records(flits, vectors, version, datetime.now(timezone.utc))
-    matrix = encoder.encode_many([flit_text(f) for f in flits])
+        records = vector_records(flits, vectors, version, datetime.now(timezone.utc))
+        batch.rebuilt += [(key(f.flit_id, version), value) for f, (_, value) in zip(flits, records)]
+        batch.other_points[version] = [_point(f, row) for f, row in zip(flits, vectors)]
+    matrix = encoder.encode_many(texts)
     embedded_at = datetime.now(timezone.utc)
     for flit, row in zip(flits, matrix):
-        record = FlitVector(flit=flit, vector=row.tolist(), model_version=encoder.model_version,
-                            embedded_at=embedded_at)
-        batch.vectors.append(record)
-        batch.points.append(IndexedFlit(flit_id=flit.flit_id, author_id=flit.author_id,
-                                        created_at=to_epoch(flit.created_at), vector=row, lang=flit.lang,
-                                        tags=tuple(flit.tags)))
+        batch.vectors.append(FlitVector(flit=flit, vector=row.tolist(), model_version=live, embedded_at=embedded_at))
+        batch.keys.append(key(flit.flit_id, live))
+        batch.points.append(_point(flit, row))
     return batch
+
+
+def _point(flit: Flit, row: np.ndarray) -> IndexedFlit:
+    return IndexedFlit(flit_id=flit.flit_id, author_id=flit.author_id, created_at=to_epoch(flit.created_at),
+                       vector=np.asarray(row, dtype=np.float32), lang=flit.lang, tags=tuple(flit.tags))
 
 
 @dataclass(frozen=True)
@@ -140,16 +161,14 @@ async def embed_isolating(flits: Sequence[tuple[Flit, RawMessage]],
         except Exception as exc:
             failed.append(Reject(msg, Reason.PROCESSING_ERROR, repr(exc)))
             continue
-        batch.vectors += one.vectors
-        batch.points += one.points
-        batch.rebuilt += one.rebuilt
+        batch.extend(one)
     return batch, failed
 
 
 def decide_batch(plan: BatchPlan, batch: EmbeddedBatch, failed: Sequence[Reject],
                  searchable_at: float) -> tuple[Effect, ...]:
     """What to do once the batch's flits are embedded and in the index (``searchable_at``, epoch s)."""
-    vectors = tuple((record.flit.flit_id.encode(), record.to_bytes()) for record in batch.vectors)
+    vectors = tuple((key, record.to_bytes()) for key, record in zip(batch.keys, batch.vectors, strict=True))
     # A flit sent twice within one batch is embedded once (the last version wins, as in the index);
     # the earlier copy is applied too, not lost, so it counts as processed and the counts reconcile.
     # The versions being built get the flit too (their own keys), so they stay complete while the live one serves.

@@ -68,6 +68,10 @@ def stored_version(offsets_path: Path | None) -> str | None:
 
 
 class FlitVectorReplicator:
+    #: Whether this replica's figures are the process's (index points, freshness): the version served.
+    #: A process holding other versions too (a re-embedding, a rollback kept) reports one version only.
+    reports = True
+
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
                  on_flit: Callable[[FlitVector], None] | None = None, write_index: bool = True,
                  gate: VersionGate | None = None) -> None:
@@ -102,9 +106,10 @@ class FlitVectorReplicator:
         # offset past the log end when it started) was written to its index by the agent that embedded it.
         # Records of an earlier life of the same instance are applied: the index may have been rebuilt since.
         self._instance = settings.instance().encode()
-        self._born = self._log_end() if write_index else {}
+        self._born = self.log_end() if write_index else {}
 
-    def _log_end(self) -> dict[int, int]:
+    def log_end(self) -> dict[int, int]:
+        """The log's end offset per partition now (blocking: one request on the admin connection)."""
         def ask() -> dict[int, int]:
             futures = self._admin.list_offsets({TopicPartition(self._topic, p): OffsetSpec.latest()
                                                 for p in range(self._n_partitions)}, request_timeout=30)
@@ -178,6 +183,11 @@ class FlitVectorReplicator:
                 else:
                     log.warning("flit-vectors consumer error", extra={"error": str(err)})
                 continue
+            fresh_offset = m.offset() >= self._applied.get(m.partition(), 0)
+            if fresh_offset:
+                self._applied[m.partition()] = m.offset() + 1
+            if m.value() is None:
+                continue  # a tombstone: a dropped version's vector, deleted from the log (never in this index)
             try:
                 record = decode_internal(m.value(), FlitVector, INTERNAL_MAX_BYTES)
             except DecodeError as exc:
@@ -186,9 +196,6 @@ class FlitVectorReplicator:
                 log.error("undecodable flit-vectors record", extra={
                     "partition": m.partition(), "offset": m.offset(), "reason": str(exc.reason), "error": exc.detail})
                 continue
-            fresh_offset = m.offset() >= self._applied.get(m.partition(), 0)
-            if fresh_offset:
-                self._applied[m.partition()] = m.offset() + 1
             if not self.gate.admits_record(record, m.key()):
                 # Another version's vector (a re-embedding in progress, or a worker on another model): it
                 # must never meet this version's vectors in one index.
@@ -201,7 +208,7 @@ class FlitVectorReplicator:
                 own += 1  # its agent wrote the point already
             elif fresh_offset:
                 fresh.append(record)
-        if own and not fresh and self._write_index:
+        if own and not fresh and self._write_index and self.reports:
             # Only this process's own flits: the index grew without a write here; the gauge follows the log.
             self._metrics.index_points.labels(service=self._metrics.service).set(self._index.count())
         if fresh and not self._write_index:
@@ -209,11 +216,12 @@ class FlitVectorReplicator:
         if fresh:
             self._index.upsert_many([indexed_flit(r) for r in fresh])
             self._save_offsets()
-            done = time.time()
-            for r in fresh if live else ():
-                self._metrics.freshness.labels(service=self._metrics.service).observe(
-                    max(0.0, done - to_epoch(r.flit.created_at)))
-            self._metrics.index_points.labels(service=self._metrics.service).set(self._index.count())
+            if self.reports:
+                done = time.time()
+                for r in fresh if live else ():
+                    self._metrics.freshness.labels(service=self._metrics.service).observe(
+                        max(0.0, done - to_epoch(r.flit.created_at)))
+                self._metrics.index_points.labels(service=self._metrics.service).set(self._index.count())
         return len(fresh)
 
     def catch_up(self, timeout: float = 2.0) -> bool:
@@ -287,6 +295,21 @@ class AsyncFlitVectorReplicator:
     @property
     def caught_up(self) -> bool:
         return self._replicator.caught_up
+
+    @property
+    def reports(self) -> bool:
+        return self._replicator.reports
+
+    @reports.setter
+    def reports(self, value: bool) -> None:
+        self._replicator.reports = value
+
+    def position(self) -> dict[int, int]:
+        return self._replicator.position()
+
+    def log_end(self) -> dict[int, int]:
+        """Blocking: call it off the loop."""
+        return self._replicator.log_end()
 
     async def poll_once(self, max_messages: int = 500, timeout: float = 0.0) -> int:
         """Fetch (off the loop, waiting at most ``timeout`` s) and apply (on it) what is available."""

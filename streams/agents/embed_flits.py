@@ -7,6 +7,7 @@ The decisions are :mod:`flitfeed.streams.embedding`'s (:func:`plan_batch`, :func
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -16,6 +17,8 @@ from flitfeed.streams.events import Flit
 
 if TYPE_CHECKING:
     from flitfeed.streams.app import WorkerContext
+
+log = logging.getLogger(__name__)
 
 
 def register(ctx: "WorkerContext") -> None:
@@ -32,11 +35,17 @@ def register(ctx: "WorkerContext") -> None:
 async def _embed(ctx: "WorkerContext", flits: Sequence[Flit]) -> EmbeddedBatch:
     # Encoding is CPU-bound for tens to hundreds of ms: keep it off the event loop.
     loop = asyncio.get_running_loop()
+    # A snapshot of the versions held: the catalogue follower may switch or change them meanwhile.
+    encoder, index, spaces = ctx.encoder, ctx.index, dict(ctx.spaces)
     with ctx.metrics.time_stage("embed"):
-        # A snapshot of the versions being built: the follower may change the mapping meanwhile.
-        batch = await loop.run_in_executor(None, embed_flits, flits, ctx.encoder, dict(ctx.builds))
+        batch = await loop.run_in_executor(None, embed_flits, flits, encoder, ctx.builds, ctx.key)
     with ctx.metrics.time_stage("index_write"):
-        ctx.index.upsert_many(batch.points)
+        index.upsert_many(batch.points)
+        for version, points in batch.other_points.items():
+            try:
+                spaces[version].index.upsert_many(points)
+            except Exception:  # a version being dropped meanwhile; never the live version's loss
+                log.exception("writing another version's index failed", extra={"version": version})
     return batch
 
 

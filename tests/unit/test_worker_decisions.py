@@ -191,7 +191,7 @@ def test_decide_batch_publishes_the_vectors_and_counts_superseded_copies_as_proc
     plan = plan_batch([flit_msg(0, "f1"), flit_msg(1, "f1", "again"), flit_msg(2, "f2"), flit_msg(3, None)], S, now=NOW)
     batch = embed_flits([f for f, _ in plan.flits], HashingEncoder(dim=8))
     failed = [Reject(plan.flits[1][1], Reason.PROCESSING_ERROR, "boom")]
-    batch.vectors, batch.points = batch.vectors[:1], batch.points[:1]  # f2 failed to embed
+    batch.vectors, batch.keys, batch.points = batch.vectors[:1], batch.keys[:1], batch.points[:1]  # f2 failed to embed
     effects = decide_batch(plan, batch, failed, searchable_at=NOW + 1)
     assert effects[0] is failed[0]
     assert isinstance(effects[1], ObserveFlits) and [p.flit_id for p in effects[1].points] == ["f1"]
