@@ -82,8 +82,9 @@ FLIT_VECTORS = TopicSpec("flit-vectors", "`flit_id` (`flit_id\\|tag` for a re-em
                          "compact", "worker; `flitfeed reembed`", "every index replica (worker, ranker)")
 # Keyed "catalog": only the latest catalogue of embedding versions matters; each worker's acknowledgement
 # of a version being built is keyed "ack|<tag>|<instance>" (a VersionAck).
-MODEL_VERSIONS = TopicSpec("model-versions", "`catalog` (`ack\\|tag\\|instance`: a VersionAck)", VersionCatalog,
-                           "compact", "`flitfeed reembed`; worker (acks)", "worker, ranker, `flitfeed reembed`")
+MODEL_VERSIONS = TopicSpec("model-versions", "`catalog` (`ack\\|tastes\\|serving` + `\\|tag\\|instance`: a VersionAck)",
+                           VersionCatalog, "compact", "`flitfeed reembed`, `flitfeed versions`; worker, ranker (acks)",
+                           "worker, ranker, `flitfeed reembed`, `flitfeed versions`")
 # Keyed by user id; a user's state is rebuilt from its latest snapshot.
 USER_STATES = TopicSpec("user-states", "`user_id`", UserState, "compact", "worker", "ranker")
 # Interactions waiting for their flit's vector are retried, then expire.

@@ -127,6 +127,10 @@ DRIFT = [
           "index (other_version) or dropped as a user's taste (taste_other_version: a cold-start feed).",
           (f"sum by (service, reason) (rate({q('flitfeed_index_vectors_skipped_total')}[{RI}]))",
            "{{service}} {{reason}}")),
+    panel("Version switches", "short", "Switches of the embedding version served (rankers) or embedded live "
+          "(workers) since each process started: `flitfeed versions switch` / `rollback`; every process counts "
+          "each one (the Embedding model table shows which version each serves now).",
+          (f"max by (service, instance) ({q('flitfeed_version_switches_total')})", "{{service}} {{instance}}")),
     # --- the learned ranking model (README "Learning from feedback") ---------------------------------------
     panel("Ranking examples", "ops", "Labelled examples per second: emitted by each ranker's join (by label) and "
           "learned by each ranker replica.",

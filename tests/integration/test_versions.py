@@ -19,9 +19,9 @@ from flitfeed.encoders.hashing import HashingEncoder
 from flitfeed.index.versions import entry, version_tag
 from flitfeed.kafka.admin import create_topics
 from flitfeed.kafka.config import consumer_config
-from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, Settings
+from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_USER_STATES, Settings
 from flitfeed.streams.embedding import flit_text
-from flitfeed.streams.events import Flit, FlitVector, VersionCatalog
+from flitfeed.streams.events import Flit, FlitVector, UserState, VersionCatalog
 from flitfeed.streams.version_log import read_catalog
 from benchmarks.service import free_port
 from tests.integration.helpers import Bus, make_interaction, metric, now_utc
@@ -225,10 +225,52 @@ def test_a_dropped_version_leaves_the_catalogue_its_vectors_are_deleted_and_the_
     assert [v.version for v in read_catalog(settings).versions] == [catalog.live]
 
 
+def latest_user_states(settings: Settings) -> dict[str, UserState]:
+    """The latest state of every user on ``user-states`` now."""
+    topic = settings.topic(TOPIC_USER_STATES)
+    reader = Consumer(consumer_config(settings, group_id="test-versions-states"))
+    out: dict[str, UserState] = {}
+    try:
+        for p in range(settings.partitions):
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            reader.assign([TopicPartition(topic, p, low)])
+            seen = 0
+            while seen < high - low:
+                for m in reader.consume(num_messages=500, timeout=1.0):
+                    if m.error() is None:
+                        seen += 1
+                        state = UserState.model_validate_json(m.value())
+                        out[state.user_id] = state
+    finally:
+        reader.close()
+    return out
+
+
+def groups_formed(settings: Settings) -> bool:
+    from flitfeed.kafka.groups import describe_group
+
+    try:
+        workers = describe_group(settings, settings.app_id)
+        rankers = describe_group(settings, settings.ranker_group)
+    except Exception:  # the groups do not exist yet
+        return False
+    return all(len(g.members) == 2 and g.state == "stable" and all(g.members.values()) for g in (workers, rankers))
+
+
 def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_previous_feeds(
-        settings: Settings, services, bus: Bus) -> None:
-    services("worker", settings)
-    services("ranker", settings)
+        settings: Settings, services, bus: Bus, tmp_path: Path) -> None:
+    # Two workers and two rankers: every replica switches, and each ranker confirms. The ranking model stays
+    # the prior: feeds then show what each user's taste picks, not what the synthetic traffic taught a model.
+    settings = settings.model_copy(update={"group_session_timeout_s": 6.0, "ranker_learning": False})
+    ports = {}
+    for role in ("worker", "ranker"):
+        for name in ("a", "b"):
+            instance = f"{role}-{name}"
+            ports[instance] = free_port()
+            port = {"worker_metrics_port" if role == "worker" else "ranker_metrics_port": ports[instance]}
+            services(role, settings.model_copy(update={"instance_id": instance, "data_dir": tmp_path / instance,
+                                                       **port}))
+    wait_until(lambda: groups_formed(settings), 120, what="both workers and both rankers in their groups")
     for f in flits(20):  # 60 flits on three subjects
         bus.flit(f)
     # Two users with one plain taste each, who then go quiet: their tastes in the new version come from the
@@ -279,8 +321,9 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
                             created_at=now_utc())
                 producer.flit(flit)
                 sent_flits.append(flit.flit_id)
-                # On a third subject: popularity then favours neither quiet user's subject.
-                event = make_interaction(f"bird-t{i % 4}", f"songs-{i % 20}", "like", event_id=f"t-{i}")
+                # Each on a flit of the traffic's own, sent a little earlier: popularity spread thin, on neither
+                # quiet user's subject, so their feeds show what their tastes pick.
+                event = make_interaction(f"bird-t{i % 4}", f"live-{max(0, i - 5)}", "like", event_id=f"t-{i}")
                 producer.interaction(event)
                 sent_events.append(event.event_id)
                 i += 1
@@ -294,7 +337,9 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
         wait_until(lambda: len(sent_events) >= 10, 60, what="traffic before the switch")
         switched = cli(settings, "versions", "switch", version)
         assert switched.returncode == 0, switched.stderr
-        assert f"live: {version}" in switched.stdout and "rankers ranking with" in switched.stdout
+        assert f"live: {version}" in switched.stdout
+        assert "rankers ranking with" in switched.stdout and "ranker-a" in switched.stdout \
+            and "ranker-b" in switched.stdout, switched.stdout
         during = len(sent_events)
         wait_until(lambda: len(sent_events) >= during + 10, 60, what="traffic after the switch")
     finally:
@@ -314,7 +359,8 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
     for user in {f.user_id for f in feeds}:
         versions = [f.model_version for f in feeds if f.user_id == user]
         assert versions == sorted(versions, key=lambda v: v == version), (user, versions)
-    assert metric(settings.ranker_metrics_port, "flitfeed_version_switches_total", service="ranker") == 1
+    for instance, port in ports.items():
+        assert metric(port, "flitfeed_version_switches_total", service=instance.split("-")[0]) == 1, instance
 
     # No flit lost: every flit sent through the switch has its vector in both versions.
     records = flit_vector_records(settings)
@@ -322,7 +368,13 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
         held = {r.model_version for key, r in records if r is not None and r.flit.flit_id == flit_id}
         assert held == {live, version}, flit_id
 
-    # The quiet users' tastes were rebuilt in the new space: their feeds follow them there too.
+    # The quiet users' tastes were rebuilt in the new space from what they did (one like each), and their
+    # feeds follow them there too.
+    states = latest_user_states(settings)
+    encoder = HashingEncoder()
+    for user, flit in (("bird-w", flits(1)[0]), ("bird-s", flits(1)[1])):
+        expected = encoder.encode_one(flit_text(flit))
+        assert np.allclose(states[user].tastes[version], expected / np.linalg.norm(expected), atol=1e-5), user
     follows_tastes(version)
 
     # Rollback: the previous version serves again at once, without re-embedding, with the same tastes.

@@ -57,3 +57,18 @@ def test_a_taste_of_another_embedding_version_is_served_as_a_cold_start() -> Non
     assert feed_query(HeldState.of(state, "new@2"), "u", 10, 0.0).taste is None
     legacy = UserState(user_id="u", taste=[0.6, 0.8], positives=2, updated_at=0, trigger_id="e1")
     assert HeldState.of(legacy, "new@2").taste is not None  # a worker before versions: its version is unknown
+
+
+def test_the_ranker_keeps_each_users_taste_in_every_version_it_holds_and_ranks_with_the_one_served() -> None:
+    from flitfeed.ranker.service import HeldState
+
+    state = UserState(user_id="u", taste=[0.6, 0.8], positives=2, updated_at=0, trigger_id="e1",
+                      model_version="old@1", tastes={"new@2": [1.0, 0.0, 0.0], "gone@0": [0.0, 1.0]})
+    held = HeldState.of(state, "old@1", held=("new@2",))
+    assert sorted(held.tastes) == ["new@2", "old@1"]  # a version no longer held is not kept
+    assert held.taste.tolist() == [np.float32(0.6), np.float32(0.8)]
+    # After a switch the same held state answers in the new space, and back after a rollback.
+    np.testing.assert_allclose(feed_query(held, "u", 10, 0.0, version="new@2").taste, [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(feed_query(held, "u", 10, 0.0, version="old@1").taste, [0.6, 0.8])
+    # A version in which the worker has no taste yet is a cold start, never another version's vector.
+    assert feed_query(HeldState.of(state, "old@1"), "u", 10, 0.0, version="new@2").cold_start

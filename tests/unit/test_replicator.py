@@ -243,3 +243,26 @@ def test_a_flit_this_process_embedded_is_written_to_its_index_once() -> None:
     assert replica.apply_many(messages) == 3
     assert [p.flit_id for p in index.points] == ["old-own", "other", "other-2"]
     assert replica.position() == {0: 4}
+
+
+def test_a_dropped_versions_tombstones_advance_the_replica_quietly(caplog: Any) -> None:
+    """``flitfeed versions drop`` deletes a version's records with tombstones: a replica reads past them (a
+    worker's sweep waits for its replica to reach the log's end), and they are not undecodable records."""
+    index = RecordingIndex()
+    replica = replica_without_kafka(index)
+    with caplog.at_level("ERROR"):
+        written = replica.apply_many([Message(0, None, key=b"f1|0a1b2c3d"),  # type: ignore[arg-type]
+                                      Message(1, vector_record("f2", "m", [1.0, 0.0]), key=b"f2")])
+    assert written == 1 and replica.position() == {0: 2}
+    assert not [r for r in caplog.records if "undecodable" in r.getMessage()]
+
+
+def test_only_the_replica_of_the_version_served_reports_the_index_figures() -> None:
+    served, other = replica_without_kafka(RecordingIndex()), replica_without_kafka(RecordingIndex())
+    other._metrics = served._metrics
+    other.reports = False
+    other.apply_many([Message(0, vector_record("f1", "m", [1.0, 0.0]), key=b"f1")])
+    assert served._metrics.value("flitfeed_index_points", service="worker") == 0
+    served.apply_many([Message(0, vector_record("f1", "m", [1.0, 0.0]), key=b"f1"),
+                       Message(1, vector_record("f2", "m", [1.0, 0.0]), key=b"f2")])
+    assert served._metrics.value("flitfeed_index_points", service="worker") == 2

@@ -251,3 +251,22 @@ def test_run_effects_parks_and_dead_letters_without_touching_the_table() -> None
     assert m.value("flitfeed_events_dead_lettered_total", service="worker", topic="interactions",
                    reason="flit_not_found") == 1.0
     assert m.value("flitfeed_events_duplicate_total", service="worker", topic="interactions") == 2.0
+
+
+def test_every_version_keeps_its_own_keys_after_a_switch() -> None:
+    """After a switch the live version is one keyed ``<flit_id>|<tag>`` and the version kept for a rollback the
+    bare-keyed one: each version's vector of a flit keeps one key forever, so compaction never lets one
+    version's record replace another's, and each version's points go to that version's index."""
+    from flitfeed.index.versions import vector_key
+
+    live, kept = HashingEncoder(dim=8), HashingEncoder(dim=4)
+    flit = Flit(flit_id="f1", author_id="a", text="worms after rain", created_at=NOW)
+
+    def key(flit_id: str, version: str) -> bytes:
+        return flit_id.encode() if version == kept.model_version else vector_key(flit_id, version)
+
+    batch = embed_flits([flit], live, {kept.model_version: kept}, key)
+    assert batch.keys == [vector_key("f1", live.model_version)]
+    assert [k for k, _ in batch.rebuilt] == [b"f1"]
+    assert [p.vector.shape for p in batch.other_points[kept.model_version]] == [(4,)]
+    assert [p.vector.shape for p in batch.points] == [(8,)]
