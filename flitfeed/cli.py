@@ -215,7 +215,8 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    service = RankerService(settings, index, offsets, metrics, gate=VersionGate(serving), open_space=open_space)
+    service = RankerService(settings, index, offsets, metrics, gate=VersionGate(serving), open_space=open_space,
+                            catalog=catalog)
     try:
         service.run(stop)  # closes every version's index it holds
     finally:

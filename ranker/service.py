@@ -177,11 +177,13 @@ OpenSpace = Callable[[str, int, "str | None"], "tuple[VectorIndex, Path | None]"
 
 class RankerService:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
-                 gate: VersionGate | None = None, open_space: OpenSpace | None = None) -> None:
+                 gate: VersionGate | None = None, open_space: OpenSpace | None = None,
+                 catalog=None) -> None:  # noqa: ANN001 - VersionCatalog
         """``gate``: the embedding version to serve (default: the one its index holds, else the first the
         workers publish); feeds are ranked with that version's vectors only. ``open_space``: with it, the
         ranker follows the version catalogue (``model-versions``): it keeps a replica of every version held,
-        and switches the version it serves when the catalogue's live one changes."""
+        and switches the version it serves when the catalogue's live one changes. ``catalog``: the catalogue
+        read at start-up (its versions are opened before the first user state is read)."""
         self.settings = settings
         self.metrics = metrics
         self.params = RankerParams.from_settings(settings)
@@ -220,6 +222,10 @@ class RankerService:
             from flitfeed.streams.version_log import CatalogFollower
 
             self.follower = CatalogFollower(settings)
+        if catalog is not None:
+            # The versions held are opened before any user state is read: a state's tastes in a version not
+            # held yet would be dropped, and a switch would then serve those users as cold starts.
+            self.apply_catalog(catalog)
         self.interactions = self._interactions_reader()
         # client.id = instance id: the group's member list (kafka-consumer-groups --describe, AdminClient)
         # then says which replica owns which partitions. The session timeout bounds how long a crashed
@@ -371,6 +377,9 @@ class RankerService:
         """
         while not stop.is_set() and not self.replicator.caught_up:
             self.replicator.poll_once(max_messages=5000, timeout=0.2)
+        for space in self.others.values():  # held for a switch or a rollback: ready before one comes
+            while not stop.is_set() and not space.replicator.caught_up:
+                space.replicator.poll_once(max_messages=5000, timeout=0.2)
         minimum = self.settings.index_optimize_min_points
         if isinstance(self.index, MaintainedIndex) and minimum > 0 and not stop.is_set():
             started = time.monotonic()

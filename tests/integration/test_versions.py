@@ -262,14 +262,15 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
     # Two workers and two rankers: every replica switches, and each ranker confirms. The ranking model stays
     # the prior: feeds then show what each user's taste picks, not what the synthetic traffic taught a model.
     settings = settings.model_copy(update={"group_session_timeout_s": 6.0, "ranker_learning": False})
-    ports = {}
+    ports, started, config = {}, {}, {}
     for role in ("worker", "ranker"):
         for name in ("a", "b"):
             instance = f"{role}-{name}"
             ports[instance] = free_port()
             port = {"worker_metrics_port" if role == "worker" else "ranker_metrics_port": ports[instance]}
-            services(role, settings.model_copy(update={"instance_id": instance, "data_dir": tmp_path / instance,
-                                                       **port}))
+            config[instance] = settings.model_copy(update={"instance_id": instance, "data_dir": tmp_path / instance,
+                                                           **port})
+            started[instance] = services(role, config[instance])
     wait_until(lambda: groups_formed(settings), 120, what="both workers and both rankers in their groups")
     for f in flits(20):  # 60 flits on three subjects
         bus.flit(f)
@@ -376,6 +377,12 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
         expected = encoder.encode_one(flit_text(flit))
         assert np.allclose(states[user].tastes[version], expected / np.linalg.norm(expected), atol=1e-5), user
     follows_tastes(version)
+
+    # A ranker restarted now serves the live version from its own replica of it, and keeps its users'
+    # tastes in the version kept for a rollback.
+    assert started["ranker-a"].stop() == 0
+    started["ranker-a"] = services("ranker", config["ranker-a"])
+    wait_until(lambda: groups_formed(settings), 120, what="the restarted ranker back in its group")
 
     # Rollback: the previous version serves again at once, without re-embedding, with the same tastes.
     rolled = cli(settings, "versions", "rollback")
