@@ -83,6 +83,23 @@ def open_service_index(settings: Settings, service: str, dim: int, serving: str 
         return open_index(settings, dim, name=service)
 
 
+def drop_stale_replicas(settings: Settings, service: str, catalog) -> None:  # noqa: ANN001 - VersionCatalog
+    """Delete the service's embedded indexes of versions the catalogue no longer holds (dropped while it was
+    down): a dropped version's disk is freed on every host, not only on those running at the time."""
+    from flitfeed.index.edge import EdgeIndex
+    from flitfeed.index.spaces import held_versions, stale_replicas
+    from flitfeed.index.versions import bare_version
+
+    if catalog is None or settings.qdrant_url:
+        return
+    for path in stale_replicas(settings.data_dir / "index", service, held_versions(catalog), bare_version(catalog)):
+        if path.is_dir():
+            EdgeIndex.destroy(path)
+        else:
+            path.unlink(missing_ok=True)
+        log.info("deleted the index of a dropped version", extra={"service": service, "path": str(path)})
+
+
 # --- broker & topics --------------------------------------------------------------------------------------
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.kafka.local_broker import run_kafka_script
@@ -117,6 +134,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     wait_for_kafka(settings)
     encoder = make_encoder(settings)
     catalog = read_catalog(settings)
+    drop_stale_replicas(settings, "worker", catalog)
     metrics = Metrics("worker")
     bare = bare_version(catalog) if catalog is not None else encoder.model_version
 
@@ -196,6 +214,7 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.streams.version_log import read_catalog
 
     catalog = read_catalog(settings)
+    drop_stale_replicas(settings, "ranker", catalog)
     serving = catalog.live if catalog is not None else None
     bare = bare_version(catalog) if catalog is not None else None
 

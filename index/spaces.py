@@ -63,3 +63,28 @@ def destroy_replica(index: "VectorIndex", offsets_path: "Path | None") -> None:
         EdgeIndex.destroy(path)
     if offsets_path is not None:
         offsets_path.unlink(missing_ok=True)
+
+
+def stale_replicas(index_root: Path, service: str, held: list[str], bare: str | None) -> list[Path]:
+    """A service's embedded indexes (and offsets files) of versions no longer held: dropped while it was
+    down. Its start-up deletes them, so a dropped version's disk is freed on every host.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("ranker", "ranker-aaaaaaaa", f"ranker-{version_tag('b@2')}", "worker-aaaaaaaa"):
+    ...     (root / name).mkdir()
+    >>> (root / "ranker-aaaaaaaa.offsets.json").write_text("{}")
+    2
+    >>> sorted(p.name for p in stale_replicas(root, "ranker", ["a@1", "b@2"], "a@1"))
+    ['ranker-aaaaaaaa', 'ranker-aaaaaaaa.offsets.json']
+    """
+    if not index_root.is_dir():
+        return []
+    keep = {space_name(service, v, bare) for v in held}
+    stale = []
+    for path in index_root.iterdir():
+        name = path.name.removesuffix(".offsets.json")
+        tag = name.removeprefix(f"{service}-")
+        if name != tag and len(tag) == 8 and all(c in "0123456789abcdef" for c in tag) and name not in keep:
+            stale.append(path)
+    return stale

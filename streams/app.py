@@ -389,8 +389,14 @@ async def sweep_tastes(ctx: WorkerContext, space: WorkerSpace, timeout_s: float 
     topic = ctx.interactions.get_topic_name()
     mine = {tp.partition for tp in ctx.app.assignor.assigned_actives() if tp.topic == topic}
     others = {space.version: space.vectors_of}
-    rebuilt = 0
-    for n, (user_id, stored) in enumerate(list(ctx.profiles.items())):
+    rebuilt, started = 0, _time.monotonic()
+    users = list(ctx.profiles.items())
+    log.info("rebuilding tastes in a version", extra={"version": space.version, "profiles": len(users)})
+    for n, (user_id, stored) in enumerate(users):
+        if n and n % 10_000 == 0:  # a sweep over a million profiles takes minutes: say how far it is
+            log.info("rebuilding tastes", extra={"version": space.version, "done": n, "of": len(users),
+                                                 "rebuilt": rebuilt,
+                                                 "per_s": round(n / max(1e-9, _time.monotonic() - started))})
         # The table also holds standby copies of other workers' users: theirs are theirs to publish.
         if stored is None or (murmur2(str(user_id).encode()) & 0x7FFFFFFF) % ctx.settings.partitions not in mine:
             continue
