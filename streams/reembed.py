@@ -36,6 +36,7 @@ from confluent_kafka import Producer
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.factory import model_spec_of
+from flitfeed.index.factory import is_shared
 from flitfeed.index.versions import (ACK_KINDS, VersionError, ack_prefix, begin_build, catalog_with_live, drop, entry,
                                      make_room, mark_ready, record_progress, rollback, rollback_target, switch,
                                      vector_records, version_tag)
@@ -48,7 +49,8 @@ from flitfeed.streams.embedding import decode_flit_bounded, flit_text
 from flitfeed.streams.events import DecodeError, Flit, VersionCatalog
 from flitfeed.streams.version_log import VersionsLog, read_catalog, read_versions_log, write_catalog
 
-__all__ = ["ReembedReport", "SwitchReport", "decode_for_reembed", "drop_version", "group_members", "keys_to_delete",
+__all__ = ["ReembedReport", "SwitchReport", "collections_to_drop", "decode_for_reembed", "drop_version",
+           "group_members", "keys_to_delete",
            "plan_switch", "rankers_not_serving", "reembed", "remaining", "switch_version", "workers_not_following",
            "workers_without_tastes"]
 
@@ -431,8 +433,9 @@ def drop_version(settings: Settings, version: str, *, out: TextIO | None = None)
     """Delete a version that is not live: out of the catalogue first (the workers stop embedding with it),
     then a tombstone for every record of it on ``flit-vectors`` (keyed ``<flit_id>|<tag>``, or, for the
     bare-keyed version, by flit id with its ``model_version``) and each of its acknowledgements on
-    ``model-versions`` (embedding, tastes, serving), so that compaction frees their disk. Returns the
-    records deleted.
+    ``model-versions`` (embedding, tastes, serving), so that compaction frees their disk; with a Qdrant
+    server, last, its collection there (:func:`collections_to_drop`; the services only close theirs).
+    Returns the records deleted.
 
     Started again after a crash, it finishes the deletion (a version already gone from the catalogue is
     only swept). Raises :class:`~flitfeed.index.versions.VersionError` for the live version.
@@ -476,5 +479,49 @@ def drop_version(settings: Settings, version: str, *, out: TextIO | None = None)
         progress.finish()
     if producer.flush(60):
         raise TimeoutError("tombstones not acknowledged by the broker within 60 s")
+    if is_shared(settings):
+        # Last, once every service had time to stop using it (they follow the catalogue within a second):
+        # the version's collection on the Qdrant server, and with it its disk there.
+        from flitfeed.index.server import drop_collection
+
+        for name in collections_to_drop(settings.collection, version, catalog):
+            if drop_collection(settings.qdrant_url, name, api_key=settings.qdrant_api_key_value() or None,
+                               ca_file=settings.qdrant_ca_file):
+                print(f"deleted collection {name} from the Qdrant server", file=out or sys.stderr, flush=True)
     log.info("version dropped", extra={"version": version, "records": deleted})
     return deleted
+
+
+def collections_to_drop(collection: str, version: str, catalog: VersionCatalog | None) -> list[str]:
+    """The Qdrant server collections to delete with ``version``, from the catalogue read before dropping it
+    (``index/spaces.py``): ``<collection>-<tag>``, or the plain ``collection`` for the version keyed by bare
+    flit id. A drop started again after it left the catalogue no longer knows which version was bare-keyed:
+    when none is any more, the plain collection is no held version's and goes too. Never the live
+    version's; nothing without a catalogue (its one collection is the live one).
+
+    >>> from datetime import datetime
+    >>> from flitfeed.index.versions import begin_build, catalog_with_live, drop, mark_ready, record_progress, switch
+    >>> t = datetime(2026, 11, 26)
+    >>> cat = begin_build(catalog_with_live("a@1", "minilm", 384, t), "b@2", "hashing", 384, t)
+    >>> cat = mark_ready(record_progress(cat, "b@2", {0: 3}, flits=3), "b@2")
+    >>> collections_to_drop("flits", "b@2", cat), collections_to_drop("flits", "a@1", cat)
+    (['flits-efbb534b'], [])
+    >>> cat = switch(cat, "b@2", t)             # a@1, bare-keyed, is now the rollback target
+    >>> collections_to_drop("flits", "a@1", cat), collections_to_drop("flits", "b@2", cat)
+    (['flits'], [])
+    >>> collections_to_drop("flits", "a@1", drop(cat, "a@1", t))  # started again after a crash
+    ['flits-fc6dbfe2', 'flits']
+    >>> collections_to_drop("flits", "a@1", None)
+    []
+    """
+    from flitfeed.index.spaces import space_collection
+    from flitfeed.index.versions import bare_version
+
+    if catalog is None or version == catalog.live:
+        return []
+    bare = bare_version(catalog)
+    live = space_collection(collection, catalog.live, bare)
+    names = [space_collection(collection, version, bare)]
+    if entry(catalog, version) is None and bare is None:
+        names.append(collection)
+    return [name for name in names if name != live]
