@@ -64,12 +64,17 @@ class WorkerMonitors:
         self.embedding = EmbeddingDrift(dim, settings.drift_reference_size, settings.drift_window_size,
                                         projections=settings.drift_projections, bins=settings.drift_bins)
         self.users = UserVectorDrift(settings.drift_reference_size, settings.drift_window_size)
+        self.dim = dim
 
     def learn_flits(self, vectors: np.ndarray) -> None:
-        if len(vectors):
+        # Vectors of another space (a batch embedded just before a version switch) are not this space's
+        # drift: left out, never an error that would cost the flits they came with.
+        if len(vectors) and vectors.shape[-1] == self.dim:
             self.embedding.learn_many(vectors)
 
     def learn_taste(self, before: np.ndarray | None, after: np.ndarray | None) -> None:
+        if any(v is not None and v.shape[-1] != self.dim for v in (before, after)):
+            return  # a move across a version switch is not a move within one space
         move = self.users.learn_one(before, after)
         if move is not None:
             self.metrics.user_movement.labels(service=self.metrics.service).inc(move)

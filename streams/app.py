@@ -125,6 +125,9 @@ class WorkerContext:
         self.params = dataclasses.replace(self.params, version=version)
         self.metrics.model.info({"model_version": version, "dim": str(space.encoder.dim)})
         self.metrics.version_switches.labels(service=self.metrics.service).inc()
+        # Drift is measured within one space: the new version's reference starts from its own vectors
+        # (another model, possibly another dimension).
+        self.monitors = WorkerMonitors(self.settings, self.metrics, space.encoder.dim)
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
         # Every record names the replica that produced it (header flitfeed-instance).

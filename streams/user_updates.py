@@ -187,7 +187,9 @@ def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | N
     ``others`` (a lookup per other held version) keep the user's taste in those (:func:`apply_interaction`).
     """
     profile = UserProfile.from_dict(stored) if stored else UserProfile(interaction.user_id)
-    before = profile.query_vector()
+    # The taste's move is measured in the version learnt with (the stored primary may be another, e.g. the
+    # version live before a switch: its vectors are of another space, maybe another dimension).
+    before = profile.query_vector(params.version or None)
     outcome = apply_interaction(interaction, profile, lookup, params, others)
     if outcome == "duplicate":
         effects: list[Effect] = [Count("duplicates", source_topic)]

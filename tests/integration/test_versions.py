@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.service import service_env
+from flitfeed.encoders.factory import encoder_for_spec
 from flitfeed.encoders.hashing import HashingEncoder
 from flitfeed.index.versions import entry, version_tag
 from flitfeed.kafka.admin import create_topics
@@ -296,7 +297,9 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
     follows_tastes(live)
 
     # Bad input changes nothing: an unknown version, and one that has not caught up.
-    part = cli(settings, "reembed", "--model", NEW_MODEL, "--limit", "5", FLITFEED_ENCODER_BATCH_SIZE="4")
+    # The new version is the static model: another dimension (256) than the live MiniLM's (384), in an index
+    # of its own.
+    part = cli(settings, "reembed", "--model", "static", "--limit", "5", FLITFEED_ENCODER_BATCH_SIZE="4")
     assert part.returncode == 0, part.stderr
     version = built(read_catalog(settings))
     unchanged = read_catalog(settings)
@@ -304,7 +307,7 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
         refused = cli(settings, "versions", "switch", target)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
         assert read_catalog(settings) == unchanged
-    finished = cli(settings, "reembed", "--model", NEW_MODEL)
+    finished = cli(settings, "reembed", "--model", "static")
     assert finished.returncode == 0 and f"ready to switch: flitfeed versions switch {version}" in finished.stdout, \
         finished.stderr
 
@@ -353,6 +356,9 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
         return set(sent_events) <= answered
 
     wait_until(all_answered, 120, what="a feed answering every interaction sent through the switch")
+    # Nothing was dead-lettered: no interaction or flit failed because the space changed under it (another
+    # dimension: 256 for 384).
+    assert not bus.dead_letters(), [(d.reason, d.detail) for d in bus.dead_letters()]
     # No feed mixes versions, and the ranker switched once, between batches: per user, the old version's feeds,
     # then the new one's, never back.
     feeds = bus.feeds()
@@ -372,7 +378,8 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
     # The quiet users' tastes were rebuilt in the new space from what they did (one like each), and their
     # feeds follow them there too.
     states = latest_user_states(settings)
-    encoder = HashingEncoder()
+    encoder = encoder_for_spec("static", settings)
+    assert encoder.dim == 256 and entry(read_catalog(settings), version).dim == 256
     for user, flit in (("bird-w", flits(1)[0]), ("bird-s", flits(1)[1])):
         expected = encoder.encode_one(flit_text(flit))
         assert np.allclose(states[user].tastes[version], expected / np.linalg.norm(expected), atol=1e-5), user
