@@ -6,7 +6,7 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
@@ -84,3 +84,18 @@ def services(isolated_settings: Settings, tmp_path: Path) -> Iterator[Services]:
     running.stop_all()
     for svc in crashed:
         print(f"--- {svc.name} exited {svc.proc.returncode}:\n{svc.log_tail()}")
+
+
+if TYPE_CHECKING:
+    from tests.qdrant_server import QdrantServer
+
+
+@pytest.fixture
+def qdrant(tmp_path: Path) -> Iterator["QdrantServer"]:
+    """A real Qdrant server on loopback for one test, its storage in the test's folder (skips without the
+    binary: ``tests/qdrant_server.py``)."""
+    from tests.qdrant_server import QdrantServer, qdrant_binary_or_skip
+
+    qdrant_binary_or_skip()
+    with QdrantServer(tmp_path / "qdrant") as server:
+        yield server

@@ -331,3 +331,4 @@ def qdrant_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantSe
 @pytest.fixture(scope="module")
 def qdrant_tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     return make_tls(tmp_path_factory.mktemp("qdrant-tls"))
+

@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -50,13 +49,6 @@ def flits(prefix: str, n: int) -> list[Flit]:
         out.append(Flit(flit_id=f"{prefix}-{topic}-{i}", author_id=f"author-{topic}-{i % 4}",
                         text=f"{TOPICS[topic]} number {i}", created_at=now_utc()))
     return out
-
-
-@pytest.fixture
-def qdrant(tmp_path: Path) -> Iterator[QdrantServer]:
-    qdrant_binary_or_skip()
-    with QdrantServer(tmp_path / "qdrant") as server:
-        yield server
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ test (``FLITFEED_TEST_BOOTSTRAP`` points at one already running).
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -29,19 +28,12 @@ from flitfeed.streams.events import Feed
 from flitfeed.streams.version_log import read_catalog
 from tests.integration.helpers import Bus, make_interaction
 from tests.integration.test_versions import NEW_MODEL, built, cli, flits
-from tests.qdrant_server import QdrantServer, qdrant_binary_or_skip
+from tests.qdrant_server import QdrantServer
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 USER = "bird-1"
-
-
-@pytest.fixture
-def qdrant(tmp_path: Path) -> Iterator[QdrantServer]:
-    qdrant_binary_or_skip()
-    with QdrantServer(tmp_path / "qdrant") as server:
-        yield server
 
 
 @pytest.fixture

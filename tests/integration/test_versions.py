@@ -60,10 +60,10 @@ def cli(settings: Settings, *args: str, timeout: float = 180, **env: str) -> sub
                           capture_output=True, text=True, timeout=timeout)
 
 
-def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector | None]]:
-    """Every record of ``flit-vectors`` up to its end now, in partition order (None: a tombstone)."""
-    topic = settings.topic(TOPIC_FLIT_VECTORS)
-    reader = Consumer(consumer_config(settings, group_id="test-versions-reader"))
+def read_topic(settings: Settings, name: str) -> list:
+    """Every record of a topic up to its end now, partition by partition (confluent-kafka messages)."""
+    topic = settings.topic(name)
+    reader = Consumer(consumer_config(settings, group_id=f"test-versions-{name}"))
     out = []
     try:
         for p in range(settings.partitions):
@@ -76,10 +76,16 @@ def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector | No
                 for m in reader.consume(num_messages=500, timeout=1.0):
                     if m.error() is None:
                         seen += 1
-                        out.append((m.key(), None if m.value() is None else FlitVector.model_validate_json(m.value())))
+                        out.append(m)
     finally:
         reader.close()
     return out
+
+
+def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector | None]]:
+    """Every record of ``flit-vectors`` up to its end now, in partition order (None: a tombstone)."""
+    return [(m.key(), None if m.value() is None else FlitVector.model_validate_json(m.value()))
+            for m in read_topic(settings, TOPIC_FLIT_VECTORS)]
 
 
 def flits_log_end(settings: Settings) -> dict[int, int]:
@@ -228,23 +234,8 @@ def test_a_dropped_version_leaves_the_catalogue_its_vectors_are_deleted_and_the_
 
 def latest_user_states(settings: Settings) -> dict[str, UserState]:
     """The latest state of every user on ``user-states`` now."""
-    topic = settings.topic(TOPIC_USER_STATES)
-    reader = Consumer(consumer_config(settings, group_id="test-versions-states"))
-    out: dict[str, UserState] = {}
-    try:
-        for p in range(settings.partitions):
-            low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            reader.assign([TopicPartition(topic, p, low)])
-            seen = 0
-            while seen < high - low:
-                for m in reader.consume(num_messages=500, timeout=1.0):
-                    if m.error() is None:
-                        seen += 1
-                        state = UserState.model_validate_json(m.value())
-                        out[state.user_id] = state
-    finally:
-        reader.close()
-    return out
+    states = (UserState.model_validate_json(m.value()) for m in read_topic(settings, TOPIC_USER_STATES))
+    return {state.user_id: state for state in states}
 
 
 def groups_formed(settings: Settings) -> bool:
