@@ -393,9 +393,12 @@ async def sweep_tastes(ctx: WorkerContext, space: WorkerSpace, timeout_s: float 
     mine = {tp.partition for tp in ctx.app.assignor.assigned_actives() if tp.topic == topic}
     others = {space.version: space.vectors_of}
     rebuilt, started = 0, _time.monotonic()
-    users = list(ctx.profiles.items())
+    users = list(ctx.profiles.keys())
     log.info("rebuilding tastes in a version", extra={"version": space.version, "profiles": len(users)})
-    for n, (user_id, stored) in enumerate(users):
+    for n, user_id in enumerate(users):
+        # Read now, not from a snapshot: the agents go on applying interactions meanwhile, and a state built
+        # from an older profile would replace the user's newer one (ranker and compacted topic alike).
+        stored = ctx.profiles.get(user_id)
         if n and n % 10_000 == 0:  # a sweep over a million profiles takes minutes: say how far it is
             log.info("rebuilding tastes", extra={"version": space.version, "done": n, "of": len(users),
                                                  "rebuilt": rebuilt,
