@@ -1,7 +1,7 @@
 """A broker of a test's own (restart it, give it TLS/SASL) started by the project's deploy/kafka/kafka.sh.
 
 The shared test broker is never restarted; a test that needs to do so starts one of these on free
-ports in 49100-49199 with its own data dir, and stops it afterwards::
+ports in 61100-61299 with its own data dir, and stops it afterwards::
 
     with ExtraBroker(tmp_path / "kafka") as b:
         settings = isolated_settings.model_copy(update={"bootstrap_servers": b.bootstrap})
@@ -18,7 +18,10 @@ from pathlib import Path
 
 from tests.conftest import KAFKA_SCRIPT
 
-PORT_RANGE = range(49100, 49200)
+#: Above the kernel's ephemeral range (32768-60999 here): while a restarted broker is down, any process's
+#: outgoing connection may be given a port of that range as its own, and the broker then cannot bind its
+#: port again (a CI run failed on exactly that, 49108). Below it sit the Qdrant test servers' (20000-32000).
+PORT_RANGE = range(61100, 61300)
 
 
 def free_ports(n: int) -> list[int]:
@@ -35,7 +38,7 @@ def free_ports(n: int) -> list[int]:
         found.append(port)
         if len(found) == n:
             return found
-    raise RuntimeError("no free ports in 49100-49199")
+    raise RuntimeError(f"no free ports in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
 
 
 class ExtraBroker:

@@ -1,6 +1,6 @@
 """The broker itself: a restart mid-stream, and a TLS + SASL broker (PLAIN and SCRAM).
 
-Each test starts a broker of its own through ``deploy/kafka/kafka.sh`` (ports in 49100-49199, its own
+Each test starts a broker of its own through ``deploy/kafka/kafka.sh`` (ports in 61100-61299, its own
 data dir) and stops it afterwards; the shared test broker is never touched.
 """
 
