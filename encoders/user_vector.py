@@ -346,6 +346,6 @@ def _unb64(s: str, dtype: str, native: Any) -> np.ndarray:
 
 def _hashes_of(d: dict[str, Any]) -> np.ndarray:
     if "event_hashes" in d:
-        return np.frombuffer(base64.b64decode(d["event_hashes"]), dtype="<u8").astype(np.uint64)
+        return _unb64(d["event_hashes"], "<u8", np.uint64)
     # A profile stored before hashing: its event ids, hashed.
     return np.array([event_hash(e) for e in d.get("recent_event_ids", [])], dtype=np.uint64)

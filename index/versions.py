@@ -42,7 +42,7 @@ from flitfeed.streams.events import Flit, FlitVector, VersionCatalog, VersionEnt
 
 __all__ = ["ACK_KINDS", "AckKind", "VersionError", "VersionGate", "ack_key", "ack_prefix", "bare_version",
            "begin_build", "builds", "catalog_with_live", "drop", "entry", "make_room", "mark_ready", "over_keep",
-           "record_key", "record_progress", "rollback", "rollback_target", "switch", "vector_key", "vector_records",
+           "key_of", "record_key", "record_progress", "rollback", "rollback_target", "switch", "vector_key", "vector_records",
            "version_tag"]
 
 AckKind = Literal["embedding", "tastes", "serving"]
@@ -113,6 +113,16 @@ def bare_version(catalog: VersionCatalog | None) -> str | None:
     return None
 
 
+def key_of(flit_id: str, version: str, bare: str | None) -> bytes:
+    """The ``flit-vectors`` key of ``version``'s vector of a flit, ``bare`` being the version keyed by bare flit
+    id (None: none is): every writer (workers, ``flitfeed reembed``) keys through this one rule.
+
+    >>> key_of("f1", "a", "a"), key_of("f1", "b", "a")
+    (b'f1', b'f1|fd9d3f51')
+    """
+    return flit_id.encode() if version == bare else vector_key(flit_id, version)
+
+
 def record_key(flit_id: str, version: str, catalog: VersionCatalog | None) -> bytes:
     """The ``flit-vectors`` key of ``version``'s vector of a flit: the bare flit id for the bare-keyed version
     (or with no catalogue: every deployment before versions), else ``<flit_id>|<tag>``.
@@ -126,15 +136,13 @@ def record_key(flit_id: str, version: str, catalog: VersionCatalog | None) -> by
     >>> record_key("f1", "a", cat), record_key("f1", "b", cat), record_key("f1", "b", None)
     (b'f1', b'f1|fd9d3f51', b'f1')
     """
-    if catalog is None or version == bare_version(catalog):
-        return flit_id.encode()
-    return vector_key(flit_id, version)
+    return key_of(flit_id, version, version if catalog is None else bare_version(catalog))
 
 
 def vector_records(flits: Sequence[Flit], vectors: Iterable[Sequence[float]], version: str,
-                   embedded_at: datetime) -> list[tuple[bytes, bytes]]:
-    """The ``flit-vectors`` records (key, value) of a version being built."""
-    return [(vector_key(f.flit_id, version),
+                   embedded_at: datetime, bare: str | None = None) -> list[tuple[bytes, bytes]]:
+    """The ``flit-vectors`` records (key, value) of ``version``'s vectors of ``flits`` (keyed by :func:`key_of`)."""
+    return [(key_of(f.flit_id, version, bare),
              FlitVector(flit=f, vector=[float(x) for x in v], model_version=version, embedded_at=embedded_at).to_bytes())
             for f, v in zip(flits, vectors, strict=True)]
 

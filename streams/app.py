@@ -22,7 +22,7 @@ from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import TasteParams
 from flitfeed.index.base import VectorIndex
 from flitfeed.index.factory import is_shared
-from flitfeed.index.versions import VersionGate, vector_key
+from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.config import instance_headers
 from flitfeed.kafka.security import faust_credentials
 from flitfeed.monitoring.metrics import Metrics
@@ -110,10 +110,6 @@ class WorkerContext:
         """Flit-vector lookups in every version held: the tastes kept in each (the live one's rebuilds a taste
         that had to start anew, e.g. a user whose taste the sweep had not reached before a switch)."""
         return {v: s.vectors_of for v, s in self.spaces.items() if not s.retired}
-
-    def key(self, flit_id: str, version: str) -> bytes:
-        """The ``flit-vectors`` key of ``version``'s vector of a flit: one key per flit and version, forever."""
-        return flit_id.encode() if version == self.bare else vector_key(flit_id, version)
 
     def make_live(self, version: str) -> None:
         """Switch: new flits' interactions are looked up, and tastes published, in ``version`` from now on."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.index.base import IndexedFlit
-from flitfeed.index.versions import vector_key, vector_records
+from flitfeed.index.versions import key_of, vector_records
 from flitfeed.settings import Settings
 from flitfeed.streams.effects import Count, Effect, ObserveFlits, Publish, RawMessage, Reject
 from flitfeed.streams.events import DecodeError, Flit, FlitVector, Reason, decode_flit, to_epoch
@@ -56,9 +56,7 @@ def flit_text(flit: Flit) -> str:
 
 def indexed_flit(record: FlitVector) -> IndexedFlit:
     """The index point of a record read back from the ``flit-vectors`` log."""
-    f = record.flit
-    return IndexedFlit(flit_id=f.flit_id, author_id=f.author_id, created_at=to_epoch(f.created_at),
-                       vector=np.asarray(record.vector, dtype=np.float32), lang=f.lang, tags=tuple(f.tags))
+    return _point(record.flit, record.vector)
 
 
 def decode_flit_bounded(raw: bytes | None, settings: Settings, now: float) -> Flit:
@@ -85,19 +83,23 @@ def decode_flits(messages: Sequence[RawMessage], settings: Settings,
     return list(flits.values()), rejected
 
 
+#: ``embed_flits``'s default: the live version is the one keyed by bare flit id (as before versions).
+LIVE_IS_BARE = "<live>"
+
+
 def embed_flits(flits: Sequence[Flit], encoder: Encoder, builds: Mapping[str, Encoder] | None = None,
-                key: Callable[[str, str], bytes] | None = None) -> EmbeddedBatch:
+                bare: str | None = LIVE_IS_BARE) -> EmbeddedBatch:
     """Embed ``flits`` with the live ``encoder``, and with each other version held (``builds``: version → encoder).
 
-    ``key(flit_id, version)``: the ``flit-vectors`` key of a version's vector (default: bare flit id for the
-    live version, ``<flit_id>|<tag>`` for the others). A version being built that fails is logged and left
-    out (re-running ``flitfeed reembed`` fills the gap): it must never cost the live version a flit.
+    ``bare``: the version keyed by bare flit id on ``flit-vectors`` (None: none is; default: the live one);
+    every other is keyed ``<flit_id>|<tag>`` (``index/versions.py`` ``key_of``). A version being built that fails is logged
+    and left out (re-running ``flitfeed reembed`` fills the gap): it must never cost the live version a flit.
     """
     batch = EmbeddedBatch()
     if not flits:
         return batch
     live = encoder.model_version
-    key = key or (lambda flit_id, version: flit_id.encode() if version == live else vector_key(flit_id, version))
+    bare = live if bare == LIVE_IS_BARE else bare
     texts = [flit_text(f) for f in flits]
     for version, build in (builds or {}).items():
         try:
@@ -105,19 +107,18 @@ def embed_flits(flits: Sequence[Flit], encoder: Encoder, builds: Mapping[str, En
         except Exception:
             log.exception("embedding with a version being built failed", extra={"version": version})
             continue
-        records = vector_records(flits, vectors, version, datetime.now(timezone.utc))
-        batch.rebuilt += [(key(f.flit_id, version), value) for f, (_, value) in zip(flits, records)]
+        batch.rebuilt += vector_records(flits, vectors, version, datetime.now(timezone.utc), bare=bare)
         batch.other_points[version] = [_point(f, row) for f, row in zip(flits, vectors)]
     matrix = encoder.encode_many(texts)
     embedded_at = datetime.now(timezone.utc)
     for flit, row in zip(flits, matrix):
         batch.vectors.append(FlitVector(flit=flit, vector=row.tolist(), model_version=live, embedded_at=embedded_at))
-        batch.keys.append(key(flit.flit_id, live))
+        batch.keys.append(key_of(flit.flit_id, live, bare))
         batch.points.append(_point(flit, row))
     return batch
 
 
-def _point(flit: Flit, row: np.ndarray) -> IndexedFlit:
+def _point(flit: Flit, row: Sequence[float]) -> IndexedFlit:
     return IndexedFlit(flit_id=flit.flit_id, author_id=flit.author_id, created_at=to_epoch(flit.created_at),
                        vector=np.asarray(row, dtype=np.float32), lang=flit.lang, tags=tuple(flit.tags))
 

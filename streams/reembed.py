@@ -37,9 +37,9 @@ from confluent_kafka import Producer
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.factory import model_spec_of
 from flitfeed.index.factory import is_shared
-from flitfeed.index.versions import (ACK_KINDS, VersionError, ack_prefix, begin_build, catalog_with_live, drop, entry,
-                                     make_room, mark_ready, record_progress, rollback, rollback_target, switch,
-                                     vector_records, version_tag)
+from flitfeed.index.versions import (ACK_KINDS, VersionError, ack_prefix, bare_version, begin_build,
+                                     catalog_with_live, drop, entry, make_room, mark_ready, record_progress,
+                                     rollback, rollback_target, switch, vector_records, version_tag)
 from flitfeed.kafka.config import instance_headers, producer_config
 from flitfeed.kafka.reading import read_partition, watermarks
 from flitfeed.monitoring.metrics import Metrics
@@ -229,7 +229,10 @@ class Reembedding:
         if batch:
             vectors = self.encoder.encode_many([flit_text(f) for f in batch])
             topic = self.settings.topic(TOPIC_FLIT_VECTORS)
-            for key, value in vector_records(batch, vectors, self.version, datetime.now(timezone.utc)):
+            # A version keyed by bare flit id (one live before the catalogue, rebuilt after a switch) keeps
+            # that key: one record per flit and version, which the workers write under the same rule.
+            for key, value in vector_records(batch, vectors, self.version, datetime.now(timezone.utc),
+                                             bare=bare_version(self.catalog)):
                 self.producer.produce(topic, key=key, value=value, headers=self.headers)
                 self.producer.poll(0)
             self.report.embedded += len(batch)
@@ -515,7 +518,6 @@ def collections_to_drop(collection: str, version: str, catalog: VersionCatalog |
     []
     """
     from flitfeed.index.spaces import space_collection
-    from flitfeed.index.versions import bare_version
 
     if catalog is None or version == catalog.live:
         return []

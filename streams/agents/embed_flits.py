@@ -38,7 +38,7 @@ async def _embed(ctx: "WorkerContext", flits: Sequence[Flit]) -> EmbeddedBatch:
     # A snapshot of the versions held: the catalogue follower may switch or change them meanwhile.
     encoder, index, spaces = ctx.encoder, ctx.index, dict(ctx.spaces)
     with ctx.metrics.time_stage("embed"):
-        batch = await loop.run_in_executor(None, embed_flits, flits, encoder, ctx.builds, ctx.key)
+        batch = await loop.run_in_executor(None, embed_flits, flits, encoder, ctx.builds, ctx.bare)
     with ctx.metrics.time_stage("index_write"):
         index.upsert_many(batch.points)
         for version, points in batch.other_points.items():

@@ -140,3 +140,36 @@ def test_new_flits_are_embedded_with_the_versions_being_built_and_a_failing_one_
     effects = decide_batch(BatchPlan("flits", [], (), 0), batch, [], searchable_at=0.0)
     published = [e.records for e in effects if isinstance(e, Publish)]
     assert published == [((b"f1", batch.vectors[0].to_bytes()),), ((key, value),)]
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+
+    def produce(self, topic, key=None, value=None, headers=None) -> None:  # noqa: ANN001
+        self.keys.append(key)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_re_embedding_keys_each_version_as_the_workers_do() -> None:
+    """One record per flit and version: the bare-keyed version (catching up after a switch) keeps bare keys,
+    any other its tagged ones (before, a re-embedding of the bare-keyed version wrote a second, tagged copy)."""
+    from prometheus_client import CollectorRegistry
+
+    from flitfeed.encoders.hashing import HashingEncoder
+    from flitfeed.monitoring.metrics import Metrics
+    from flitfeed.streams.reembed import Reembedding
+
+    bare, other = HashingEncoder(384), HashingEncoder(128)
+    cat = begin_build(catalog_with_live(bare.model_version, "hashing", 384, T0), other.model_version, "hashing", 128, T0)
+    flit = Flit(flit_id="f1", author_id="a", text="worms after rain", created_at=T0)
+    for encoder, expected in ((bare, b"f1"), (other, vector_key("f1", other.model_version))):
+        producer = RecordingProducer()
+        run = Reembedding(Settings(), encoder, cat, producer, Metrics("reembed", registry=CollectorRegistry()), None)
+        run._flush([flit], 0, 0)
+        assert producer.keys == [expected]

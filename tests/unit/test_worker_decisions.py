@@ -262,11 +262,10 @@ def test_every_version_keeps_its_own_keys_after_a_switch() -> None:
     live, kept = HashingEncoder(dim=8), HashingEncoder(dim=4)
     flit = Flit(flit_id="f1", author_id="a", text="worms after rain", created_at=NOW)
 
-    def key(flit_id: str, version: str) -> bytes:
-        return flit_id.encode() if version == kept.model_version else vector_key(flit_id, version)
-
-    batch = embed_flits([flit], live, {kept.model_version: kept}, key)
+    batch = embed_flits([flit], live, {kept.model_version: kept}, bare=kept.model_version)
     assert batch.keys == [vector_key("f1", live.model_version)]
     assert [k for k, _ in batch.rebuilt] == [b"f1"]
     assert [p.vector.shape for p in batch.other_points[kept.model_version]] == [(4,)]
     assert [p.vector.shape for p in batch.points] == [(8,)]
+    # Once the bare-keyed version is dropped, every version is keyed by its tag.
+    assert embed_flits([flit], live, bare=None).keys == [vector_key("f1", live.model_version)]
