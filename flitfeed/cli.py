@@ -83,6 +83,18 @@ def open_service_index(settings: Settings, service: str, dim: int, serving: str 
         return open_index(settings, dim, name=service)
 
 
+def open_version_index(settings: Settings, service: str, version: str, dim: int, bare: str | None,
+                       metrics=None):  # noqa: ANN001, ANN201 - Metrics, (VectorIndex, Path | None)
+    """A service's index of one embedding version and where its read position is kept: every version in an
+    index of its own (``index/spaces.py``); the one keyed by bare flit id keeps the plain names."""
+    from flitfeed.index.spaces import space_collection, space_name
+
+    name = space_name(service, version, bare)
+    index = open_service_index(settings, name, dim, serving=version, metrics=metrics,
+                               collection=space_collection(settings.collection, version, bare))
+    return index, offsets_path(settings, name)
+
+
 def drop_stale_replicas(settings: Settings, service: str, catalog) -> None:  # noqa: ANN001 - VersionCatalog
     """Delete the service's embedded indexes of versions the catalogue no longer holds (dropped while it was
     down): a dropped version's disk is freed on every host, not only on those running at the time."""
@@ -140,14 +152,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     def open_space(version: str, model: str, loaded=None):  # noqa: ANN001, ANN202 - Encoder, WorkerSpace
         from flitfeed.encoders.factory import encoder_for_version
-        from flitfeed.index.spaces import space_collection, space_name
         from flitfeed.streams.app import WorkerSpace
 
         enc = loaded if loaded is not None else encoder_for_version(version, model, settings)
-        name = space_name("worker", version, bare)
-        index = open_service_index(settings, name, enc.dim, serving=version, metrics=metrics,
-                                   collection=space_collection(settings.collection, version, bare))
-        return WorkerSpace(version, enc, index, offsets_path(settings, name))
+        return WorkerSpace(version, enc, *open_version_index(settings, "worker", version, enc.dim, bare, metrics))
 
     live, models = worker_versions(catalog, encoder.model_version)
     spaces = {}
@@ -208,9 +216,7 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     metrics.serve(settings.metrics_host, settings.ranker_metrics_port, settings.targets_dir(),
                   settings.liveness_timeout_s)
     metrics.health.require("index_open")
-    from flitfeed.index.spaces import space_collection, space_name
-    from flitfeed.index.versions import bare_version
-    from flitfeed.index.versions import VersionGate, entry
+    from flitfeed.index.versions import VersionGate, bare_version, entry
     from flitfeed.streams.version_log import read_catalog
 
     catalog = read_catalog(settings)
@@ -219,11 +225,7 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     bare = bare_version(catalog) if catalog is not None else None
 
     def open_space(version: str, dim: int, bare: str | None):  # noqa: ANN202 - (VectorIndex, Path | None)
-        # Every version in its own index (index/spaces.py); the one keyed by bare flit id keeps the plain name.
-        name = space_name("ranker", version, bare)
-        return (open_service_index(settings, name, dim, serving=version, metrics=metrics,
-                                   collection=space_collection(settings.collection, version, bare)),
-                offsets_path(settings, name))
+        return open_version_index(settings, "ranker", version, dim, bare, metrics)
 
     if serving is not None:
         index, offsets = open_space(serving, entry(catalog, serving).dim, bare)
