@@ -79,9 +79,9 @@ class Corpus:
         """``n`` real embeddings of world texts, from the cache where possible."""
         if encoder is None:
             from flitfeed.encoders.factory import make_encoder
-            from flitfeed.settings import Settings
+            from flitfeed.settings import EncoderConfig
 
-            encoder = make_encoder(Settings(encoder="minilm"))
+            encoder = make_encoder(EncoderConfig(encoder="minilm"))
         texts, topics = world_flits(n, seed)
         path = CACHE / f"corpus-{encoder.model_version.replace('@', '-')}-w{WORLD_BIRDS}x{WORLD_AUTHORS}-s{seed}.npy"
         have = np.load(path) if path.exists() else np.zeros((0, encoder.dim), dtype=np.float32)

@@ -39,14 +39,14 @@ PLAIN_TORCH_BATCH = 32
 
 def make(backend: str, run_size: int):  # noqa: ANN201 - an Encoder
     from flitfeed.encoders.factory import make_encoder
-    from flitfeed.settings import Settings
+    from flitfeed.settings import EncoderConfig
 
     if backend == "torch-plain":
-        return make_encoder(Settings(encoder="minilm", encoder_backend="torch", encoder_run_size=PLAIN_TORCH_BATCH))
+        return make_encoder(EncoderConfig(encoder="minilm", encoder_backend="torch", encoder_run_size=PLAIN_TORCH_BATCH))
     if backend == "onnx-int8-spin":  # the encoder on cores of its own (FLITFEED_ENCODER_SPIN_WAIT=true)
-        return make_encoder(Settings(encoder="minilm", encoder_backend="onnx-int8", encoder_run_size=run_size,
+        return make_encoder(EncoderConfig(encoder="minilm", encoder_backend="onnx-int8", encoder_run_size=run_size,
                                      encoder_spin_wait=True))
-    return make_encoder(Settings(encoder="minilm", encoder_backend=backend, encoder_run_size=run_size))
+    return make_encoder(EncoderConfig(encoder="minilm", encoder_backend=backend, encoder_run_size=run_size))
 
 
 def measure(encoder: Any, texts: list[str], batch: int) -> tuple[float, list[float]]:
@@ -86,13 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="texts per model run (default FLITFEED_ENCODER_RUN_SIZE's default)")
     args = parser.parse_args(argv)
     setup_logging()
-    from flitfeed.settings import Settings
+    from flitfeed.settings import EncoderConfig
 
     backends = [b for b in args.backends.split(",") if b]
     n = 64 if args.quick else 1024
     batches = (1, 32) if args.quick else (1, 8, 32, 64, 128)
     repeats = args.repeats or (1 if args.quick else 3)
-    run_size = args.run_size or Settings.model_fields["encoder_run_size"].default
+    run_size = args.run_size or EncoderConfig.model_fields["encoder_run_size"].default
     texts = world_texts(n, seed=5)
     encoders: dict[str, Any] = {}
     load_s: dict[str, float] = {}

@@ -51,7 +51,8 @@ from benchmarks.service import free_port
 from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
 from flitfeed.kafka.config import consumer_config
 from flitfeed.loadgen import LoadGenerator, SentLog
-from flitfeed.settings import TOPIC_FEEDS, TOPIC_FLIT_VECTORS, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLIT_VECTORS
 from flitfeed.streams.events import Feed
 
 log = logging.getLogger("benchmarks.end_to_end")
@@ -119,12 +120,12 @@ class Collector:
         self.vector_ts: dict[str, float] = {}  # flit_id → flit-vectors record's Kafka timestamp (s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = Consumer(consumer_config(settings, group_id=f"bench-{uuid.uuid4().hex[:6]}"))
+        self._consumer = Consumer(consumer_config(settings.kafka, group_id=f"bench-{uuid.uuid4().hex[:6]}"))
         parts = []
-        for topic in (settings.topic(TOPIC_FEEDS), settings.topic(TOPIC_FLIT_VECTORS)):
+        for topic in (settings.kafka.topic(TOPIC_FEEDS), settings.kafka.topic(TOPIC_FLIT_VECTORS)):
             meta = self._consumer.list_topics(topic, timeout=10)
             parts += [TopicPartition(topic, p, OFFSET_END) for p in meta.topics[topic].partitions]
-        self._feeds = settings.topic(TOPIC_FEEDS)
+        self._feeds = settings.kafka.topic(TOPIC_FEEDS)
         self._consumer.assign(parts)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -206,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                         ranker_group=f"bench-ranker-{tag}", data_dir=run_dir / "data",
                         encoder="hashing" if quick else "minilm",
                         worker_metrics_port=free_port(), ranker_metrics_port=free_port())
-    wait_for_broker(settings, timeout_s=60)
-    create_topics(settings)
+    wait_for_broker(settings.kafka, timeout_s=60)
+    create_topics(settings.kafka)
     corpus = Corpus.hashing(n_flits, seed=11) if quick else Corpus.real(n_flits, seed=11)
     now = time.time()
     users = args.users or (200 if quick else 10_000)
@@ -234,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         def replicated() -> bool:
             try:
                 return all((metric_value(scrape(port), "flitfeed_index_points", f'service="{svc}"') or 0) >= n_flits
-                           for svc, port in (("worker", settings.worker_metrics_port),
-                                             ("ranker", settings.ranker_metrics_port)))
+                           for svc, port in (("worker", settings.monitoring.worker_metrics_port),
+                                             ("ranker", settings.monitoring.ranker_metrics_port)))
             except OSError:
                 return False
 
@@ -259,14 +260,14 @@ def main(argv: list[str] | None = None) -> int:
                         [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(p.pid), "-o", str(out),
                          "-d", str(int(step_s)), "-r", "50", "--nonblocking"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            before = scrape(settings.ranker_metrics_port)
+            before = scrape(settings.monitoring.ranker_metrics_port)
             sent = gen.run(interactions_per_s=rate, flits_per_s=flits_per_s, duration_s=step_s)
             deadline = time.monotonic() + max(10.0, step_s / 2)
             while collector.count_feeds(sent.interactions) < len(sent.interactions) and time.monotonic() < deadline:
                 services.check()
                 time.sleep(0.2)
             time.sleep(1.0)  # the ranker's replica polls flit-vectors between batches
-            after = scrape(settings.ranker_metrics_port)
+            after = scrape(settings.monitoring.ranker_metrics_port)
             for p in profilers:
                 p.wait(60)
             row = step_row(rate, sent, collector, before, after) | services.rss_mib()
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         services.stop()
         gen.close()
         try:
-            delete_topics(settings, topic_names(settings))
+            delete_topics(settings.kafka, topic_names(settings.kafka))
         except Exception:  # cleanup is best effort; the topics are uniquely prefixed
             log.exception("could not delete the run's topics")
     sustained = [r["offered_per_s"] for r in rows if r["sustained"]]

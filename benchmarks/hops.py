@@ -31,7 +31,8 @@ from benchmarks.common import bench_parser, default_json, machine_info, percenti
 from benchmarks.service import Service, stop_all
 from flitfeed.kafka.admin import create_topics, delete_topics
 from flitfeed.kafka.config import consumer_config, producer_config
-from flitfeed.settings import TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES
 from flitfeed.streams.events import Flit, Interaction
 from flitfeed.streams.topics import TOPICS
 
@@ -43,24 +44,24 @@ def _now() -> datetime:
 
 
 def _reader(settings: Settings, topic: str) -> Consumer:
-    c = Consumer(consumer_config(settings, group_id=f"hops-{uuid.uuid4().hex[:6]}", **{"auto.offset.reset": "earliest"}))
-    c.subscribe([settings.topic(topic)])
+    c = Consumer(consumer_config(settings.kafka, group_id=f"hops-{uuid.uuid4().hex[:6]}", **{"auto.offset.reset": "earliest"}))
+    c.subscribe([settings.kafka.topic(topic)])
     return c
 
 
 def run(settings: Settings, rate: float, events: int, flits: int, users: int, log_path: Path) -> dict[str, list[float]]:
     """Send ``events`` likes at ``rate``/s; the per-event hop times in ms."""
-    create_topics(settings)
+    create_topics(settings.kafka)
     services = [Service("worker", settings, log_path).start(), Service("ranker", settings, log_path).start()]
-    producer = Producer(producer_config(settings))
+    producer = Producer(producer_config(settings.kafka))
     feeds, states = _reader(settings, TOPIC_FEEDS), _reader(settings, TOPIC_USER_STATES)
     try:
         for i in range(flits):
             f = Flit(flit_id=f"f{i}", author_id=f"a{i % 50}", text=f"bird post {i} about worms, rain and songs {i % 9}",
                      created_at=_now())
-            producer.produce(settings.topic(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
+            producer.produce(settings.kafka.topic(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
         warm = Interaction(event_id="warm-up", user_id="u0", flit_id="f0", kind="like", ts=_now())
-        producer.produce(settings.topic(TOPIC_INTERACTIONS), key=b"u0", value=warm.to_bytes())
+        producer.produce(settings.kafka.topic(TOPIC_INTERACTIONS), key=b"u0", value=warm.to_bytes())
         producer.flush(30)
         deadline = time.monotonic() + 300
         while not any(m.error() is None for m in feeds.consume(10, timeout=0.5)):
@@ -72,7 +73,7 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
         for i in range(events):
             e = Interaction(event_id=f"e{i}", user_id=f"u{i % users}", flit_id=f"f{(i * 7) % flits}", kind="like",
                             ts=_now())
-            producer.produce(settings.topic(TOPIC_INTERACTIONS), key=e.user_id.encode(), value=e.to_bytes())
+            producer.produce(settings.kafka.topic(TOPIC_INTERACTIONS), key=e.user_id.encode(), value=e.to_bytes())
             producer.poll(0)
             sent[e.event_id] = time.time()
             time.sleep(max(0.0, start + (i + 1) / rate - time.time()))
@@ -98,7 +99,7 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
         stop_all(services)
         feeds.close()
         states.close()
-        delete_topics(settings, [settings.topic(t.name) for t in TOPICS])
+        delete_topics(settings.kafka, [settings.kafka.topic(t.name) for t in TOPICS])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     n_feeds = args.feeds or (100 if args.quick else 2000)
     corpus = Corpus.hashing(n, seed=11) if args.quick else Corpus.real(n, seed=11)
     settings = Settings()
-    params = RankerParams.from_settings(settings)
+    params = RankerParams.from_config(settings.ranker)
     rng = np.random.default_rng(3)
     authors = [f"author-{i % 200:03d}" for i in range(n)]
     created = NOW - 2 * 86400 + np.sort(rng.uniform(0, 2 * 86400 - 60, size=n))
-    engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
-                                   capacity=max(10 * settings.recent_flits_capacity, 10_000))
-    recent = RecentFlits(capacity=settings.recent_flits_capacity)
-    affinity = Affinity(max_users=settings.coengagement_users)
+    engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
+                                   capacity=max(10 * settings.ranker.recent_flits_capacity, 10_000))
+    recent = RecentFlits(capacity=settings.ranker.recent_flits_capacity)
+    affinity = Affinity(max_users=settings.ranker.coengagement_users)
     kinds = ["view", "view", "view", "like", "reflit", "reply"]
     # Popularity: a Zipf-ish share of the newest flits gets most interactions, as in a live feed.
     for j in range(20 * n_users):

@@ -42,8 +42,9 @@ from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics, wait_for_broker
 from flitfeed.kafka.config import client_config, consumer_config, producer_config
 from flitfeed.kafka.groups import describe_group
-from flitfeed.settings import (TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
-                               TOPIC_USER_STATES, Settings)
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import (TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS,
+                                     TOPIC_INTERACTIONS, TOPIC_USER_STATES)
 
 log = logging.getLogger("benchmarks.scale_out")
 
@@ -66,8 +67,8 @@ class Outputs:
 
     def __init__(self, settings: Settings, topic: str, ids_of: Callable[[dict], list[str]]) -> None:
         # Assigned, not subscribed: an idle reader must not be evicted from a group (max.poll.interval.ms).
-        self.consumer = Consumer(consumer_config(settings, group_id=f"bench-{uuid.uuid4().hex[:8]}"))
-        name = settings.topic(topic)
+        self.consumer = Consumer(consumer_config(settings.kafka, group_id=f"bench-{uuid.uuid4().hex[:8]}"))
+        name = settings.kafka.topic(topic)
         partitions = self.consumer.list_topics(name, timeout=10).topics[name].partitions
         self.consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(partitions)])
         self.ids_of = ids_of
@@ -106,13 +107,13 @@ def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, proce
 
 def groups_ready(settings: Settings, admin: AdminClient, n: int) -> bool:
     try:
-        workers = describe_group(settings, settings.app_id, admin=admin)
-        rankers = describe_group(settings, settings.ranker_group, admin=admin)
+        workers = describe_group(settings.kafka, settings.kafka.app_id, admin=admin)
+        rankers = describe_group(settings.kafka, settings.kafka.ranker_group, admin=admin)
     except KafkaException:
         return False  # coordinator still loading
-    w = workers.owners(settings.topic(TOPIC_INTERACTIONS))
-    r = rankers.owners(settings.topic(TOPIC_FEED_REQUESTS))
-    return (workers.state == rankers.state == "stable" and len(w) == len(r) == settings.partitions
+    w = workers.owners(settings.kafka.topic(TOPIC_INTERACTIONS))
+    r = rankers.owners(settings.kafka.topic(TOPIC_FEED_REQUESTS))
+    return (workers.state == rankers.state == "stable" and len(w) == len(r) == settings.kafka.partitions
             and len(set(w.values())) == len(set(r.values())) == n)
 
 
@@ -133,12 +134,12 @@ def produce(producer: Producer, topic: str, records: Iterable[tuple[str, bytes]]
 
 def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -> dict:
     tag = uuid.uuid4().hex[:6]
-    settings = base.model_copy(update={
+    settings = base.replace(**{
         "topic_prefix": f"bench-{tag}-", "app_id": f"bench-{tag}", "ranker_group": f"bench-{tag}-ranker",
         "encoder": encoder, "vector_dim": 384, "group_session_timeout_s": 6.0, "worker_metrics_port": 0,
         "ranker_metrics_port": 0, "data_dir": workdir / tag})
-    create_topics(settings)
-    admin = AdminClient(client_config(settings))
+    create_topics(settings.kafka)
+    admin = AdminClient(client_config(settings.kafka))
     processes: list[Service] = []
     outputs: list[Outputs] = []
     try:
@@ -146,7 +147,7 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
         for i in range(n):
             for role in ("worker", "ranker"):
                 instance = f"{role[0]}{i + 1}"
-                replica = settings.model_copy(update={"instance_id": instance, "data_dir": workdir / tag / instance})
+                replica = settings.replace(**{"instance_id": instance, "data_dir": workdir / tag / instance})
                 processes.append(Service(role, replica, workdir / f"{instance}.log").start())
         wait_for(lambda: groups_ready(settings, admin, n), sizes.timeout_s, f"{n}+{n} replicas in their groups",
                  processes)
@@ -157,7 +158,7 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
         # A feed answers every trigger it covers (several state changes of one user in one ranker batch).
         feeds = Outputs(settings, TOPIC_FEEDS, lambda v: v.get("covers") or [v["trigger_id"]])
         outputs += [vectors, states, feeds]
-        producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+        producer = Producer(producer_config(settings.kafka, **{"linger.ms": 20}))
         world = World(seed=5, n_birds=sizes.users, n_authors=max(4, sizes.users // 10), start=time.time())
 
         workers = [p for p in processes if p.name == "worker"]
@@ -168,7 +169,7 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
 
         flits = world.next_flits(sizes.flits)
         cpu0 = cpu(workers)
-        t0 = produce(producer, settings.topic(TOPIC_FLITS), ((f.flit_id, f.to_bytes()) for f in flits))
+        t0 = produce(producer, settings.kafka.topic(TOPIC_FLITS), ((f.flit_id, f.to_bytes()) for f in flits))
         ids = {f.flit_id for f in flits}
         t_vec = wait_for(lambda: vectors.last_of(ids), sizes.timeout_s, "flit vectors", processes)
         log.info("%d flits embedded in %.1f s", len(ids), t_vec - t0)
@@ -176,7 +177,7 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
 
         events = world.spontaneous_interactions(sizes.interactions, now=time.time())
         cpu1 = cpu(processes)
-        t1 = produce(producer, settings.topic(TOPIC_INTERACTIONS), ((e.user_id, e.to_bytes()) for e in events))
+        t1 = produce(producer, settings.kafka.topic(TOPIC_INTERACTIONS), ((e.user_id, e.to_bytes()) for e in events))
         ids = {e.event_id for e in events}
         t_state = wait_for(lambda: states.last_of(ids), sizes.timeout_s, "user states", processes)
         t_ifeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for interactions", processes)
@@ -185,7 +186,7 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
 
         requests = world.feed_requests(sizes.requests)
         cpu2 = cpu(rankers)
-        t2 = produce(producer, settings.topic(TOPIC_FEED_REQUESTS), ((r.user_id, r.to_bytes()) for r in requests))
+        t2 = produce(producer, settings.kafka.topic(TOPIC_FEED_REQUESTS), ((r.user_id, r.to_bytes()) for r in requests))
         ids = {r.request_id for r in requests}
         t_rfeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for requests", processes)
         log.info("%d requests answered in %.1f s", len(ids), t_rfeed - t2)
@@ -193,7 +194,7 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
         return {
             "processes_per_role": n,
             "encoder": encoder,
-            "partitions": settings.partitions,
+            "partitions": settings.kafka.partitions,
             "flits_embedded_per_s": sizes.flits / max(t_vec - t0, 1e-3),
             "interactions_to_state_per_s": sizes.interactions / max(t_state - t1, 1e-3),
             "interactions_to_feed_per_s": sizes.interactions / max(t_ifeed - t1, 1e-3),
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     encoder = args.encoder or ("hashing" if args.quick else "minilm")
     base = Settings()
-    wait_for_broker(base, timeout_s=60)
+    wait_for_broker(base.kafka, timeout_s=60)
     rows = []
     with tempfile.TemporaryDirectory(prefix="flitfeed-scale-out-") as tmp:
         for n in args.processes:

@@ -50,17 +50,17 @@ DEFAULT_MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "m
 
 def make(name: str, run_size: int, static_dir: Path | None) -> Any:  # noqa: ANN401 - an Encoder
     from flitfeed.encoders.factory import make_encoder
-    from flitfeed.settings import Settings
+    from flitfeed.settings import EncoderConfig
 
     if name == "static" and static_dir is not None:
         from flitfeed.encoders.static import StaticEncoder
 
         return StaticEncoder(static_dir)
     if name == "hashing":
-        return make_encoder(Settings(encoder="hashing"))
+        return make_encoder(EncoderConfig(encoder="hashing"))
     if name == "static":
-        return make_encoder(Settings(encoder="static"))
-    return make_encoder(Settings(encoder="minilm", encoder_backend=name, encoder_run_size=run_size))
+        return make_encoder(EncoderConfig(encoder="static"))
+    return make_encoder(EncoderConfig(encoder="minilm", encoder_backend=name, encoder_run_size=run_size))
 
 
 def top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -151,17 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     from flitfeed.encoders.static import MANIFEST, build_static_model, cached_model_dir
-    from flitfeed.settings import Settings
+    from flitfeed.settings import EncoderConfig
 
-    settings = Settings()
+    cache_dir = EncoderConfig().model_cache_dir
     n = 64 if args.quick else 2048
     batches = (1, 32) if args.quick else (1, 32, 256)
     repeats = args.repeats or (1 if args.quick else 3)
-    run_size = Settings.model_fields["encoder_run_size"].default
+    run_size = EncoderConfig.model_fields["encoder_run_size"].default
     build_s = None
-    if args.static_dir is None and not (cached_model_dir(settings.model_cache_dir) / MANIFEST).exists():
+    if args.static_dir is None and not (cached_model_dir(cache_dir) / MANIFEST).exists():
         with Timer() as build:
-            build_static_model(cached_model_dir(settings.model_cache_dir))
+            build_static_model(cached_model_dir(cache_dir))
         build_s = round(build.seconds, 1)
     texts = world_texts(n, seed=5)
     encoders: dict[str, Any] = {}

@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     sizes = [int(s) for s in (args.users or ("1000" if args.quick else "10000,100000")).split(",")]
     s = Settings()
-    params = TasteParams(s.taste_half_life_s, s.seen_capacity, s.muted_capacity, s.dedup_capacity)
+    params = TasteParams(s.worker.taste_half_life_s, s.worker.seen_capacity, s.worker.muted_capacity, s.worker.dedup_capacity)
     rng = np.random.default_rng(5)
     rows: list[dict[str, Any]] = []
-    full = max(s.seen_capacity, s.dedup_capacity)
+    full = max(s.worker.seen_capacity, s.worker.dedup_capacity)
     for n in sizes:
         for events in (args.events, full):
             # The worst case is measured on 100 users (filling 2000-entry lists is slow): memory per
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table("User-state memory (tracemalloc; MiB columns scaled to `users`)", rows)
     if args.json:
         write_json(args.json, "user_memory", {"quick": args.quick, "users": sizes, "events": args.events,
-                                              "capacities": {"seen": s.seen_capacity, "muted": s.muted_capacity,
-                                                             "dedup": s.dedup_capacity}}, rows)
+                                              "capacities": {"seen": s.worker.seen_capacity, "muted": s.worker.muted_capacity,
+                                                             "dedup": s.worker.dedup_capacity}}, rows)
     return 0
 
 

@@ -56,7 +56,8 @@ import numpy as np
 from flitfeed.encoders.base import l2_normalise
 from flitfeed.kafka.reading import read_partition, watermarks
 from flitfeed.progress import Progress
-from flitfeed.settings import TOPIC_FLITS, Settings
+from flitfeed.settings import EncoderConfig, MonitoringConfig, Settings
+from flitfeed.streams.topics import TOPIC_FLITS
 
 __all__ = ["LogSample", "linear_cka", "nearest_neighbours", "pairwise_similarity_correlation",
            "read_recent_flits", "run_compare", "similarity_spread", "stream_drift", "tail_ranges",
@@ -323,23 +324,23 @@ class LogSample:
 def read_recent_flits(settings: Settings, n: int, progress_stream: TextIO | None = None) -> LogSample:
     """The newest ``n`` records of the ``flits`` topic (newest by offset per partition, in proportion to
     each partition's size), decoded and checked as the worker does, oldest first by ``created_at``."""
-    from flitfeed.streams.embedding import decode_flit_bounded
+    from flitfeed.streams.events import decode_flit
     from flitfeed.streams.events import DecodeError
 
-    topic = settings.topic(TOPIC_FLITS)
-    sample = LogSample(topic=topic, ranges=tail_ranges(watermarks(settings, topic), n))
+    topic = settings.kafka.topic(TOPIC_FLITS)
+    sample = LogSample(topic=topic, ranges=tail_ranges(watermarks(settings.kafka, topic), n))
     total = sum(high - start for start, high in sample.ranges.values())
     progress = Progress(f"reading {topic}", total, progress_stream, unit="records")
     latest: dict[str, tuple[Any, int, int]] = {}
     now = time.time()
     for p, (start, high) in sample.ranges.items():
-        for m in read_partition(settings, topic, p, start=start, until=high, timeout_s=120,
-                                group_id=f"{settings.app_id}-versions-compare-unused"):
+        for m in read_partition(settings.kafka, topic, p, start=start, until=high, timeout_s=120,
+                                group_id=f"{settings.kafka.app_id}-versions-compare-unused"):
             offset, value = m.offset(), m.value()
             sample.records += 1
             progress.update(sample.records)
             try:
-                flit = decode_flit_bounded(value, settings, now)
+                flit = decode_flit(value, now=now, limits=settings.events)
             except DecodeError:
                 sample.rejected += 1
                 continue
@@ -368,12 +369,12 @@ class Side:
     texts_per_s: float = float("nan")
 
 
-def _load(role: str, spec: str, settings: Settings) -> Side:
+def _load(role: str, spec: str, cfg: EncoderConfig) -> Side:
     from flitfeed.encoders.factory import encoder_for_spec
 
     say(f"loading the {role} model: {spec}")
     began = time.perf_counter()
-    encoder = encoder_for_spec(spec, settings)
+    encoder = encoder_for_spec(spec, cfg)
     return Side(role, spec, encoder, time.perf_counter() - began)
 
 
@@ -522,19 +523,19 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compare_vectors(a: np.ndarray, b: np.ndarray, k: int, settings: Settings) -> tuple[dict, dict, dict]:
+def compare_vectors(a: np.ndarray, b: np.ndarray, k: int, monitoring: MonitoringConfig) -> tuple[dict, dict, dict]:
     """Everything computed from the two embeddings of the sample: (between, old per-space, new per-space)."""
     idx_a, sims_a = nearest_neighbours(a, k)
     idx_b, sims_b = nearest_neighbours(b, k)
     between = {"overlap": _overlap_stats(idx_a, idx_b), "pairwise_similarity": pairwise_similarity_correlation(a, b),
                "cka": linear_cka(a, b)}
-    thresholds = {"embedding_centroid": settings.drift_threshold_embedding_centroid,
-                  "embedding_mmd": settings.drift_threshold_embedding_mmd,
-                  "embedding_psi": settings.drift_threshold_embedding_psi}
+    thresholds = {"embedding_centroid": monitoring.drift_threshold_embedding_centroid,
+                  "embedding_mmd": monitoring.drift_threshold_embedding_mmd,
+                  "embedding_psi": monitoring.drift_threshold_embedding_psi}
 
     def per_space(v: np.ndarray, sims: np.ndarray) -> dict[str, Any]:
-        drift = stream_drift(v, settings.drift_reference_size, settings.drift_window_size,
-                             settings.drift_projections, settings.drift_bins)
+        drift = stream_drift(v, monitoring.drift_reference_size, monitoring.drift_window_size,
+                             monitoring.drift_projections, monitoring.drift_bins)
         windows = {"reference": drift.pop("reference", 0), "window": drift.pop("window", 0)}
         return {"spread": similarity_spread(v, sims),
                 "drift": {name: {"value": value, "threshold": thresholds[name], "alert": value > thresholds[name]}
@@ -551,10 +552,10 @@ def run_compare(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
 
     stdout = stdout if stdout is not None else sys.stdout
     old_is_live = args.against is None
-    old_spec = model_spec_of(settings) if old_is_live else args.against
+    old_spec = model_spec_of(settings.encoder) if old_is_live else args.against
     # Every refusal comes before anything slow (reading the log, loading a model).
     if old_is_live:
-        encoder_dim(settings)  # an unknown FLITFEED_ENCODER: EncoderConfigError, one line, exit 2
+        encoder_dim(settings.encoder)  # an unknown FLITFEED_ENCODER: EncoderConfigError, one line, exit 2
     parse_model_spec(old_spec)
     parse_model_spec(args.model)
     if args.recent < 2:
@@ -570,22 +571,22 @@ def run_compare(args: argparse.Namespace, settings: Settings, stdout: TextIO | N
         return _refuse(f"cannot read the latest flits: {exc}")
     if len(sample.flits) < 2:
         what = "no flits" if not sample.flits else "only one flit"
-        return _refuse(f"{what} in {sample.topic} on {settings.bootstrap_servers} ({sample.records} records read, "
+        return _refuse(f"{what} in {sample.topic} on {settings.kafka.bootstrap_servers} ({sample.records} records read, "
                        f"{sample.rejected} rejected): nothing to compare on")
     k = min(args.k, len(sample.flits) - 1)
     if k != args.k:
         say(f"only {len(sample.flits)} flits: comparing {k} nearest neighbours instead of {args.k}")
     texts = [flit_text(f) for f in sample.flits]
 
-    sides = [_load("old", old_spec, settings), _load("new", args.model, settings)]
-    batch = settings.encoder_batch_size
+    sides = [_load("old", old_spec, settings.encoder), _load("new", args.model, settings.encoder)]
+    batch = settings.encoder.encoder_batch_size
     for side in sides:
         progress = Progress(f"embedding with the {side.role} model ({side.encoder.model_version})", len(texts),
                             unit="texts")
         side.vectors, side.texts_per_s = timed_encode(side.encoder, texts, batch, progress)
 
     say("comparing the two spaces")
-    between, old_space, new_space = compare_vectors(sides[0].vectors, sides[1].vectors, k, settings)
+    between, old_space, new_space = compare_vectors(sides[0].vectors, sides[1].vectors, k, settings.monitoring)
     created = [f.created_at for f in sample.flits]
     report: dict[str, Any] = {
         "flits": {"topic": sample.topic, "count": len(sample.flits), "records": sample.records,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flitfeed.encoders.base import Encoder
-from flitfeed.settings import Settings
+from flitfeed.settings import EncoderConfig
 
 #: The backends ``minilm`` runs on.
 MINILM_BACKENDS = ("onnx-int8", "onnx-fp32", "torch")
@@ -32,32 +32,32 @@ class EncoderConfigError(ValueError):
     """The encoder settings contradict each other (raised at start-up, before anything is opened)."""
 
 
-def encoder_dim(settings: Settings) -> int:
+def encoder_dim(cfg: EncoderConfig) -> int:
     """The dimension of the vectors the configured encoder makes, without loading it (the ranker never does)."""
-    if settings.encoder == "static":
+    if cfg.encoder == "static":
         from flitfeed.encoders.static import PCA_DIMS
 
         return PCA_DIMS
-    if settings.encoder in ("minilm", "hashing"):
+    if cfg.encoder in ("minilm", "hashing"):
         return 384
-    raise EncoderConfigError(f"unknown FLITFEED_ENCODER={settings.encoder!r} (expected 'minilm', 'static' or 'hashing')")
+    raise EncoderConfigError(f"unknown FLITFEED_ENCODER={cfg.encoder!r} (expected 'minilm', 'static' or 'hashing')")
 
 
-def check_vector_dim(settings: Settings) -> None:
+def check_vector_dim(cfg: EncoderConfig) -> None:
     """Refuse a ``FLITFEED_VECTOR_DIM`` other than the encoder's: the worker would publish vectors that
     every ranker's index (sized by ``VECTOR_DIM``) refuses.
 
-    >>> check_vector_dim(Settings(encoder="static", vector_dim=256))
+    >>> check_vector_dim(EncoderConfig(encoder="static", vector_dim=256))
     >>> try:
-    ...     check_vector_dim(Settings(encoder="static"))
+    ...     check_vector_dim(EncoderConfig(encoder="static"))
     ... except EncoderConfigError as exc:
     ...     print(exc)
     FLITFEED_ENCODER=static makes 256-d vectors but FLITFEED_VECTOR_DIM is 384: set FLITFEED_VECTOR_DIM=256 for every worker and ranker
     """
-    dim = encoder_dim(settings)
-    if settings.vector_dim != dim:
-        raise EncoderConfigError(f"FLITFEED_ENCODER={settings.encoder} makes {dim}-d vectors but FLITFEED_VECTOR_DIM "
-                                 f"is {settings.vector_dim}: set FLITFEED_VECTOR_DIM={dim} for every worker and ranker")
+    dim = encoder_dim(cfg)
+    if cfg.vector_dim != dim:
+        raise EncoderConfigError(f"FLITFEED_ENCODER={cfg.encoder} makes {dim}-d vectors but FLITFEED_VECTOR_DIM "
+                                 f"is {cfg.vector_dim}: set FLITFEED_VECTOR_DIM={dim} for every worker and ranker")
 
 
 @dataclass(frozen=True)
@@ -86,70 +86,70 @@ def parse_model_spec(spec: str) -> ModelSpec:
     return ModelSpec("path", path=path.resolve())
 
 
-def model_spec_of(settings: Settings) -> str:
+def model_spec_of(cfg: EncoderConfig) -> str:
     """The configured encoder as a model spec (minilm carries its backend).
 
-    >>> model_spec_of(Settings()), model_spec_of(Settings(encoder="static"))
+    >>> model_spec_of(EncoderConfig()), model_spec_of(EncoderConfig(encoder="static"))
     ('minilm:onnx-int8', 'static')
     """
-    return f"minilm:{settings.encoder_backend}" if settings.encoder == "minilm" else settings.encoder
+    return f"minilm:{cfg.encoder_backend}" if cfg.encoder == "minilm" else cfg.encoder
 
 
-def encoder_for_spec(spec: str, settings: Settings) -> Encoder:
+def encoder_for_spec(spec: str, cfg: EncoderConfig) -> Encoder:
     """Load the encoder a model spec names (the settings give the run size, threads and model cache)."""
     parsed = parse_model_spec(spec)
     if parsed.path is not None:
         from flitfeed.encoders.sentence_transformer import SentenceTransformerEncoder
 
         try:
-            return SentenceTransformerEncoder(parsed.path, batch_size=settings.encoder_run_size,
-                                              threads=settings.encoder_threads)
+            return SentenceTransformerEncoder(parsed.path, batch_size=cfg.encoder_run_size,
+                                              threads=cfg.encoder_threads)
         except Exception as exc:  # a directory that is not a loadable model: say so in one line
             raise EncoderConfigError(f"cannot load the model in {parsed.path}: {type(exc).__name__}: {exc}") from exc
-    return make_encoder(replace_encoder(settings, parsed))
+    return make_encoder(replace_encoder(cfg, parsed))
 
 
-def encoder_for_version(version: str, spec: str, settings: Settings) -> Encoder:
+def encoder_for_version(version: str, spec: str, cfg: EncoderConfig) -> Encoder:
     """The encoder of an embedding version (its model spec, loaded); refused when the model here makes
     another version than the one registered (other weights, another backend)."""
-    encoder = encoder_for_spec(spec, settings)
+    encoder = encoder_for_spec(spec, cfg)
     if encoder.model_version != version:
         raise EncoderConfigError(f"model {spec!r} makes {encoder.model_version} here, not the version {version}")
     return encoder
 
 
-def replace_encoder(settings: Settings, spec: ModelSpec) -> Settings:
-    """The settings with their encoder replaced by a shipped model's spec."""
+def replace_encoder(cfg: EncoderConfig, spec: ModelSpec) -> EncoderConfig:
+    """The encoder settings with their encoder replaced by a shipped model's spec."""
     update = {"encoder": spec.name}
     if spec.backend:
         update["encoder_backend"] = spec.backend
-    return settings.model_copy(update=update)
+    return cfg.model_copy(update=update)
 
 
-def make_encoder(settings: Settings) -> Encoder:
-    if settings.encoder == "minilm" and settings.encoder_backend.startswith("onnx-"):
+def make_encoder(cfg: EncoderConfig) -> Encoder:
+    if cfg.encoder == "minilm" and cfg.encoder_backend.startswith("onnx-"):
         from flitfeed.encoders.onnx_encoder import QUANTIZATIONS, OnnxEncoder
 
-        quantize = settings.encoder_backend.removeprefix("onnx-")
+        quantize = cfg.encoder_backend.removeprefix("onnx-")
         if quantize not in QUANTIZATIONS:
-            raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={settings.encoder_backend!r}")
-        return OnnxEncoder(quantize=quantize, batch_size=settings.encoder_run_size,
-                           threads=settings.encoder_threads, cache_dir=settings.model_cache_dir,
-                           spin_wait=settings.encoder_spin_wait)
-    if settings.encoder == "minilm":
-        if settings.encoder_backend != "torch":
-            raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={settings.encoder_backend!r} "
+            raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={cfg.encoder_backend!r}")
+        return OnnxEncoder(quantize=quantize, batch_size=cfg.encoder_run_size,
+                           threads=cfg.encoder_threads, cache_dir=cfg.model_cache_dir,
+                           spin_wait=cfg.encoder_spin_wait)
+    if cfg.encoder == "minilm":
+        if cfg.encoder_backend != "torch":
+            raise ValueError(f"unknown FLITFEED_ENCODER_BACKEND={cfg.encoder_backend!r} "
                              "(expected 'onnx-int8', 'onnx-fp32' or 'torch')")
         from flitfeed.encoders.sentence_transformer import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder(batch_size=settings.encoder_run_size, threads=settings.encoder_threads)
-    if settings.encoder == "static":
+        return SentenceTransformerEncoder(batch_size=cfg.encoder_run_size, threads=cfg.encoder_threads)
+    if cfg.encoder == "static":
         # A different model (256-d, model2vec distilled from MiniLM), built into the model cache on first use.
         from flitfeed.encoders.static import StaticEncoder
 
-        return StaticEncoder(cache_dir=settings.model_cache_dir)
-    if settings.encoder == "hashing":
+        return StaticEncoder(cache_dir=cfg.model_cache_dir)
+    if cfg.encoder == "hashing":
         from flitfeed.encoders.hashing import HashingEncoder
 
         return HashingEncoder()
-    raise ValueError(f"unknown FLITFEED_ENCODER={settings.encoder!r} (expected 'minilm', 'static' or 'hashing')")
+    raise ValueError(f"unknown FLITFEED_ENCODER={cfg.encoder!r} (expected 'minilm', 'static' or 'hashing')")

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from flitfeed.settings import Settings
 
-        out = cached_model_dir(args.cache_dir or Settings().model_cache_dir, args.model_dir)
+        out = cached_model_dir(args.cache_dir or Settings().encoder.model_cache_dir, args.model_dir)
         if not (out / MANIFEST).exists():
             build_static_model(out, args.model_dir)
     manifest = read_manifest(out)

@@ -30,7 +30,8 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from flitfeed.evaluation.dataset import Dataset
 from flitfeed.evaluation.methods import AUTHOR_PREFIX, Event, eval_settings
 from flitfeed.kafka.config import consumer_config, producer_config
-from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS
 from flitfeed.streams.events import Feed, from_epoch
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ class KafkaFlitfeedMethod:
         self.item_ids = dataset.item_ids()
         self.position = {fid: i for i, fid in enumerate(self.item_ids)}
         self.timeout_s = timeout_s
-        self.producer = Producer(producer_config(settings))
-        self.feeds_topic = settings.topic(TOPIC_FEEDS)
-        self.consumer = Consumer(consumer_config(settings, group_id=f"flitfeed-eval-{uuid.uuid4().hex[:8]}"))
+        self.producer = Producer(producer_config(settings.kafka))
+        self.feeds_topic = settings.kafka.topic(TOPIC_FEEDS)
+        self.consumer = Consumer(consumer_config(settings.kafka, group_id=f"flitfeed-eval-{uuid.uuid4().hex[:8]}"))
         meta = self.consumer.list_topics(self.feeds_topic, timeout=10)
         partitions = sorted(meta.topics[self.feeds_topic].partitions)
         # Only feeds published from now on matter.
@@ -64,14 +65,14 @@ class KafkaFlitfeedMethod:
         self.consumer.close()
 
     def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        self.producer.produce(self.settings.topic(topic), key=key.encode(), value=json.dumps(value).encode())
+        self.producer.produce(self.settings.kafka.topic(topic), key=key.encode(), value=json.dumps(value).encode())
         self.producer.poll(0)
 
     def publish_catalog(self, created_at: float) -> None:
         for it in self.dataset.items:
             self._send(TOPIC_FLITS, it.item_id, {
                 "flit_id": it.item_id, "author_id": AUTHOR_PREFIX + it.item_id, "text": it.text,
-                "created_at": created_at, "tags": list(it.genres)[: self.settings.max_tags]})
+                "created_at": created_at, "tags": list(it.genres)[: self.settings.events.max_tags]})
         self.producer.flush(30)
 
     def _wait_feed(self, trigger_id: str) -> Feed:

@@ -233,7 +233,7 @@ def eval_settings(base: Settings | None = None, **overrides: object) -> Settings
                   dedup_capacity=8, coengagement_capacity=10**6, popularity_half_life_s=365 * 86400.0,
                   feedback_window_s=86400.0)
     values.update(overrides)
-    return s.model_copy(update=values)
+    return s.replace(**values)
 
 
 class FlitfeedMethod:
@@ -251,7 +251,7 @@ class FlitfeedMethod:
         self.name = name
         self.settings = settings
         self.params = params
-        self.taste = taste_params(settings)
+        self.taste = taste_params(settings.worker)
         self.item_ids = dataset.item_ids()
         self.position = {fid: i for i, fid in enumerate(self.item_ids)}
         t0 = float(dataset.timestamps[0]) - 1.0 if len(dataset) else 0.0
@@ -271,10 +271,10 @@ class FlitfeedMethod:
         self.index: VectorIndex = index
         # The catalog is published before the replay: every flit is in the index and the recent store.
         self.index.upsert_many(list(self.points.values()))
-        self.recent = RecentFlits(capacity=max(settings.recent_flits_capacity, len(self.item_ids)))
+        self.recent = RecentFlits(capacity=max(settings.ranker.recent_flits_capacity, len(self.item_ids)))
         for p in self.points.values():
             self.recent.add_one(p.flit_id, p.author_id, p.created_at, p.tags, vector=p.vector)
-        self.engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
+        self.engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
                                             capacity=max(10 * len(self.item_ids), 10_000))
         # Sized to the catalog: every item fits (no eviction) and the dense matrix is no larger than needed.
         self.coengagement = CoEngagement(capacity=len(self.item_ids),
@@ -283,12 +283,12 @@ class FlitfeedMethod:
                                          beta=params.coengagement_beta) if collaborative else None
         # learned: the service's ranking model, learning from each feed computed here as an impression,
         # joined with the user's later events exactly as the ranker joins them (ranker/feedback.py, join.py).
-        self.model = (ActionModel(learning_rate=settings.model_learning_rate, prior=prior_weights(params.weights()))
+        self.model = (ActionModel(learning_rate=settings.ranker.model_learning_rate, prior=prior_weights(params.weights()))
                       if learned else None)
-        self.affinity = Affinity(max_users=settings.coengagement_users) if learned else None
-        self.join = ImpressionJoin(window_s=settings.feedback_window_s)
+        self.affinity = Affinity(max_users=settings.ranker.coengagement_users) if learned else None
+        self.join = ImpressionJoin(window_s=settings.ranker.feedback_window_s)
         # With learning off (Settings.ranker_learning, as in the services) the model ranks with its prior.
-        self.learner = None if self.model is None or not settings.ranker_learning else ExampleLearner(self.model)
+        self.learner = None if self.model is None or not settings.ranker.ranker_learning else ExampleLearner(self.model)
         self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement,
                                             model=self.model, affinity=self.affinity)
         self.profiles: dict[str, UserProfile] = {}

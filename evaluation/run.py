@@ -64,7 +64,7 @@ def content_params(base: RankerParams) -> RankerParams:
 
 def build_methods(names: Sequence[str], dataset: Dataset, vectors: np.ndarray, settings: Settings,
                   params: RankerParams | None = None, seed: int = 0) -> list[Method]:
-    params = params or RankerParams.from_settings(settings)
+    params = params or RankerParams.from_config(settings.ranker)
     n = len(dataset.items)
     out: list[Method] = []
     for name in names:
@@ -164,7 +164,7 @@ def evaluate(dataset_dir: Path, out: Path | None, *, extra_text: Path | None = N
     if encoder is None:
         from flitfeed.encoders.factory import make_encoder
 
-        encoder = make_encoder(settings)
+        encoder = make_encoder(settings.encoder)
     vectors = embed_catalog(dataset, encoder, cache_dir)
     began = time.perf_counter()
     if jobs <= 1:
@@ -182,7 +182,7 @@ def evaluate(dataset_dir: Path, out: Path | None, *, extra_text: Path | None = N
                 stages.update(st)
         runs = {name: runs[name] for name in methods}
     seconds = time.perf_counter() - began
-    chosen = params or RankerParams.from_settings(settings)
+    chosen = params or RankerParams.from_config(settings.ranker)
     info: dict[str, Any] = {
         "dataset": {
             "name": dataset.name, "path": str(dataset_dir), "extra_text": str(extra_text) if extra_text else None,

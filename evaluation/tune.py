@@ -55,9 +55,9 @@ def tune(dataset_dir: Path, *, score_from: int, events: int | None, grid: dict[s
     dataset = load_movielens(dataset_dir)
     if events is not None:
         dataset = dataset.first_events(events)
-    vectors = embed_catalog(dataset, make_encoder(settings), cache_dir)
-    base = RankerParams.from_settings(settings)
-    methods: list[Method] = [PopularityMethod(len(dataset.items), settings.popularity_half_life_s,
+    vectors = embed_catalog(dataset, make_encoder(settings.encoder), cache_dir)
+    base = RankerParams.from_config(settings.ranker)
+    methods: list[Method] = [PopularityMethod(len(dataset.items), settings.ranker.popularity_half_life_s,
                                               name="popularity (same half-life)"),
                              FlitfeedMethod(dataset, vectors, content_params(base), settings, collaborative=False,
                                             name="content", learned=False)]

@@ -18,14 +18,17 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
+from pydantic import ValidationError
+
+from flitfeed.settings import Settings, explain
+from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS
 
 log = logging.getLogger("flitfeed.cli")
 
 
 def index_dir(settings: Settings, service: str) -> Path | None:
     """Where a service's embedded index lives (None with a Qdrant server)."""
-    return None if settings.qdrant_url else settings.data_dir / "index" / service
+    return None if settings.index.qdrant_url else settings.data_dir / "index" / service
 
 
 def offsets_path(settings: Settings, service: str) -> Path | None:
@@ -64,23 +67,23 @@ def open_service_index(settings: Settings, service: str, dim: int, serving: str 
     if path is not None and offsets is not None and (not path.exists() or not any(path.iterdir())):
         # A new, empty index: offsets left from an old one would claim the log was already applied.
         offsets.unlink(missing_ok=True)
-    if settings.qdrant_url:
+    if settings.index.qdrant_url:
         from flitfeed.startup import open_with_retries
 
         def on_retry(operation: str) -> None:
             if metrics is not None:
                 metrics.index_retries.labels(service=metrics.service, operation=operation).inc()
 
-        return open_with_retries(lambda: open_index(settings, dim, name=service, collection=collection,
-                                                    on_retry=on_retry), settings,
-                                 what=f"Qdrant server at {settings.qdrant_url}")
+        return open_with_retries(lambda: open_index(settings.index, dim, data_dir=settings.data_dir, name=service,
+                                                    collection=collection, on_retry=on_retry),
+                                 settings.startup_timeout_s, what=f"Qdrant server at {settings.index.qdrant_url}")
     try:
-        return open_index(settings, dim, name=service)
+        return open_index(settings.index, dim, data_dir=settings.data_dir, name=service)
     except IndexError_ as exc:
         log.error("embedded index unusable; rebuilding it from the flit-vectors log",
                   extra={"service": service, "error": str(exc)})
         drop_index(settings, service)
-        return open_index(settings, dim, name=service)
+        return open_index(settings.index, dim, data_dir=settings.data_dir, name=service)
 
 
 def open_version_index(settings: Settings, service: str, version: str, dim: int, bare: str | None,
@@ -91,7 +94,7 @@ def open_version_index(settings: Settings, service: str, version: str, dim: int,
 
     name = space_name(service, version, bare)
     index = open_service_index(settings, name, dim, serving=version, metrics=metrics,
-                               collection=space_collection(settings.collection, version, bare))
+                               collection=space_collection(settings.index.collection, version, bare))
     return index, offsets_path(settings, name)
 
 
@@ -102,7 +105,7 @@ def drop_stale_replicas(settings: Settings, service: str, catalog) -> None:  # n
     from flitfeed.index.spaces import held_versions, stale_replicas
     from flitfeed.index.versions import bare_version
 
-    if catalog is None or settings.qdrant_url:
+    if catalog is None or settings.index.qdrant_url:
         return
     for path in stale_replicas(settings.data_dir / "index", service, held_versions(catalog), bare_version(catalog)):
         if path.is_dir():
@@ -125,9 +128,9 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.kafka.admin import create_topics, wait_for_broker
 
-    wait_for_broker(settings, timeout_s=60)
-    names = create_topics(settings)
-    print(f"topics ready ({settings.partitions} partitions): {', '.join(names)}")
+    wait_for_broker(settings.kafka, timeout_s=60)
+    names = create_topics(settings.kafka)
+    print(f"topics ready ({settings.kafka.partitions} partitions): {', '.join(names)}")
     return 0
 
 
@@ -142,10 +145,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.streams.app import create_worker
     from flitfeed.streams.version_log import read_catalog
 
-    check_vector_dim(settings)
+    check_vector_dim(settings.encoder)
     wait_for_kafka(settings)
-    encoder = make_encoder(settings)
-    catalog = read_catalog(settings)
+    encoder = make_encoder(settings.encoder)
+    catalog = read_catalog(settings.kafka)
     drop_stale_replicas(settings, "worker", catalog)
     metrics = Metrics("worker")
     bare = bare_version(catalog) if catalog is not None else encoder.model_version
@@ -154,7 +157,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from flitfeed.encoders.factory import encoder_for_version
         from flitfeed.streams.app import WorkerSpace
 
-        enc = loaded if loaded is not None else encoder_for_version(version, model, settings)
+        enc = loaded if loaded is not None else encoder_for_version(version, model, settings.encoder)
         return WorkerSpace(version, enc, *open_version_index(settings, "worker", version, enc.dim, bare, metrics))
 
     live, models = worker_versions(catalog, encoder.model_version)
@@ -167,8 +170,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
                 raise
             log.error("cannot load a version of the catalogue; not embedding with it",
                       extra={"version": version, "error": str(exc)})
-    metrics.serve(settings.metrics_host, settings.worker_metrics_port, settings.targets_dir(),
-                  settings.liveness_timeout_s)
+    metrics.serve(settings.monitoring.metrics_host, settings.monitoring.worker_metrics_port, settings.targets_dir(),
+                  settings.monitoring.liveness_timeout_s)
     ctx = create_worker(settings, spaces, live, metrics, bare=bare, open_space=open_space)
     worker = faust.Worker(ctx.app, loglevel=settings.log_level, override_logging=False)
     try:
@@ -210,16 +213,16 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.ranker.service import RankerService
     from flitfeed.startup import wait_for_kafka
 
-    check_vector_dim(settings)
+    check_vector_dim(settings.encoder)
     wait_for_kafka(settings)
     metrics = Metrics("ranker")
-    metrics.serve(settings.metrics_host, settings.ranker_metrics_port, settings.targets_dir(),
-                  settings.liveness_timeout_s)
+    metrics.serve(settings.monitoring.metrics_host, settings.monitoring.ranker_metrics_port, settings.targets_dir(),
+                  settings.monitoring.liveness_timeout_s)
     metrics.health.require("index_open")
     from flitfeed.index.versions import VersionGate, bare_version, entry
     from flitfeed.streams.version_log import read_catalog
 
-    catalog = read_catalog(settings)
+    catalog = read_catalog(settings.kafka)
     drop_stale_replicas(settings, "ranker", catalog)
     serving = catalog.live if catalog is not None else None
     bare = bare_version(catalog) if catalog is not None else None
@@ -230,7 +233,7 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     if serving is not None:
         index, offsets = open_space(serving, entry(catalog, serving).dim, bare)
     else:
-        index, offsets = open_service_index(settings, "ranker", settings.vector_dim, metrics=metrics), \
+        index, offsets = open_service_index(settings, "ranker", settings.encoder.vector_dim, metrics=metrics), \
             offsets_path(settings, "ranker")
     metrics.health.ready("index_open")
     stop = threading.Event()
@@ -283,15 +286,15 @@ def produce_lines(settings: Settings, kind: str, lines: Iterable[bytes]) -> int:
 
     topic, key_field = {"flits": (TOPIC_FLITS, "flit_id"), "interactions": (TOPIC_INTERACTIONS, "user_id"),
                         "feed-requests": (TOPIC_FEED_REQUESTS, "user_id")}[kind]
-    producer = Producer(producer_config(settings))
+    producer = Producer(producer_config(settings.kafka))
     n = 0
     for line in lines:
-        producer.produce(settings.topic(topic), key=_key_of(line, key_field), value=line)
+        producer.produce(settings.kafka.topic(topic), key=_key_of(line, key_field), value=line)
         producer.poll(0)
         n += 1
     remaining = producer.flush(30)
     if remaining:
-        raise RuntimeError(f"{remaining} messages not delivered to {settings.bootstrap_servers}")
+        raise RuntimeError(f"{remaining} messages not delivered to {settings.kafka.bootstrap_servers}")
     return n
 
 
@@ -325,9 +328,9 @@ def cmd_tail_feed(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.kafka.config import consumer_config
     from flitfeed.streams.events import Feed
 
-    consumer = Consumer(consumer_config(settings, group_id=f"flitfeed-tail-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer(consumer_config(settings.kafka, group_id=f"flitfeed-tail-{uuid.uuid4().hex[:8]}",
                                         **{"auto.offset.reset": "earliest" if args.from_beginning else "latest"}))
-    consumer.subscribe([settings.topic(TOPIC_FEEDS)])
+    consumer.subscribe([settings.kafka.topic(TOPIC_FEEDS)])
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     shown = 0
     try:
@@ -359,7 +362,7 @@ def cmd_owners(args: argparse.Namespace, settings: Settings) -> int:
     """Which worker/ranker replica owns which partition (the broker's view of both consumer groups)."""
     from flitfeed.kafka.groups import owners_report
 
-    print(owners_report(settings))
+    print(owners_report(settings.kafka))
     return 0
 
 
@@ -479,10 +482,10 @@ def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
 
     parse_model_spec(args.model)  # a bad spec fails before anything loads or connects
     wait_for_kafka(settings)
-    encoder = encoder_for_spec(args.model, settings)
-    live = make_encoder(settings)
+    encoder = encoder_for_spec(args.model, settings.encoder)
+    live = make_encoder(settings.encoder)
     metrics = Metrics("reembed")
-    metrics.serve(settings.metrics_host, settings.reembed_metrics_port, settings.targets_dir())
+    metrics.serve(settings.monitoring.metrics_host, settings.monitoring.reembed_metrics_port, settings.targets_dir())
     try:
         report = reembed(settings, encoder, args.model, live, metrics=metrics, limit=args.limit,
                          wait_workers_s=args.wait_workers, wait_tastes_s=args.wait_tastes)
@@ -524,8 +527,8 @@ def cmd_versions_list(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.streams.version_log import read_versions_log
 
     wait_for_kafka(settings)
-    versions = read_versions_log(settings)
-    workers, rankers = group_members(settings, settings.app_id), group_members(settings, settings.ranker_group)
+    versions = read_versions_log(settings.kafka)
+    workers, rankers = group_members(settings.kafka, settings.kafka.app_id), group_members(settings.kafka, settings.kafka.ranker_group)
     print(format_versions(versions, workers, rankers))
     return 0
 
@@ -634,7 +637,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flitfeed.logs import configure
 
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"flitfeed: invalid setting: {explain(exc)}", file=sys.stderr)
+        return 2
     configure(settings.log_level, service=args.command)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from flitfeed.kafka.local_broker import BrokerScriptMissing

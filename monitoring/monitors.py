@@ -8,10 +8,10 @@ not per event, because the MMD costs a few milliseconds.
 
 >>> import numpy as np
 >>> from prometheus_client import CollectorRegistry
->>> from flitfeed.settings import Settings
+>>> from flitfeed.settings import MonitoringConfig
 >>> from flitfeed.monitoring.metrics import Metrics
 >>> m = Metrics("worker", CollectorRegistry())
->>> w = WorkerMonitors(Settings(drift_reference_size=3, drift_window_size=3), m, dim=2)
+>>> w = WorkerMonitors(MonitoringConfig(drift_reference_size=3, drift_window_size=3), m, dim=2)
 >>> w.learn_flits(np.array([[1.0, 0.0]] * 6)); w.export()
 >>> m.value("flitfeed_drift_score", service="worker", signal="embedding_centroid")
 0.0
@@ -30,40 +30,41 @@ from flitfeed.monitoring.drift import DriftThresholds, EmbeddingDrift, ScalarDri
 from flitfeed.monitoring.lag import LagReporter
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.quality import FeedQuality, diversity
-from flitfeed.settings import Settings
+from flitfeed.settings import KafkaConfig, MonitoringConfig
 
 __all__ = ["RankerMonitors", "WorkerMonitors", "drift_thresholds", "start_lag_reporter"]
 
 
-def drift_thresholds(settings: Settings) -> DriftThresholds:
+def drift_thresholds(cfg: MonitoringConfig) -> DriftThresholds:
     return DriftThresholds(
-        embedding_centroid=settings.drift_threshold_embedding_centroid,
-        embedding_mmd=settings.drift_threshold_embedding_mmd,
-        embedding_psi=settings.drift_threshold_embedding_psi,
-        user_vector=settings.drift_threshold_user_vector,
-        feed_score_psi=settings.drift_threshold_feed_score_psi,
+        embedding_centroid=cfg.drift_threshold_embedding_centroid,
+        embedding_mmd=cfg.drift_threshold_embedding_mmd,
+        embedding_psi=cfg.drift_threshold_embedding_psi,
+        user_vector=cfg.drift_threshold_user_vector,
+        feed_score_psi=cfg.drift_threshold_feed_score_psi,
     )
 
 
-def start_lag_reporter(settings: Settings, metrics: Metrics, group: str, topics: Sequence[str]) -> LagReporter:
+def start_lag_reporter(kafka: KafkaConfig, cfg: MonitoringConfig, metrics: Metrics, group: str,
+                       topics: Sequence[str]) -> LagReporter:
     """Report ``group``'s lag on ``topics`` (real names) into ``flitfeed_consumer_lag_messages``."""
 
     def report(topic: str, partition: int, lag: int) -> None:
         metrics.lag.labels(service=metrics.service, topic=topic, partition=str(partition)).set(lag)
 
-    return LagReporter(consumer_config(settings, group_id=group), topics, report,
-                       interval_s=settings.monitoring_interval_s).start()
+    return LagReporter(consumer_config(kafka, group_id=group), topics, report,
+                       interval_s=cfg.monitoring_interval_s).start()
 
 
 class WorkerMonitors:
     """Embedding drift of new flits and user-vector drift, in one worker process."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, dim: int) -> None:
+    def __init__(self, cfg: MonitoringConfig, metrics: Metrics, dim: int) -> None:
         self.metrics = metrics
-        self.thresholds = drift_thresholds(settings)
-        self.embedding = EmbeddingDrift(dim, settings.drift_reference_size, settings.drift_window_size,
-                                        projections=settings.drift_projections, bins=settings.drift_bins)
-        self.users = UserVectorDrift(settings.drift_reference_size, settings.drift_window_size)
+        self.thresholds = drift_thresholds(cfg)
+        self.embedding = EmbeddingDrift(dim, cfg.drift_reference_size, cfg.drift_window_size,
+                                        projections=cfg.drift_projections, bins=cfg.drift_bins)
+        self.users = UserVectorDrift(cfg.drift_reference_size, cfg.drift_window_size)
         self.dim = dim
 
     def learn_flits(self, vectors: np.ndarray) -> None:
@@ -92,11 +93,11 @@ class WorkerMonitors:
 class RankerMonitors:
     """Score drift and the online quality proxies, in one ranker process."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, cfg: MonitoringConfig, metrics: Metrics) -> None:
         self.metrics = metrics
-        self.thresholds = drift_thresholds(settings)
-        self.scores = ScalarDrift(settings.drift_reference_size, settings.drift_window_size, settings.drift_bins)
-        self.quality = FeedQuality(window_s=settings.quality_window_s)
+        self.thresholds = drift_thresholds(cfg)
+        self.scores = ScalarDrift(cfg.drift_reference_size, cfg.drift_window_size, cfg.drift_bins)
+        self.quality = FeedQuality(window_s=cfg.quality_window_s)
 
     def learn_feed(self, user_id: str, items: Sequence[tuple[str, str]], similarities: Sequence[float],
                    personalised: bool, now: float) -> None:

@@ -37,7 +37,8 @@ from flitfeed.ranker.feedback import ExampleLearner, impression_for
 from flitfeed.ranker.join import ImpressionJoin
 from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.query import FeedQuery
-from flitfeed.settings import TOPIC_EXAMPLES, TOPIC_IMPRESSIONS, TOPIC_INTERACTIONS, TOPIC_RANKER_MODEL, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_EXAMPLES, TOPIC_IMPRESSIONS, TOPIC_INTERACTIONS, TOPIC_RANKER_MODEL
 from flitfeed.startup import kafka_call
 from flitfeed.streams.events import (DecodeError, Example, Impression, Interaction, ModelSnapshot, decode_internal,
                                      to_epoch)
@@ -58,20 +59,20 @@ class FeedbackLoop:
         self.producer = producer
         self.model = model
         self.learner = ExampleLearner(model)
-        self.join = ImpressionJoin(window_s=settings.feedback_window_s)
+        self.join = ImpressionJoin(window_s=settings.ranker.feedback_window_s)
         self._headers = headers or []
-        self._t = {name: settings.topic(name) for name in
+        self._t = {name: settings.kafka.topic(name) for name in
                    (TOPIC_IMPRESSIONS, TOPIC_EXAMPLES, TOPIC_RANKER_MODEL, TOPIC_INTERACTIONS)}
         #: user → partition, for the users whose impressions this ranker holds (to drop them on revoke).
         self._partition_of: dict[str, int] = {}
         self._positions: dict[int, int] = {}
         self._served = 0
         self._explored = 0
-        self._next_snapshot = time.monotonic() + settings.model_snapshot_interval_s
+        self._next_snapshot = time.monotonic() + settings.ranker.model_snapshot_interval_s
         self._snapshot_examples = -1
         self._partition_cache: dict[str, set[int]] = {}
         self.examples_reader: Consumer | None = None
-        if settings.ranker_learning:
+        if settings.ranker.ranker_learning:
             self._load_snapshot()
             self.examples_reader = self._examples_reader()
 
@@ -106,7 +107,7 @@ class FeedbackLoop:
 
     def rebuild(self, partitions: Sequence[int], now: float) -> None:
         """Rebuild the join of newly assigned partitions from the log (see the module docstring)."""
-        since_ms = int((now - self.settings.feedback_window_s - REBUILD_SLACK_S) * 1000)
+        since_ms = int((now - self.settings.ranker.feedback_window_s - REBUILD_SLACK_S) * 1000)
         for p in partitions:
             held = 0
             for m in self._read(TOPIC_IMPRESSIONS, p, since_ms):
@@ -126,7 +127,7 @@ class FeedbackLoop:
                 self.join.forget(ex.user_id, ex.impression_id, ex.flit_id)
             for m in self._read(TOPIC_INTERACTIONS, p, since_ms):
                 try:
-                    event = decode_internal(m.value(), Interaction, self.settings.max_message_bytes)
+                    event = decode_internal(m.value(), Interaction, self.settings.events.max_message_bytes)
                 except DecodeError:
                     continue  # the worker dead-letters it
                 self.on_interaction(event)
@@ -183,7 +184,7 @@ class FeedbackLoop:
             return False
         if not force and time.monotonic() < self._next_snapshot:
             return False
-        self._next_snapshot = time.monotonic() + self.settings.model_snapshot_interval_s
+        self._next_snapshot = time.monotonic() + self.settings.ranker.model_snapshot_interval_s
         snapshot = ModelSnapshot(model=self.model.to_dict(), positions=dict(self._positions),
                                  written_at=datetime.now(timezone.utc), written_by=instance)
         self._produce(TOPIC_RANKER_MODEL, MODEL_KEY, snapshot.to_bytes())
@@ -232,7 +233,7 @@ class FeedbackLoop:
 
     def _examples_reader(self) -> Consumer:
         topic = self._t[TOPIC_EXAMPLES]
-        reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-examples-unused"))
+        reader = Consumer(consumer_config(self.settings.kafka, group_id=f"{self.settings.kafka.ranker_group}-examples-unused"))
         reader.assign([TopicPartition(topic, p, self._positions.get(p, OFFSET_BEGINNING))
                        for p in sorted(self._partitions(TOPIC_EXAMPLES))])
         return reader
@@ -242,7 +243,7 @@ class FeedbackLoop:
         created by an older flitfeed (``flitfeed topics create`` adds them) serves feeds, without learning."""
         if name not in self._partition_cache:
             topic = self._t[name]
-            probe = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-meta-unused"))
+            probe = Consumer(consumer_config(self.settings.kafka, group_id=f"{self.settings.kafka.ranker_group}-meta-unused"))
             try:
                 meta = kafka_call(lambda: probe.list_topics(topic, timeout=10), what=f"metadata of {topic}")
             except Exception as exc:  # a Kafka error, or start-up's give-up after retrying one for a minute
@@ -276,5 +277,5 @@ class FeedbackLoop:
                        timeout_s: float) -> Iterator[Message]:
         if partition not in self._partitions(name):
             return
-        yield from read_partition(self.settings, self._t[name], partition, since_ms=since_ms, timeout_s=timeout_s,
-                                  group_id=f"{self.settings.ranker_group}-rebuild-unused")
+        yield from read_partition(self.settings.kafka, self._t[name], partition, since_ms=since_ms, timeout_s=timeout_s,
+                                  group_id=f"{self.settings.kafka.ranker_group}-rebuild-unused")

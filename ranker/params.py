@@ -5,7 +5,7 @@ it needs from a :class:`RankerParams`; no stage has a hidden constant that
 changes what users see. The stateful inputs the ranker reads
 (:class:`~flitfeed.ranker.engagement.EngagementTracker` and
 :class:`~flitfeed.ranker.recent.RecentFlits`) are sized by the service from
-``Settings.popularity_half_life_s`` and ``Settings.recent_flits_capacity``.
+the ``popularity_half_life_s`` and ``recent_flits_capacity`` settings (``RankerConfig``).
 
 >>> p = RankerParams()
 >>> p.weights()
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from flitfeed.settings import Settings
+from flitfeed.settings import RankerConfig
+
+#: The deployment settings' defaults: the values that are settings take their defaults from there (one place).
+_DEPLOYED = RankerConfig()
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -37,9 +39,9 @@ COLLABORATIVE = "collaborative"
 
 @dataclass(frozen=True, slots=True)
 class RankerParams:
-    # --- Candidate retrieval (the feed size is the request's k, or Settings.feed_k) ----
+    # --- Candidate retrieval (the feed size is the request's k, or the feed_k setting) ----
     #: How many candidates each source may return.
-    candidates_per_source: int = 200
+    candidates_per_source: int = _DEPLOYED.candidates_per_source
     #: Cap on seen flit ids pushed into the index query; the seen filter
     #: catches the rest, so this only bounds the size of the index request.
     max_pushed_seen: int = 1000
@@ -49,7 +51,7 @@ class RankerParams:
 
     # --- Eligibility ------------------------------------------------------------
     #: Flits older than this are never candidates.
-    max_age_s: float = 7 * DAY
+    max_age_s: float = _DEPLOYED.max_flit_age_s
     #: Flits dated further than this in the future (author clock skew) are dropped.
     future_skew_s: float = 300.0
 
@@ -103,7 +105,7 @@ class RankerParams:
     #: Share of feed slots reserved for exploration: a fresh flit by a new
     #: author, drawn at random when one is available (never the whole feed:
     #: at most ``k - 1`` slots). 0.1 = one slot of a 10-item feed.
-    explore_share: float = 0.1
+    explore_share: float = _DEPLOYED.explore_share
     #: An author with at most this many flits among the recent flits is "new".
     new_author_max_flits: int = 3
     #: Only flits at most this old qualify for an exploration slot.
@@ -135,20 +137,19 @@ class RankerParams:
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> RankerParams:
-        """Defaults, with the ranker values that are deployment settings taken from ``settings``.
+    def from_config(cls, cfg: RankerConfig, **overrides: Any) -> RankerParams:
+        """Defaults, with the ranker values that are deployment settings taken from ``cfg``.
 
-        >>> from flitfeed.settings import Settings
-        >>> p = RankerParams.from_settings(Settings(max_flit_age_s=60.0), tag_decay=0.5)
+        >>> p = RankerParams.from_config(RankerConfig(max_flit_age_s=60.0), tag_decay=0.5)
         >>> p.candidates_per_source, p.max_age_s, p.tag_decay
         (200, 60.0, 0.5)
-        >>> RankerParams.from_settings(Settings(explore_share=0.0)).explore_share
+        >>> RankerParams.from_config(RankerConfig(explore_share=0.0)).explore_share
         0.0
         """
         base = cls(
-            candidates_per_source=settings.candidates_per_source,
-            max_age_s=settings.max_flit_age_s,
-            explore_share=settings.explore_share,
+            candidates_per_source=cfg.candidates_per_source,
+            max_age_s=cfg.max_flit_age_s,
+            explore_share=cfg.explore_share,
         )
         return replace(base, **overrides)
 

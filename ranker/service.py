@@ -1,6 +1,6 @@
 """The ranker service: a confluent-kafka consumer that publishes feeds.
 
-Inputs (consumer group ``settings.ranker_group``, user-keyed, co-partitioned):
+Inputs (consumer group ``settings.kafka.ranker_group``, user-keyed, co-partitioned):
 ``user-states`` (a user's state changed → rebuild their feed) and
 ``feed-requests`` (someone asked → build it now). Broadcast inputs (every
 partition, no group): ``flit-vectors`` into this process's index replica and
@@ -61,8 +61,9 @@ from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.scorers import ActionScorer
 from flitfeed.ranker.signals import learn_interaction
-from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
-                               TOPIC_MODEL_VERSIONS, TOPIC_USER_STATES, Settings)
+from flitfeed.settings import RankerConfig, Settings
+from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
+                                     TOPIC_MODEL_VERSIONS, TOPIC_USER_STATES)
 from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.events import (DecodeError, FlitVector, Interaction, Reason, UserState, check_user_key,
                                      decode_feed_request, decode_internal, to_epoch)
@@ -134,11 +135,11 @@ def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: f
                      muted_authors=frozenset(state.muted_authors), positives=state.positives, trigger_id=trigger_id)
 
 
-def coengagement_for(settings: Settings, params: RankerParams) -> CoEngagement:
+def coengagement_for(cfg: RankerConfig, params: RankerParams) -> CoEngagement:
     """The ranker's co-engagement model, sized by the settings and shaped by the ranker params."""
-    return CoEngagement(capacity=settings.coengagement_capacity, history=params.coengagement_history,
+    return CoEngagement(capacity=cfg.coengagement_capacity, history=params.coengagement_history,
                         recency=params.coengagement_recency, beta=params.coengagement_beta,
-                        max_users=settings.coengagement_users)
+                        max_users=cfg.coengagement_users)
 
 
 @dataclass
@@ -186,29 +187,29 @@ class RankerService:
         read at start-up (its versions are opened before the first user state is read)."""
         self.settings = settings
         self.metrics = metrics
-        self.params = RankerParams.from_settings(settings)
-        self.engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
-                                            capacity=max(10 * settings.recent_flits_capacity, 10_000))
-        self.coengagement = coengagement_for(settings, self.params)
-        self.affinity = Affinity(max_users=settings.coengagement_users)
-        self.model = ActionModel(learning_rate=settings.model_learning_rate)
+        self.params = RankerParams.from_config(settings.ranker)
+        self.engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
+                                            capacity=max(10 * settings.ranker.recent_flits_capacity, 10_000))
+        self.coengagement = coengagement_for(settings.ranker, self.params)
+        self.affinity = Affinity(max_users=settings.ranker.coengagement_users)
+        self.model = ActionModel(learning_rate=settings.ranker.model_learning_rate)
         self.model_version = (gate.serving if gate is not None else None) or "unknown"
-        self.monitors = RankerMonitors(settings, metrics)
+        self.monitors = RankerMonitors(settings.monitoring, metrics)
         self._next_export = 0.0
         # /readyz: group partitions assigned and the index replica caught up with flit-vectors.
         metrics.health.require("partitions_assigned", "flit_vectors_caught_up")
-        #: Latest interaction time read (the clock when ``settings.ranker_clock == "event"``).
+        #: Latest interaction time read (the clock when ``settings.ranker.ranker_clock == "event"``).
         self.event_now = float("-inf")
         #: user states by partition, so a revoked partition's users can be dropped.
         self.states: dict[int, dict[str, HeldState]] = {}
-        self._t = {name: settings.topic(name) for name in
+        self._t = {name: settings.kafka.topic(name) for name in
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
         # Every record a poll's inputs lead to counts towards that poll's batch; its offsets are committed
         # once they are all delivered (ranker/commits.py), without stopping the loop to flush.
-        self.producer = TrackedProducer(Producer(producer_config(settings)))
+        self.producer = TrackedProducer(Producer(producer_config(settings.kafka)))
         self.commits = CommitTracker()
-        self.instance = settings.instance()
-        self._headers = instance_headers(settings)
+        self.instance = settings.kafka.instance()
+        self._headers = instance_headers(settings.kafka)
         self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers)
         self.publisher = FeedPublisher(metrics, self.monitors, self.feedback, self._produce, self._t[TOPIC_FEEDS],
                                        lambda: self.model_version)
@@ -221,7 +222,7 @@ class RankerService:
         if open_space is not None:
             from flitfeed.streams.version_log import CatalogFollower
 
-            self.follower = CatalogFollower(settings)
+            self.follower = CatalogFollower(settings.kafka)
         if catalog is not None:
             # The versions held are opened before any user state is read: a state's tastes in a version not
             # held yet would be dropped, and a switch would then serve those users as cold starts.
@@ -230,27 +231,27 @@ class RankerService:
         # client.id = instance id: the group's member list (kafka-consumer-groups --describe, AdminClient)
         # then says which replica owns which partitions. The session timeout bounds how long a crashed
         # ranker's partitions wait for a new member.
-        self.consumer = Consumer(consumer_config(settings, group_id=settings.ranker_group,
-                                                 **{"client.id": self.instance}, **session_config(settings)))
+        self.consumer = Consumer(consumer_config(settings.kafka, group_id=settings.kafka.ranker_group,
+                                                 **{"client.id": self.instance}, **session_config(settings.kafka)))
         self.consumer.subscribe([self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     # --- broadcast inputs ---------------------------------------------------
     def _space(self, index: VectorIndex, offsets_path: Path | None, gate: VersionGate) -> RankerSpace:
         """A version's replica: its index, recent flits and pipeline (the learners are shared by all)."""
-        recent = RecentFlits(capacity=self.settings.recent_flits_capacity)
+        recent = RecentFlits(capacity=self.settings.ranker.recent_flits_capacity)
         pipeline = build_feed_pipeline(index, self.engagement, recent, self.params, self.coengagement,
                                        model=self.model, affinity=self.affinity)
         replicator = FlitVectorReplicator(self.settings, index, offsets_path, self.metrics,
                                           on_flit=lambda record: self._on_flit(recent, record),
-                                          write_index=not is_shared(self.settings), gate=gate)
+                                          write_index=not is_shared(self.settings.index), gate=gate)
         rebuilder = None
-        if self.settings.index_rebuild_interval_s > 0 and isinstance(index, EdgeIndex):  # rebuilt off-process
+        if self.settings.index.index_rebuild_interval_s > 0 and isinstance(index, EdgeIndex):  # rebuilt off-process
             from flitfeed.index.edge_optimizer import IndexRebuilder
 
             rebuilder = IndexRebuilder(index, replicator.position, replicator.rewind,
-                                       min_unindexed=self.settings.index_optimize_min_points,
-                                       interval_s=self.settings.index_rebuild_interval_s)
+                                       min_unindexed=self.settings.index.index_optimize_min_points,
+                                       interval_s=self.settings.index.index_rebuild_interval_s)
         return RankerSpace(index, offsets_path, recent, pipeline, replicator, rebuilder)
 
     def _serve(self, space: RankerSpace) -> None:
@@ -275,9 +276,9 @@ class RankerService:
     def _interactions_reader(self) -> Consumer:
         """All partitions of ``interactions`` from one popularity window back: popularity is global."""
         topic = self._t[TOPIC_INTERACTIONS]
-        reader = Consumer(consumer_config(self.settings, group_id=f"{self.settings.ranker_group}-engagement-unused"))
+        reader = Consumer(consumer_config(self.settings.kafka, group_id=f"{self.settings.kafka.ranker_group}-engagement-unused"))
         meta = kafka_call(lambda: reader.list_topics(topic, timeout=10), what=f"metadata of {topic}")
-        since_ms = int((time.time() - 4 * self.settings.popularity_half_life_s) * 1000)
+        since_ms = int((time.time() - 4 * self.settings.ranker.popularity_half_life_s) * 1000)
         wanted = [TopicPartition(topic, p, since_ms) for p in sorted(meta.topics[topic].partitions)]
         # Right after the topics are created (or the broker restarted) this answers "not leader" for a
         # while: retried, not fatal (it used to crash a ranker started on a fresh broker).
@@ -292,7 +293,7 @@ class RankerService:
             if m.error() is not None:
                 continue
             try:
-                event = decode_internal(m.value(), Interaction, self.settings.max_message_bytes)
+                event = decode_internal(m.value(), Interaction, self.settings.events.max_message_bytes)
             except DecodeError:
                 continue  # the worker dead-letters invalid interactions; popularity just ignores them
             learn_interaction(self.engagement, self.coengagement, event, self.affinity, self.recent,
@@ -333,8 +334,8 @@ class RankerService:
         states: dict[str, HeldState] = {}
         if until <= 0:
             return states
-        for m in read_partition(self.settings, self._t[TOPIC_USER_STATES], partition, until=until, timeout_s=120,
-                                group_id=f"{self.settings.ranker_group}-bootstrap-unused"):
+        for m in read_partition(self.settings.kafka, self._t[TOPIC_USER_STATES], partition, until=until, timeout_s=120,
+                                group_id=f"{self.settings.kafka.ranker_group}-bootstrap-unused"):
             try:
                 state = decode_internal(m.value(), UserState)
             except DecodeError:
@@ -350,8 +351,8 @@ class RankerService:
 
     # --- the loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        log.info("ranker running", extra={"group": self.settings.ranker_group})
-        lag = start_lag_reporter(self.settings, self.metrics, self.settings.ranker_group,
+        log.info("ranker running", extra={"group": self.settings.kafka.ranker_group})
+        lag = start_lag_reporter(self.settings.kafka, self.settings.monitoring, self.metrics, self.settings.kafka.ranker_group,
                                  [self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]])
         try:
             self.warm_index(stop)
@@ -380,7 +381,7 @@ class RankerService:
         for space in self.others.values():  # held for a switch or a rollback: ready before one comes
             while not stop.is_set() and not space.replicator.caught_up:
                 space.replicator.poll_once(max_messages=5000, timeout=0.2)
-        minimum = self.settings.index_optimize_min_points
+        minimum = self.settings.index.index_optimize_min_points
         if isinstance(self.index, MaintainedIndex) and minimum > 0 and not stop.is_set():
             started = time.monotonic()
             if self.index.maybe_optimize(minimum):
@@ -449,7 +450,7 @@ class RankerService:
         before, self.model_version = self.model_version, version
         self.metrics.model.info({"model_version": version, "dim": str(getattr(self.index, "dim", ""))})
         self.metrics.version_switches.labels(service=self.metrics.service).inc()
-        self._produce(self.settings.topic(TOPIC_MODEL_VERSIONS), *ack_record(self.settings, version, kind="serving"))
+        self._produce(self.settings.kafka.topic(TOPIC_MODEL_VERSIONS), *ack_record(self.settings.kafka, version, kind="serving"))
         log.info("switched the embedding version served", extra={"version": version, "previous": before,
                                                                    "flits": len(self.recent)})
 
@@ -530,7 +531,7 @@ class RankerService:
         now = time.monotonic()
         if now < self._next_export:
             return
-        self._next_export = now + self.settings.monitoring_interval_s
+        self._next_export = now + self.settings.monitoring.monitoring_interval_s
         health.ready("flit_vectors_caught_up", self.replicator.caught_up)
         self.monitors.export(catalog_size=len(self.recent))
         if self._scorer.fallbacks > self._fallbacks:
@@ -567,14 +568,13 @@ class RankerService:
         users[state.user_id] = held
         if previous is not None and previous.trigger_id == state.trigger_id:
             return None  # the worker re-published after a crash; this feed was already served
-        return FeedJob(state.user_id, self.settings.feed_k, state.trigger_id, "interaction", state.trigger_ts,
+        return FeedJob(state.user_id, self.settings.ranker.feed_k, state.trigger_id, "interaction", state.trigger_ts,
                        m.partition(), sources=(m,))
 
     def _on_feed_request(self, m) -> FeedJob | None:  # noqa: ANN001
         try:
             with self.metrics.time_stage("decode"):
-                request = decode_feed_request(m.value(), max_k=self.settings.max_feed_k,
-                                              max_bytes=self.settings.max_message_bytes)
+                request = decode_feed_request(m.value(), limits=self.settings.events)
                 check_user_key(m.key(), request.user_id)
         except DecodeError as e:
             self._dead_letter(m, e.reason, e.detail)
@@ -625,7 +625,7 @@ class RankerService:
 
     def now(self) -> float:
         """Ranking time: the wall clock, or the event clock for replays of historical data."""
-        if self.settings.ranker_clock == "event" and self.event_now > float("-inf"):
+        if self.settings.ranker.ranker_clock == "event" and self.event_now > float("-inf"):
             return self.event_now
         return time.time()
 

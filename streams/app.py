@@ -27,8 +27,9 @@ from flitfeed.kafka.config import instance_headers
 from flitfeed.kafka.security import faust_credentials
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import WorkerMonitors, start_lag_reporter
-from flitfeed.settings import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
-                               TOPIC_MODEL_VERSIONS, TOPIC_PARKED, TOPIC_USER_STATES, Settings)
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
+                                     TOPIC_MODEL_VERSIONS, TOPIC_PARKED, TOPIC_USER_STATES)
 from flitfeed.streams import faust_compat
 from flitfeed.streams.faust_compat import ChangelogHandover
 from flitfeed.streams.replicator import AsyncFlitVectorReplicator, FlitVectorReplicator
@@ -123,17 +124,17 @@ class WorkerContext:
         self.metrics.version_switches.labels(service=self.metrics.service).inc()
         # Drift is measured within one space: the new version's reference starts from its own vectors
         # (another model, possibly another dimension).
-        self.monitors = WorkerMonitors(self.settings, self.metrics, space.encoder.dim)
+        self.monitors = WorkerMonitors(self.settings.monitoring, self.metrics, space.encoder.dim)
 
     async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
         # Every record names the replica that produced it (header flitfeed-instance).
-        await topic.send(key=key, value=value, headers=instance_headers(self.settings))
+        await topic.send(key=key, value=value, headers=instance_headers(self.settings.kafka))
         self.metrics.produced.labels(service=self.metrics.service, topic=topic.get_topic_name()).inc()
 
 
 def _raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
-    return app.topic(settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw", partitions=settings.partitions)
+    return app.topic(settings.kafka.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", partitions=settings.kafka.partitions)
 
 
 def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: str, metrics: Metrics, *,
@@ -141,30 +142,30 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
     """The worker, holding ``spaces`` (every version the catalogue holds, loaded by the caller before any flit
     is processed, so none escapes them); ``live``: the version feeds are ranked with; ``bare``: the version
     keyed by bare flit id; ``open_space(version, model)``: opens a version the catalogue adds later."""
-    brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",") if b.strip()]
+    brokers = [f"kafka://{b.strip()}" for b in settings.kafka.bootstrap_servers.split(",") if b.strip()]
     # Faust keeps its own files there; with a Qdrant server nothing else creates the data dir.
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.app_id,
+        settings.kafka.app_id,
         broker=brokers,
         store="memory://",
         # Faust's default datadir is "<app id>-data" in the working directory; keep it with our data.
         datadir=str(settings.data_dir / "faust"),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
         # Commit often: on a crash, what was applied but not committed is re-delivered and skipped by event id.
         broker_commit_every=100,
         broker_commit_interval=1.0,
         # A crashed worker's partitions move to a new member after this (not Faust's 60 s default).
-        broker_session_timeout=settings.group_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 3),
+        broker_session_timeout=settings.kafka.group_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka.group_session_timeout_s / 3),
         web_enabled=False,
         autodiscover=False,
         # TLS/SASL from the same settings as the confluent-kafka clients (None = PLAINTEXT).
-        broker_credentials=faust_credentials(settings),
+        broker_credentials=faust_credentials(settings.kafka),
         # The instance id names this replica in the group's member list.
-        broker_client_id=settings.instance(),
+        broker_client_id=settings.kafka.instance(),
     )
     def count_refetch(tp: Any, offset: int, outcome: str) -> None:
         metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome=outcome).inc()
@@ -172,14 +173,14 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
     # Faust may skip or drop messages it should process (README, Known limits): every workaround, on this
     # app only. Refuses a faust-streaming release they were not verified against. The parked-retry agent
     # holds a record unacked for up to park_max_delay_s on purpose.
-    workarounds = faust_compat.install(app, count_refetch, held_unacked_s=settings.park_max_delay_s)
+    workarounds = faust_compat.install(app, count_refetch, held_unacked_s=settings.worker.park_max_delay_s)
     encoder = spaces[live].encoder
     ctx = WorkerContext(
         settings=settings, encoder=encoder, index=spaces[live].index, metrics=metrics, app=app,
         # The taste is learned in the live version's space, and says so; the others are kept beside it.
-        params=dataclasses.replace(taste_params(settings), version=live),
+        params=dataclasses.replace(taste_params(settings.worker), version=live),
         # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
-        profiles=app.Table(USER_PROFILES_TABLE, default=None, partitions=settings.partitions, key_type=str),
+        profiles=app.Table(USER_PROFILES_TABLE, default=None, partitions=settings.kafka.partitions, key_type=str),
         flits=_raw_topic(app, settings, TOPIC_FLITS),
         interactions=_raw_topic(app, settings, TOPIC_INTERACTIONS),
         parked=_raw_topic(app, settings, TOPIC_PARKED),
@@ -191,7 +192,7 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
         spaces=dict(spaces), bare=bare, open_space=open_space,
     )
     metrics.model.info({"model_version": encoder.model_version, "dim": str(encoder.dim)})
-    ctx.monitors = WorkerMonitors(settings, metrics, encoder.dim)
+    ctx.monitors = WorkerMonitors(settings.monitoring, metrics, encoder.dim)
     # /readyz: partitions assigned (no rebalance in progress) and the index replica caught up with the log.
     metrics.health.require("partitions_assigned", "flit_vectors_caught_up")
 
@@ -219,7 +220,7 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
         metrics.health.ready("partitions_assigned", not app.rebalancing and bool(app.consumer.assignment()))
         metrics.health.ready("flit_vectors_caught_up", ctx.replicator is not None and ctx.replicator.caught_up)
 
-    @app.timer(interval=settings.monitoring_interval_s)
+    @app.timer(interval=settings.monitoring.monitoring_interval_s)
     async def export_gauges() -> None:
         metrics.users.labels(service=metrics.service).set(len(ctx.profiles))
         metrics.index_points.labels(service=metrics.service).set(ctx.index.count())
@@ -229,8 +230,8 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
     @app.task
     async def report_lag() -> None:
         # A daemon thread with its own consumer (never joins the group); it ends with the process.
-        start_lag_reporter(settings, metrics, settings.app_id, [
-            settings.topic(TOPIC_FLITS), settings.topic(TOPIC_INTERACTIONS), settings.topic(TOPIC_PARKED)])
+        start_lag_reporter(settings.kafka, settings.monitoring, metrics, settings.kafka.app_id, [
+            settings.kafka.topic(TOPIC_FLITS), settings.kafka.topic(TOPIC_INTERACTIONS), settings.kafka.topic(TOPIC_PARKED)])
 
     return ctx
 
@@ -268,7 +269,7 @@ async def _replicate(ctx: WorkerContext, space: WorkerSpace) -> None:
     settings, metrics = ctx.settings, ctx.metrics
     # With a Qdrant server the agents write the live version (and new flits of every version); the versions
     # being rebuilt from the log get their re-embedded vectors from their replicas (idempotent upserts).
-    write = not is_shared(settings) or space.version != ctx.live
+    write = not is_shared(settings.index) or space.version != ctx.live
     # The replicator's Kafka calls block: they run on a thread of their own, never on this loop.
     space.replicator = replicator = await AsyncFlitVectorReplicator.open(
         lambda: FlitVectorReplicator(settings, space.index, space.offsets_path, metrics, write_index=write,
@@ -299,11 +300,11 @@ async def follow_catalog(ctx: WorkerContext) -> None:
     settings, loop = ctx.settings, asyncio.get_running_loop()
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-versions")
     for version in ctx.builds:  # opened before the agents started
-        await ctx.send(ctx.model_versions, *ack_record(settings, version))
+        await ctx.send(ctx.model_versions, *ack_record(settings.kafka, version))
     follower, catalog = None, None
     failed: set[str] = set()
     try:
-        follower = await loop.run_in_executor(thread, CatalogFollower, settings)
+        follower = await loop.run_in_executor(thread, CatalogFollower, settings.kafka)
         while not ctx.app.should_stop:
             try:
                 newer = await loop.run_in_executor(thread, follower.poll, 1.0)
@@ -331,7 +332,7 @@ async def follow_catalog(ctx: WorkerContext) -> None:
                         log.exception("cannot open a version of the catalogue; not embedding with it",
                                       extra={"version": version})
                         continue
-                    await ctx.send(ctx.model_versions, *ack_record(settings, version))
+                    await ctx.send(ctx.model_versions, *ack_record(settings.kafka, version))
                     log.info("embedding new flits with a version of the catalogue too", extra={"version": version})
                 if catalog.live != ctx.live and catalog.live in ctx.spaces:
                     previous = ctx.live
@@ -344,7 +345,7 @@ async def follow_catalog(ctx: WorkerContext) -> None:
                         and held.state == "ready" and space.replicator is not None and owns_its_users(ctx)):
                     if await sweep_tastes(ctx, space):
                         space.swept = True
-                        await ctx.send(ctx.model_versions, *ack_record(settings, version, kind="tastes"))
+                        await ctx.send(ctx.model_versions, *ack_record(settings.kafka, version, kind="tastes"))
     finally:
         if follower is not None:
             await loop.run_in_executor(thread, follower.close)
@@ -400,7 +401,7 @@ async def sweep_tastes(ctx: WorkerContext, space: WorkerSpace, timeout_s: float 
                                                  "rebuilt": rebuilt,
                                                  "per_s": round(n / max(1e-9, _time.monotonic() - started))})
         # The table also holds standby copies of other workers' users: theirs are theirs to publish.
-        if stored is None or (murmur2(str(user_id).encode()) & 0x7FFFFFFF) % ctx.settings.partitions not in mine:
+        if stored is None or (murmur2(str(user_id).encode()) & 0x7FFFFFFF) % ctx.settings.kafka.partitions not in mine:
             continue
         refreshed = refresh_tastes(stored, others, ctx.params, _time.time())
         if refreshed is not None:

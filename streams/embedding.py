@@ -19,11 +19,11 @@ import numpy as np
 from flitfeed.encoders.base import Encoder
 from flitfeed.index.base import IndexedFlit
 from flitfeed.index.versions import key_of, vector_records
-from flitfeed.settings import Settings
+from flitfeed.settings import EventLimits
 from flitfeed.streams.effects import Count, Effect, ObserveFlits, Publish, RawMessage, Reject
 from flitfeed.streams.events import DecodeError, Flit, FlitVector, Reason, decode_flit, to_epoch
 
-__all__ = ["BatchPlan", "EmbeddedBatch", "RawMessage", "decide_batch", "decode_flit_bounded", "decode_flits", "embed_flits",
+__all__ = ["BatchPlan", "EmbeddedBatch", "RawMessage", "decide_batch", "decode_flits", "embed_flits",
            "embed_isolating", "flit_text", "indexed_flit", "plan_batch"]
 
 log = logging.getLogger(__name__)
@@ -59,22 +59,14 @@ def indexed_flit(record: FlitVector) -> IndexedFlit:
     return _point(record.flit, record.vector)
 
 
-def decode_flit_bounded(raw: bytes | None, settings: Settings, now: float) -> Flit:
-    """A ``flits`` message decoded with the settings' bounds, its time checked against ``now`` (epoch s);
-    raises ``DecodeError``. The worker, re-embedding and ``versions compare`` all read flits this way."""
-    return decode_flit(raw, now=now, max_text_chars=settings.max_text_chars, max_tags=settings.max_tags,
-                       max_skew_s=settings.max_clock_skew_s, max_age_s=settings.max_event_age_s,
-                       max_bytes=settings.max_message_bytes)
-
-
-def decode_flits(messages: Sequence[RawMessage], settings: Settings,
+def decode_flits(messages: Sequence[RawMessage], limits: EventLimits,
                  now: float) -> tuple[list[tuple[Flit, RawMessage]], list[Reject]]:
     """Valid flits (each with the message it came in) and the rejected messages (to dead-letter)."""
     flits: dict[str, tuple[Flit, RawMessage]] = {}
     rejected: list[Reject] = []
     for m in messages:
         try:
-            flit = decode_flit_bounded(m.value, settings, now)
+            flit = decode_flit(m.value, now=now, limits=limits)
         except DecodeError as e:
             rejected.append(Reject(m, e.reason, e.detail))
             continue
@@ -136,9 +128,9 @@ class BatchPlan:
     superseded: int
 
 
-def plan_batch(messages: Sequence[RawMessage], settings: Settings, now: float) -> BatchPlan:
+def plan_batch(messages: Sequence[RawMessage], limits: EventLimits, now: float) -> BatchPlan:
     """Decode a non-empty batch of messages of one topic."""
-    decoded, rejected = decode_flits(messages, settings, now)
+    decoded, rejected = decode_flits(messages, limits, now)
     topic = messages[0].topic
     effects: list[Effect] = [Count("consumed", topic, len(messages))]
     effects += rejected

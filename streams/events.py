@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from flitfeed.settings import EventLimits
 from flitfeed.streams.vocabulary import INTERACTION_KINDS
 
 SCHEMA_VERSION = 1
@@ -332,8 +333,8 @@ class ParkedInteraction(_Record):
 R = TypeVar("R", bound=_Versioned)
 
 
-#: Default bound on one message; the services pass ``Settings.max_message_bytes``.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+#: The bounds when a caller gives none (tests, tools); the services pass their ``settings.events``.
+DEFAULT_LIMITS = EventLimits()
 
 
 def _reject_constant(name: str) -> Any:
@@ -382,7 +383,7 @@ def _validate(obj: dict[str, Any], model: type[R]) -> R:
         raise DecodeError(Reason.SCHEMA_VIOLATION, repr(exc)[:300]) from None
 
 
-def _parse(raw: bytes | None, model: type[R], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> R:
+def _parse(raw: bytes | None, model: type[R], max_bytes: int) -> R:
     return _validate(_load(raw, max_bytes), model)
 
 
@@ -392,27 +393,23 @@ def _check_time(value: datetime, now: float, max_skew_s: float, max_age_s: float
         raise DecodeError(Reason.TIMESTAMP_OUT_OF_RANGE, f"{field}={value.isoformat()}")
 
 
-def decode_flit(raw: bytes | None, *, now: float, max_text_chars: int = 1000, max_tags: int = 16,
-                max_skew_s: float = 7 * 86400.0, max_age_s: float = 10 * 365 * 86400.0,
-                max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Flit:
-    flit = _parse(raw, Flit, max_bytes)
-    if len(flit.text) > max_text_chars:
-        raise DecodeError(Reason.TEXT_TOO_LONG, f"{len(flit.text)} > {max_text_chars} chars")
-    if len(flit.tags) > max_tags:
-        raise DecodeError(Reason.SCHEMA_VIOLATION, f"tags: {len(flit.tags)} > {max_tags}")
-    _check_time(flit.created_at, now, max_skew_s, max_age_s, "created_at")
+def decode_flit(raw: bytes | None, *, now: float, limits: EventLimits = DEFAULT_LIMITS) -> Flit:
+    flit = _parse(raw, Flit, limits.max_message_bytes)
+    if len(flit.text) > limits.max_text_chars:
+        raise DecodeError(Reason.TEXT_TOO_LONG, f"{len(flit.text)} > {limits.max_text_chars} chars")
+    if len(flit.tags) > limits.max_tags:
+        raise DecodeError(Reason.SCHEMA_VIOLATION, f"tags: {len(flit.tags)} > {limits.max_tags}")
+    _check_time(flit.created_at, now, limits.max_clock_skew_s, limits.max_event_age_s, "created_at")
     return flit
 
 
-def decode_interaction(raw: bytes | None, *, now: float, max_skew_s: float = 7 * 86400.0,
-                       max_age_s: float = 10 * 365 * 86400.0,
-                       max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Interaction:
-    obj = _load(raw, max_bytes)
+def decode_interaction(raw: bytes | None, *, now: float, limits: EventLimits = DEFAULT_LIMITS) -> Interaction:
+    obj = _load(raw, limits.max_message_bytes)
     kind = obj.get("kind")
     if isinstance(kind, str) and kind not in INTERACTION_KINDS:
         raise DecodeError(Reason.UNKNOWN_KIND, f"kind={kind[:50]!r}; known: {', '.join(INTERACTION_KINDS)}")
     event = _validate(obj, Interaction)
-    _check_time(event.ts, now, max_skew_s, max_age_s, "ts")
+    _check_time(event.ts, now, limits.max_clock_skew_s, limits.max_event_age_s, "ts")
     return event
 
 
@@ -439,9 +436,8 @@ def decode_internal(raw: bytes | None, model: type[R], max_bytes: int = INTERNAL
     return _parse(raw, model, max_bytes)
 
 
-def decode_feed_request(raw: bytes | None, *, max_k: int = 100,
-                        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> FeedRequest:
-    request = _parse(raw, FeedRequest, max_bytes)
-    if request.k > max_k:
-        raise DecodeError(Reason.SCHEMA_VIOLATION, f"k: {request.k} > {max_k}")
+def decode_feed_request(raw: bytes | None, *, limits: EventLimits = DEFAULT_LIMITS) -> FeedRequest:
+    request = _parse(raw, FeedRequest, limits.max_message_bytes)
+    if request.k > limits.max_feed_k:
+        raise DecodeError(Reason.SCHEMA_VIOLATION, f"k: {request.k} > {limits.max_feed_k}")
     return request

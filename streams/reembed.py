@@ -44,9 +44,10 @@ from flitfeed.kafka.config import instance_headers, producer_config
 from flitfeed.kafka.reading import read_partition, watermarks
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.progress import Progress
-from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_MODEL_VERSIONS, Settings
-from flitfeed.streams.embedding import decode_flit_bounded, flit_text
-from flitfeed.streams.events import DecodeError, Flit, VersionCatalog
+from flitfeed.settings import EventLimits, KafkaConfig, Settings
+from flitfeed.streams.topics import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_MODEL_VERSIONS
+from flitfeed.streams.embedding import flit_text
+from flitfeed.streams.events import DecodeError, Flit, VersionCatalog, decode_flit
 from flitfeed.streams.version_log import VersionsLog, read_catalog, read_versions_log, write_catalog
 
 __all__ = ["ReembedReport", "SwitchReport", "collections_to_drop", "decode_for_reembed", "drop_version",
@@ -94,19 +95,19 @@ def remaining(positions: Mapping[int, int], watermarks: Mapping[int, tuple[int, 
     return todo
 
 
-def decode_for_reembed(value: bytes | None, produced_at_s: float, settings: Settings) -> Flit | None:
+def decode_for_reembed(value: bytes | None, produced_at_s: float, limits: EventLimits) -> Flit | None:
     """A log message as the worker decoded it when it arrived (its time checks made against the time it was
     produced, not today), or None for one it rejected."""
     try:
-        return decode_flit_bounded(value, settings, produced_at_s)
+        return decode_flit(value, now=produced_at_s, limits=limits)
     except DecodeError:
         return None
 
 
-def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
-    found = watermarks(settings, settings.topic(TOPIC_FLITS))
+def _watermarks(kafka: KafkaConfig) -> dict[int, tuple[int, int]]:
+    found = watermarks(kafka, kafka.topic(TOPIC_FLITS))
     if not found:
-        raise VersionError(f"topic {settings.topic(TOPIC_FLITS)} does not exist: nothing to re-embed "
+        raise VersionError(f"topic {kafka.topic(TOPIC_FLITS)} does not exist: nothing to re-embed "
                            "(run `flitfeed topics create`)")
     return found
 
@@ -115,40 +116,40 @@ def _watermarks(settings: Settings) -> dict[int, tuple[int, int]]:
 UNDESCRIBED = "(the {role} group could not be described)"
 
 
-def group_members(settings: Settings, group: str) -> set[str] | None:
+def group_members(kafka: KafkaConfig, group: str) -> set[str] | None:
     """The instances in consumer group ``group`` now (their client id), or None when it cannot be described."""
     from confluent_kafka import KafkaException
 
     from flitfeed.kafka.groups import describe_group
 
     try:
-        return set(describe_group(settings, group).members)
+        return set(describe_group(kafka, group).members)
     except KafkaException:
         return None
 
 
-def workers_not_following(settings: Settings, version: str) -> set[str]:
+def workers_not_following(kafka: KafkaConfig, version: str) -> set[str]:
     """The worker replicas in the group now that have not acknowledged embedding new flits with ``version``."""
-    members = group_members(settings, settings.app_id)
+    members = group_members(kafka, kafka.app_id)
     if members is None:
         return {UNDESCRIBED.format(role="worker")}
-    return members - read_versions_log(settings).acks.get(version, set())
+    return members - read_versions_log(kafka).acks.get(version, set())
 
 
-def workers_without_tastes(settings: Settings, version: str, log: VersionsLog | None = None) -> set[str]:
+def workers_without_tastes(kafka: KafkaConfig, version: str, log: VersionsLog | None = None) -> set[str]:
     """The worker replicas in the group now that have not said they rebuilt their users' tastes in ``version``."""
-    members = group_members(settings, settings.app_id)
+    members = group_members(kafka, kafka.app_id)
     if members is None:
         return {UNDESCRIBED.format(role="worker")}
-    return (log or read_versions_log(settings)).without_tastes(version, members)
+    return (log or read_versions_log(kafka)).without_tastes(version, members)
 
 
-def rankers_not_serving(settings: Settings, version: str, since: datetime, log: VersionsLog | None = None) -> set[str]:
+def rankers_not_serving(kafka: KafkaConfig, version: str, since: datetime, log: VersionsLog | None = None) -> set[str]:
     """The ranker replicas in the group now that have not said they rank with ``version`` from ``since`` on."""
-    members = group_members(settings, settings.ranker_group)
+    members = group_members(kafka, kafka.ranker_group)
     if members is None:
         return {UNDESCRIBED.format(role="ranker")}
-    return (log or read_versions_log(settings)).not_serving(version, members, since)
+    return (log or read_versions_log(kafka)).not_serving(version, members, since)
 
 
 def _wait(missing: Callable[[], set[str]], timeout_s: float, waiting_for: str, out: TextIO | None) -> set[str]:
@@ -177,12 +178,12 @@ class Reembedding:
         have = entry(catalog, self.version)
         assert have is not None
         self.report = ReembedReport(version=self.version, positions=dict(have.positions))
-        self.headers = instance_headers(settings)
+        self.headers = instance_headers(settings.kafka)
 
     def run_pass(self, limit: int | None = None) -> bool:
         """Re-embed the log from the stored positions to its end now; False when stopped at ``limit``."""
         settings, version, report = self.settings, self.version, self.report
-        watermarks = _watermarks(settings)
+        watermarks = _watermarks(settings.kafka)
         todo = remaining(report.positions, watermarks)
         # Progress counts messages of the log as it is now, read or not: resumed runs start part-way.
         total = sum(high - low for low, high in watermarks.values())
@@ -191,22 +192,22 @@ class Reembedding:
         gauge = self.metrics.reembed_progress.labels(version=version)
         gauge.set(read / total if total else 1.0)
         checkpointed = time.monotonic()
-        topic = settings.topic(TOPIC_FLITS)
+        topic = settings.kafka.topic(TOPIC_FLITS)
         for partition, (start, end) in todo.items():
             batch: list[Flit] = []
             last = start - 1
-            for m in read_partition(settings, topic, partition, group_id=f"{settings.app_id}-reembed-unused",
+            for m in read_partition(settings.kafka, topic, partition, group_id=f"{settings.kafka.app_id}-reembed-unused",
                                     # Reading waits for the embedding: allow for a slow model (≥ 20 flits/s).
                                     start=start, until=end, timeout_s=600 + (end - start) / 20):
                 last = m.offset()
                 read += 1
-                flit = decode_for_reembed(m.value(), m.timestamp()[1] / 1000.0, settings)
+                flit = decode_for_reembed(m.value(), m.timestamp()[1] / 1000.0, settings.events)
                 if flit is None:
                     report.skipped += 1
                     self.metrics.reembed_flits.labels(version=version, outcome="skipped").inc()
                 else:
                     batch.append(flit)
-                if len(batch) < settings.encoder_batch_size:
+                if len(batch) < settings.encoder.encoder_batch_size:
                     continue
                 self._flush(batch, last, partition)
                 batch = []
@@ -228,7 +229,7 @@ class Reembedding:
     def _flush(self, batch: list[Flit], last_offset: int, partition: int) -> None:
         if batch:
             vectors = self.encoder.encode_many([flit_text(f) for f in batch])
-            topic = self.settings.topic(TOPIC_FLIT_VECTORS)
+            topic = self.settings.kafka.topic(TOPIC_FLIT_VECTORS)
             # A version keyed by bare flit id (one live before the catalogue, rebuilt after a switch) keeps
             # that key: one record per flit and version, which the workers write under the same rule.
             for key, value in vector_records(batch, vectors, self.version, datetime.now(timezone.utc),
@@ -244,7 +245,7 @@ class Reembedding:
 
     def _checkpoint(self, read: int) -> None:
         self.catalog = record_progress(self.catalog, self.version, self.report.positions, flits=read)
-        write_catalog(self.settings, self.producer, self.catalog)
+        write_catalog(self.settings.kafka, self.producer, self.catalog)
 
     def wait_for_workers(self, timeout_s: float) -> set[str]:
         """Wait until every worker in the group embeds new flits with this version too; who still does not."""
@@ -258,7 +259,7 @@ class Reembedding:
 
     def finish(self) -> None:
         self.catalog = mark_ready(self.catalog, self.version)
-        write_catalog(self.settings, self.producer, self.catalog)
+        write_catalog(self.settings.kafka, self.producer, self.catalog)
 
 
 def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | None = None, *,
@@ -276,23 +277,23 @@ def reembed(settings: Settings, encoder: Encoder, model: str, live: Encoder | No
     """
     metrics = metrics or Metrics("reembed")
     now = datetime.now(timezone.utc)
-    catalog = read_catalog(settings)
+    catalog = read_catalog(settings.kafka)
     if catalog is None:
         if live is None:
             raise VersionError("no version catalogue yet: the live encoder is needed to start one")
-        catalog = catalog_with_live(live.model_version, model_spec_of(settings), live.dim, now)
+        catalog = catalog_with_live(live.model_version, model_spec_of(settings.encoder), live.dim, now)
     elif live is not None and live.model_version != catalog.live:
         raise VersionError(f"the live version is {catalog.live}, but FLITFEED_ENCODER makes {live.model_version}: "
                            "run reembed with the services' settings")
     catalog = begin_build(catalog, encoder.model_version, model, encoder.dim, now)
-    doomed = make_room(catalog, encoder.model_version, settings.versions_keep)  # refused before anything is written
-    producer = Producer(producer_config(settings))
-    write_catalog(settings, producer, catalog)
+    doomed = make_room(catalog, encoder.model_version, settings.encoder.versions_keep)  # refused before anything is written
+    producer = Producer(producer_config(settings.kafka))
+    write_catalog(settings.kafka, producer, catalog)
     for old in doomed:
         # FLITFEED_VERSIONS_KEEP versions at most: the oldest others go, with their vectors.
-        print(f"keeping {settings.versions_keep} versions: dropping {old}", file=out or sys.stderr, flush=True)
+        print(f"keeping {settings.encoder.versions_keep} versions: dropping {old}", file=out or sys.stderr, flush=True)
         drop_version(settings, old, out=out)
-        catalog = read_catalog(settings) or catalog
+        catalog = read_catalog(settings.kafka) or catalog
     run = Reembedding(settings, encoder, catalog, producer, metrics, out)
     began = time.perf_counter()
     done = run.run_pass(limit)
@@ -363,19 +364,19 @@ def switch_version(settings: Settings, version: str | None, *, wait_rankers_s: f
     broker. Rankers that do not confirm in time are reported, and the switch stands: they follow the
     catalogue when they catch up.
     """
-    log_now = read_versions_log(settings)
+    log_now = read_versions_log(settings.kafka)
     before = log_now.catalog
-    after, forced = plan_switch(log_now, version, group_members(settings, settings.app_id), datetime.now(timezone.utc),
+    after, forced = plan_switch(log_now, version, group_members(settings.kafka, settings.kafka.app_id), datetime.now(timezone.utc),
                                 force_tastes=force_tastes)
     assert before is not None  # plan_switch refuses without a catalogue
-    write_catalog(settings, Producer(producer_config(settings)), after)
+    write_catalog(settings.kafka, Producer(producer_config(settings.kafka)), after)
     log.info("embedding version switched", extra={"version": after.live, "previous": before.live,
                                                    "forced_tastes": sorted(forced)})
     report = SwitchReport(live=after.live, left=before.live, rollback_target=rollback_target(after),
                           written_at=after.written_at, forced_tastes=sorted(forced))
-    missing = _wait(lambda: rankers_not_serving(settings, after.live, after.written_at), wait_rankers_s,
+    missing = _wait(lambda: rankers_not_serving(settings.kafka, after.live, after.written_at), wait_rankers_s,
                     f"ranker(s) to rank with {after.live}", out)
-    members = group_members(settings, settings.ranker_group) or set()
+    members = group_members(settings.kafka, settings.kafka.ranker_group) or set()
     report.rankers = sorted(members - missing)
     report.rankers_missing = sorted(missing)
     return report
@@ -443,8 +444,8 @@ def drop_version(settings: Settings, version: str, *, out: TextIO | None = None)
     Started again after a crash, it finishes the deletion (a version already gone from the catalogue is
     only swept). Raises :class:`~flitfeed.index.versions.VersionError` for the live version.
     """
-    catalog = read_catalog(settings)
-    producer = Producer(producer_config(settings))
+    catalog = read_catalog(settings.kafka)
+    producer = Producer(producer_config(settings.kafka))
     if catalog is not None and catalog.live == version:
         raise VersionError(f"{version} is the live version: it cannot be dropped")
     if catalog is not None and entry(catalog, version) is not None:
@@ -452,20 +453,20 @@ def drop_version(settings: Settings, version: str, *, out: TextIO | None = None)
         if version == rollback_target(catalog):
             print(f"{version} was the rollback target; it is now {rollback_target(after) or 'none (no rollback)'}",
                   file=out or sys.stderr, flush=True)
-        write_catalog(settings, producer, after)
+        write_catalog(settings.kafka, producer, after)
     acks = tuple(ack_prefix(version, kind) for kind in ACK_KINDS)  # type: ignore[arg-type]
     deleted = 0
     for name, mine in ((TOPIC_FLIT_VECTORS, _of_version(version)),
                        (TOPIC_MODEL_VERSIONS, lambda key, value: key.startswith(acks))):
-        topic = settings.topic(name)
-        marks = watermarks(settings, topic)
+        topic = settings.kafka.topic(name)
+        marks = watermarks(settings.kafka, topic)
         progress = Progress(f"deleting {version} from {topic}", sum(h - lo for lo, h in marks.values()), out,
                             unit="records")
         read = 0
 
         def records(partition: int, low: int, high: int) -> Iterable[tuple[bytes | None, bytes | None]]:
             nonlocal read
-            for m in read_partition(settings, topic, partition, group_id=f"{settings.app_id}-drop-unused",
+            for m in read_partition(settings.kafka, topic, partition, group_id=f"{settings.kafka.app_id}-drop-unused",
                                     start=low, until=high, timeout_s=600 + (high - low) / 1000):
                 read += 1
                 if read % 1000 == 0:
@@ -482,14 +483,14 @@ def drop_version(settings: Settings, version: str, *, out: TextIO | None = None)
         progress.finish()
     if producer.flush(60):
         raise TimeoutError("tombstones not acknowledged by the broker within 60 s")
-    if is_shared(settings):
+    if is_shared(settings.index):
         # Last, once every service had time to stop using it (they follow the catalogue within a second):
         # the version's collection on the Qdrant server, and with it its disk there.
         from flitfeed.index.server import drop_collection
 
-        for name in collections_to_drop(settings.collection, version, catalog):
-            if drop_collection(settings.qdrant_url, name, api_key=settings.qdrant_api_key_value() or None,
-                               ca_file=settings.qdrant_ca_file):
+        for name in collections_to_drop(settings.index.collection, version, catalog):
+            if drop_collection(settings.index.qdrant_url, name, api_key=settings.index.qdrant_api_key_value() or None,
+                               ca_file=settings.index.qdrant_ca_file):
                 print(f"deleted collection {name} from the Qdrant server", file=out or sys.stderr, flush=True)
     log.info("version dropped", extra={"version": version, "records": deleted})
     return deleted

@@ -38,7 +38,8 @@ from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.config import INSTANCE_HEADER, client_config, consumer_config
 from flitfeed.kafka.reading import consume_available
 from flitfeed.monitoring.metrics import Metrics
-from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FLIT_VECTORS
 from flitfeed.startup import kafka_call
 from flitfeed.streams.embedding import indexed_flit
 from flitfeed.streams.events import DecodeError, FlitVector, decode_internal, to_epoch
@@ -81,7 +82,7 @@ class FlitVectorReplicator:
 
         ``gate`` says which version this replica serves (default: the version its index holds, else the
         first the workers publish); the caller makes sure the index holds no other (``flitfeed/cli.py``)."""
-        self._topic = settings.topic(TOPIC_FLIT_VECTORS)
+        self._topic = settings.kafka.topic(TOPIC_FLIT_VECTORS)
         self.gate = gate if gate is not None else VersionGate()
         self._index = index
         self._write_index = write_index
@@ -93,9 +94,9 @@ class FlitVectorReplicator:
         # The group id is never used for commits (we assign and store offsets ourselves);
         # librdkafka just requires one.
         self._consumer = Consumer(consumer_config(
-            settings, group_id=f"{settings.app_id}-replica-unused",
+            settings.kafka, group_id=f"{settings.kafka.app_id}-replica-unused",
             **{"enable.partition.eof": True}))
-        self._admin = AdminClient(client_config(settings))
+        self._admin = AdminClient(client_config(settings.kafka))
         meta = kafka_call(lambda: self._consumer.list_topics(self._topic, timeout=10),
                           what=f"metadata of {self._topic}")
         partitions = sorted(meta.topics[self._topic].partitions)
@@ -105,7 +106,7 @@ class FlitVectorReplicator:
         # One index write per flit per process: a record this very process published (its instance, at an
         # offset past the log end when it started) was written to its index by the agent that embedded it.
         # Records of an earlier life of the same instance are applied: the index may have been rebuilt since.
-        self._instance = settings.instance().encode()
+        self._instance = settings.kafka.instance().encode()
         self._born = self.log_end() if write_index else {}
 
     def log_end(self) -> dict[int, int]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from flitfeed.encoders.user_vector import TasteParams, UserProfile
 from flitfeed.index.base import IndexedFlit
-from flitfeed.settings import Settings
+from flitfeed.settings import EventLimits, WorkerConfig
 from flitfeed.streams.effects import Count, Effect, ObserveTaste, Park, Publish, RawMessage, Reject, StoreProfile
 from flitfeed.streams.events import (Interaction, ParkedInteraction, Reason, UserState, check_user_key,
                                      decode_interaction, from_epoch, to_epoch)
@@ -36,9 +36,9 @@ Outcome = Literal["applied", "duplicate", "park"]
 VectorsOf = Callable[[Sequence[str]], Mapping[str, np.ndarray]]
 
 
-def taste_params(settings: Settings) -> TasteParams:
-    return TasteParams(half_life_s=settings.taste_half_life_s, seen_capacity=settings.seen_capacity,
-                       muted_capacity=settings.muted_capacity, dedup_capacity=settings.dedup_capacity)
+def taste_params(cfg: WorkerConfig) -> TasteParams:
+    return TasteParams(half_life_s=cfg.taste_half_life_s, seen_capacity=cfg.seen_capacity,
+                       muted_capacity=cfg.muted_capacity, dedup_capacity=cfg.dedup_capacity)
 
 
 def apply_interaction(event: Interaction, profile: UserProfile, lookup: Callable[[str], IndexedFlit | None],
@@ -133,30 +133,29 @@ def refresh_tastes(stored: dict[str, Any], others: Mapping[str, VectorsOf], para
     return profile.to_dict(), user_state(profile, profile.last_event_id, 0.0, now)
 
 
-def retry_delay(attempts: int, settings: Settings) -> float:
+def retry_delay(attempts: int, cfg: WorkerConfig) -> float:
     """Exponential back-off for parked interactions.
 
-    >>> s = Settings(park_base_delay_s=0.25, park_max_delay_s=2.0)
-    >>> [retry_delay(a, s) for a in range(5)]
+    >>> cfg = WorkerConfig(park_base_delay_s=0.25, park_max_delay_s=2.0)
+    >>> [retry_delay(a, cfg) for a in range(5)]
     [0.25, 0.5, 1.0, 2.0, 2.0]
     """
-    return min(settings.park_base_delay_s * 2.0 ** attempts, settings.park_max_delay_s)
+    return min(cfg.park_base_delay_s * 2.0 ** attempts, cfg.park_max_delay_s)
 
 
 def next_park(parked: ParkedInteraction | None, event: Interaction, raw_b64: str, partition: int, offset: int,
-              now: float, settings: Settings) -> ParkedInteraction | None:
+              now: float, worker: WorkerConfig) -> ParkedInteraction | None:
     """The parked record for another try, or None when the attempts are used up."""
     attempts = 0 if parked is None else parked.attempts + 1
-    if attempts >= settings.park_max_attempts:
+    if attempts >= worker.park_max_attempts:
         return None
     return ParkedInteraction(interaction=event, raw_b64=raw_b64, source_partition=partition,
-                             source_offset=offset, attempts=attempts, not_before=now + retry_delay(attempts, settings))
+                             source_offset=offset, attempts=attempts, not_before=now + retry_delay(attempts, worker))
 
 
-def decode_user_interaction(msg: RawMessage, settings: Settings, now: float) -> Interaction:
+def decode_user_interaction(msg: RawMessage, limits: EventLimits, now: float) -> Interaction:
     """An ``interactions`` message, decoded and checked (its key is its user id); raises ``DecodeError``."""
-    interaction = decode_interaction(msg.value, now=now, max_skew_s=settings.max_clock_skew_s,
-                                     max_age_s=settings.max_event_age_s, max_bytes=settings.max_message_bytes)
+    interaction = decode_interaction(msg.value, now=now, limits=limits)
     check_user_key(msg.key, interaction.user_id)
     return interaction
 
@@ -174,7 +173,7 @@ class Decision:
 
 def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | None,
            lookup: Callable[[str], IndexedFlit | None], *, parked: ParkedInteraction | None, source_topic: str,
-           now: float, params: TasteParams, settings: Settings,
+           now: float, params: TasteParams, worker: WorkerConfig,
            others: Mapping[str, VectorsOf] | None = None) -> Decision:
     """What to do with one interaction, from ``source_topic`` (``msg``) or a parked retry of it (``parked``,
     read from ``msg``), for a user whose stored profile is ``stored`` (``UserProfile.to_dict()``; None = new).
@@ -200,14 +199,14 @@ def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | N
         raw_b64 = parked.raw_b64 if parked else base64.b64encode(msg.value or b"").decode("ascii")
         partition = parked.source_partition if parked else msg.partition
         offset = parked.source_offset if parked else msg.offset
-        nxt = next_park(parked, interaction, raw_b64, partition, offset, now, settings)
+        nxt = next_park(parked, interaction, raw_b64, partition, offset, now, worker)
         if nxt is not None:
             return Decision("park", (Park(nxt),))
         original = RawMessage(topic=source_topic, partition=partition, offset=offset,
                               key=interaction.user_id.encode(), value=base64.b64decode(raw_b64),
                               timestamp=msg.timestamp)
         return Decision("expired", (Reject(original, Reason.FLIT_NOT_FOUND, f"flit {interaction.flit_id} not in "
-                                           f"the index after {settings.park_max_attempts} attempts"),))
+                                           f"the index after {worker.park_max_attempts} attempts"),))
     return Decision("applied", (StoreProfile(profile.user_id, profile.to_dict()),
                                 ObserveTaste(before, profile.query_vector()), Count("processed", source_topic),
                                 _publish_state(profile, interaction.event_id, msg.timestamp, now)))

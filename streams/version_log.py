@@ -19,7 +19,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from flitfeed.index.versions import ACK_KINDS, AckKind
 from flitfeed.kafka.config import consumer_config, instance_headers
 from flitfeed.kafka.reading import consume_available, read_partition
-from flitfeed.settings import TOPIC_MODEL_VERSIONS, Settings
+from flitfeed.settings import KafkaConfig
+from flitfeed.streams.topics import TOPIC_MODEL_VERSIONS
 from flitfeed.startup import kafka_call
 from flitfeed.streams.events import DecodeError, VersionAck, VersionCatalog, decode_internal
 from flitfeed.streams.topics import INTERNAL_MAX_BYTES
@@ -127,29 +128,29 @@ class VersionsLog:
 _ACK_PREFIXES = {prefix.encode(): kind for kind, prefix in ACK_KINDS.items()}
 
 
-def _partitions(settings: Settings, consumer: Consumer) -> list[int]:
-    topic = settings.topic(TOPIC_MODEL_VERSIONS)
+def _partitions(kafka: KafkaConfig, consumer: Consumer) -> list[int]:
+    topic = kafka.topic(TOPIC_MODEL_VERSIONS)
     # All topics, not list_topics(topic): asking for one by name may auto-create it, uncompacted.
     meta = kafka_call(lambda: consumer.list_topics(timeout=10), what="topic metadata")
     return sorted(meta.topics[topic].partitions) if topic in meta.topics else []
 
 
-def read_catalog(settings: Settings, *, timeout_s: float = 30.0) -> VersionCatalog | None:
+def read_catalog(kafka: KafkaConfig, *, timeout_s: float = 30.0) -> VersionCatalog | None:
     """The latest catalogue, or None when no version was ever registered (every deployment before versions)."""
-    return read_versions_log(settings, timeout_s=timeout_s).catalog
+    return read_versions_log(kafka, timeout_s=timeout_s).catalog
 
 
-def read_versions_log(settings: Settings, *, timeout_s: float = 30.0) -> VersionsLog:
+def read_versions_log(kafka: KafkaConfig, *, timeout_s: float = 30.0) -> VersionsLog:
     """Everything on ``model-versions`` up to its end now."""
-    topic = settings.topic(TOPIC_MODEL_VERSIONS)
-    probe = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-versions-unused"))
+    topic = kafka.topic(TOPIC_MODEL_VERSIONS)
+    probe = Consumer(consumer_config(kafka, group_id=f"{kafka.app_id}-versions-unused"))
     try:
-        partitions = _partitions(settings, probe)
+        partitions = _partitions(kafka, probe)
     finally:
         probe.close()
     log = VersionsLog()
     for p in partitions:
-        for m in read_partition(settings, topic, p, group_id=f"{settings.app_id}-versions-unused",
+        for m in read_partition(kafka, topic, p, group_id=f"{kafka.app_id}-versions-unused",
                                 timeout_s=timeout_s):
             log.apply(m.key(), m.value())
     return log
@@ -158,15 +159,15 @@ def read_versions_log(settings: Settings, *, timeout_s: float = 30.0) -> Version
 class CatalogFollower:
     """Follows ``model-versions`` from its start (blocking calls: run it off an event loop).
 
-    >>> follower = CatalogFollower(settings)        # doctest: +SKIP
+    >>> follower = CatalogFollower(kafka)        # doctest: +SKIP
     >>> follower.poll(timeout=0.5)                  # a newer catalogue, or None  # doctest: +SKIP
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, kafka: KafkaConfig) -> None:
         self.log = VersionsLog()
-        self._consumer = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-versions-unused"))
-        topic = settings.topic(TOPIC_MODEL_VERSIONS)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in _partitions(settings, self._consumer)])
+        self._consumer = Consumer(consumer_config(kafka, group_id=f"{kafka.app_id}-versions-unused"))
+        topic = kafka.topic(TOPIC_MODEL_VERSIONS)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in _partitions(kafka, self._consumer)])
 
     def poll(self, timeout: float = 0.0) -> VersionCatalog | None:
         """A newer catalogue than the last one returned, if one arrived within ``timeout`` s."""
@@ -180,7 +181,7 @@ class CatalogFollower:
         self._consumer.close()
 
 
-def ack_record(settings: Settings, version: str, kind: AckKind = "embedding", *,
+def ack_record(kafka: KafkaConfig, version: str, kind: AckKind = "embedding", *,
                at: datetime | None = None) -> tuple[bytes, bytes]:
     """The (key, value) of this service's acknowledgement of ``version``: a worker's ``embedding`` (it embeds
     new flits with it too) or ``tastes`` (it rebuilt every owned user's taste in it), a ranker's ``serving``
@@ -189,16 +190,16 @@ def ack_record(settings: Settings, version: str, kind: AckKind = "embedding", *,
 
     from flitfeed.index.versions import ack_key
 
-    instance = settings.instance()
+    instance = kafka.instance()
     return ack_key(version, instance, kind), VersionAck(version=version, instance=instance, kind=kind,
                                                         at=at or datetime.now(timezone.utc)).to_bytes()
 
 
-def write_catalog(settings: Settings, producer: Producer, catalog: VersionCatalog) -> None:
+def write_catalog(kafka: KafkaConfig, producer: Producer, catalog: VersionCatalog) -> None:
     """Publish ``catalog`` and wait until the broker has it (a switch must be durable before it is announced)."""
-    record = catalog.model_copy(update={"written_by": settings.instance()})
-    producer.produce(settings.topic(TOPIC_MODEL_VERSIONS), key=CATALOG_KEY, value=record.to_bytes(),
-                     headers=instance_headers(settings))
+    record = catalog.model_copy(update={"written_by": kafka.instance()})
+    producer.produce(kafka.topic(TOPIC_MODEL_VERSIONS), key=CATALOG_KEY, value=record.to_bytes(),
+                     headers=instance_headers(kafka))
     remaining = producer.flush(30)
     if remaining:
         raise TimeoutError("the version catalogue was not acknowledged by the broker within 30 s")

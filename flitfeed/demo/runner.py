@@ -33,7 +33,8 @@ from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait
 from flitfeed.kafka.local_broker import kafka_script
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.monitoring.prometheus import LocalPrometheus
-from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS
 from flitfeed.streams.events import Feed, FeedRequest
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,13 @@ def run_settings(settings: Settings, stamp: str) -> Settings:
     """The settings of one demo run: topics, groups and data of its own.
 
     >>> s = run_settings(Settings(topic_prefix="x-"), "20261125-170000")
-    >>> s.topic("feeds"), s.ranker_group, s.data_dir.name
+    >>> s.kafka.topic("feeds"), s.kafka.ranker_group, s.data_dir.name
     ('x-demo-20261125-170000-feeds', 'flitfeed-ranker-demo-20261125-170000', '20261125-170000')
     """
-    return settings.model_copy(update={
-        "topic_prefix": f"{settings.topic_prefix}demo-{stamp}-",
-        "app_id": f"{settings.app_id}-demo-{stamp}",
-        "ranker_group": f"{settings.ranker_group}-demo-{stamp}",
+    return settings.replace(**{
+        "topic_prefix": f"{settings.kafka.topic_prefix}demo-{stamp}-",
+        "app_id": f"{settings.kafka.app_id}-demo-{stamp}",
+        "ranker_group": f"{settings.kafka.ranker_group}-demo-{stamp}",
         "data_dir": settings.data_dir / "demo-runs" / stamp,
     })
 
@@ -112,20 +113,20 @@ def run_demo(settings: Settings, duration_s: float | None = None, seed: int = 7)
                 print("the broker did not start; see the log above", file=sys.stderr)
                 return 1
             started_broker = True
-        wait_for_broker(settings, timeout_s=60)
-        create_topics(settings)
+        wait_for_broker(settings.kafka, timeout_s=60)
+        create_topics(settings.kafka)
         created = True
         # Processes announce their metrics address here; the demo's Prometheus scrapes what it finds.
         targets_dir = base.targets_dir().resolve()
         env = dict(os.environ, PYTHONUNBUFFERED="1", FLITFEED_METRICS_TARGETS_DIR=str(targets_dir),
-                   FLITFEED_TOPIC_PREFIX=settings.topic_prefix, FLITFEED_APP_ID=settings.app_id,
-                   FLITFEED_RANKER_GROUP=settings.ranker_group, FLITFEED_DATA_DIR=str(settings.data_dir))
-        print(f"this run's topics: {settings.topic_prefix}* (deleted when it ends)", flush=True)
+                   FLITFEED_TOPIC_PREFIX=settings.kafka.topic_prefix, FLITFEED_APP_ID=settings.kafka.app_id,
+                   FLITFEED_RANKER_GROUP=settings.kafka.ranker_group, FLITFEED_DATA_DIR=str(settings.data_dir))
+        print(f"this run's topics: {settings.kafka.topic_prefix}* (deleted when it ends)", flush=True)
         print("starting worker and ranker (loading the embedding model takes a few seconds) ...", flush=True)
         procs = [_spawn("worker", env, log_dir), _spawn("ranker", env, log_dir)]
         print(f"  logs:    {log_dir}/worker.log, {log_dir}/ranker.log")
-        print(f"  metrics: http://{settings.metrics_host}:{settings.worker_metrics_port}/metrics (worker), "
-              f"http://{settings.metrics_host}:{settings.ranker_metrics_port}/metrics (ranker); "
+        print(f"  metrics: http://{settings.monitoring.metrics_host}:{settings.monitoring.worker_metrics_port}/metrics (worker), "
+              f"http://{settings.monitoring.metrics_host}:{settings.monitoring.ranker_metrics_port}/metrics (ranker); "
               f"/livez and /readyz beside them; a taken port falls back to a free one, listed in {targets_dir}",
               flush=True)
         prometheus = _start_prometheus(base, targets_dir)
@@ -162,17 +163,17 @@ def _clean_up(settings: Settings) -> None:
 
         from flitfeed.kafka.config import client_config
 
-        listed = AdminClient(client_config(settings)).list_topics(timeout=10).topics
+        listed = AdminClient(client_config(settings.kafka)).list_topics(timeout=10).topics
         # The run's own topics, and those its Faust app created (changelog, assignor) under its app id.
-        names = [t for t in listed if t.startswith(settings.topic_prefix) or t.startswith(f"{settings.app_id}-")]
-        delete_topics(settings, names or topic_names(settings))
+        names = [t for t in listed if t.startswith(settings.kafka.topic_prefix) or t.startswith(f"{settings.kafka.app_id}-")]
+        delete_topics(settings.kafka, names or topic_names(settings.kafka))
     except Exception as exc:  # the demo still ends cleanly; the names say what is left
-        print(f"could not delete this run's topics ({exc}); they start with {settings.topic_prefix}", flush=True)
+        print(f"could not delete this run's topics ({exc}); they start with {settings.kafka.topic_prefix}", flush=True)
 
 
 def _start_prometheus(settings: Settings, targets_dir: Path) -> LocalPrometheus | None:
     """Start the project's Prometheus where it is installed; returns it when this demo started it."""
-    prom = LocalPrometheus(port=settings.prometheus_port, data_dir=settings.data_dir / "prometheus",
+    prom = LocalPrometheus(port=settings.monitoring.prometheus_port, data_dir=settings.data_dir / "prometheus",
                            targets_dir=targets_dir)
     if not prom.installed():
         print("  prometheus: not installed (deploy/prometheus/prometheus.sh install); dashboards: deploy/grafana/",
@@ -199,13 +200,13 @@ def stream_world(settings: Settings, world: World, duration_s: float | None, *,
     now = time.time()
     board = Scoreboard(world)
     extra = {} if log_dir is None else {"logger": quiet_kafka_logger(log_dir)}
-    producer = Producer(producer_config(settings, **extra))
-    feeds = Consumer(consumer_config(settings, group_id=f"flitfeed-demo-{int(now)}",
+    producer = Producer(producer_config(settings.kafka, **extra))
+    feeds = Consumer(consumer_config(settings.kafka, group_id=f"flitfeed-demo-{int(now)}",
                                      **{"auto.offset.reset": "latest"}, **extra))
-    feeds.subscribe([settings.topic(TOPIC_FEEDS)])
+    feeds.subscribe([settings.kafka.topic(TOPIC_FEEDS)])
 
     def send(topic: str, key: str, value: bytes) -> None:
-        producer.produce(settings.topic(topic), key=key.encode(), value=value)
+        producer.produce(settings.kafka.topic(topic), key=key.encode(), value=value)
         producer.poll(0)
 
     # A first catalogue so birds have something to browse before any feed exists.

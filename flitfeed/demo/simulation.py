@@ -60,7 +60,7 @@ class SimulationResult:
 class Simulation:
     """The demo's world and the services' state, on simulated time (see the module docstring).
 
-    >>> sim = Simulation(seed=7, encoder=make_encoder(Settings()))   # doctest: +SKIP
+    >>> sim = Simulation(seed=7, encoder=make_encoder(EncoderConfig()))   # doctest: +SKIP
     >>> sim.run(75.0); sim.taste_probe().top_share                   # doctest: +SKIP
     1.0
     """
@@ -69,27 +69,27 @@ class Simulation:
                  params: RankerParams | None = None, learning: bool = True,
                  start: float = 1_800_000_000.0) -> None:
         self.settings = settings = settings or Settings()
-        self.params = params = params or RankerParams.from_settings(settings)
+        self.params = params = params or RankerParams.from_config(settings.ranker)
         self.encoder = encoder
         self.learning = learning
         self.start = self.now = start
         self.world = World(seed=seed, start=start)
         self.board = Scoreboard(self.world)
         self.index = MemoryIndex(encoder.dim)
-        self.recent = RecentFlits(capacity=settings.recent_flits_capacity)
-        self.engagement = EngagementTracker(half_life_s=settings.popularity_half_life_s,
-                                            capacity=max(10 * settings.recent_flits_capacity, 10_000))
-        self.coengagement = CoEngagement(capacity=settings.coengagement_capacity, history=params.coengagement_history,
+        self.recent = RecentFlits(capacity=settings.ranker.recent_flits_capacity)
+        self.engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
+                                            capacity=max(10 * settings.ranker.recent_flits_capacity, 10_000))
+        self.coengagement = CoEngagement(capacity=settings.ranker.coengagement_capacity, history=params.coengagement_history,
                                          recency=params.coengagement_recency, beta=params.coengagement_beta)
-        self.affinity = Affinity(max_users=settings.coengagement_users)
-        self.model = ActionModel(learning_rate=settings.model_learning_rate)
+        self.affinity = Affinity(max_users=settings.ranker.coengagement_users)
+        self.model = ActionModel(learning_rate=settings.ranker.model_learning_rate)
         self.learner = ExampleLearner(self.model)
-        self.join = ImpressionJoin(window_s=settings.feedback_window_s)
+        self.join = ImpressionJoin(window_s=settings.ranker.feedback_window_s)
         self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement,
                                             model=self.model, affinity=self.affinity)
         self.profiles: dict[str, UserProfile] = {}
         self.points: dict[str, IndexedFlit] = {}
-        self.taste = taste_params(settings)
+        self.taste = taste_params(settings.worker)
         self.windows: dict[int, list[float]] = {}
         self.diversity: list[tuple[float, float]] = []
         self.n_feeds = 0
@@ -112,7 +112,7 @@ class Simulation:
         self.n_feeds += 1
         profile = self.profiles.get(user)
         state = None if profile is None else user_state(profile, trigger_id=trigger_id, trigger_ts=self.now)
-        query = feed_query(state, user, self.settings.feed_k, self.now, trigger_id=trigger_id)
+        query = feed_query(state, user, self.settings.ranker.feed_k, self.now, trigger_id=trigger_id)
         result = self.pipeline.run(query)
         impression = impression_for(query, result.items, f"imp-{self.n_feeds}")
         self.join.add(impression)
@@ -179,7 +179,7 @@ class Simulation:
             self.interact(self._event(user, fid, "like"))
         self.interact(self._event(user, popular[0].flit_id, "hide"))
         feeds = [self.serve(user, f"probe-{self.n_feeds}", "request")]
-        self.now += self.settings.feedback_window_s + TICK_S
+        self.now += self.settings.ranker.feedback_window_s + TICK_S
         if self.learning:
             self.learner.learn_many(self.join.expire(self.now))
         feeds.append(self.serve(user, f"probe-{self.n_feeds}", "request"))
@@ -229,10 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     from flitfeed.encoders.factory import make_encoder
 
     settings = Settings()
-    params = RankerParams.from_settings(settings)
+    params = RankerParams.from_config(settings.ranker)
     if args.set:
         params = replace(params, **{k: float(v) for k, v in (s.split("=", 1) for s in args.set)})
-    encoder = make_encoder(settings)
+    encoder = make_encoder(settings.encoder)
     for seed in args.seeds:
         sim = Simulation(seed, encoder=encoder, settings=settings, params=params, learning=not args.no_learning)
         sim.run(args.duration)

@@ -5,7 +5,7 @@ Topics are never auto-created (the local broker runs with
 that creates them, with the partition count and cleanup policy they need.
 
 Topic names given to and returned by these functions are *real* names, i.e.
-with ``settings.topic_prefix`` already applied.
+with ``kafka.topic_prefix`` already applied.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic, ResourceType
 
 from flitfeed.kafka.config import client_config
-from flitfeed.settings import Settings
+from flitfeed.settings import KafkaConfig
 from flitfeed.streams.topics import TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
@@ -59,19 +59,19 @@ class BrokerUnavailableError(KafkaAdminError):
 TOPIC_SPECS: tuple[TopicSpec, ...] = TOPICS
 
 
-def topic_names(settings: Settings) -> list[str]:
+def topic_names(kafka: KafkaConfig) -> list[str]:
     """The real names of all flitfeed topics, in :data:`TOPIC_SPECS` order."""
-    return [settings.topic(spec.name) for spec in TOPIC_SPECS]
+    return [kafka.topic(spec.name) for spec in TOPIC_SPECS]
 
 
-def wait_for_broker(settings: Settings, timeout_s: float = 30.0) -> None:
+def wait_for_broker(kafka: KafkaConfig, timeout_s: float = 30.0) -> None:
     """Return once a broker answers a metadata request; raise
     :class:`BrokerUnavailableError` after ``timeout_s`` seconds otherwise."""
     deadline = time.monotonic() + timeout_s
     # librdkafka reports why a connection failed (refused, TLS, SASL authentication) only through the
     # error callback; the metadata call just says "transport failure". Keep the reason for the message.
     reasons: list[str] = []
-    admin = AdminClient(client_config(settings, logger=_client_log,
+    admin = AdminClient(client_config(kafka, logger=_client_log,
                                       error_cb=lambda err: reasons.append(f"{err.name()}: {err.str()}")))
     last_error: object = "no answer"
     while (remaining := deadline - time.monotonic()) > 0:
@@ -81,7 +81,7 @@ def wait_for_broker(settings: Settings, timeout_s: float = 30.0) -> None:
             last_error = _describe_exception(exc)
         else:
             if metadata.brokers:
-                log.debug("Kafka broker(s) up at %s: %s", settings.bootstrap_servers, sorted(metadata.brokers))
+                log.debug("Kafka broker(s) up at %s: %s", kafka.bootstrap_servers, sorted(metadata.brokers))
                 return
             last_error = "metadata lists no live broker"
         finally:
@@ -89,12 +89,12 @@ def wait_for_broker(settings: Settings, timeout_s: float = 30.0) -> None:
         time.sleep(max(0.0, min(_POLL_INTERVAL_S, deadline - time.monotonic())))
     cause = f"; cause: {reasons[-1]}" if reasons else ""
     raise BrokerUnavailableError(
-        f"no Kafka broker answered at {settings.bootstrap_servers} within {timeout_s:g}s "
+        f"no Kafka broker answered at {kafka.bootstrap_servers} within {timeout_s:g}s "
         f"(last error: {last_error}{cause}); for the local broker run: bash deploy/kafka/kafka.sh start"
     )
 
 
-def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+def create_topics(kafka: KafkaConfig, *, timeout_s: float = 30.0) -> list[str]:
     """Create every topic of :data:`TOPIC_SPECS` that does not exist yet and
     wait until all of them have a leader for every partition.
 
@@ -103,12 +103,12 @@ def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
     differs from the spec is logged as a warning, not changed.
     """
     deadline = time.monotonic() + timeout_s
-    admin = _admin(settings)
+    admin = _admin(kafka)
     new_topics = [
         NewTopic(
-            settings.topic(spec.name),
-            num_partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
+            kafka.topic(spec.name),
+            num_partitions=kafka.partitions,
+            replication_factor=kafka.replication_factor,
             config=dict(spec.config),
         )
         for spec in TOPIC_SPECS
@@ -135,25 +135,25 @@ def create_topics(settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
             created.append(name)
     admin.poll(0)
     if failures:
-        raise KafkaAdminError(f"could not create topics at {settings.bootstrap_servers}: {_group(failures)}")
+        raise KafkaAdminError(f"could not create topics at {kafka.bootstrap_servers}: {_group(failures)}")
     if created:
         log.info("created topics %s", ", ".join(sorted(created)))
 
     names = [topic.topic for topic in new_topics]
-    metadata = _wait_for_topics(admin, settings, names, deadline)
+    metadata = _wait_for_topics(admin, kafka, names, deadline)
     if existing:
-        _warn_on_drift(admin, settings, existing, metadata, deadline)
+        _warn_on_drift(admin, kafka, existing, metadata, deadline)
     return names
 
 
-def delete_topics(settings: Settings, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
+def delete_topics(kafka: KafkaConfig, names: Iterable[str], *, timeout_s: float = 30.0) -> None:
     """Delete the given (real) topics and wait until they are gone from the
     metadata. Topics that do not exist are ignored."""
     names = list(dict.fromkeys(names))
     if not names:
         return
     deadline = time.monotonic() + timeout_s
-    admin = _admin(settings)
+    admin = _admin(kafka)
     futures = admin.delete_topics(names, operation_timeout=max(timeout_s - 1.0, 0.1), request_timeout=timeout_s)
     failures: dict[str, str] = {}
     for name, future in futures.items():
@@ -164,28 +164,28 @@ def delete_topics(settings: Settings, names: Iterable[str], *, timeout_s: float 
                 failures[name] = _describe_exception(exc)
     admin.poll(0)
     if failures:
-        raise KafkaAdminError(f"could not delete topics at {settings.bootstrap_servers}: {_group(failures)}")
+        raise KafkaAdminError(f"could not delete topics at {kafka.bootstrap_servers}: {_group(failures)}")
 
     pending = set(names)
     while pending:
-        metadata = _metadata(admin, settings, deadline)
+        metadata = _metadata(admin, kafka, deadline)
         pending &= set(metadata.topics)
         if not pending:
             break
         if time.monotonic() >= deadline:
             raise KafkaAdminError(
-                f"topics still listed {timeout_s:g}s after deletion at {settings.bootstrap_servers}: "
+                f"topics still listed {timeout_s:g}s after deletion at {kafka.bootstrap_servers}: "
                 + ", ".join(sorted(pending))
             )
         time.sleep(_POLL_INTERVAL_S)
     log.info("deleted topics %s", ", ".join(sorted(names)))
 
 
-def describe(settings: Settings, *, timeout_s: float = 10.0) -> dict[str, int]:
+def describe(kafka: KafkaConfig, *, timeout_s: float = 10.0) -> dict[str, int]:
     """Partition count of each flitfeed topic that exists, by real name."""
-    admin = _admin(settings)
-    metadata = _metadata(admin, settings, time.monotonic() + timeout_s)
-    wanted = set(topic_names(settings))
+    admin = _admin(kafka)
+    metadata = _metadata(admin, kafka, time.monotonic() + timeout_s)
+    wanted = set(topic_names(kafka))
     return {
         name: len(topic.partitions)
         for name, topic in metadata.topics.items()
@@ -193,35 +193,35 @@ def describe(settings: Settings, *, timeout_s: float = 10.0) -> dict[str, int]:
     }
 
 
-def _admin(settings: Settings) -> AdminClient:
-    return AdminClient(client_config(settings, logger=_client_log))
+def _admin(kafka: KafkaConfig) -> AdminClient:
+    return AdminClient(client_config(kafka, logger=_client_log))
 
 
-def _metadata(admin: AdminClient, settings: Settings, deadline: float) -> ClusterMetadata:
+def _metadata(admin: AdminClient, kafka: KafkaConfig, deadline: float) -> ClusterMetadata:
     remaining = max(deadline - time.monotonic(), 0.1)
     try:
         return admin.list_topics(timeout=min(remaining, _MAX_REQUEST_S))
     except KafkaException as exc:
         raise BrokerUnavailableError(
-            f"metadata request to {settings.bootstrap_servers} failed: {_describe_exception(exc)}"
+            f"metadata request to {kafka.bootstrap_servers} failed: {_describe_exception(exc)}"
         ) from exc
     finally:
         admin.poll(0)
 
 
 def _wait_for_topics(
-    admin: AdminClient, settings: Settings, names: list[str], deadline: float
+    admin: AdminClient, kafka: KafkaConfig, names: list[str], deadline: float
 ) -> ClusterMetadata:
     """Metadata once every topic is listed and every partition has a leader:
     producing to a topic before that fails with "unknown topic" errors."""
     while True:
-        metadata = _metadata(admin, settings, deadline)
+        metadata = _metadata(admin, kafka, deadline)
         not_ready = [name for name in names if not _is_ready(metadata, name)]
         if not not_ready:
             return metadata
         if time.monotonic() >= deadline:
             raise KafkaAdminError(
-                f"topics not ready at {settings.bootstrap_servers} in time: " + ", ".join(sorted(not_ready))
+                f"topics not ready at {kafka.bootstrap_servers} in time: " + ", ".join(sorted(not_ready))
             )
         time.sleep(_POLL_INTERVAL_S)
 
@@ -235,18 +235,18 @@ def _is_ready(metadata: ClusterMetadata, name: str) -> bool:
 
 def _warn_on_drift(
     admin: AdminClient,
-    settings: Settings,
+    kafka: KafkaConfig,
     names: list[str],
     metadata: ClusterMetadata,
     deadline: float,
 ) -> None:
     """Log topics created earlier with other partitions or configs: a
     compacted topic created as a delete topic loses data silently."""
-    specs = {settings.topic(spec.name): spec for spec in TOPIC_SPECS}
+    specs = {kafka.topic(spec.name): spec for spec in TOPIC_SPECS}
     for name in names:
         partitions = len(metadata.topics[name].partitions)
-        if partitions != settings.partitions:
-            log.warning("topic %s has %d partitions, settings ask for %d", name, partitions, settings.partitions)
+        if partitions != kafka.partitions:
+            log.warning("topic %s has %d partitions, kafka ask for %d", name, partitions, kafka.partitions)
 
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
     remaining = max(deadline - time.monotonic(), 1.0)

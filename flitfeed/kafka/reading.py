@@ -13,7 +13,7 @@ from typing import Iterator
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from flitfeed.kafka.config import consumer_config
-from flitfeed.settings import Settings
+from flitfeed.settings import KafkaConfig
 from flitfeed.startup import kafka_call
 
 
@@ -31,10 +31,10 @@ def consume_available(consumer: Consumer, num_messages: int, timeout: float) -> 
     return [first, *consumer.consume(num_messages - 1, timeout=0)] if num_messages > 1 else [first]
 
 
-def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+def watermarks(kafka: KafkaConfig, topic: str) -> dict[int, tuple[int, int]]:
     """partition → ``(low, high)`` offsets of ``topic`` now; ``{}`` when the topic does not exist (asked through
     the cluster's topic list: asking for one topic by name may auto-create it)."""
-    probe = Consumer(consumer_config(settings, group_id=f"{settings.app_id}-watermarks-unused"))
+    probe = Consumer(consumer_config(kafka, group_id=f"{kafka.app_id}-watermarks-unused"))
     try:
         meta = kafka_call(lambda: probe.list_topics(timeout=10), what="the cluster's topics")
         if topic not in meta.topics:
@@ -46,7 +46,7 @@ def watermarks(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
         probe.close()
 
 
-def read_partition(settings: Settings, topic: str, partition: int, *, group_id: str,
+def read_partition(kafka: KafkaConfig, topic: str, partition: int, *, group_id: str,
                    since_ms: int | None = None, until: int | None = None, start: int | None = None,
                    timeout_s: float = 60.0) -> Iterator[Message]:
     """The messages of ``topic[partition]`` from its start (or the first at or after ``since_ms``, epoch ms,
@@ -57,7 +57,7 @@ def read_partition(settings: Settings, topic: str, partition: int, *, group_id: 
     is not read within ``timeout_s``, and what :func:`~flitfeed.startup.kafka_call` raises when the broker
     keeps refusing; transient errors are retried there.
     """
-    reader = Consumer(consumer_config(settings, group_id=group_id))
+    reader = Consumer(consumer_config(kafka, group_id=group_id))
     try:
         tp = TopicPartition(topic, partition)
         low, high = kafka_call(lambda: reader.get_watermark_offsets(tp, timeout=10),

@@ -5,8 +5,8 @@ ranker, the index replicas, admin, the CLI) and Faust (aiokafka: the worker).
 Both read the same ``FLITFEED_KAFKA_*`` settings through this module, so a
 deployment configures security once:
 
->>> from flitfeed.settings import Settings
->>> s = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-256",
+>>> from flitfeed.settings import KafkaConfig
+>>> s = KafkaConfig(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-256",
 ...              kafka_sasl_username="worker", kafka_sasl_password="s3cret")
 >>> cfg = librdkafka_security(s)
 >>> cfg["security.protocol"], cfg["sasl.mechanism"], cfg["sasl.username"]
@@ -14,12 +14,12 @@ deployment configures security once:
 >>> creds = faust_credentials(s)
 >>> type(creds).__name__, creds.mechanism.value, creds.protocol.value
 ('SASLCredentials', 'SCRAM-SHA-256', 'SASL_PLAINTEXT')
->>> librdkafka_security(Settings())   # PLAINTEXT: nothing to add
+>>> librdkafka_security(KafkaConfig())   # PLAINTEXT: nothing to add
 {}
 
 Secrets (the SASL password) are read from the environment or a file at the
 moment a client is configured and handed straight to the library; they are
-never logged (settings hold them as ``SecretStr``) and never exported as
+never logged (the settings hold them as ``SecretStr``) and never exported as
 metrics. :func:`redacted` is the form of a client config that may be logged.
 """
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from flitfeed.settings import Settings
+from flitfeed.settings import KafkaConfig
 
 __all__ = ["SecurityConfigError", "librdkafka_security", "faust_credentials", "ssl_context", "redacted"]
 
@@ -40,62 +40,62 @@ class SecurityConfigError(ValueError):
     """The security settings are incomplete or inconsistent (raised at start-up, before connecting)."""
 
 
-def _uses_ssl(settings: Settings) -> bool:
-    return settings.kafka_security_protocol in ("SSL", "SASL_SSL")
+def _uses_ssl(kafka: KafkaConfig) -> bool:
+    return kafka.kafka_security_protocol in ("SSL", "SASL_SSL")
 
 
-def _uses_sasl(settings: Settings) -> bool:
-    return settings.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+def _uses_sasl(kafka: KafkaConfig) -> bool:
+    return kafka.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
 
 
-def _check(settings: Settings) -> None:
-    if _uses_sasl(settings):
-        if not settings.kafka_sasl_username:
-            raise SecurityConfigError(f"FLITFEED_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
+def _check(kafka: KafkaConfig) -> None:
+    if _uses_sasl(kafka):
+        if not kafka.kafka_sasl_username:
+            raise SecurityConfigError(f"FLITFEED_KAFKA_SECURITY_PROTOCOL={kafka.kafka_security_protocol} needs "
                                       "FLITFEED_KAFKA_SASL_USERNAME")
-        if not settings.kafka_sasl_password.get_secret_value() and settings.kafka_sasl_password_file is None:
+        if not kafka.kafka_sasl_password.get_secret_value() and kafka.kafka_sasl_password_file is None:
             raise SecurityConfigError("SASL needs FLITFEED_KAFKA_SASL_PASSWORD or FLITFEED_KAFKA_SASL_PASSWORD_FILE")
-    if (settings.kafka_ssl_certfile is None) != (settings.kafka_ssl_keyfile is None):
+    if (kafka.kafka_ssl_certfile is None) != (kafka.kafka_ssl_keyfile is None):
         raise SecurityConfigError("a TLS client certificate needs both FLITFEED_KAFKA_SSL_CERTFILE and "
                                   "FLITFEED_KAFKA_SSL_KEYFILE")
     for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile", "kafka_sasl_password_file"):
-        path = getattr(settings, name)
+        path = getattr(kafka, name)
         if path is not None and not path.is_file():
             raise SecurityConfigError(f"FLITFEED_{name.upper()}={path} is not a readable file")
 
 
-def librdkafka_security(settings: Settings) -> dict[str, Any]:
+def librdkafka_security(kafka: KafkaConfig) -> dict[str, Any]:
     """The confluent-kafka (librdkafka) properties for the configured protocol."""
-    _check(settings)
-    protocol = settings.kafka_security_protocol
+    _check(kafka)
+    protocol = kafka.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return {}
     config: dict[str, Any] = {"security.protocol": protocol}
-    if _uses_ssl(settings):
+    if _uses_ssl(kafka):
         # Hostname verification stays on (librdkafka's default): the broker's certificate must name it.
-        if settings.kafka_ssl_cafile is not None:
-            config["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
-        if settings.kafka_ssl_certfile is not None:
-            config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
-            config["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
-    if _uses_sasl(settings):
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        config["sasl.username"] = settings.kafka_sasl_username
-        config["sasl.password"] = settings.kafka_sasl_password_value()
+        if kafka.kafka_ssl_cafile is not None:
+            config["ssl.ca.location"] = str(kafka.kafka_ssl_cafile)
+        if kafka.kafka_ssl_certfile is not None:
+            config["ssl.certificate.location"] = str(kafka.kafka_ssl_certfile)
+            config["ssl.key.location"] = str(kafka.kafka_ssl_keyfile)
+    if _uses_sasl(kafka):
+        config["sasl.mechanism"] = kafka.kafka_sasl_mechanism
+        config["sasl.username"] = kafka.kafka_sasl_username
+        config["sasl.password"] = kafka.kafka_sasl_password_value()
     return config
 
 
-def ssl_context(settings: Settings) -> ssl.SSLContext:
+def ssl_context(kafka: KafkaConfig) -> ssl.SSLContext:
     """The TLS context aiokafka uses: the CA to trust and, optionally, a client certificate."""
-    _check(settings)
-    cafile = None if settings.kafka_ssl_cafile is None else str(settings.kafka_ssl_cafile)
+    _check(kafka)
+    cafile = None if kafka.kafka_ssl_cafile is None else str(kafka.kafka_ssl_cafile)
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
-    if settings.kafka_ssl_certfile is not None:
-        context.load_cert_chain(str(settings.kafka_ssl_certfile), str(settings.kafka_ssl_keyfile))
+    if kafka.kafka_ssl_certfile is not None:
+        context.load_cert_chain(str(kafka.kafka_ssl_certfile), str(kafka.kafka_ssl_keyfile))
     return context
 
 
-def faust_credentials(settings: Settings) -> Any:
+def faust_credentials(kafka: KafkaConfig) -> Any:
     """``broker_credentials`` for the Faust app (None for PLAINTEXT).
 
     Faust hands them to every aiokafka client it makes (consumer, producer,
@@ -103,16 +103,16 @@ def faust_credentials(settings: Settings) -> Any:
     """
     import faust
 
-    _check(settings)
-    protocol = settings.kafka_security_protocol
+    _check(kafka)
+    protocol = kafka.kafka_security_protocol
     if protocol == "PLAINTEXT":
         return None
     if protocol == "SSL":
-        return faust.SSLCredentials(ssl_context(settings))
-    return faust.SASLCredentials(username=settings.kafka_sasl_username,
-                                 password=settings.kafka_sasl_password_value(),
-                                 mechanism=settings.kafka_sasl_mechanism,
-                                 ssl_context=ssl_context(settings) if protocol == "SASL_SSL" else None)
+        return faust.SSLCredentials(ssl_context(kafka))
+    return faust.SASLCredentials(username=kafka.kafka_sasl_username,
+                                 password=kafka.kafka_sasl_password_value(),
+                                 mechanism=kafka.kafka_sasl_mechanism,
+                                 ssl_context=ssl_context(kafka) if protocol == "SASL_SSL" else None)
 
 
 def redacted(config: dict[str, Any]) -> dict[str, Any]:

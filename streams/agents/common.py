@@ -102,6 +102,6 @@ async def update_user(ctx: "WorkerContext", interaction: Interaction, msg: RawMe
         decision = decide(interaction, msg, ctx.profiles.get(interaction.user_id),
                           lambda flit_id: ctx.index.retrieve_many([flit_id]).get(flit_id), parked=parked,
                           source_topic=ctx.interactions.get_topic_name(), now=time.time(), params=ctx.params,
-                          settings=ctx.settings, others=ctx.others())
+                          worker=ctx.settings.worker, others=ctx.others())
     await run_effects(ctx, decision.effects)
     return decision.outcome

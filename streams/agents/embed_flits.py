@@ -26,7 +26,7 @@ def register(ctx: "WorkerContext") -> None:
 
     @ctx.app.agent(ctx.flits, name="embed_flits")
     async def embed_flits_agent(stream: Any) -> None:
-        async for batch in batches(stream, s.encoder_batch_size, within=s.embed_batch_wait_s):
+        async for batch in batches(stream, s.encoder.encoder_batch_size, within=s.encoder.embed_batch_wait_s):
             await process_batch(ctx, [raw_message(e) for e in batch])
             for e in batch:
                 done(e)
@@ -51,7 +51,7 @@ async def _embed(ctx: "WorkerContext", flits: Sequence[Flit]) -> EmbeddedBatch:
 
 async def process_batch(ctx: "WorkerContext", messages: list[RawMessage]) -> None:
     with ctx.metrics.time_stage("decode"):
-        plan = plan_batch(messages, ctx.settings, now=time.time())
+        plan = plan_batch(messages, ctx.settings.events, now=time.time())
     await run_effects(ctx, plan.effects)
     if plan.flits:
         ctx.metrics.batch_size.observe(len(plan.flits))

@@ -31,7 +31,7 @@ def register(ctx: "WorkerContext") -> None:
             m.consumed.labels(service=m.service, topic=msg.topic).inc()
             try:
                 with m.time_stage("decode"):
-                    interaction = decode_user_interaction(msg, ctx.settings, now=time.time())
+                    interaction = decode_user_interaction(msg, ctx.settings.events, now=time.time())
                 await update_user(ctx, interaction, msg)
             except DecodeError as e:
                 await send_dead_letter(ctx, msg, e.reason, e.detail)

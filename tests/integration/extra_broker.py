@@ -4,7 +4,7 @@ The shared test broker is never restarted; a test that needs to do so starts one
 ports in 61100-61299 with its own data dir, and stops it afterwards::
 
     with ExtraBroker(tmp_path / "kafka") as b:
-        settings = isolated_settings.model_copy(update={"bootstrap_servers": b.bootstrap})
+        settings = isolated_settings.replace(**{"bootstrap_servers": b.bootstrap})
         ...
         b.restart()
 """

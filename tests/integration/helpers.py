@@ -21,13 +21,13 @@ class Bus:
         self.settings = settings
         #: Checked while waiting, so a crashed service fails the test at once instead of at the deadline.
         self._alive = alive
-        self.producer = Producer(producer_config(settings))
+        self.producer = Producer(producer_config(settings.kafka))
         self._readers: dict[str, Consumer] = {}
         self.received: dict[str, list] = {}
 
     def send(self, topic: str, key: str | bytes | None, value: bytes) -> None:
         k = key.encode() if isinstance(key, str) else key
-        self.producer.produce(self.settings.topic(topic), key=k, value=value)
+        self.producer.produce(self.settings.kafka.topic(topic), key=k, value=value)
         remaining = self.producer.flush(10)
         assert remaining == 0, "message not delivered"
 
@@ -44,8 +44,8 @@ class Bus:
 
     def _reader(self, topic: str) -> Consumer:
         if topic not in self._readers:
-            c = Consumer(consumer_config(self.settings, group_id=f"test-reader-{uuid.uuid4().hex[:8]}"))
-            c.subscribe([self.settings.topic(topic)])
+            c = Consumer(consumer_config(self.settings.kafka, group_id=f"test-reader-{uuid.uuid4().hex[:8]}"))
+            c.subscribe([self.settings.kafka.topic(topic)])
             self._readers[topic] = c
             self.received[topic] = []
         return self._readers[topic]
@@ -87,13 +87,13 @@ def make_interaction(user: str, flit_id: str, kind: str, event_id: str | None = 
 
 def uncommitted(settings: Settings, topic_name: str, group_id: str | None = None) -> int:
     """Messages of a topic that the group (the worker's by default) has not committed yet."""
-    topic = settings.topic(topic_name)
-    probe = Consumer(consumer_config(settings, group_id=group_id or settings.app_id))  # reads commits only
+    topic = settings.kafka.topic(topic_name)
+    probe = Consumer(consumer_config(settings.kafka, group_id=group_id or settings.kafka.app_id))  # reads commits only
     try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        tps = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
         committed = {tp.partition: max(tp.offset, 0) for tp in probe.committed(tps, timeout=10)}
         return sum(probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] - committed.get(p, 0)
-                   for p in range(settings.partitions))
+                   for p in range(settings.kafka.partitions))
     finally:
         probe.close()
 

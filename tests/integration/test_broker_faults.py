@@ -32,8 +32,8 @@ EXACT = {"seen_capacity": 100_000, "muted_capacity": 100_000, "dedup_capacity": 
 def test_services_reconnect_after_a_broker_restart_and_lose_nothing(isolated_settings: Settings, services,
                                                                      tmp_path: Path) -> None:
     with ExtraBroker(tmp_path / "kafka") as broker:
-        s = isolated_settings.model_copy(update={"bootstrap_servers": broker.bootstrap, **EXACT})
-        create_topics(s)
+        s = isolated_settings.replace(**{"bootstrap_servers": broker.bootstrap, **EXACT})
+        create_topics(s.kafka)
         bus = Bus(s)
         worker = services("worker", s, FLITFEED_ENCODER="hashing")
         ranker = services("ranker", s, FLITFEED_ENCODER="hashing")
@@ -124,14 +124,14 @@ def test_worker_and_ranker_over_sasl_ssl(isolated_settings: Settings, services, 
         secure = {"bootstrap_servers": f"127.0.0.1:{broker.extra_ports[0]}", "kafka_security_protocol": "SASL_SSL",
                   "kafka_ssl_cafile": certs / "ca.pem", "kafka_sasl_password_file": tmp_path / "password",
                   "worker_metrics_port": worker_port, "ranker_metrics_port": ranker_port}
-        s = isolated_settings.model_copy(update={**secure, "kafka_sasl_mechanism": "SCRAM-SHA-256",
+        s = isolated_settings.replace(**{**secure, "kafka_sasl_mechanism": "SCRAM-SHA-256",
                                                  "kafka_sasl_username": "tester"})
-        create_topics(s)  # confluent-kafka admin over SASL_SSL
+        create_topics(s.kafka)  # confluent-kafka admin over SASL_SSL
         bus = Bus(s)
-        worker = services("worker", s.model_copy(update={"kafka_sasl_mechanism": "SCRAM-SHA-512",
+        worker = services("worker", s.replace(**{"kafka_sasl_mechanism": "SCRAM-SHA-512",
                                                          "kafka_sasl_username": "worker"}),
                           FLITFEED_ENCODER="hashing", FLITFEED_LOG_LEVEL="DEBUG")
-        ranker = services("ranker", s.model_copy(update={"kafka_sasl_mechanism": "PLAIN",
+        ranker = services("ranker", s.replace(**{"kafka_sasl_mechanism": "PLAIN",
                                                          "kafka_sasl_username": "ranker"}),
                           FLITFEED_ENCODER="hashing", FLITFEED_LOG_LEVEL="DEBUG")
         for i, text in enumerate(["rain brings worms out", "worms in the wet grass", "storm over the hills"]):
@@ -155,7 +155,7 @@ def test_worker_and_ranker_over_sasl_ssl(isolated_settings: Settings, services, 
 
         # Wrong password: bounded wait, exit 2, a line that names the broker; still no secret.
         (tmp_path / "wrong").write_text("not-the-password")
-        bad = services("ranker", s.model_copy(update={"kafka_sasl_password_file": tmp_path / "wrong",
+        bad = services("ranker", s.replace(**{"kafka_sasl_password_file": tmp_path / "wrong",
                                                       "startup_timeout_s": 4.0, "ranker_metrics_port": 0}))
         assert bad.proc.wait(120) == 2, bad.log_tail()
         bad.stop()

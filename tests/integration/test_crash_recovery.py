@@ -36,7 +36,8 @@ from flitfeed.demo.world import World
 from flitfeed.encoders.hashing import HashingEncoder
 from flitfeed.encoders.user_vector import UserProfile
 from flitfeed.kafka.admin import create_topics
-from flitfeed.settings import TOPIC_FEED_REQUESTS, TOPIC_USER_STATES, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_USER_STATES
 from flitfeed.streams.embedding import flit_text
 from flitfeed.streams.events import Feed, Flit, Interaction, UserState, to_epoch
 from flitfeed.streams.user_updates import taste_params
@@ -69,11 +70,11 @@ class Load(threading.Thread):
                 now = time.time()
                 for flit in self.world.next_flits(FLITS_PER_TICK, now=now):
                     self.flits[flit.flit_id] = flit
-                    self.bus.producer.produce(self.bus.settings.topic("flits"), key=flit.flit_id.encode(),
+                    self.bus.producer.produce(self.bus.settings.kafka.topic("flits"), key=flit.flit_id.encode(),
                                               value=flit.to_bytes())
                 for event in self.world.spontaneous_interactions(EVENTS_PER_TICK, now=now):
                     self.events.append(event)
-                    self.bus.producer.produce(self.bus.settings.topic("interactions"),
+                    self.bus.producer.produce(self.bus.settings.kafka.topic("interactions"),
                                               key=event.user_id.encode(), value=event.to_bytes())
                 # Long enough to ride out a broker restart: the producer buffers and retries meanwhile.
                 assert self.bus.producer.flush(self.flush_s) == 0
@@ -84,8 +85,8 @@ class Load(threading.Thread):
 
 def expected_states(load: Load, settings: Settings) -> dict[str, UserProfile]:
     """The uninterrupted run: each interaction applied exactly once, in production order."""
-    encoder = HashingEncoder(settings.vector_dim)
-    params = taste_params(settings)
+    encoder = HashingEncoder(settings.encoder.vector_dim)
+    params = taste_params(settings.worker)
     vectors = dict(zip(load.flits, encoder.encode_many([flit_text(f) for f in load.flits.values()])))
     profiles: dict[str, UserProfile] = {}
     for e in load.events:
@@ -142,14 +143,14 @@ def same_feed(a: Feed, b: Feed) -> bool:
 
 def wait_ranker_read_all(s: Settings, who: str) -> None:
     """Until the ranker group of ``s`` has committed every user state and feed request on the broker."""
-    wait_until(lambda: uncommitted(s, TOPIC_USER_STATES, s.ranker_group) == 0
-               and uncommitted(s, TOPIC_FEED_REQUESTS, s.ranker_group) == 0, 120,
+    wait_until(lambda: uncommitted(s, TOPIC_USER_STATES, s.kafka.ranker_group) == 0
+               and uncommitted(s, TOPIC_FEED_REQUESTS, s.kafka.ranker_group) == 0, 120,
                what=f"{who} to have read every user state and feed request")
 
 
 def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Settings, services) -> None:
     worker_port, ranker_port = free_port(), free_port()
-    s = isolated_settings.model_copy(update={
+    s = isolated_settings.replace(**{
         "worker_metrics_port": worker_port, "ranker_metrics_port": ranker_port, "group_session_timeout_s": 6.0,
         # Large memories so the comparison is exact (bounded lists keep the latest, which depends on order).
         "seen_capacity": 100_000, "muted_capacity": 100_000, "dedup_capacity": 100_000,
@@ -158,7 +159,7 @@ def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Se
         # Feeds are compared with a ranker that never crashed: both rank with the same model (the prior).
         # A learning model depends on when each example arrived; its restart is test_learned_ranking's.
         "ranker_learning": False})
-    create_topics(s)
+    create_topics(s.kafka)
     bus = Bus(s)
     env = {"FLITFEED_ENCODER": "hashing"}
     running = {"worker": services("worker", s, **env), "ranker": services("ranker", s, **env)}
@@ -215,7 +216,7 @@ def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Se
     crashed = {u: bus.wait_feed(lambda f, r=bus.request(u): f.trigger_id == r, 60, what=f"feed for {u}")
                for u in users}
     assert running["ranker"].stop() == 0, running["ranker"].log_tail()
-    fresh = s.model_copy(update={"ranker_group": f"{s.ranker_group}-fresh", "data_dir": s.data_dir / "fresh",
+    fresh = s.replace(**{"ranker_group": f"{s.kafka.ranker_group}-fresh", "data_dir": s.data_dir / "fresh",
                                  "ranker_metrics_port": 0})
     services("ranker", fresh, **env)
     wait_ranker_read_all(fresh, "a ranker that never crashed")

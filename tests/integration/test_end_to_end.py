@@ -61,7 +61,7 @@ def topic_of(flit_id: str) -> str:
 
 @pytest.fixture
 def bus(isolated_settings: Settings, services) -> Iterator[Bus]:
-    create_topics(isolated_settings)
+    create_topics(isolated_settings.kafka)
     b = Bus(isolated_settings, alive=services.all_alive)
     yield b
     b.close()
@@ -111,13 +111,13 @@ def test_personalised_feed_hide_dead_letters_and_restart(isolated_settings: Sett
     def three_dead_letters():
         letters = bus.dead_letters()
         return letters if {d.source_topic for d in letters} >= {
-            isolated_settings.topic(t) for t in ("flits", "interactions", "feed-requests")} else None
+            isolated_settings.kafka.topic(t) for t in ("flits", "interactions", "feed-requests")} else None
 
     letters = {d.source_topic: d for d in wait_until(three_dead_letters, 60, what="three dead letters")}
-    assert letters[isolated_settings.topic("flits")].reason == "invalid_json"
-    assert letters[isolated_settings.topic("interactions")].reason == "unknown_kind"
-    assert letters[isolated_settings.topic("feed-requests")].reason == "invalid_utf8"
-    assert base64.b64decode(letters[isolated_settings.topic("feed-requests")].value_b64) == b"\xff\xfe not utf-8"
+    assert letters[isolated_settings.kafka.topic("flits")].reason == "invalid_json"
+    assert letters[isolated_settings.kafka.topic("interactions")].reason == "unknown_kind"
+    assert letters[isolated_settings.kafka.topic("feed-requests")].reason == "invalid_utf8"
+    assert base64.b64decode(letters[isolated_settings.kafka.topic("feed-requests")].value_b64) == b"\xff\xfe not utf-8"
     request_id = bus.request(USER, k=5)
     feed = bus.wait_feed(lambda f: f.trigger_id == request_id, timeout=60, what="feed for a request after bad input")
     assert len(feed.items) == 5 and not feed.cold_start

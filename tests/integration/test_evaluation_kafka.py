@@ -48,16 +48,16 @@ def ranker_index_points(port: int) -> float:
 @pytest.mark.skipif(not DATA.exists(), reason="../shared/data/ml-latest-small not present")
 def test_in_process_and_kafka_replays_agree(isolated_settings: Settings, services) -> None:
     dataset = load_movielens(DATA).small(EVENTS, extra_items=100)
-    encoder = HashingEncoder(dim=isolated_settings.vector_dim)
+    encoder = HashingEncoder(dim=isolated_settings.encoder.vector_dim)
     vectors = encoder.encode_many(dataset.texts())
     port = free_port()
     # Both sides rank with the model's prior and learn nothing: learning over Kafka depends on when each
     # example arrives, so only the pipelines are compared here (the learning itself: test_learned_ranking).
-    settings = kafka_settings(isolated_settings.model_copy(update={"encoder": "hashing", "ranker_metrics_port": port,
+    settings = kafka_settings(isolated_settings.replace(**{"encoder": "hashing", "ranker_metrics_port": port,
                                                                    "ranker_learning": False}))
-    params = RankerParams.from_settings(settings)
+    params = RankerParams.from_config(settings.ranker)
 
-    create_topics(settings)
+    create_topics(settings.kafka)
     services("worker", settings)
     services("ranker", settings)
     kafka = KafkaFlitfeedMethod(dataset, settings, timeout_s=120)

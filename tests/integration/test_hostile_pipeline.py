@@ -37,8 +37,9 @@ from hypothesis import strategies as st
 
 from flitfeed.kafka.admin import create_topics
 from flitfeed.kafka.config import consumer_config
-from flitfeed.settings import (TOPIC_FEED_REQUESTS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
-                               TOPIC_PARKED, TOPIC_USER_STATES, Settings)
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import (TOPIC_FEED_REQUESTS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
+                                     TOPIC_PARKED, TOPIC_USER_STATES)
 from flitfeed.streams.events import (DecodeError, Flit, FlitVector, UserState, check_user_key,
                                      decode_feed_request, decode_flit, decode_interaction)
 from flitfeed.encoders.hashing import HashingEncoder
@@ -54,7 +55,7 @@ EXAMPLES = int(os.environ.get("FLITFEED_HOSTILE_EXAMPLES", "3"))
 USERS = [f"u{i}" for i in range(4)]
 KNOWN_FLITS = [f"seed-{i}" for i in range(6)]
 SETTLE_S = 90
-ENCODER = HashingEncoder(Settings().vector_dim)
+ENCODER = HashingEncoder(Settings().encoder.vector_dim)
 
 
 @dataclass(frozen=True)
@@ -133,17 +134,14 @@ def expected_outcome(topic: str, key: bytes | None, value: bytes, s: Settings,
     now = time.time()
     try:
         if topic == TOPIC_FLITS:
-            flit = decode_flit(value, now=now, max_text_chars=s.max_text_chars, max_tags=s.max_tags,
-                               max_skew_s=s.max_clock_skew_s, max_age_s=s.max_event_age_s,
-                               max_bytes=s.max_message_bytes)
+            flit = decode_flit(value, now=now, limits=s.events)
             # The hashing test encoder maps a text without word characters to the zero vector, which the
             # index refuses: that flit is dead-lettered as a processing error (MiniLM never gives zeros).
             if not ENCODER.encode_many([flit_text(flit)]).any():
                 return "processing_error", flit.flit_id
             return "applied", flit.flit_id
         if topic == TOPIC_INTERACTIONS:
-            event = decode_interaction(value, now=now, max_skew_s=s.max_clock_skew_s, max_age_s=s.max_event_age_s,
-                                       max_bytes=s.max_message_bytes)
+            event = decode_interaction(value, now=now, limits=s.events)
             check_user_key(key, event.user_id)
             if event.event_id in applied_ids.setdefault(event.user_id, set()):
                 return "duplicate", event.event_id
@@ -151,7 +149,7 @@ def expected_outcome(topic: str, key: bytes | None, value: bytes, s: Settings,
                 return "flit_not_found", event.event_id
             applied_ids[event.user_id].add(event.event_id)
             return "applied", event.event_id
-        request = decode_feed_request(value, max_k=s.max_feed_k, max_bytes=s.max_message_bytes)
+        request = decode_feed_request(value, limits=s.events)
         check_user_key(key, request.user_id)
         return "applied", request.request_id
     except DecodeError as e:
@@ -165,9 +163,9 @@ def counter_sum(samples: dict, name: str, **labels: str) -> float:
 
 def read_all(settings: Settings, topic: str) -> list:
     """Every message of a topic from the beginning (for the replay)."""
-    c = Consumer(consumer_config(settings, group_id=f"replay-{uuid.uuid4().hex[:8]}",
+    c = Consumer(consumer_config(settings.kafka, group_id=f"replay-{uuid.uuid4().hex[:8]}",
                                  **{"enable.partition.eof": True}))
-    name = settings.topic(topic)
+    name = settings.kafka.topic(topic)
     parts = sorted(c.list_topics(name, timeout=10).topics[name].partitions)
     c.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
     out, done = [], set()
@@ -202,14 +200,14 @@ def latest_states(bus: Bus) -> dict[str, dict]:
 def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated_settings: Settings,
                                                                         services) -> None:
     worker_port, ranker_port = free_port(), free_port()
-    s = isolated_settings.model_copy(update={
+    s = isolated_settings.replace(**{
         "worker_metrics_port": worker_port, "ranker_metrics_port": ranker_port,
         "park_base_delay_s": 0.05, "park_max_delay_s": 0.2, "park_max_attempts": 3})
-    create_topics(s)
+    create_topics(s.kafka)
     bus = Bus(s, alive=services.all_alive)
     services("worker", s, FLITFEED_ENCODER="hashing")
     services("ranker", s)
-    topic_names = {t: s.topic(t) for t in (TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_FEED_REQUESTS)}
+    topic_names = {t: s.kafka.topic(t) for t in (TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_FEED_REQUESTS)}
 
     sent: list[Sent] = []
     applied_ids: dict[str, set[str]] = {}
@@ -217,12 +215,12 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
     def produce(topic: str, key: bytes | None, value: bytes) -> None:
         expected, ident = expected_outcome(topic, key, value, s, applied_ids)
         delivered = []
-        bus.producer.produce(s.topic(topic), key=key, value=value,
+        bus.producer.produce(s.kafka.topic(topic), key=key, value=value,
                              on_delivery=lambda err, m: delivered.append((err, m)))
         assert bus.producer.flush(10) == 0
         (err, m), = delivered
         assert err is None, err
-        sent.append(Sent(s.topic(topic), key, value, m.partition(), m.offset(), expected, ident))
+        sent.append(Sent(s.kafka.topic(topic), key, value, m.partition(), m.offset(), expected, ident))
 
     for fid in KNOWN_FLITS:
         produce(TOPIC_FLITS, fid.encode(), Flit(flit_id=fid, author_id="seed", text=f"seed flit {fid}",
@@ -232,7 +230,7 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
 
     # The internal topics the services consume are decoded as defensively as the input topics (the bounded
     # decoder: its reasons).
-    internal = {s.topic(TOPIC_USER_STATES): "ranker", s.topic(TOPIC_PARKED): "worker"}
+    internal = {s.kafka.topic(TOPIC_USER_STATES): "ranker", s.kafka.topic(TOPIC_PARKED): "worker"}
     junk_reasons = {b"\xff\xfe": "invalid_utf8", b"{}": "schema_violation", b"null": "schema_violation",
                     b'{"user_id": 5}': "schema_violation", b"": "invalid_json", b'{"v": 2}': "unknown_schema_version"}
     for topic in internal:
@@ -294,7 +292,7 @@ def test_hostile_input_is_applied_or_dead_lettered_and_counts_reconcile(isolated
         for reason, n in Counter(x.expected for x in expected.values()).items():
             source = Counter(x.topic for x in expected.values() if x.expected == reason)
             for topic, k in source.items():
-                svc = r if topic in (topic_names[TOPIC_FEED_REQUESTS], s.topic(TOPIC_USER_STATES)) else w
+                svc = r if topic in (topic_names[TOPIC_FEED_REQUESTS], s.kafka.topic(TOPIC_USER_STATES)) else w
                 assert counter_sum(svc, "flitfeed_events_dead_lettered_total", topic=topic, reason=reason) == k
 
         # Everything else was applied: its id shows up downstream.

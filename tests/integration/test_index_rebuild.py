@@ -16,7 +16,8 @@ from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.edge_optimizer import IndexRebuilder
 from flitfeed.kafka.admin import create_topics
 from flitfeed.monitoring.metrics import Metrics
-from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FLIT_VECTORS
 from flitfeed.streams.events import Flit, FlitVector
 from flitfeed.streams.replicator import FlitVectorReplicator
 from tests.integration.helpers import Bus
@@ -35,8 +36,8 @@ def record(i: int) -> FlitVector:
 
 def test_rebuild_swaps_in_an_indexed_copy_and_replays_what_came_after(isolated_settings: Settings,
                                                                       tmp_path: Path) -> None:
-    settings = isolated_settings.model_copy(update={"partitions": 2})
-    create_topics(settings)
+    settings = isolated_settings.replace(**{"partitions": 2})
+    create_topics(settings.kafka)
     bus = Bus(settings)
     index = EdgeIndex(tmp_path / "ranker", DIM, indexing_threshold_kb=1)
     replicator = FlitVectorReplicator(settings, index, tmp_path / "ranker.offsets.json", Metrics("ranker"))

@@ -22,7 +22,8 @@ from flitfeed.demo.world import World
 from flitfeed.ranker.features import FEATURES
 from flitfeed.kafka.admin import create_topics
 from flitfeed.kafka.config import consumer_config
-from flitfeed.settings import TOPIC_EXAMPLES, TOPIC_IMPRESSIONS, TOPIC_RANKER_MODEL, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_EXAMPLES, TOPIC_IMPRESSIONS, TOPIC_RANKER_MODEL
 from flitfeed.streams.events import Example, Feed, Impression, ModelSnapshot
 from tests.integration.helpers import Bus, make_interaction
 from tests.waiting import wait_until
@@ -38,23 +39,23 @@ WARM_UP_S = 75.0
 
 @pytest.fixture
 def settings(isolated_settings: Settings) -> Settings:
-    return isolated_settings.model_copy(update={"model_snapshot_interval_s": 5.0})
+    return isolated_settings.replace(**{"model_snapshot_interval_s": 5.0})
 
 
 @pytest.fixture
 def bus(settings: Settings, services) -> Iterator[Bus]:
-    create_topics(settings)
+    create_topics(settings.kafka)
     b = Bus(settings, alive=services.all_alive)
     yield b
     b.close()
 
 
 def read_all(settings: Settings, name: str) -> list:
-    topic = settings.topic(name)
-    c = Consumer(consumer_config(settings, group_id=f"test-read-{time.monotonic_ns()}"))
+    topic = settings.kafka.topic(name)
+    c = Consumer(consumer_config(settings.kafka, group_id=f"test-read-{time.monotonic_ns()}"))
     try:
         out = []
-        for p in range(settings.partitions):
+        for p in range(settings.kafka.partitions):
             low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             if high <= low:
                 continue

@@ -53,7 +53,7 @@ def http_json(url: str) -> tuple[int, dict]:
 @pytest.fixture
 def settings(isolated_settings: Settings) -> Settings:
     # Small drift windows and a 1 s refresh so every gauge fills within the test.
-    return isolated_settings.model_copy(update={
+    return isolated_settings.replace(**{
         "encoder": "hashing", "metrics_targets_dir": str(isolated_settings.data_dir / "metrics-targets"), "worker_metrics_port": free_port(), "ranker_metrics_port": free_port(),
         "drift_reference_size": 20, "drift_window_size": 20, "monitoring_interval_s": 1.0,
         "park_base_delay_s": 0.2, "park_max_attempts": 3})
@@ -106,10 +106,10 @@ def announced(settings: Settings) -> dict[str, str]:
 
 
 def test_every_dashboard_and_alert_expression_returns_data(settings: Settings, services, prometheus: str) -> None:
-    create_topics(settings)
+    create_topics(settings.kafka)
     for i, name in enumerate(("worker", "worker", "ranker", "ranker")):
         # Processes on one host share the targets directory but not their embedded index (own data dir).
-        services(name, settings.model_copy(update={"data_dir": settings.data_dir / f"process-{i}"}))
+        services(name, settings.replace(**{"data_dir": settings.data_dir / f"process-{i}"}))
     bus = Bus(settings, alive=services.all_alive)
     try:
         targets = wait_until(lambda: (t := announced(settings)) and len(t) == 4 and t, 120,
@@ -202,17 +202,17 @@ def test_lag_is_high_watermark_minus_committed_offset(isolated_settings: Setting
     from flitfeed.kafka.config import consumer_config
     from flitfeed.monitoring.lag import LagReporter
 
-    create_topics(isolated_settings)
-    topic = isolated_settings.topic("flits")
+    create_topics(isolated_settings.kafka)
+    topic = isolated_settings.kafka.topic("flits")
     bus = Bus(isolated_settings)
     for i in range(7):
         bus.send("flits", "same-key", f"m{i}".encode())  # one key: all seven on one partition
-    group = f"{isolated_settings.app_id}-lag"
-    reporter = LagReporter(consumer_config(isolated_settings, group_id=group), [topic], lambda *_: None)
-    probe = Consumer(consumer_config(isolated_settings, group_id=group))
+    group = f"{isolated_settings.kafka.app_id}-lag"
+    reporter = LagReporter(consumer_config(isolated_settings.kafka, group_id=group), [topic], lambda *_: None)
+    probe = Consumer(consumer_config(isolated_settings.kafka, group_id=group))
     try:
         lag = reporter.measure(probe)
-        assert len(lag) == isolated_settings.partitions
+        assert len(lag) == isolated_settings.kafka.partitions
         assert sorted(lag.values())[-2:] == [0, 7]  # nothing committed yet: all retained messages count
         partition = next(p for (_, p), n in lag.items() if n == 7)
         probe.commit(offsets=[TopicPartition(topic, partition, 5)], asynchronous=False)

@@ -98,10 +98,10 @@ def test_services_on_a_qdrant_cluster_survive_a_peer_killed_mid_stream(cluster: 
     # ``cluster`` first: set up before the services and stopped after them (a service stopped while its
     # Qdrant is gone would first wait out its retries).
     entry = cluster.peers[0]
-    settings = isolated_settings.model_copy(update={
+    settings = isolated_settings.replace(**{
         "qdrant_url": entry.url, "collection": f"flits-{uuid.uuid4().hex[:8]}", "encoder": "hashing",
         "vector_dim": DIM, "qdrant_shard_number": 2, "qdrant_replication_factor": 2, "startup_timeout_s": 60.0})
-    create_topics(settings)
+    create_topics(settings.kafka)
     bus = Bus(settings, alive=services.all_alive)
     try:
         worker = services("worker", settings)
@@ -110,10 +110,10 @@ def test_services_on_a_qdrant_cluster_survive_a_peer_killed_mid_stream(cluster: 
         for flit in sent:
             bus.flit(flit)
         # Whoever creates the collection first (a reader or a service) makes it 2 shards x 2 replicas.
-        readers = [ServerIndex(p.url, settings.collection, DIM, unreachable_retry_s=30, shard_number=2,
+        readers = [ServerIndex(p.url, settings.index.collection, DIM, unreachable_retry_s=30, shard_number=2,
                                replication_factor=2) for p in cluster.peers]
         wait_until(lambda: readers[0].count() == len(sent), 120, what="the first flits in the cluster")
-        wait_all_active(cluster, settings.collection, 4, 60, "2 shards x 2 replicas, all active, as every peer sees it")
+        wait_all_active(cluster, settings.index.collection, 4, 60, "2 shards x 2 replicas, all active, as every peer sees it")
         for fid in [f.flit_id for f in sent][:3]:
             bus.interaction(make_interaction(USER, fid, "like"))
 
@@ -133,7 +133,7 @@ def test_services_on_a_qdrant_cluster_survive_a_peer_killed_mid_stream(cluster: 
             sent += batch
             victim.start()
             cluster.wait_peers(3, 60)
-            wait_all_active(cluster, settings.collection, 4, 120, "every replica active again after the peer came back")
+            wait_all_active(cluster, settings.index.collection, 4, 120, "every replica active again after the peer came back")
 
         # The peer the services talk to goes: they wait (logging and counting each retry), it comes back
         # within their 20 s retry window, and they carry on with nothing lost.
@@ -147,11 +147,11 @@ def test_services_on_a_qdrant_cluster_survive_a_peer_killed_mid_stream(cluster: 
         entry.start()
         sent += batch
         assert bus.wait_feed(lambda f: f.trigger_id == asked, 60, what="the feed asked for while the entry peer was down").items
-        wait_all_active(cluster, settings.collection, 4, 120, "every replica active after the entry peer came back")
+        wait_all_active(cluster, settings.index.collection, 4, 120, "every replica active after the entry peer came back")
 
         ids = {f.flit_id for f in sent}
         # The returned peer's replicas caught up: each shard's two copies hold the same points, all of them.
-        wait_until(lambda: replicas_hold(cluster, settings.collection, len(ids)), 60,
+        wait_until(lambda: replicas_hold(cluster, settings.index.collection, len(ids)), 60,
                    what="both replicas of each shard to hold every flit")
         for reader in readers:  # through every peer: each routes to the shards' replicas
             wait_until(lambda r=reader: r.count() == len(ids), 60, what="every flit in the collection")

@@ -234,7 +234,7 @@ def test_tls_with_a_private_ca_and_the_api_key(tls_server: QdrantServer, qdrant_
     s = Settings(qdrant_url=tls_server.url, qdrant_api_key=SECRET, qdrant_ca_file=qdrant_tls.ca,
                  collection="tls")
     flits = make_flits(30)
-    with open_index(s, DIM) as idx:
+    with open_index(s.index, DIM, data_dir=s.data_dir) as idx:
         idx.upsert_many(flits)
         assert idx.count() == 30
         assert_same_ranking(idx, flits, queries(1)[0], 5)

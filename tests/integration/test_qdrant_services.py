@@ -54,7 +54,7 @@ def flits(prefix: str, n: int) -> list[Flit]:
 @pytest.fixture
 def settings(isolated_settings: Settings, qdrant: QdrantServer) -> Settings:
     # No data dir is made here: the worker creates what Faust needs itself (no embedded index creates it).
-    return isolated_settings.model_copy(update={
+    return isolated_settings.replace(**{
         "qdrant_url": qdrant.url, "collection": f"flits-{uuid.uuid4().hex[:8]}", "encoder": "hashing",
         "vector_dim": DIM, "startup_timeout_s": 60.0, "worker_metrics_port": free_port(),
         "ranker_metrics_port": free_port()})
@@ -66,9 +66,9 @@ def log_text(service) -> str:  # noqa: ANN001 - benchmarks.service.Service
 
 def test_worker_and_ranker_on_a_qdrant_server_wait_through_its_restart(settings: Settings, services,
                                                                        qdrant: QdrantServer) -> None:
-    create_topics(settings)
+    create_topics(settings.kafka)
     bus = Bus(settings, alive=services.all_alive)
-    reader = ServerIndex(qdrant.url, settings.collection, DIM, unreachable_retry_s=30)
+    reader = ServerIndex(qdrant.url, settings.index.collection, DIM, unreachable_retry_s=30)
     try:
         worker = services("worker", settings)
         ranker = services("ranker", settings)
@@ -93,7 +93,7 @@ def test_worker_and_ranker_on_a_qdrant_server_wait_through_its_restart(settings:
         wait_until(lambda: all(WAITED.search(log_text(s)) for s in (worker, ranker)), 60,
                    what="worker and ranker to log that they waited 6 retries for Qdrant")
         # ... and counted them (flitfeed_index_retries_total, by operation).
-        for port in (settings.worker_metrics_port, settings.ranker_metrics_port):
+        for port in (settings.monitoring.worker_metrics_port, settings.monitoring.ranker_metrics_port):
             assert metric(port, "flitfeed_index_retries_total") >= 6
         qdrant.start()  # same ports, same storage
 
@@ -123,7 +123,7 @@ def test_a_wrong_api_key_stops_the_ranker_at_start_up_in_one_line(isolated_setti
                                                                    tmp_path: Path) -> None:
     qdrant_binary_or_skip()
     with QdrantServer(tmp_path / "keyed", api_key=SECRET) as keyed:
-        wrong = isolated_settings.model_copy(update={
+        wrong = isolated_settings.replace(**{
             "qdrant_url": keyed.url, "qdrant_api_key": SecretStr("not-the-key"), "encoder": "hashing", "vector_dim": DIM,
             "startup_timeout_s": 60.0})
         ranker = services("ranker", wrong)

@@ -23,7 +23,8 @@ from flitfeed.index.base import point_id
 from flitfeed.index.spaces import space_collection
 from flitfeed.index.versions import bare_version, entry
 from flitfeed.kafka.admin import create_topics
-from flitfeed.settings import TOPIC_FLITS, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FLITS
 from flitfeed.streams.events import Feed
 from flitfeed.streams.version_log import read_catalog
 from tests.integration.helpers import Bus, make_interaction
@@ -40,10 +41,10 @@ USER = "bird-1"
 def settings(isolated_settings: Settings, qdrant: QdrantServer) -> Settings:
     # The live version is the default MiniLM (384-d); the version built is the hashing encoder's (384-d too).
     # The ranking model stays the prior: feeds show what the user's taste picks.
-    s = isolated_settings.model_copy(update={
+    s = isolated_settings.replace(**{
         "qdrant_url": qdrant.url, "collection": f"flits-{uuid.uuid4().hex[:8]}", "startup_timeout_s": 60.0,
         "worker_metrics_port": free_port(), "ranker_metrics_port": free_port(), "ranker_learning": False})
-    create_topics(s)
+    create_topics(s.kafka)
     return s
 
 
@@ -73,7 +74,7 @@ def test_each_version_has_its_collection_on_the_server_and_a_drop_deletes_it(
     try:
         worker = services("worker", settings)
         services("ranker", settings)
-        live_collection = settings.collection
+        live_collection = settings.index.collection
         catalogue = flits(10)  # 30 flits on three subjects
         for f in catalogue:
             bus.flit(f)
@@ -92,10 +93,10 @@ def test_each_version_has_its_collection_on_the_server_and_a_drop_deletes_it(
         # Re-embedding: the new version's collection gets exactly the valid flits, the live one is unchanged.
         done = cli(settings, "reembed", "--model", NEW_MODEL)
         assert done.returncode == 0, done.stderr
-        catalog = read_catalog(settings)
+        catalog = read_catalog(settings.kafka)
         version = built(catalog)
         assert f"ready to switch: flitfeed versions switch {version}" in done.stdout, done.stdout + done.stderr
-        new_collection = space_collection(settings.collection, version, bare_version(catalog))
+        new_collection = space_collection(settings.index.collection, version, bare_version(catalog))
         assert new_collection != live_collection and new_collection.startswith(f"{live_collection}-")
         wait_until(lambda: points(client, new_collection) == len(catalogue), 30,
                    what=f"the re-embedded flits in {new_collection}")
@@ -139,7 +140,7 @@ def test_each_version_has_its_collection_on_the_server_and_a_drop_deletes_it(
         assert not client.collection_exists(new_collection)
         wait_until(lambda: not (stored / new_collection).exists(), 30, what="the dropped collection's files deleted")
         assert points(client, live_collection) == total
-        assert entry(read_catalog(settings), version) is None
+        assert entry(read_catalog(settings.kafka), version) is None
         wait_until(lambda: "no longer holding a version" in worker.log_tail(400), 60,
                    what="the worker to stop embedding with the dropped version")
 

@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from benchmarks.service import free_port
 from flitfeed.cli import offsets_path
 from flitfeed.kafka.admin import create_topics
-from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_INTERACTIONS, TOPIC_PARKED, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FLIT_VECTORS, TOPIC_INTERACTIONS, TOPIC_PARKED
 from flitfeed.streams.events import Feed, Flit, FlitVector, ParkedInteraction
 from tests.integration.helpers import Bus, make_interaction, now_utc
 from tests.waiting import wait_until
@@ -68,7 +69,7 @@ def topic_of(flit_id: str) -> str:
 @pytest.fixture
 def make_bus(isolated_settings: Settings, services) -> Iterator[Callable[[Settings], Bus]]:
     """A Bus on the test's topics, for the settings the test's services run with."""
-    create_topics(isolated_settings)
+    create_topics(isolated_settings.kafka)
     buses: list[Bus] = []
 
     def make(settings: Settings) -> Bus:
@@ -84,7 +85,7 @@ def make_bus(isolated_settings: Settings, services) -> Iterator[Callable[[Settin
 def produce(bus: Bus, topic: str, key: str, value: bytes) -> tuple[int, int]:
     """Produce one record; its (partition, offset) once the broker has it."""
     delivered: list = []
-    bus.producer.produce(bus.settings.topic(topic), key=key.encode(), value=value,
+    bus.producer.produce(bus.settings.kafka.topic(topic), key=key.encode(), value=value,
                          on_delivery=lambda err, msg: delivered.append((err, msg)))
     assert bus.producer.flush(10) == 0, "message not delivered"
     (err, msg), = delivered
@@ -151,7 +152,7 @@ def wait_metric(port: int, name: str, labels: dict[str, str], predicate: Callabl
 def test_interaction_before_its_flit_is_parked_then_applied(isolated_settings: Settings, services,
                                                             make_bus) -> None:
     # Short back-offs and enough attempts to cover the time until the flit is produced and embedded.
-    settings = isolated_settings.model_copy(update={"park_base_delay_s": 0.1, "park_max_delay_s": 0.5,
+    settings = isolated_settings.replace(**{"park_base_delay_s": 0.1, "park_max_delay_s": 0.5,
                                                     "park_max_attempts": 60})
     bus = make_bus(settings)
     services("worker", settings)
@@ -188,7 +189,7 @@ def test_interaction_before_its_flit_is_parked_then_applied(isolated_settings: S
 
 # --- 2. an interaction whose flit never arrives -------------------------------------------------------------
 def test_interaction_for_missing_flit_is_dead_lettered(isolated_settings: Settings, services, make_bus) -> None:
-    settings = isolated_settings.model_copy(update={"park_base_delay_s": 0.05, "park_max_delay_s": 0.2,
+    settings = isolated_settings.replace(**{"park_base_delay_s": 0.05, "park_max_delay_s": 0.2,
                                                     "park_max_attempts": 3})
     bus = make_bus(settings)
     services("worker", settings, FLITFEED_ENCODER="hashing")
@@ -204,7 +205,7 @@ def test_interaction_for_missing_flit_is_dead_lettered(isolated_settings: Settin
         return next((d for d in bus.dead_letters() if d.reason == "flit_not_found"), None)
 
     letter = wait_until(dead_letter, FEED_S, what="a flit_not_found dead letter")
-    assert letter.source_topic == settings.topic(TOPIC_INTERACTIONS)
+    assert letter.source_topic == settings.kafka.topic(TOPIC_INTERACTIONS)
     assert (letter.partition, letter.offset) == (partition, offset)
     assert base64.b64decode(letter.value_b64) == raw
     assert letter.key_b64 is not None and base64.b64decode(letter.key_b64) == user.encode()
@@ -285,7 +286,7 @@ def _empty_index_dir(index: Path) -> None:
 def test_corrupt_ranker_index_is_rebuilt_from_the_log(isolated_settings: Settings, services, make_bus,
                                                       corrupt: Callable[[Path], None], detected: bool) -> None:
     port = free_port()
-    settings = isolated_settings.model_copy(update={"ranker_metrics_port": port})
+    settings = isolated_settings.replace(**{"ranker_metrics_port": port})
     bus = make_bus(settings)
     services("worker", settings, FLITFEED_ENCODER="hashing")
     ranker = services("ranker", settings)
@@ -320,7 +321,7 @@ def test_corrupt_ranker_index_is_rebuilt_from_the_log(isolated_settings: Setting
 # --- 5. a duplicate interaction -----------------------------------------------------------------------------
 def test_duplicate_interaction_is_applied_once(isolated_settings: Settings, services, make_bus) -> None:
     port = free_port()
-    settings = isolated_settings.model_copy(update={"worker_metrics_port": port})
+    settings = isolated_settings.replace(**{"worker_metrics_port": port})
     bus = make_bus(settings)
     services("worker", settings, FLITFEED_ENCODER="hashing")
     services("ranker", settings)
@@ -343,15 +344,15 @@ def test_duplicate_interaction_is_applied_once(isolated_settings: Settings, serv
     samples = scrape(port)
     assert samples is not None
     assert sample(samples, "flitfeed_events_duplicate_total", service="worker",
-                  topic=settings.topic(TOPIC_INTERACTIONS)) == 2
+                  topic=settings.kafka.topic(TOPIC_INTERACTIONS)) == 2
     assert sample(samples, "flitfeed_events_processed_total", service="worker",
-                  topic=settings.topic(TOPIC_INTERACTIONS)) == 3
+                  topic=settings.kafka.topic(TOPIC_INTERACTIONS)) == 3
 
 
 # --- 6. the metrics endpoints -------------------------------------------------------------------------------
 def test_metrics_endpoints(isolated_settings: Settings, services, make_bus) -> None:
     worker_port, ranker_port = free_port(), free_port()
-    settings = isolated_settings.model_copy(update={"worker_metrics_port": worker_port,
+    settings = isolated_settings.replace(**{"worker_metrics_port": worker_port,
                                                     "ranker_metrics_port": ranker_port})
     bus = make_bus(settings)
     services("worker", settings, FLITFEED_ENCODER="hashing")
@@ -361,13 +362,13 @@ def test_metrics_endpoints(isolated_settings: Settings, services, make_bus) -> N
     bus.interaction(like)
     bus.wait_feed(lambda f: like.event_id in f.answers(), FEED_S, what="a feed")
 
-    flits_topic = settings.topic("flits")
+    flits_topic = settings.kafka.topic("flits")
     worker = wait_metric(worker_port, "flitfeed_events_consumed_total", {"service": "worker", "topic": flits_topic},
                          lambda v: v >= len(flits))
     assert sample(worker, "flitfeed_stage_duration_seconds_count", service="worker", stage="embed") > 0
     assert sample(worker, "flitfeed_flit_freshness_seconds_count", service="worker") >= len(flits)
     assert sample(worker, "flitfeed_events_consumed_total", service="worker",
-                  topic=settings.topic(TOPIC_INTERACTIONS)) >= 1
+                  topic=settings.kafka.topic(TOPIC_INTERACTIONS)) >= 1
 
     ranker = wait_metric(ranker_port, "flitfeed_feeds_published_total",
                          {"trigger": "interaction", "cold_start": "false"}, lambda v: v >= 1)

@@ -28,8 +28,9 @@ from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics
 from flitfeed.kafka.config import INSTANCE_HEADER, client_config
 from flitfeed.kafka.groups import describe_group, owners_report
-from flitfeed.settings import (TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS,
-                               TOPIC_USER_STATES, Settings)
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import (TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS,
+                                     TOPIC_INTERACTIONS, TOPIC_USER_STATES)
 from flitfeed.streams.events import Feed, FeedRequest, FlitVector, UserState
 from tests.integration.helpers import Bus
 from tests.waiting import wait_until
@@ -60,9 +61,9 @@ class Stack:
     """One isolated flitfeed deployment (own topics and groups) and a Bus on it."""
 
     def __init__(self, name: str, base: Settings, tmp: Path, services) -> None:  # noqa: ANN001
-        self.settings = base.model_copy(update={
-            "topic_prefix": f"{base.topic_prefix}{name}-", "app_id": f"{base.app_id}-{name}",
-            "ranker_group": f"{base.ranker_group}-{name}", "partitions": PARTITIONS, "encoder": "hashing",
+        self.settings = base.replace(**{
+            "topic_prefix": f"{base.kafka.topic_prefix}{name}-", "app_id": f"{base.kafka.app_id}-{name}",
+            "ranker_group": f"{base.kafka.ranker_group}-{name}", "partitions": PARTITIONS, "encoder": "hashing",
             # Short sessions so a killed replica's partitions move within seconds (6 s is the broker's minimum).
             "group_session_timeout_s": 6.0, "embed_batch_wait_s": 0.02,
             # The stacks' feeds are compared: both rank with the same model (the prior). A learning
@@ -72,18 +73,18 @@ class Stack:
         self.tmp = tmp
         self.services = services
         self.processes: dict[str, Service] = {}
-        create_topics(self.settings)
+        create_topics(self.settings.kafka)
         self.bus = Bus(self.settings, alive=services.all_alive)
-        self.admin = AdminClient(client_config(self.settings))
+        self.admin = AdminClient(client_config(self.settings.kafka))
 
     def start(self, role: str, instance: str) -> None:
-        settings = self.settings.model_copy(update={"instance_id": instance,
+        settings = self.settings.replace(**{"instance_id": instance,
                                                     "data_dir": self.tmp / self.name / instance})
         self.processes[instance] = self.services(role, settings)
 
     def send_all(self, flits=(), interactions=(), requests=()) -> None:  # noqa: ANN001
         produce = self.bus.producer.produce
-        t = self.settings.topic
+        t = self.settings.kafka.topic
         for f in flits:
             produce(t(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
         for i in interactions:
@@ -96,15 +97,15 @@ class Stack:
         """(worker owners, ranker owners) once each group is stable, complete, and spread over ``expect``."""
         assert self.services.all_alive(), "a service died while its group was forming"
         try:
-            workers = describe_group(self.settings, self.settings.app_id, admin=self.admin)
-            rankers = describe_group(self.settings, self.settings.ranker_group, admin=self.admin)
+            workers = describe_group(self.settings.kafka, self.settings.kafka.app_id, admin=self.admin)
+            rankers = describe_group(self.settings.kafka, self.settings.kafka.ranker_group, admin=self.admin)
         except KafkaException:  # the group coordinator is still loading: ask again
             return None
         if workers.state != "stable" or rankers.state != "stable":
             return None
-        w = workers.owners(self.settings.topic(TOPIC_INTERACTIONS))
-        r = rankers.owners(self.settings.topic(TOPIC_FEED_REQUESTS))
-        r_states = rankers.owners(self.settings.topic(TOPIC_USER_STATES))
+        w = workers.owners(self.settings.kafka.topic(TOPIC_INTERACTIONS))
+        r = rankers.owners(self.settings.kafka.topic(TOPIC_FEED_REQUESTS))
+        r_states = rankers.owners(self.settings.kafka.topic(TOPIC_USER_STATES))
         complete = len(w) == len(r) == PARTITIONS and r_states == r
         if complete and set(w.values()) | set(r.values()) == expect:
             return w, r
@@ -196,7 +197,7 @@ def test_two_workers_two_rankers_share_partitions_survive_a_kill_and_match_one_p
 
     # (1) every record of the scaled stack came from the owner of its partition
     assert scaled.stable_owners({"w1", "w2", "r1", "r2"}) == owners, "ownership changed without a failure"
-    report = owners_report(scaled.settings)  # what `flitfeed owners` prints
+    report = owners_report(scaled.settings.kafka)  # what `flitfeed owners` prints
     assert f"  partition   0  {worker_owner[0]}" in report and f"  partition   0  {ranker_owner[0]}" in report
     state_producers = {(m.partition(), instance_of(m)) for m in scaled.user_states()}
     feed_producers = {(m.partition(), instance_of(m)) for m in scaled.feeds()}

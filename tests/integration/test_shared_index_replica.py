@@ -9,7 +9,8 @@ import pytest
 from flitfeed.index.factory import is_shared
 from flitfeed.kafka.admin import create_topics
 from flitfeed.monitoring.metrics import Metrics
-from flitfeed.settings import TOPIC_FLIT_VECTORS, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FLIT_VECTORS
 from flitfeed.streams.events import Flit, FlitVector
 from flitfeed.streams.replicator import FlitVectorReplicator
 from tests.integration.helpers import Bus
@@ -34,8 +35,8 @@ class RecordingIndex:
 @pytest.mark.parametrize("qdrant_url, writes", [("http://qdrant:6333", False), ("", True)])
 def test_replica_writes_the_index_only_when_it_is_its_own(isolated_settings: Settings, qdrant_url: str,
                                                           writes: bool) -> None:
-    settings = isolated_settings.model_copy(update={"qdrant_url": qdrant_url})
-    create_topics(settings)
+    settings = isolated_settings.replace(**{"qdrant_url": qdrant_url})
+    create_topics(settings.kafka)
     bus = Bus(settings)
     ids = [f"f{i}" for i in range(3)]
     now = datetime.now(timezone.utc)
@@ -46,7 +47,7 @@ def test_replica_writes_the_index_only_when_it_is_its_own(isolated_settings: Set
     index, followed = RecordingIndex(), []
     replicator = FlitVectorReplicator(settings, index, None, Metrics("test"),
                                       on_flit=lambda r: followed.append(r.flit.flit_id),
-                                      write_index=not is_shared(settings))
+                                      write_index=not is_shared(settings.index))
     try:
         wait_until(lambda: replicator.poll_once(timeout=0.2) or len(followed) == 3, 30, what="3 flit vectors")
         assert replicator.catch_up(timeout=10)

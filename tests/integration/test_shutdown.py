@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from flitfeed.kafka.admin import create_topics
-from flitfeed.settings import TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES
 from flitfeed.streams.events import Flit
 from tests.integration.helpers import Bus, make_interaction, now_utc, uncommitted
 from tests.integration.test_recovery import free_port, sample, scrape, wait_embedded
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.integration
 
 def test_sigterm_commits_and_flushes(isolated_settings: Settings, services) -> None:
     worker_port, ranker_port = free_port(), free_port()
-    s = isolated_settings.model_copy(update={"worker_metrics_port": worker_port, "ranker_metrics_port": ranker_port})
-    create_topics(s)
+    s = isolated_settings.replace(**{"worker_metrics_port": worker_port, "ranker_metrics_port": ranker_port})
+    create_topics(s.kafka)
     bus = Bus(s, alive=services.all_alive)
     env = {"FLITFEED_ENCODER": "hashing"}
     worker, ranker = services("worker", s, **env), services("ranker", s, **env)
@@ -43,7 +44,7 @@ def test_sigterm_commits_and_flushes(isolated_settings: Settings, services) -> N
     # SIGTERM committed everything the worker had applied: a restart has nothing old to re-read.
     assert uncommitted(s, TOPIC_INTERACTIONS) == 0
     assert uncommitted(s, TOPIC_FLITS) == 0
-    assert uncommitted(s, TOPIC_USER_STATES, group_id=s.ranker_group) == 0
+    assert uncommitted(s, TOPIC_USER_STATES, group_id=s.kafka.ranker_group) == 0
     feeds_before = len(bus.feeds())
 
     services("worker", s, **env)
@@ -59,10 +60,10 @@ def test_sigterm_commits_and_flushes(isolated_settings: Settings, services) -> N
     # The restarted worker applied exactly the one new interaction. Delivery is at-least-once: Faust
     # may hand the new interaction over twice while its start-up rebalance settles (it resumes the
     # stream before seeking to the committed offsets); the second copy is recognised by its event id.
-    consumed = sample(w, "flitfeed_events_consumed_total", service="worker", topic=s.topic(TOPIC_INTERACTIONS))
-    duplicates = sample(w, "flitfeed_events_duplicate_total", service="worker", topic=s.topic(TOPIC_INTERACTIONS))
+    consumed = sample(w, "flitfeed_events_consumed_total", service="worker", topic=s.kafka.topic(TOPIC_INTERACTIONS))
+    duplicates = sample(w, "flitfeed_events_duplicate_total", service="worker", topic=s.kafka.topic(TOPIC_INTERACTIONS))
     assert consumed - duplicates == 1
-    assert sample(w, "flitfeed_events_consumed_total", service="worker", topic=s.topic(TOPIC_FLITS)) == 0
+    assert sample(w, "flitfeed_events_consumed_total", service="worker", topic=s.kafka.topic(TOPIC_FLITS)) == 0
     assert sample(r, "flitfeed_feeds_published_total", trigger="interaction", cold_start="false") >= 1
     assert {t for f in bus.feeds()[feeds_before:] for t in f.answers()} == {late.event_id}, \
         "feeds for interactions applied before the restart were published again"

@@ -19,7 +19,8 @@ import pytest
 
 from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics
-from flitfeed.settings import TOPIC_USER_STATES, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_USER_STATES
 from flitfeed.streams.events import UserState
 from tests.integration.helpers import Bus
 from tests.integration.test_crash_recovery import Load
@@ -55,10 +56,10 @@ def percentile(now: dict[float, float], before: dict[float, float], q: float) ->
 
 def test_soak_memory_and_latency_stay_flat(isolated_settings: Settings, services) -> None:
     worker_port, ranker_port = free_port(), free_port()
-    s = isolated_settings.model_copy(update={"worker_metrics_port": worker_port, "ranker_metrics_port": ranker_port,
+    s = isolated_settings.replace(**{"worker_metrics_port": worker_port, "ranker_metrics_port": ranker_port,
                                              "seen_capacity": SEEN, "muted_capacity": MUTED, "dedup_capacity": 60,
                                              "recent_flits_capacity": 300})
-    create_topics(s)
+    create_topics(s.kafka)
     bus = Bus(s, alive=services.all_alive)
     worker = services("worker", s, FLITFEED_ENCODER="hashing")
     ranker = services("ranker", s, FLITFEED_ENCODER="hashing")

@@ -20,7 +20,8 @@ from flitfeed.encoders.hashing import HashingEncoder
 from flitfeed.index.versions import entry, version_tag
 from flitfeed.kafka.admin import create_topics
 from flitfeed.kafka.config import consumer_config
-from flitfeed.settings import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_USER_STATES, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_USER_STATES
 from flitfeed.streams.embedding import flit_text
 from flitfeed.streams.events import Flit, FlitVector, UserState, VersionCatalog
 from flitfeed.streams.version_log import read_catalog
@@ -43,8 +44,8 @@ def flits(n_per_topic: int, start: int = 0) -> list[Flit]:
 
 @pytest.fixture
 def settings(isolated_settings: Settings) -> Settings:
-    s = isolated_settings.model_copy(update={"ranker_metrics_port": free_port()})
-    create_topics(s)
+    s = isolated_settings.replace(**{"ranker_metrics_port": free_port()})
+    create_topics(s.kafka)
     return s
 
 
@@ -62,11 +63,11 @@ def cli(settings: Settings, *args: str, timeout: float = 180, **env: str) -> sub
 
 def read_topic(settings: Settings, name: str) -> list:
     """Every record of a topic up to its end now, partition by partition (confluent-kafka messages)."""
-    topic = settings.topic(name)
-    reader = Consumer(consumer_config(settings, group_id=f"test-versions-{name}"))
+    topic = settings.kafka.topic(name)
+    reader = Consumer(consumer_config(settings.kafka, group_id=f"test-versions-{name}"))
     out = []
     try:
-        for p in range(settings.partitions):
+        for p in range(settings.kafka.partitions):
             low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             if high <= low:
                 continue
@@ -89,10 +90,10 @@ def flit_vector_records(settings: Settings) -> list[tuple[bytes, FlitVector | No
 
 
 def flits_log_end(settings: Settings) -> dict[int, int]:
-    probe = Consumer(consumer_config(settings, group_id="test-versions-probe"))
+    probe = Consumer(consumer_config(settings.kafka, group_id="test-versions-probe"))
     try:
-        return {p: probe.get_watermark_offsets(TopicPartition(settings.topic(TOPIC_FLITS), p), timeout=10)[1]
-                for p in range(settings.partitions)}
+        return {p: probe.get_watermark_offsets(TopicPartition(settings.kafka.topic(TOPIC_FLITS), p), timeout=10)[1]
+                for p in range(settings.kafka.partitions)}
     finally:
         probe.close()
 
@@ -118,13 +119,13 @@ def test_reembed_builds_a_new_version_beside_the_live_one(settings: Settings, se
     # Bad input changes nothing: an unknown model, or the live model itself.
     nothing = cli(settings, "reembed", "--model", str(tmp_path / "no-such-model"))
     assert nothing.returncode == 2 and "unknown model" in nothing.stderr, nothing.stderr
-    assert read_catalog(settings) is None
+    assert read_catalog(settings.kafka) is None
 
     # An interrupted backfill (--limit) leaves a resumable version, registered beside the live one.
     part = cli(settings, "reembed", "--model", NEW_MODEL, "--limit", "20", FLITFEED_ENCODER_BATCH_SIZE="4")
     assert part.returncode == 0, part.stderr
     assert "not ready" not in part.stderr  # stopped by --limit, not waiting for workers
-    catalog = read_catalog(settings)
+    catalog = read_catalog(settings.kafka)
     version = built(catalog)
     assert catalog.live == live and entry(catalog, version).state == "building"
     assert 20 <= entry(catalog, version).flits < 121
@@ -142,7 +143,7 @@ def test_reembed_builds_a_new_version_beside_the_live_one(settings: Settings, se
     proc.wait(30)
     done = cli(settings, "reembed", "--model", NEW_MODEL)
     assert done.returncode == 0, done.stderr
-    catalog = read_catalog(settings)
+    catalog = read_catalog(settings.kafka)
     assert catalog.live == live and entry(catalog, version).state == "ready"
     listed = cli(settings, "versions", "list").stdout
     assert f"{version}" in listed and "ready" in listed and "1 worker(s)" in listed
@@ -162,9 +163,9 @@ def test_reembed_builds_a_new_version_beside_the_live_one(settings: Settings, se
     bus.interaction(make_interaction("bird-1", "worms-1", "like", event_id="like-2"))
     after = bus.wait_feed(lambda f: "like-2" in f.answers(), 60, "a feed after the re-embedding")
     assert after.model_version == live and after.items
-    assert metric(settings.ranker_metrics_port, "flitfeed_index_vectors_skipped_total", service="ranker",
+    assert metric(settings.monitoring.ranker_metrics_port, "flitfeed_index_vectors_skipped_total", service="ranker",
                   reason="other_version") >= len(catalogue)
-    assert metric(settings.ranker_metrics_port, "flitfeed_index_points", service="ranker") == len(catalogue)
+    assert metric(settings.monitoring.ranker_metrics_port, "flitfeed_index_points", service="ranker") == len(catalogue)
 
     # From now on the worker embeds every new flit with the new version too: it stays complete.
     newer = flits(2, start=40)
@@ -197,17 +198,17 @@ def test_a_dropped_version_leaves_the_catalogue_its_vectors_are_deleted_and_the_
     for f in flits(4):
         bus.flit(f)
     assert cli(settings, "reembed", "--model", NEW_MODEL).returncode == 0
-    version = built(read_catalog(settings))
+    version = built(read_catalog(settings.kafka))
     tag = b"|" + version_tag(version).encode()
 
-    refused = cli(settings, "versions", "drop", read_catalog(settings).live)
+    refused = cli(settings, "versions", "drop", read_catalog(settings.kafka).live)
     assert refused.returncode == 2 and "live version" in refused.stderr
 
     # Registering one version more than FLITFEED_VERSIONS_KEEP (2: the live one and one other) drops the oldest.
     second = cli(settings, "reembed", "--model", "minilm:torch")
     assert second.returncode == 0, second.stderr
     assert f"dropping {version}" in second.stderr
-    catalog = read_catalog(settings)
+    catalog = read_catalog(settings.kafka)
     assert entry(catalog, version) is None and len(catalog.versions) == 2
     latest: dict[bytes, FlitVector | None] = {}
     for key, record in flit_vector_records(settings):
@@ -229,7 +230,7 @@ def test_a_dropped_version_leaves_the_catalogue_its_vectors_are_deleted_and_the_
 
     dropped = cli(settings, "versions", "drop", newer)
     assert dropped.returncode == 0 and "dropped" in dropped.stdout
-    assert [v.version for v in read_catalog(settings).versions] == [catalog.live]
+    assert [v.version for v in read_catalog(settings.kafka).versions] == [catalog.live]
 
 
 def latest_user_states(settings: Settings) -> dict[str, UserState]:
@@ -242,8 +243,8 @@ def groups_formed(settings: Settings) -> bool:
     from flitfeed.kafka.groups import describe_group
 
     try:
-        workers = describe_group(settings, settings.app_id)
-        rankers = describe_group(settings, settings.ranker_group)
+        workers = describe_group(settings.kafka, settings.kafka.app_id)
+        rankers = describe_group(settings.kafka, settings.kafka.ranker_group)
     except Exception:  # the groups do not exist yet
         return False
     return all(len(g.members) == 2 and g.state == "stable" and all(g.members.values()) for g in (workers, rankers))
@@ -253,14 +254,14 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
         settings: Settings, services, bus: Bus, tmp_path: Path) -> None:
     # Two workers and two rankers: every replica switches, and each ranker confirms. The ranking model stays
     # the prior: feeds then show what each user's taste picks, not what the synthetic traffic taught a model.
-    settings = settings.model_copy(update={"group_session_timeout_s": 6.0, "ranker_learning": False})
+    settings = settings.replace(**{"group_session_timeout_s": 6.0, "ranker_learning": False})
     ports, started, config = {}, {}, {}
     for role in ("worker", "ranker"):
         for name in ("a", "b"):
             instance = f"{role}-{name}"
             ports[instance] = free_port()
             port = {"worker_metrics_port" if role == "worker" else "ranker_metrics_port": ports[instance]}
-            config[instance] = settings.model_copy(update={"instance_id": instance, "data_dir": tmp_path / instance,
+            config[instance] = settings.replace(**{"instance_id": instance, "data_dir": tmp_path / instance,
                                                            **port})
             started[instance] = services(role, config[instance])
     wait_until(lambda: groups_formed(settings), 120, what="both workers and both rankers in their groups")
@@ -292,12 +293,12 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
     # of its own.
     part = cli(settings, "reembed", "--model", "static", "--limit", "5", FLITFEED_ENCODER_BATCH_SIZE="4")
     assert part.returncode == 0, part.stderr
-    version = built(read_catalog(settings))
-    unchanged = read_catalog(settings)
+    version = built(read_catalog(settings.kafka))
+    unchanged = read_catalog(settings.kafka)
     for target, message in ((version, "has not caught up"), ("no-such-model@0", "unknown version")):
         refused = cli(settings, "versions", "switch", target)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
-        assert read_catalog(settings) == unchanged
+        assert read_catalog(settings.kafka) == unchanged
     finished = cli(settings, "reembed", "--model", "static")
     assert finished.returncode == 0 and f"ready to switch: flitfeed versions switch {version}" in finished.stdout, \
         finished.stderr
@@ -369,8 +370,8 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
     # The quiet users' tastes were rebuilt in the new space from what they did (one like each), and their
     # feeds follow them there too.
     states = latest_user_states(settings)
-    encoder = encoder_for_spec("static", settings)
-    assert encoder.dim == 256 and entry(read_catalog(settings), version).dim == 256
+    encoder = encoder_for_spec("static", settings.encoder)
+    assert encoder.dim == 256 and entry(read_catalog(settings.kafka), version).dim == 256
     for user, flit in (("bird-w", flits(1)[0]), ("bird-s", flits(1)[1])):
         expected = encoder.encode_one(flit_text(flit))
         assert np.allclose(states[user].tastes[version], expected / np.linalg.norm(expected), atol=1e-5), user
@@ -386,7 +387,7 @@ def test_a_switch_under_live_traffic_loses_nothing_and_a_rollback_restores_the_p
     rolled = cli(settings, "versions", "rollback")
     assert rolled.returncode == 0, rolled.stderr
     assert f"live: {live}" in rolled.stdout
-    assert read_catalog(settings).live == live and entry(read_catalog(settings), version).state == "ready"
+    assert read_catalog(settings.kafka).live == live and entry(read_catalog(settings.kafka), version).state == "ready"
     follows_tastes(live)
     bus.interaction(make_interaction("bird-s", "storms-1", "like", event_id="s-2"))
     after = bus.wait_feed(lambda f: "s-2" in f.answers(), 60, "a feed after the rollback")

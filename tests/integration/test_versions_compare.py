@@ -35,10 +35,10 @@ def _compare(settings: Settings, *argv: str, timeout: float = 300.0) -> subproce
 
 
 def test_compare_reads_the_newest_flits_and_prints_both_models(isolated_settings: Settings, tmp_path: Path) -> None:
-    settings = isolated_settings.model_copy(update={"partitions": 3})
-    create_topics(settings)
-    producer = Producer(producer_config(settings))
-    topic = settings.topic("flits")
+    settings = isolated_settings.replace(**{"partitions": 3})
+    create_topics(settings.kafka)
+    producer = Producer(producer_config(settings.kafka))
+    topic = settings.kafka.topic("flits")
     t0 = datetime.now(timezone.utc) - timedelta(hours=1)
     producer.produce(topic, key=b"junk", value=b"{not a flit")
     for i in range(150):
@@ -81,8 +81,8 @@ def test_compare_reads_the_newest_flits_and_prints_both_models(isolated_settings
 
 
 def test_compare_refuses_a_log_without_flits(isolated_settings: Settings) -> None:
-    create_topics(isolated_settings)
+    create_topics(isolated_settings.kafka)
     done = _compare(isolated_settings, "--model", "hashing", timeout=120)
     assert done.returncode == 2 and done.stdout == ""
-    assert (f"flitfeed versions compare: no flits in {isolated_settings.topic('flits')} on "
-            f"{isolated_settings.bootstrap_servers} (0 records read, 0 rejected): nothing to compare on") in done.stderr
+    assert (f"flitfeed versions compare: no flits in {isolated_settings.kafka.topic('flits')} on "
+            f"{isolated_settings.kafka.bootstrap_servers} (0 records read, 0 rejected): nothing to compare on") in done.stderr

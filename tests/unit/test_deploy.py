@@ -30,8 +30,9 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 from kubernetes_validate.utils import validate as k8s_validate
 
-from flitfeed.settings import TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS, \
-    TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_PARKED, TOPIC_USER_STATES, Settings
+from flitfeed.settings import Settings
+from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS,
+                                     TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_PARKED, TOPIC_USER_STATES)
 from flitfeed.settings_reference import BEGIN, END, reference_rows, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -355,7 +356,7 @@ def test_dockerfile_is_multi_stage_non_root_with_health_check_and_all_sources() 
     package_dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     missing = {d for d in package_dirs.values() if not any(d == c or d.startswith(c + "/") for c in copied)}
     assert not missing, f"not copied into the image: {missing}"
-    # make_encoder(Settings()) = the encoder the services build, incl. the default backend's ONNX export.
+    # make_encoder(EncoderConfig()) = the encoder the services build, incl. the default backend's ONNX export.
     assert any("make_encoder" in c.original for c in commands if c.cmd == "RUN"), \
         "the model must be loaded (baked) at build time"
 
@@ -385,4 +386,4 @@ def test_operations_guide_documents_every_setting_as_generated() -> None:
         "deploy/README.md`")
     for row in reference_rows():
         assert row.doc, f"{row.env} has no description (add a #: comment above it in flitfeed/settings.py)"
-    assert {r.env.removeprefix("FLITFEED_").lower() for r in reference_rows()} == set(Settings.model_fields)
+    assert {r.env.removeprefix("FLITFEED_").lower() for r in reference_rows()} == set(Settings.flat_fields())

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from flitfeed.settings import EventLimits
 from flitfeed.streams.events import (DeadLetter, DecodeError, Flit, Reason, check_user_key, decode_feed_request,
                                      decode_flit, decode_interaction)
 
@@ -34,7 +35,7 @@ def test_valid_flit_round_trips() -> None:
 def test_valid_interaction_and_request() -> None:
     event = decode_interaction(enc(INTERACTION), now=NOW)
     assert event.kind == "like" and event.dwell_ms == 1200 and event.ts.timestamp() == NOW
-    request = decode_feed_request(enc({"request_id": "r", "user_id": "u1", "k": 7}), max_k=10)
+    request = decode_feed_request(enc({"request_id": "r", "user_id": "u1", "k": 7}), limits=EventLimits(max_feed_k=10))
     assert request.k == 7
 
 
@@ -54,7 +55,7 @@ def test_valid_interaction_and_request() -> None:
     (None, Reason.SCHEMA_VIOLATION),
 ])
 def test_bad_flits_have_a_reason(raw: bytes, reason: Reason) -> None:
-    assert reason_of(decode_flit, raw, now=NOW, max_age_s=20 * 365 * 86400.0 / 2) == reason
+    assert reason_of(decode_flit, raw, now=NOW, limits=EventLimits(max_event_age_s=20 * 365 * 86400.0 / 2)) == reason
 
 
 @pytest.mark.parametrize("patch, reason", [
@@ -70,7 +71,7 @@ def test_bad_interactions_have_a_reason(patch: dict, reason: Reason) -> None:
 
 
 def test_feed_request_k_is_bounded() -> None:
-    assert reason_of(decode_feed_request, enc({"request_id": "r", "user_id": "u", "k": 101}), max_k=100) \
+    assert reason_of(decode_feed_request, enc({"request_id": "r", "user_id": "u", "k": 101}), limits=EventLimits(max_feed_k=100)) \
         == Reason.SCHEMA_VIOLATION
     assert reason_of(decode_feed_request, enc({"request_id": "r", "user_id": "u", "k": 0})) == Reason.SCHEMA_VIOLATION
 

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from flitfeed.healthcheck import main, probe_urls
-from flitfeed.settings import Settings
+from flitfeed.settings import MonitoringConfig
 
 
 class _Probes(BaseHTTPRequestHandler):
@@ -49,7 +49,7 @@ def test_unhealthy_when_nothing_answers(monkeypatch) -> None:
 
 def test_rejects_an_unknown_probe() -> None:
     with pytest.raises(ValueError):
-        probe_urls(Settings(), "healthz")
+        probe_urls(MonitoringConfig(), "healthz")
 
 
 def _closed_port() -> int:

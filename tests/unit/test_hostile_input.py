@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flitfeed.settings import EventLimits
 from flitfeed.streams.events import (INTERACTION_KINDS, DeadLetter, DecodeError, FeedRequest, Flit, Interaction,
                                      Reason, check_user_key, decode_feed_request, decode_flit, decode_interaction)
 
@@ -28,7 +29,7 @@ REQUEST = {"request_id": "r1", "user_id": "u1", "k": 7}
 DECODERS = {
     "flit": lambda raw: decode_flit(raw, now=NOW),
     "interaction": lambda raw: decode_interaction(raw, now=NOW),
-    "feed_request": lambda raw: decode_feed_request(raw, max_k=100),
+    "feed_request": lambda raw: decode_feed_request(raw, limits=EventLimits(max_feed_k=100)),
 }
 VALID = {"flit": FLIT, "interaction": INTERACTION, "feed_request": REQUEST}
 MANY = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -176,7 +177,7 @@ def test_message_size_is_checked_before_parsing() -> None:
     # Not even valid UTF-8: the size check alone decides, so a huge message costs no parsing.
     assert outcome("flit", b"\xff" * (64 * 1024 + 1)) == Reason.MESSAGE_TOO_LARGE
     with pytest.raises(DecodeError) as info:
-        decode_flit(enc(FLIT), now=NOW, max_bytes=10)
+        decode_flit(enc({**FLIT, "text": "x" * 300}), now=NOW, limits=EventLimits(max_message_bytes=256))
     assert info.value.reason == Reason.MESSAGE_TOO_LARGE
 
 

@@ -22,7 +22,7 @@ from qdrant_client import QdrantClient
 from flitfeed.index import IndexedFlit, IndexError_, SearchFilter, VectorIndex, open_index
 from flitfeed.index.edge import MARKER_NAME, EdgeIndex
 from flitfeed.index.server import ServerIndex
-from flitfeed.settings import Settings
+from flitfeed.settings import IndexConfig
 
 DIM = 16
 T0 = 1_700_000_000.0
@@ -354,10 +354,10 @@ def test_server_persists_in_local_path_mode(tmp_path: Path) -> None:
 
 
 def test_factory_selects_backend(tmp_path: Path) -> None:
-    server = open_index(Settings(qdrant_url=":memory:", qdrant_api_key=""), DIM)
+    server = open_index(IndexConfig(qdrant_url=":memory:", qdrant_api_key=""), DIM, data_dir=tmp_path)
     assert isinstance(server, ServerIndex)
     server.close()
-    edge = open_index(Settings(qdrant_url="", data_dir=tmp_path), DIM, name="test")
+    edge = open_index(IndexConfig(qdrant_url=""), DIM, data_dir=tmp_path, name="test")
     assert isinstance(edge, EdgeIndex)
     assert edge.path == tmp_path / "index" / "test"
     edge.close()
@@ -365,10 +365,9 @@ def test_factory_selects_backend(tmp_path: Path) -> None:
 
 
 def test_factory_builds_the_lean_edge_config_from_settings(tmp_path: Path) -> None:
-    settings = Settings(qdrant_url="", data_dir=tmp_path, index_quantization="int8", index_oversampling=3.0,
-                        index_on_disk=True)
-    lean = open_index(settings, DIM, name="lean")
-    plain = open_index(Settings(qdrant_url="", data_dir=tmp_path), DIM, name="plain")
+    lean_cfg = IndexConfig(qdrant_url="", index_quantization="int8", index_oversampling=3.0, index_on_disk=True)
+    lean = open_index(lean_cfg, DIM, data_dir=tmp_path, name="lean")
+    plain = open_index(IndexConfig(qdrant_url=""), DIM, data_dir=tmp_path, name="plain")
     assert isinstance(lean, EdgeIndex) and isinstance(plain, EdgeIndex)
     assert lean.build_options["quantization"] == "int8" and lean.build_options["on_disk"] is True
     assert plain.build_options["quantization"] is None and plain.build_options["on_disk"] is None

@@ -7,19 +7,19 @@ import pytest
 
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.factory import make_encoder
-from flitfeed.settings import Settings
+from flitfeed.settings import EncoderConfig
 from tests.unit.encoder_texts import TEXTS
 
 
 @pytest.fixture(scope="module")
 def torch_vectors() -> np.ndarray:
-    return make_encoder(Settings(encoder_backend="torch")).encode_many(TEXTS)
+    return make_encoder(EncoderConfig(encoder_backend="torch")).encode_many(TEXTS)
 
 
 @pytest.fixture(scope="module", params=["onnx-fp32", "onnx-int8"])
 def onnx_encoder(request, tmp_path_factory) -> Encoder:
     # Run size 4: the six texts are encoded in two length-sorted runs.
-    return make_encoder(Settings(encoder_backend=request.param, encoder_run_size=4,
+    return make_encoder(EncoderConfig(encoder_backend=request.param, encoder_run_size=4,
                                  model_cache_dir=tmp_path_factory.mktemp("models")))
 
 
@@ -53,21 +53,21 @@ def test_model_version_names_the_backend(onnx_encoder: Encoder) -> None:
 
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="ENCODER_BACKEND"):
-        make_encoder(Settings(encoder_backend="onnx-int4"))
+        make_encoder(EncoderConfig(encoder_backend="onnx-int4"))
     with pytest.raises(ValueError, match="ENCODER_BACKEND"):
-        make_encoder(Settings(encoder_backend="tensorflow"))
+        make_encoder(EncoderConfig(encoder_backend="tensorflow"))
 
 
 def test_runs_of_sorted_slices_give_the_vectors_of_one_run(tmp_path) -> None:
     # Each slice is padded to its own longest text; fp32 vectors must not depend on the slicing,
     # and every vector must land back at its text's position.
-    sliced = make_encoder(Settings(encoder_backend="onnx-fp32", encoder_run_size=2, model_cache_dir=tmp_path))
+    sliced = make_encoder(EncoderConfig(encoder_backend="onnx-fp32", encoder_run_size=2, model_cache_dir=tmp_path))
     one_by_one = np.stack([sliced.encode_one(t) for t in TEXTS])
     np.testing.assert_allclose(sliced.encode_many(TEXTS), one_by_one, atol=1e-5)
 
 
 @pytest.mark.parametrize("spin", [False, True])
 def test_spin_wait_setting_reaches_onnx_runtime(tmp_path, spin: bool) -> None:
-    enc = make_encoder(Settings(encoder_backend="onnx-int8", encoder_spin_wait=spin, model_cache_dir=tmp_path))
+    enc = make_encoder(EncoderConfig(encoder_backend="onnx-int8", encoder_spin_wait=spin, model_cache_dir=tmp_path))
     options = enc._session.get_session_options()  # type: ignore[attr-defined]
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin else "0")

@@ -18,7 +18,7 @@ from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.kafka.security import SecurityConfigError, faust_credentials, librdkafka_security, redacted
 from flitfeed.logs import KeyValueFormatter
 from flitfeed.monitoring.metrics import Metrics
-from flitfeed.settings import Settings
+from flitfeed.settings import KafkaConfig, Settings
 from flitfeed.startup import DependencyUnavailable, retry_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,20 +45,20 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --- Kafka: one set of settings, two libraries ------------------------------------------------------------
 def test_plaintext_adds_nothing() -> None:
-    assert "security.protocol" not in producer_config(Settings())
-    assert faust_credentials(Settings()) is None
+    assert "security.protocol" not in producer_config(KafkaConfig())
+    assert faust_credentials(KafkaConfig()) is None
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_sasl_ssl_for_confluent_and_faust(certs: Path, mechanism: str) -> None:
     s = Settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism=mechanism, kafka_sasl_username="svc",
                  kafka_sasl_password=SECRET, kafka_ssl_cafile=certs / "ca.pem")
-    for config in (producer_config(s), consumer_config(s, group_id="g")):
+    for config in (producer_config(s.kafka), consumer_config(s.kafka, group_id="g")):
         assert config["security.protocol"] == "SASL_SSL"
         assert config["sasl.mechanism"] == mechanism
         assert (config["sasl.username"], config["sasl.password"]) == ("svc", SECRET)
         assert config["ssl.ca.location"] == str(certs / "ca.pem")
-    creds = faust_credentials(s)
+    creds = faust_credentials(s.kafka)
     assert type(creds).__name__ == "SASLCredentials"
     assert (creds.protocol.value, creds.mechanism.value) == ("SASL_SSL", mechanism)
     assert (creds.username, creds.password) == ("svc", SECRET)
@@ -74,11 +74,11 @@ def test_sasl_ssl_for_confluent_and_faust(certs: Path, mechanism: str) -> None:
 def test_mutual_tls(certs: Path) -> None:
     s = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=certs / "ca.pem",
                  kafka_ssl_certfile=certs / "server.pem", kafka_ssl_keyfile=certs / "server.key")
-    cfg = librdkafka_security(s)
+    cfg = librdkafka_security(s.kafka)
     assert cfg == {"security.protocol": "SSL", "ssl.ca.location": str(certs / "ca.pem"),
                    "ssl.certificate.location": str(certs / "server.pem"),
                    "ssl.key.location": str(certs / "server.key")}
-    creds = faust_credentials(s)
+    creds = faust_credentials(s.kafka)
     assert type(creds).__name__ == "SSLCredentials" and creds.protocol.value == "SSL"
 
 
@@ -89,8 +89,8 @@ def test_password_from_a_file_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("FLITFEED_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "pw"))
     monkeypatch.setenv("FLITFEED_QDRANT_API_KEY_FILE", str(tmp_path / "pw"))
     s = Settings()
-    assert librdkafka_security(s)["sasl.password"] == SECRET
-    assert s.qdrant_api_key_value() == SECRET
+    assert librdkafka_security(s.kafka)["sasl.password"] == SECRET
+    assert s.index.qdrant_api_key_value() == SECRET
 
 
 @pytest.mark.parametrize("update, message", [
@@ -101,7 +101,7 @@ def test_password_from_a_file_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 ])
 def test_incomplete_security_settings_fail_clearly(update: dict, message: str) -> None:
     with pytest.raises(SecurityConfigError, match=message):
-        producer_config(Settings(**update))
+        producer_config(KafkaConfig(**update))
 
 
 def test_unknown_protocol_is_rejected_at_start() -> None:
@@ -115,7 +115,7 @@ def test_secrets_are_masked_in_settings_logs_and_metrics() -> None:
                  qdrant_api_key=SECRET)
     assert SECRET not in repr(s) and SECRET not in str(s) and SECRET not in str(s.model_dump())
     assert SECRET not in s.model_dump_json()
-    assert SECRET not in str(redacted(librdkafka_security(s)))
+    assert SECRET not in str(redacted(librdkafka_security(s.kafka)))
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -123,7 +123,7 @@ def test_secrets_are_masked_in_settings_logs_and_metrics() -> None:
     logger = logging.getLogger("flitfeed.test-secrets")
     logger.addHandler(handler)
     try:
-        logger.warning("starting", extra={"settings": s, "config": redacted(producer_config(s))})
+        logger.warning("starting", extra={"settings": s, "config": redacted(producer_config(s.kafka))})
     finally:
         logger.removeHandler(handler)
     assert "svc" in stream.getvalue() and SECRET not in stream.getvalue()
@@ -134,7 +134,7 @@ def test_secrets_are_masked_in_settings_logs_and_metrics() -> None:
 
 
 def test_metrics_bind_to_the_configured_address() -> None:
-    assert Settings().metrics_host == "127.0.0.1", "metrics must bind to loopback unless told otherwise"
+    assert Settings().monitoring.metrics_host == "127.0.0.1", "metrics must bind to loopback unless told otherwise"
     import socket
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -8,7 +8,6 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from flitfeed.index.base import IndexError_, IndexUnreachable
-from flitfeed.settings import Settings
 from flitfeed.startup import DependencyUnavailable, is_transient, kafka_call, open_with_retries
 
 
@@ -57,7 +56,7 @@ def opener(*answers: object):  # noqa: ANN201 - a callable that raises or return
 
 def test_an_unreachable_index_server_is_waited_for() -> None:
     open_ = opener(IndexUnreachable("connection refused"), IndexUnreachable("connection refused"), "index")
-    assert open_with_retries(open_, Settings(startup_timeout_s=10), what="Qdrant") == "index"
+    assert open_with_retries(open_, 10, what="Qdrant") == "index"
     assert open_.remaining == []
 
 
@@ -65,14 +64,14 @@ def test_an_unreachable_index_server_is_given_up_on_after_the_bound() -> None:
     open_ = opener(*[IndexUnreachable("connection refused")] * 1000)
     with pytest.raises(DependencyUnavailable, match=r"Qdrant not available after 0.2s; \d+ attempts, "
                                                     r"last error: connection refused"):
-        open_with_retries(open_, Settings(startup_timeout_s=0.2), what="Qdrant")
+        open_with_retries(open_, 0.2, what="Qdrant")
 
 
 def test_any_other_index_error_is_raised_at_once_whatever_its_text() -> None:
     # The text of the old string match: the type decides now, not the message.
     open_ = opener(IndexError_("cannot reach the right dimension: collection holds 8-d vectors"), "index")
     with pytest.raises(IndexError_, match="8-d") as info:
-        open_with_retries(open_, Settings(startup_timeout_s=10), what="Qdrant")
+        open_with_retries(open_, 10, what="Qdrant")
     assert not isinstance(info.value, IndexUnreachable)
     assert open_.remaining == ["index"], "retried an error that will not go away"
 

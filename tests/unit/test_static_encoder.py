@@ -17,7 +17,7 @@ from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.factory import make_encoder
 from flitfeed.encoders.sentence_transformer import default_model_path, weights_digest
 from flitfeed.encoders.static import MANIFEST, PCA_DIMS, StaticEncoder, cached_model_dir, main, read_manifest
-from flitfeed.settings import Settings
+from flitfeed.settings import EncoderConfig
 from tests.unit.encoder_texts import TEXTS
 
 
@@ -85,7 +85,7 @@ def test_model_version_cannot_be_confused_with_minilm(encoder: StaticEncoder) ->
     # MiniLM's versions (torch, onnx-fp32, onnx-int8) all start with its name; the dimensions differ too.
     assert not encoder.model_version.startswith("all-MiniLM-L6-v2")
     for minilm in (f"all-MiniLM-L6-v2@{digest}", f"all-MiniLM-L6-v2@{digest}+onnx-int8",
-                   f"all-MiniLM-L6-v2@{digest}+onnx-fp32", make_encoder(Settings(encoder="hashing")).model_version):
+                   f"all-MiniLM-L6-v2@{digest}+onnx-fp32", make_encoder(EncoderConfig(encoder="hashing")).model_version):
         assert encoder.model_version != minilm
 
 
@@ -98,12 +98,12 @@ def test_agrees_with_model2vec_own_inference(encoder: StaticEncoder) -> None:
 
 
 def test_factory_builds_it_from_the_cache(model_cache: Path) -> None:
-    enc = make_encoder(Settings(encoder="static", model_cache_dir=model_cache))
+    enc = make_encoder(EncoderConfig(encoder="static", model_cache_dir=model_cache))
     assert isinstance(enc, StaticEncoder) and isinstance(enc, Encoder)
     assert enc.static_dir == cached_model_dir(model_cache)
     assert enc.dim == 256 and enc.model_version.startswith("model2vec-static-")
     with pytest.raises(ValueError, match="'static'"):
-        make_encoder(Settings(encoder="nope"))
+        make_encoder(EncoderConfig(encoder="nope"))
 
 
 def test_build_command_is_reproducible(model_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from flitfeed.encoders.factory import EncoderConfigError, encoder_for_spec, pars
 from flitfeed.index.versions import (VersionError, VersionGate, begin_build, catalog_with_live, drop, entry,
                                      mark_ready, over_keep, record_progress, vector_key, version_tag)
 from flitfeed.progress import Progress
-from flitfeed.settings import Settings
+from flitfeed.settings import EncoderConfig, Settings
 from flitfeed.streams.events import Flit, FlitVector, VersionCatalog, decode_internal
 from flitfeed.streams.reembed import decode_for_reembed, remaining, vector_records
 
@@ -86,10 +86,10 @@ def test_an_old_flit_is_decoded_as_it_was_when_it_arrived() -> None:
     settings = Settings(max_event_age_s=3600.0)
     old = Flit(flit_id="f1", author_id="a", text="worms", created_at=T0 - timedelta(days=30))
     produced = (T0 - timedelta(days=30, seconds=-1)).timestamp()
-    assert decode_for_reembed(old.to_bytes(), produced, settings) == old
-    assert decode_for_reembed(b"{not json", produced, settings) is None
+    assert decode_for_reembed(old.to_bytes(), produced, settings.events) == old
+    assert decode_for_reembed(b"{not json", produced, settings.events) is None
     # Already too old when it arrived: the worker dead-lettered it, the re-embedding skips it.
-    assert decode_for_reembed(old.to_bytes(), produced + 7200, settings) is None
+    assert decode_for_reembed(old.to_bytes(), produced + 7200, settings.events) is None
 
 
 def test_model_specs_name_a_shipped_model_or_a_sentence_transformers_directory(tmp_path: Path) -> None:
@@ -103,8 +103,8 @@ def test_model_specs_name_a_shipped_model_or_a_sentence_transformers_directory(t
     (tmp_path / "modules.json").write_text("[]")
     assert parse_model_spec(str(tmp_path)).path == tmp_path.resolve()
     with pytest.raises(EncoderConfigError, match="cannot load the model"):
-        encoder_for_spec(str(tmp_path), Settings())  # a directory that only looks like a model
-    assert encoder_for_spec("hashing", Settings()).model_version == "hashing-bow-384"
+        encoder_for_spec(str(tmp_path), EncoderConfig())  # a directory that only looks like a model
+    assert encoder_for_spec("hashing", EncoderConfig()).model_version == "hashing-bow-384"
 
 
 def test_progress_shows_rate_and_time_to_go_and_a_line_per_tenth_in_a_log() -> None:

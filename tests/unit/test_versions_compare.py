@@ -264,11 +264,11 @@ class FakeLog:
         self.partitions = partitions
         self.read: list[tuple[int, int, int]] = []
 
-    def ranges(self, settings, topic: str) -> dict[int, tuple[int, int]]:  # noqa: ANN001
-        assert topic == settings.topic("flits")
+    def ranges(self, kafka, topic: str) -> dict[int, tuple[int, int]]:  # noqa: ANN001
+        assert topic == kafka.topic("flits")
         return {p: (0, len(values)) for p, values in self.partitions.items()}
 
-    def read_partition(self, settings, topic: str, partition: int, *, start: int, until: int,  # noqa: ANN001
+    def read_partition(self, kafka, topic: str, partition: int, *, start: int, until: int,  # noqa: ANN001
                        **_: object) -> Iterable[Record]:
         self.read.append((partition, start, until))
         return iter([Record(offset, value) for offset, value in

@@ -19,14 +19,15 @@ from flitfeed.encoders.hashing import HashingEncoder
 from flitfeed.encoders.user_vector import UserProfile
 from flitfeed.index.base import IndexedFlit
 from flitfeed.monitoring.metrics import Metrics
-from flitfeed.settings import Settings
+from flitfeed.settings import EventLimits, WorkerConfig
 from flitfeed.streams.agents.common import run_effects
 from flitfeed.streams.effects import Count, ObserveFlits, ObserveTaste, Park, Publish, RawMessage, Reject, StoreProfile
 from flitfeed.streams.embedding import EmbeddedBatch, decide_batch, embed_flits, embed_isolating, plan_batch
 from flitfeed.streams.events import Flit, FlitVector, Interaction, ParkedInteraction, Reason, UserState
 from flitfeed.streams.user_updates import decide, taste_params
 
-S = Settings(park_max_attempts=3, park_base_delay_s=1.0, park_max_delay_s=4.0)
+S = WorkerConfig(park_max_attempts=3, park_base_delay_s=1.0, park_max_delay_s=4.0)
+LIMITS = EventLimits()
 NOW = time.time()
 KNOWN = {"f1": IndexedFlit("f1", "a", NOW, np.array([1.0, 0.0], dtype=np.float32))}
 
@@ -41,7 +42,7 @@ def interaction(eid: str, flit_id: str, user: str = "u") -> tuple[Interaction, R
 def decide_one(event: Interaction, msg: RawMessage, stored: dict[str, Any] | None = None,
                parked: ParkedInteraction | None = None, now: float = NOW):  # noqa: ANN201
     return decide(event, msg, stored, KNOWN.get, parked=parked, source_topic="t-interactions", now=now,
-                  params=taste_params(S), settings=S)
+                  params=taste_params(S), worker=S)
 
 
 def test_decide_applies_a_known_flit_stores_counts_and_publishes_the_state() -> None:
@@ -131,7 +132,7 @@ def test_decide_keeps_the_taste_in_the_other_versions_and_publishes_it() -> None
     assert list(UserProfile.from_dict(stored).tastes) == [""]
     e2, msg2 = interaction("e2", "f1")
     decision = decide(e2, msg2, stored, KNOWN.get, parked=None, source_topic="t-interactions", now=NOW,
-                      params=params, settings=S, others={"v2": v2})
+                      params=params, worker=S, others={"v2": v2})
     assert decision.outcome == "applied" and calls == [["f1"]]  # rebuilt from the history: one lookup
     store, observe, _, publish = decision.effects
     profile = UserProfile.from_dict(store.profile)
@@ -144,7 +145,7 @@ def test_decide_keeps_the_taste_in_the_other_versions_and_publishes_it() -> None
     calls.clear()
     e3, msg3 = interaction("e3", "missing")
     parked = decide(e3, msg3, store.profile, KNOWN.get, parked=None, source_topic="t-interactions", now=NOW,
-                    params=params, settings=S, others={"v2": v2})
+                    params=params, worker=S, others={"v2": v2})
     assert parked.outcome == "park" and calls == []
 
 
@@ -157,7 +158,7 @@ def flit_msg(offset: int, fid: str | None, text: str = "worms after rain") -> Ra
 
 def test_plan_batch_counts_the_batch_rejects_the_invalid_and_counts_superseded_copies() -> None:
     msgs = [flit_msg(0, "f1"), flit_msg(1, None), flit_msg(2, "f1", "second"), flit_msg(3, "f2")]
-    plan = plan_batch(msgs, S, now=NOW)
+    plan = plan_batch(msgs, LIMITS, now=NOW)
     assert [(f.flit_id, f.text, m.offset) for f, m in plan.flits] == [("f1", "second", 2),
                                                                       ("f2", "worms after rain", 3)]
     assert plan.effects[0] == Count("consumed", "flits", 4)
@@ -175,7 +176,7 @@ def test_embed_isolating_retries_a_failed_batch_flit_by_flit_and_rejects_only_th
             raise RuntimeError("encoder failed")
         return embed_flits(flits, encoder)
 
-    plan = plan_batch([flit_msg(0, "f1"), flit_msg(1, "poison"), flit_msg(2, "f2")], S, now=NOW)
+    plan = plan_batch([flit_msg(0, "f1"), flit_msg(1, "poison"), flit_msg(2, "f2")], LIMITS, now=NOW)
     batch, failed = asyncio.run(embed_isolating(plan.flits, embed))
     assert calls == [["f1", "poison", "f2"], ["f1"], ["poison"], ["f2"]]
     assert [p.flit_id for p in batch.points] == [r.flit.flit_id for r in batch.vectors] == ["f1", "f2"]
@@ -183,12 +184,12 @@ def test_embed_isolating_retries_a_failed_batch_flit_by_flit_and_rejects_only_th
     assert "encoder failed" in failed[0].detail
 
     calls.clear()
-    whole, none_failed = asyncio.run(embed_isolating(plan_batch([flit_msg(0, "f1")], S, now=NOW).flits, embed))
+    whole, none_failed = asyncio.run(embed_isolating(plan_batch([flit_msg(0, "f1")], LIMITS, now=NOW).flits, embed))
     assert calls == [["f1"]] and len(whole.points) == 1 and none_failed == []
 
 
 def test_decide_batch_publishes_the_vectors_and_counts_superseded_copies_as_processed() -> None:
-    plan = plan_batch([flit_msg(0, "f1"), flit_msg(1, "f1", "again"), flit_msg(2, "f2"), flit_msg(3, None)], S, now=NOW)
+    plan = plan_batch([flit_msg(0, "f1"), flit_msg(1, "f1", "again"), flit_msg(2, "f2"), flit_msg(3, None)], LIMITS, now=NOW)
     batch = embed_flits([f for f, _ in plan.flits], HashingEncoder(dim=8))
     failed = [Reject(plan.flits[1][1], Reason.PROCESSING_ERROR, "boom")]
     batch.vectors, batch.keys, batch.points = batch.vectors[:1], batch.keys[:1], batch.points[:1]  # f2 failed to embed

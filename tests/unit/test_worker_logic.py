@@ -11,13 +11,14 @@ import numpy as np
 from flitfeed.encoders.hashing import HashingEncoder
 from flitfeed.encoders.user_vector import UserProfile
 from flitfeed.index.base import IndexedFlit
-from flitfeed.settings import Settings
+from flitfeed.settings import EventLimits, WorkerConfig
 from flitfeed.streams.embedding import RawMessage, decode_flits, embed_flits, flit_text
 from flitfeed.streams.events import Flit, Interaction, Reason
 from flitfeed.streams.user_updates import (apply_interaction, next_park, refresh_tastes, retry_delay, taste_params,
                                           user_state)
 
-S = Settings(park_max_attempts=3, park_base_delay_s=1.0, park_max_delay_s=4.0)
+S = WorkerConfig(park_max_attempts=3, park_base_delay_s=1.0, park_max_delay_s=4.0)
+LIMITS = EventLimits()
 NOW = time.time()
 
 
@@ -32,7 +33,7 @@ def flit_json(fid: str, text: str = "worms after rain", **kw) -> bytes:
 def test_decode_splits_valid_and_rejected_and_dedupes() -> None:
     msgs = [msg(flit_json("f1"), 0), msg(b"nope", 1), msg(flit_json("f1", "second version"), 2),
             msg(flit_json("f2", "x" * 2000), 3)]
-    decoded, rejected = decode_flits(msgs, S, now=NOW)
+    decoded, rejected = decode_flits(msgs, LIMITS, now=NOW)
     assert [(f.flit_id, f.text, m.offset) for f, m in decoded] == [("f1", "second version", 2)]
     assert [(r.message.offset, r.reason) for r in rejected] == [(1, Reason.INVALID_JSON), (3, Reason.TEXT_TOO_LONG)]
 
@@ -68,13 +69,13 @@ def test_apply_park_duplicate() -> None:
 
 def test_parking_backs_off_then_gives_up() -> None:
     e = event("e1", "missing")
-    first = next_park(None, e, "cmF3", 2, 17, now=100.0, settings=S)
+    first = next_park(None, e, "cmF3", 2, 17, now=100.0, worker=S)
     assert first is not None and first.attempts == 0 and first.not_before == 101.0
-    second = next_park(first, e, "cmF3", 2, 17, now=200.0, settings=S)
+    second = next_park(first, e, "cmF3", 2, 17, now=200.0, worker=S)
     assert second.attempts == 1 and second.not_before == 202.0 and second.source_offset == 17
-    third = next_park(second, e, "cmF3", 2, 17, now=300.0, settings=S)
+    third = next_park(second, e, "cmF3", 2, 17, now=300.0, worker=S)
     assert third.attempts == 2
-    assert next_park(third, e, "cmF3", 2, 17, now=400.0, settings=S) is None
+    assert next_park(third, e, "cmF3", 2, 17, now=400.0, worker=S) is None
     assert retry_delay(10, S) == 4.0
 
 

@@ -41,7 +41,7 @@ def test_popularity_on_the_tiny_stream() -> None:
 def test_content_only_production_pipeline_on_the_tiny_stream() -> None:
     ds, vectors = tiny()
     settings = eval_settings()
-    method = FlitfeedMethod(ds, vectors, content_params(RankerParams.from_settings(settings)), settings, learned=False,
+    method = FlitfeedMethod(ds, vectors, content_params(RankerParams.from_config(settings.ranker)), settings, learned=False,
                             collaborative=False, name="content")
     run = replay(ds, [method], vectors, k=1, progress_every=0)["content"]
     # u1 after liking A is shown A2 (its nearest unseen neighbour): the only hit. After A and A2 the
@@ -54,7 +54,7 @@ def test_no_method_ever_recommends_a_seen_item() -> None:
     ds, vectors = tiny()
     settings = eval_settings()
     methods = [RandomMethod(4, seed=1), PopularityMethod(4, half_life_s=60.0),
-               FlitfeedMethod(ds, vectors, RankerParams.from_settings(settings), settings)]
+               FlitfeedMethod(ds, vectors, RankerParams.from_config(settings.ranker), settings)]
     # replay() raises AssertionError if any feed holds an item the user interacted with before.
     runs = replay(ds, methods, vectors, k=4, progress_every=0)
     assert all(len(r.log) == 5 for r in runs.values())

@@ -35,9 +35,9 @@ def test_shipped_model_beats_popularity_on_a_slice() -> None:
     vectors = embed_catalog(dataset, SentenceTransformerEncoder(), REPO / "var" / "eval-cache")
     settings = eval_settings()
     n = len(dataset.items)
-    shipped = FlitfeedMethod(dataset, vectors, RankerParams.from_settings(settings), settings, name="flitfeed")
+    shipped = FlitfeedMethod(dataset, vectors, RankerParams.from_config(settings.ranker), settings, name="flitfeed")
     baselines = [PopularityMethod(n, DAY, name="popularity-1d"),
-                 FlitfeedMethod(dataset, vectors, content_params(RankerParams.from_settings(settings)), settings,
+                 FlitfeedMethod(dataset, vectors, content_params(RankerParams.from_config(settings.ranker)), settings,
                                 collaborative=False, name="content", learned=False)]
     runs = replay(dataset, [shipped, *baselines], vectors, score_from=SCORE_FROM, progress_every=0)
     recall = {name: run.log.summary(n)["recall"] for name, run in runs.items()}

@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from flitfeed.monitoring.drift import (DriftThresholds, EmbeddingDrift, ScalarDrift, UserVectorDrift,
+from flitfeed.monitoring.drift import (EmbeddingDrift, ScalarDrift, UserVectorDrift,
                                        centroid_cosine_distance, mmd2_unbiased, psi)
+from flitfeed.monitoring.monitors import drift_thresholds
+from flitfeed.settings import MonitoringConfig
 
-THRESHOLDS = DriftThresholds()
+THRESHOLDS = drift_thresholds(MonitoringConfig())
 
 
 def test_psi_matches_its_formula_and_is_zero_for_equal_histograms() -> None:

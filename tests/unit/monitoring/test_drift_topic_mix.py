@@ -24,7 +24,7 @@ SETTINGS = Settings(encoder="minilm")  # default windows (500 / 500) and thresho
 
 def _embedded(topics: tuple[str, ...], n: int, seed: int) -> np.ndarray:
     world = World(seed=seed, topics=topics, start=0.0)
-    return make_encoder(SETTINGS).encode_many([flit_text(f) for f in world.next_flits(n, now=0.0)])
+    return make_encoder(SETTINGS.encoder).encode_many([flit_text(f) for f in world.next_flits(n, now=0.0)])
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +41,14 @@ def _gauges(monitors: WorkerMonitors, metrics: Metrics) -> dict[str, float]:
 def test_stable_mix_stays_under_and_switched_mix_crosses_within_one_window(streams) -> None:
     stable, switched = streams
     metrics = Metrics("worker", CollectorRegistry())
-    monitors = WorkerMonitors(SETTINGS, metrics, dim=stable.shape[1])
-    monitors.learn_flits(stable[:SETTINGS.drift_reference_size + SETTINGS.drift_window_size - 1])
+    monitors = WorkerMonitors(SETTINGS.monitoring, metrics, dim=stable.shape[1])
+    monitors.learn_flits(stable[:SETTINGS.monitoring.drift_reference_size + SETTINGS.monitoring.drift_window_size - 1])
     assert all(v is None for v in _gauges(monitors, metrics).values()), "no score before both windows are full"
     threshold = {s: metrics.registry.get_sample_value("flitfeed_drift_threshold",
                                                       {"service": "worker", "signal": s}) for s in SIGNALS}
-    assert threshold == {s: getattr(SETTINGS, f"drift_threshold_{s}") for s in SIGNALS}
+    assert threshold == {s: getattr(SETTINGS.monitoring, f"drift_threshold_{s}") for s in SIGNALS}
     worst = dict.fromkeys(SIGNALS, 0.0)
-    for i, v in enumerate(stable[SETTINGS.drift_reference_size + SETTINGS.drift_window_size - 1:]):
+    for i, v in enumerate(stable[SETTINGS.monitoring.drift_reference_size + SETTINGS.monitoring.drift_window_size - 1:]):
         monitors.learn_flits(v[None, :])
         if i % 10 == 0:
             for s, value in _gauges(monitors, metrics).items():
@@ -63,5 +63,5 @@ def test_stable_mix_stays_under_and_switched_mix_crosses_within_one_window(strea
                 if value > threshold[s]:
                     crossed.setdefault(s, i)
     assert set(crossed) == set(SIGNALS), f"not every signal crossed: {crossed}"
-    assert max(crossed.values()) <= SETTINGS.drift_window_size, crossed
+    assert max(crossed.values()) <= SETTINGS.monitoring.drift_window_size, crossed
     print(f"stable worst {worst}; switched mix crossed after {crossed} flits")

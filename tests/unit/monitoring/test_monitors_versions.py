@@ -10,12 +10,12 @@ from prometheus_client import CollectorRegistry
 
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import WorkerMonitors
-from flitfeed.settings import Settings
+from flitfeed.settings import MonitoringConfig
 
 
 def test_vectors_of_another_dimension_are_left_out_of_a_spaces_drift() -> None:
     metrics = Metrics("worker", registry=CollectorRegistry())
-    monitors = WorkerMonitors(Settings(drift_reference_size=3, drift_window_size=3), metrics, dim=4)
+    monitors = WorkerMonitors(MonitoringConfig(drift_reference_size=3, drift_window_size=3), metrics, dim=4)
     monitors.learn_flits(np.ones((2, 3), dtype=np.float32))
     monitors.learn_taste(np.ones(3, dtype=np.float32) / np.sqrt(3), np.ones(4, dtype=np.float32) / 2)
     assert monitors.embedding._n_reference == 0

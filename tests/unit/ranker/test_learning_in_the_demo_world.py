@@ -14,14 +14,14 @@ import pytest
 from flitfeed.demo.simulation import Simulation
 from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.factory import make_encoder
-from flitfeed.settings import Settings
+from flitfeed.settings import EncoderConfig
 
 WARM_UP_S = 75.0
 
 
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
-    return make_encoder(Settings())
+    return make_encoder(EncoderConfig())
 
 
 @pytest.mark.parametrize("seed", [5, 7, 3])
