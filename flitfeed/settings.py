@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     park_max_attempts: int = Field(8, ge=1)
     park_base_delay_s: float = Field(0.25, gt=0)
     park_max_delay_s: float = Field(30.0, gt=0)
+    #: Where the worker keeps its users' profiles (``streams/state_store.py``; README "User state"):
+    #: ``rocksdb`` = RocksDB files under ``data_dir/faust`` (a restart reads them and only the changelog's
+    #: tail; RAM holds bounded caches), ``memory`` = every profile in RAM (a restart replays the whole
+    #: changelog). BENCHMARKS.md "State that scales" has both measured.
+    state_store: Literal["rocksdb", "memory"] = "rocksdb"
 
     # --- Ranker ------------------------------------------------------------
     feed_k: int = Field(10, ge=1)
