@@ -33,7 +33,8 @@ from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOP
 from flitfeed.streams import faust_compat
 from flitfeed.streams.faust_compat import ChangelogHandover
 from flitfeed.streams.replicator import AsyncFlitVectorReplicator, FlitVectorReplicator
-from flitfeed.streams.state_store import owned_users, profiles_table, store_url, table_recovered
+from flitfeed.streams.faust_compat.tables import owned_users, profiles_table, table_recovered
+from flitfeed.streams.state_store import store_url
 from flitfeed.streams.user_updates import taste_params
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import pytest
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import WorkerConfig
 from flitfeed.streams.agents.common import store_profile
-from flitfeed.streams.state_store import (ProfileStore, StateDiskFull, is_disk_full, owned_users, profiles_table,
-                                          store_url)
+from flitfeed.streams.faust_compat.tables import ProfileStore, owned_users, profiles_table
+from flitfeed.streams.state_store import StateDiskFull, is_disk_full, store_url
 from faust.types import TP
 
 ENOSPC_TEXT = "IO error: No space left on device: While appending to file: 000012.log"
