@@ -287,7 +287,7 @@ class FlitfeedMethod:
                       if learned else None)
         self.affinity = Affinity(max_users=settings.ranker.coengagement_users) if learned else None
         self.join = ImpressionJoin(window_s=settings.ranker.feedback_window_s)
-        # With learning off (Settings.ranker_learning, as in the services) the model ranks with its prior.
+        # With learning off (settings.ranker.ranker_learning, as in the services) the model ranks with its prior.
         self.learner = None if self.model is None or not settings.ranker.ranker_learning else ExampleLearner(self.model)
         self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement,
                                             model=self.model, affinity=self.affinity)
