@@ -351,9 +351,11 @@ class EdgeIndex:
         if ids:
             _engine(lambda: shard.update(UpdateOperation.delete_points(ids)), "delete failed")
 
-    def count(self) -> int:
+    def count(self, approximate: bool = False) -> int:
+        """Points held; ``approximate`` sums the segments' live points instead of walking the id tracker
+        (~5 us against ~1 ms at 20k points: cheap enough to check a mirror against once per batch)."""
         shard = self._open_shard()
-        return int(_engine(lambda: shard.count(CountRequest(exact=True)), "count failed"))
+        return int(_engine(lambda: shard.count(CountRequest(exact=not approximate)), "count failed"))
 
     def close(self) -> None:
         """Flush, close the shard and record the point count in the marker. Idempotent."""
