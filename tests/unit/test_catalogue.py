@@ -283,3 +283,21 @@ def test_ranker_params_default_limit_fits_the_catalogue_search() -> None:
     catalogue.upsert_many(flits)
     found = catalogue.search_columns([rng.normal(size=DIM)], RankerParams().candidates_per_source, [None])
     assert found.counts.tolist() == [20]
+
+
+def test_edge_approximate_count_follows_upserts_replacements_deletions_and_optimizes(tmp_path) -> None:  # noqa: ANN001
+    """The source checks the mirror against it once per batch: it must be the exact count, only cheaper."""
+    rng = np.random.default_rng(4)
+    with EdgeIndex(tmp_path / "flits", DIM, indexing_threshold_kb=10) as edge:
+        def both() -> tuple[int, int]:
+            return edge.count(approximate=True), edge.count()
+
+        edge.upsert_many(random_flits(rng, 400))
+        assert both() == (400, 400)
+        edge.maybe_optimize(0)
+        edge.upsert_many(random_flits(rng, 100) + random_flits(rng, 30, prefix="g"))  # 100 replaced, 30 new
+        assert both() == (430, 430)
+        edge.delete_many([f"f{i}" for i in range(0, 400, 3)] + ["nope"])
+        assert both() == (296, 296)
+        edge.maybe_optimize(0)
+        assert both() == (296, 296)
