@@ -145,9 +145,9 @@ class VectorCatalogue:
         """Insert or replace by ``flit_id`` (the last one wins). Raises ``ValueError`` for a vector the
         indexes refuse (wrong shape, non-finite, zero) before changing anything."""
         self._check_open()
-        vectors = [np.asarray(checked_vector(f.vector, self.dim), dtype=np.float32) for f in flits]
         if not self._usable:
             return
+        vectors = [self._checked(f.vector) for f in flits]
         for f, vector in zip(flits, vectors):
             slot = self._slot.get(f.flit_id)
             if slot is None:
@@ -170,6 +170,16 @@ class VectorCatalogue:
             self._tags[slot] = tuple(f.tags)
             self._lang[slot] = f.lang
             self._by_author[f.author_id].add(slot)
+
+    def _checked(self, vector: np.ndarray) -> np.ndarray:
+        """The vector as float32, refused as the indexes refuse it (``checked_vector``) without its list of
+        Python floats: the ranker feeds the catalogue one record at a time, the whole log at start-up."""
+        arr = np.asarray(vector, dtype=np.float32)
+        if arr.shape != (self.dim,):
+            raise ValueError(f"vector shape {arr.shape}, expected ({self.dim},)")
+        if not np.isfinite(arr).all() or not arr.any():
+            raise ValueError("vector must be finite and non-zero")
+        return arr
 
     def _new_slot(self) -> int:
         if self._free:
