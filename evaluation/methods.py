@@ -32,6 +32,7 @@ import numpy as np
 
 from flitfeed.evaluation.dataset import Dataset
 from flitfeed.index.base import IndexedFlit, VectorIndex
+from flitfeed.index.catalogue import VectorCatalogue
 from flitfeed.index.memory import MemoryIndex
 from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.coengagement import CoEngagement
@@ -271,6 +272,9 @@ class FlitfeedMethod:
         self.index: VectorIndex = index
         # The catalog is published before the replay: every flit is in the index and the recent store.
         self.index.upsert_many(list(self.points.values()))
+        # The in-memory mirror the services' vector source searches while it mirrors the index (as the ranker).
+        self.catalogue = VectorCatalogue(vectors.shape[1], max_points=max(50_000, len(self.item_ids)))
+        self.catalogue.upsert_many(list(self.points.values()))
         self.recent = RecentFlits(capacity=max(settings.ranker.recent_flits_capacity, len(self.item_ids)))
         for p in self.points.values():
             self.recent.add_one(p.flit_id, p.author_id, p.created_at, p.tags, vector=p.vector)
@@ -290,7 +294,7 @@ class FlitfeedMethod:
         # With learning off (settings.ranker.ranker_learning, as in the services) the model ranks with its prior.
         self.learner = None if self.model is None or not settings.ranker.ranker_learning else ExampleLearner(self.model)
         self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement,
-                                            model=self.model, affinity=self.affinity)
+                                            model=self.model, affinity=self.affinity, catalogue=self.catalogue)
         self.profiles: dict[str, UserProfile] = {}
         self._impressions = 0
         self.stage_times = StageTimes()
