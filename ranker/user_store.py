@@ -398,6 +398,41 @@ def open_user_store(settings: Settings, topic: str, metrics: Metrics | None) -> 
     raise ValueError(f"unknown ranker state store {cfg.ranker_state_store!r}: one of {', '.join(STORES)}")
 
 
+#: How often a state write that failed for a full disk is tried again (as the worker's profile writes).
+DISK_FULL_RETRY_S = 5.0
+
+
+def put_until_stored(store: UserStateStore, partition: int, state: HeldState, offset: int | None, *,
+                     wait: Callable[[float], bool], metrics: Metrics | None = None,
+                     beat: Callable[[], None] = lambda: None, retry_s: float = DISK_FULL_RETRY_S) -> bool:
+    """Put ``state``; on a full disk say so in one line, count it, and try again every ``retry_s`` until it
+    fits. ``wait(seconds)`` waits and is True when the ranker is stopping (a ``threading.Event``'s wait):
+    then False is returned with the state not stored, and its offset not applied, so the restart's tail
+    read applies it. ``beat`` keeps /livez from restarting a ranker that is only waiting for space.
+
+    >>> from flitfeed.ranker.held import HeldState
+    >>> put_until_stored(MemoryUserStore(), 0, HeldState("u", {}, (), (), 0, "t"), 1, wait=lambda s: True)
+    True
+    """
+    failed = False
+    while True:
+        try:
+            store.put(partition, state.user_id, state, offset)
+        except StateDiskFull as exc:
+            if metrics is not None:
+                metrics.state_write_errors.labels(service=metrics.service, reason="disk_full").inc()
+            if not failed:
+                log.error(str(exc))
+            failed = True
+            beat()
+            if wait(retry_s):
+                return False
+            continue
+        if failed:
+            log.warning("ranker user state store writable again")
+        return True
+
+
 # --- restart ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Recovery:

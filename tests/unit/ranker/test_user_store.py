@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.ranker.held import HeldFormatError, HeldState, decode_held, encode_held
 from flitfeed.ranker.user_store import (MemoryUserStore, Recovery, RocksUserStore, apply_records, open_user_store,
-                                        plan_recovery)
+                                        plan_recovery, put_until_stored)
 from flitfeed.settings import Settings
 from flitfeed.streams.events import UserState
 from flitfeed.streams.state_store import StateDiskFull
@@ -224,6 +224,39 @@ def test_a_full_disk_is_one_clear_error_and_changes_nothing(tmp_path: Path) -> N
     s._dbs[0] = real
     assert s.get(0, "u").trigger_id == "t1" and s.applied_offset(0) == 1
     s.close()
+
+
+class FillingDisk(MemoryUserStore):
+    """A store whose disk is full for the first ``failures`` writes."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def put(self, partition: int, user_id: str, state: HeldState, offset: int | None = None) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StateDiskFull("/data/ranker-state", ENOSPC_TEXT)
+        super().put(partition, user_id, state, offset)
+
+
+def test_a_write_on_a_full_disk_waits_for_space_says_so_once_and_counts_each_try(caplog) -> None:
+    store, metrics, waits, beats = FillingDisk(failures=3), Metrics("ranker"), [], []
+    with caplog.at_level(logging.WARNING):
+        assert put_until_stored(store, 0, held("u"), 5, wait=lambda s: waits.append(s) or False, metrics=metrics,
+                                beat=lambda: beats.append(1), retry_s=2.0)
+    assert store.get(0, "u") is not None and store.applied_offset(0) == 5
+    assert waits == [2.0] * 3 and len(beats) == 3
+    assert metrics.value("flitfeed_state_write_errors_total", service="ranker", reason="disk_full") == 3
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "no space left on device" in errors[0].getMessage()
+    assert any("writable again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_stop_while_waiting_for_space_leaves_the_state_unapplied() -> None:
+    store = FillingDisk(failures=10)
+    assert not put_until_stored(store, 0, held("u"), 5, wait=lambda s: True)
+    assert store.get(0, "u") is None and store.applied_offset(0) == 0  # the restart's tail read applies it
 
 
 def test_the_cache_is_bounded_and_reads_past_it_come_from_disk(tmp_path: Path) -> None:
