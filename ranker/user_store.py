@@ -254,11 +254,15 @@ class RocksUserStore:
             raise
 
     def open_partition(self, partition: int) -> int:
+        return self._open_partition(partition, rebuilding=False)
+
+    def _open_partition(self, partition: int, rebuilding: bool) -> int:
         if partition in self._dbs:
             return self.applied_offset(partition)
         held = self._held()
         path = self._path(partition)
-        db = open_or_rebuild(path, self._open, partition in held,
+        # A partition emptied on purpose (``rebuilding``) is not also counted as missing.
+        db = open_or_rebuild(path, self._open, partition in held and not rebuilding,
                              lambda reason, detail: self._rebuilt(partition, reason, detail))
         stored = db.get(_FORMAT)
         if stored is not None and int.from_bytes(stored, "little") != FORMAT:
@@ -284,7 +288,7 @@ class RocksUserStore:
         self.drop_partition(partition)
         self._destroy(self._path(partition))
         self._rebuilt(partition, reason, detail)
-        self.open_partition(partition)
+        self._open_partition(partition, rebuilding=True)
 
     def drop_partition(self, partition: int) -> None:
         db = self._dbs.pop(partition, None)
