@@ -18,7 +18,8 @@ directly, each phase in a fresh process so its RSS is its own:
    ``get`` served (the write-ahead log replayed; the restart's cost before the topic's tail, which is read
    at step 1's rate), then ``get`` latency for random users with the LRU cold (decoded from RocksDB; the
    OS page cache is warm, as it is on a ranker restarted on the same host), the same users again with it
-   warm, and ``get_many`` of a poll's 200 users. RSS at ready and at the end (VmRSS, VmHWM) over the process's RSS before opening.
+   warm, and ``get_many`` of a poll's 200 users. RSS at ready and at the end (VmRSS, VmHWM) over the
+   process's RSS before opening.
 4. **memory**: ``MemoryUserStore`` (today's ranker) with min(N, 100,000) users: its RSS per user.
 
 Bytes per user on disk: the partition directories after a flush, divided by N. Progress is printed while
