@@ -18,7 +18,7 @@ emptied and rebuilt from the topic, with one warning line and ``flitfeed_state_r
 a full disk raises :class:`~flitfeed.streams.state_store.StateDiskFull`.
 
 Offsets here are "next to read", as Kafka commits them: ``applied_offset(p) == n`` means every record of
-partition ``p`` before offset ``n`` is applied; 0 means none.
+partition ``p`` before offset ``n`` is applied; 0 means none. It only moves forward (a reset empties it).
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class UserStateStore(Protocol):
 
     def put(self, partition: int, user_id: str, state: HeldState, offset: int | None = None) -> None:
         """Store ``state``; with ``offset`` (the record's offset + 1) the applied offset moves there in the
-        same atomic write."""
+        same atomic write, never back: a record the group re-delivers after a restart was applied already,
+        and so were those after it (see :func:`plan_recovery`)."""
         ...
 
     def put_many(self, partition: int, states: Iterable[HeldState], offset: int | None = None) -> None:
@@ -117,14 +118,14 @@ class MemoryUserStore:
     def put(self, partition: int, user_id: str, state: HeldState, offset: int | None = None) -> None:
         self._states.setdefault(partition, {})[user_id] = state
         if offset is not None:
-            self._applied[partition] = offset
+            self._applied[partition] = max(offset, self._applied.get(partition, 0))
 
     def put_many(self, partition: int, states: Iterable[HeldState], offset: int | None = None) -> None:
         users = self._states.setdefault(partition, {})
         for state in states:
             users[state.user_id] = state
         if offset is not None:
-            self._applied[partition] = offset
+            self._applied[partition] = max(offset, self._applied.get(partition, 0))
 
     def applied_offset(self, partition: int) -> int:
         return self._applied.get(partition, 0)
@@ -223,6 +224,7 @@ class RocksUserStore:
         self._options = rocks_options(block_cache_bytes)
         self._dbs: dict[int, object] = {}
         self._counts: dict[int, int] = {}
+        self._applied: dict[int, int] = {}
 
     # --- partitions -----------------------------------------------------------
     def _path(self, partition: int) -> Path:
@@ -275,8 +277,9 @@ class RocksUserStore:
         if stored is None:
             self._write(db, path, [(_FORMAT, FORMAT.to_bytes(1, "little"))])
         self._dbs[partition] = db
-        raw_count = db.get(_COUNT)
+        raw_count, raw_applied = db.get(_COUNT), db.get(_APPLIED)
         self._counts[partition] = 0 if raw_count is None else int.from_bytes(raw_count, "little")
+        self._applied[partition] = 0 if raw_applied is None else int.from_bytes(raw_applied, "little")
         if partition not in held:
             self._held_path().write_text(json.dumps(sorted(held | {partition})))
         return self.applied_offset(partition)
@@ -295,6 +298,7 @@ class RocksUserStore:
         if db is not None:
             db.close()
         self._counts.pop(partition, None)
+        self._applied.pop(partition, None)
         self.cache.drop_partition(partition)
 
     def partitions(self) -> list[int]:
@@ -307,9 +311,7 @@ class RocksUserStore:
 
     # --- reads and writes -------------------------------------------------------
     def applied_offset(self, partition: int) -> int:
-        db = self._dbs.get(partition)
-        raw = None if db is None else db.get(_APPLIED)
-        return 0 if raw is None else int.from_bytes(raw, "little")
+        return self._applied.get(partition, 0)
 
     def get(self, partition: int, user_id: str) -> HeldState | None:
         return self.get_many([(partition, user_id)])[0]
@@ -341,10 +343,12 @@ class RocksUserStore:
         added = self._new_users(db, partition, states, [key for key, _ in items])
         if added:
             items.append((_COUNT, (self._counts[partition] + added).to_bytes(8, "little")))
-        if offset is not None:
-            items.append((_APPLIED, offset.to_bytes(8, "little")))
+        applied = self._applied[partition] if offset is None else max(offset, self._applied[partition])
+        if applied != self._applied[partition]:
+            items.append((_APPLIED, applied.to_bytes(8, "little")))
         self._write(db, self._path(partition), items)
         self._counts[partition] += added
+        self._applied[partition] = applied
         # The cache is written through after the batch is stored: a failed write leaves it as the disk is.
         # A user whose state just changed is the one whose feed is built next.
         for s in states:

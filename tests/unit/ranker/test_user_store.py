@@ -97,6 +97,18 @@ def test_the_applied_offset_moves_with_the_puts_that_carry_it(store) -> None:
     assert store.applied_offset(0) == 20 and store.applied_offset(1) == 0
 
 
+def test_the_applied_offset_never_moves_back(store) -> None:
+    # After a restart the group re-delivers records the store applied (plan_recovery's replay): all
+    # records before the stored offset are still applied, so a second crash must not forget that.
+    store.open_partition(0)
+    store.put(0, "u1", held("u1", "t2"), offset=20)
+    store.put(0, "u1", held("u1", "t1"), offset=11)
+    store.put_many(0, [held("u2")], offset=15)
+    assert store.applied_offset(0) == 20
+    store.reset_partition(0, "ahead_of_log")
+    assert store.applied_offset(0) == 0  # only a reset empties it
+
+
 def test_a_dropped_partition_is_forgotten_and_the_others_kept(store) -> None:
     for p in (0, 1):
         store.open_partition(p)
