@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.common import Timer, bench_parser, print_table, setup_logging, write_json
 from flitfeed.encoders.user_vector import TasteParams, UserProfile
 from flitfeed.settings import Settings
-from flitfeed.ranker.service import HeldState
+from flitfeed.ranker.held import HeldState
 from flitfeed.streams.events import UserState
 from flitfeed.streams.user_updates import user_state
 

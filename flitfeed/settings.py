@@ -250,6 +250,14 @@ class RankerConfig(_Area):
     #: What "now" is for the ranker: ``wall`` (the clock; production) or ``event`` (the latest
     #: interaction time it has read: replays of historical data, e.g. ``flitfeed evaluate --kafka``).
     ranker_clock: Literal["wall", "event"] = "wall"
+    #: Where the ranker keeps its users' states (``ranker/user_store.py``): ``rocksdb`` = one RocksDB database
+    #: per owned ``user-states`` partition under ``data_dir/ranker-state`` (~1.8 KB per user on disk; a
+    #: restart opens them and reads only the topic's tail; RAM holds the cache below and bounded RocksDB
+    #: buffers), ``memory`` = every owned user in RAM (~3.9 KB each; a restart reads the whole topic).
+    ranker_state_store: Literal["rocksdb", "memory"] = "rocksdb"
+    #: Users whose decoded state the ``rocksdb`` store keeps in RAM (least recently used evicted; ~2.3 KB
+    #: each with a 384-d taste): the users being served are not decoded on every feed.
+    ranker_state_cache_users: int = Field(20_000, ge=0)
 
 
 class MonitoringConfig(_Area):

@@ -8,11 +8,14 @@ recent-flits list, and ``interactions`` into the engagement tracker (from
 ``popularity_window`` ago on start-up).
 
 Restart rule: on partition assignment the user states of that partition are
-re-read from the compacted ``user-states`` topic up to the group's committed
-offset *without* publishing, so a restart neither loses a user's state nor
-re-publishes feeds for updates that were already served. Offsets are committed
-only after the feeds of a batch are delivered (at-least-once feeds; every feed
-carries its ``trigger_id`` so consumers can drop a repeat).
+brought up to the group's committed offset *without* publishing, so a restart
+neither loses a user's state nor re-publishes feeds for updates that were
+already served. They are kept in :mod:`.user_store` (``ranker_state_store``):
+with RocksDB only the records after the offset the store applied are read from
+the compacted ``user-states`` topic; in memory, or for a partition rebuilt, all
+of them. Offsets are committed only after the feeds of a batch are delivered
+(at-least-once feeds; every feed carries its ``trigger_id`` so consumers can
+drop a repeat).
 
 Batch-first: each poll of the group consumer (up to 200 messages) is one batch. Its state changes are
 applied, its triggers coalesced into the feeds worth building (:mod:`.batching`: one feed per user's
@@ -26,12 +29,11 @@ Single-threaded: one loop polls the broadcast readers and the group consumer.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -54,6 +56,7 @@ from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feedback_loop import FeedbackLoop
 from flitfeed.ranker.feeds import build_feed_pipeline
+from flitfeed.ranker.held import HeldState
 from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline, PipelineResult
@@ -62,6 +65,7 @@ from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.scorers import ActionScorer
 from flitfeed.ranker.signals import learn_interaction
+from flitfeed.ranker.user_store import apply_records, open_user_store, plan_recovery, put_until_stored
 from flitfeed.settings import RankerConfig, Settings
 from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
                                      TOPIC_MODEL_VERSIONS, TOPIC_USER_STATES)
@@ -73,56 +77,6 @@ from flitfeed.startup import is_transient, kafka_call
 from flitfeed.streams.replicator import FlitVectorReplicator
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class HeldState:
-    """What the ranker keeps per user: the parts of a :class:`UserState` a feed needs, compactly.
-
-    A decoded ``UserState`` holds its taste as 384 Python floats (~12 KB per user); this holds
-    float32 (1.5 KB per version held) and interns flit ids and authors, which many users share. Measured by
-    ``benchmarks/user_memory.py`` (``ranker_state`` vs ``ranker_held`` columns).
-
-    >>> s = UserState(user_id="u", taste=[0.6, 0.8], seen=["f1"], updated_at=0, trigger_id="e1",
-    ...               model_version="a@1", tastes={"b@2": [1.0, 0.0]})
-    >>> h = HeldState.of(s, "a@1", held=("a@1", "b@2"))
-    >>> h.taste.dtype.name, h.seen, h.trigger_id, h.taste_in("b@2").tolist()
-    ('float32', ('f1',), 'e1', [1.0, 0.0])
-    """
-
-    user_id: str
-    #: The user's taste in each version held (version → unit vector).
-    tastes: dict[str, np.ndarray]
-    seen: tuple[str, ...]
-    muted_authors: tuple[str, ...]
-    positives: int
-    trigger_id: str
-    #: The version served when the state arrived (``taste``).
-    serving: str = ""
-
-    @property
-    def taste(self) -> np.ndarray | None:
-        return self.tastes.get(self.serving)
-
-    def taste_in(self, version: str) -> np.ndarray | None:
-        """The user's taste in ``version``; None when the worker has none there (served as a cold start)."""
-        return self.tastes.get(version)
-
-    @classmethod
-    def of(cls, state: UserState, serving: str | None = None, held: Collection[str] = ()) -> "HeldState":
-        """``serving``: the embedding version feeds are ranked with, ``held``: the other versions the ranker
-        holds (a switch finds their tastes here). A taste of any other version is dropped: a user with no
-        taste in the serving version is served as a cold start until the worker publishes one."""
-        primary = state.model_version or serving or ""  # a worker before versions: its taste is the served one's
-        raw = dict(state.tastes)
-        if state.taste is not None:
-            raw[primary] = state.taste
-        keep = set(held) | {serving or primary}
-        return cls(user_id=state.user_id,
-                   tastes={v: np.asarray(t, dtype=np.float32) for v, t in raw.items() if v in keep},
-                   seen=tuple(sys.intern(f) for f in state.seen),
-                   muted_authors=tuple(sys.intern(a) for a in state.muted_authors),
-                   positives=state.positives, trigger_id=state.trigger_id, serving=serving or primary)
 
 
 def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: float,
@@ -202,10 +156,16 @@ class RankerService:
         metrics.health.require("partitions_assigned", "flit_vectors_caught_up")
         #: Latest interaction time read (the clock when ``settings.ranker.ranker_clock == "event"``).
         self.event_now = float("-inf")
-        #: user states by partition, so a revoked partition's users can be dropped.
-        self.states: dict[int, dict[str, HeldState]] = {}
         self._t = {name: settings.kafka.topic(name) for name in
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
+        #: user states by partition (a revoked partition's users are dropped): RocksDB read on demand, or
+        #: memory (``ranker_state_store``).
+        self.user_store = open_user_store(settings, self._t[TOPIC_USER_STATES], metrics)
+        #: Per partition: records before this offset were applied to the store before the last stop but not
+        #: committed; the group re-delivers them and their feeds are built (see :func:`plan_recovery`).
+        self._replay_until: dict[int, int] = {}
+        #: Set by :meth:`run`: a state write waiting for disk space gives up when it is.
+        self._stop = threading.Event()
         # Every record a poll's inputs lead to counts towards that poll's batch; its offsets are committed
         # once they are all delivered (ranker/commits.py), without stopping the loop to flush.
         self.producer = TrackedProducer(Producer(producer_config(settings.kafka)))
@@ -317,7 +277,7 @@ class RankerService:
         committed = ({tp.partition: tp.offset for tp in kafka_call(lambda: consumer.committed(mine, timeout=10),
                                                                    what="committed offsets")} if mine else {})
         for tp in mine:
-            self.states[tp.partition] = self._bootstrap_states(tp.partition, committed.get(tp.partition, -1))
+            self._recover(consumer, tp.partition, committed.get(tp.partition, -1))
         self.feedback.rebuild([tp.partition for tp in mine], time.time())
         log.info("partitions assigned", extra={"partitions": len(partitions), "users": self.user_count()})
         consumer.assign(partitions)
@@ -333,32 +293,50 @@ class RankerService:
                         extra={"error": str(exc)[:200]})
         for tp in partitions:
             if tp.topic == self._t[TOPIC_USER_STATES]:
-                self.states.pop(tp.partition, None)
+                self.user_store.drop_partition(tp.partition)  # its files stay for when it comes back
+                self._replay_until.pop(tp.partition, None)
         self.feedback.drop([tp.partition for tp in partitions if tp.topic == self._t[TOPIC_USER_STATES]])
 
-    def _bootstrap_states(self, partition: int, until: int) -> dict[str, HeldState]:
-        """Latest state per user in [0, until) of a user-states partition, without publishing feeds."""
-        states: dict[str, HeldState] = {}
-        if until <= 0:
-            return states
-        for m in read_partition(self.settings.kafka, self._t[TOPIC_USER_STATES], partition, until=until, timeout_s=120,
-                                group_id=f"{self.settings.kafka.ranker_group}-bootstrap-unused"):
-            try:
-                state = decode_internal(m.value(), UserState)
-            except DecodeError:
-                continue  # dead-lettered when it was first consumed
-            states[state.user_id] = self._held(state)
-        return states
+    def _recover(self, consumer: Consumer, partition: int, committed: int) -> None:
+        """Bring a user-states partition's stored states up to the group's ``committed`` offset without
+        publishing feeds: the records after the offset the store applied (all of them for a memory store, a
+        new or a rebuilt partition), as :func:`~flitfeed.ranker.user_store.plan_recovery` says."""
+        topic = self._t[TOPIC_USER_STATES]
+        applied = self.user_store.open_partition(partition)
+        low, high = kafka_call(lambda: consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10),
+                               what=f"offsets of {topic}[{partition}]")
+        plan = plan_recovery(applied, committed, low, high)
+        if plan.rebuild is not None:
+            self.user_store.reset_partition(partition, plan.rebuild,
+                                            f"applied {applied}, committed {committed}, log [{low}, {high})")
+        self._replay_until[partition] = plan.replay_until
+        read = 0
+        if plan.until > plan.start:
+            messages = read_partition(self.settings.kafka, topic, partition, start=plan.start, until=plan.until,
+                                      timeout_s=120, group_id=f"{self.settings.kafka.ranker_group}-bootstrap-unused")
+            read = apply_records(self.user_store, partition, ((m.offset(), m.value()) for m in messages),
+                                 self._held_record)
+            self.metrics.state_restored.labels(service=self.metrics.service).inc(read)
+        log.info("user states recovered", extra={"partition": partition, "applied": applied, "committed": committed,
+                                                  "read": read, "rebuild": plan.rebuild,
+                                                  "replay_until": plan.replay_until})
+
+    def _held_record(self, value: bytes | None) -> HeldState | None:
+        try:
+            return self._held(decode_internal(value, UserState))
+        except DecodeError:
+            return None  # dead-lettered when it was first consumed
 
     def _held(self, state: UserState) -> HeldState:
         return HeldState.of(state, self.replicator.gate.serving, held=tuple(self.others))
 
     def user_count(self) -> int:
-        return sum(len(users) for users in self.states.values())
+        return self.user_store.count()
 
     # --- the loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         log.info("ranker running", extra={"group": self.settings.kafka.ranker_group})
+        self._stop = stop
         lag = start_lag_reporter(self.settings.kafka, self.settings.monitoring, self.metrics, self.settings.kafka.ranker_group,
                                  [self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]])
         try:
@@ -522,11 +500,9 @@ class RankerService:
         for the log's end is a round trip (half the ranker's busy time at 25 interactions/s), done only
         when some triggering flit is not in the replica's recent flits yet.
         """
-        def known(job: FeedJob) -> bool:
-            state = self.states.get(job.partition, {}).get(job.user_id)
-            return state is not None and bool(state.seen) and state.seen[-1] in self.recent
-
-        if all(known(job) for job in jobs if job.trigger_kind == "interaction"):
+        triggered = [job for job in jobs if job.trigger_kind == "interaction"]
+        states = self.user_store.get_many([(job.partition, job.user_id) for job in triggered])
+        if all(state is not None and state.seen and state.seen[-1] in self.recent for state in states):
             return
         if not self.replicator.catch_up():
             log.warning("flit-vectors replica still behind; building feeds from what it has")
@@ -567,13 +543,17 @@ class RankerService:
         except DecodeError as exc:
             self._dead_letter(m, exc.reason, exc.detail)
             return None
-        users = self.states.setdefault(m.partition(), {})
-        previous = users.get(state.user_id)
+        previous = self.user_store.get(m.partition(), state.user_id)
         held = self._held(state)
         if held.taste is None and state.taste is not None:
             self.metrics.vectors_skipped.labels(service=self.metrics.service, reason="taste_other_version").inc()
-        users[state.user_id] = held
-        if previous is not None and previous.trigger_id == state.trigger_id:
+        if not put_until_stored(self.user_store, m.partition(), held, m.offset() + 1, wait=self._stop.wait,
+                                metrics=self.metrics, beat=self.metrics.health.beat):
+            return None  # stopping on a full disk: not applied, so the restart's tail read applies it
+        # A record the store applied before the last stop but the group had not committed: its feed may not
+        # have been delivered, so it is built even though the stored state already has its trigger id.
+        replayed = m.offset() < self._replay_until.get(m.partition(), 0)
+        if previous is not None and previous.trigger_id == state.trigger_id and not replayed:
             return None  # the worker re-published after a crash; this feed was already served
         return FeedJob(state.user_id, self.settings.ranker.feed_k, state.trigger_id, "interaction", state.trigger_ts,
                        m.partition(), sources=(m,))
@@ -600,8 +580,9 @@ class RankerService:
             return 0
         now = self.now()
         version = self.replicator.gate.serving
-        queries = [feed_query(self.states.get(job.partition, {}).get(job.user_id), job.user_id, job.k, now,
-                              trigger_id=job.trigger_id, version=version) for job in jobs]
+        states = self.user_store.get_many([(job.partition, job.user_id) for job in jobs])
+        queries = [feed_query(state, job.user_id, job.k, now, trigger_id=job.trigger_id, version=version)
+                   for job, state in zip(jobs, states)]
         self.metrics.ranker_batch.observe(len(jobs))
         try:
             results: list[PipelineResult | None] = list(self.pipeline.run_many(queries))
@@ -648,6 +629,7 @@ class RankerService:
         closers = [self._final_commit, self.consumer.close, self.interactions.close, self.space.close,
                    self.feedback.close, lambda: self.producer.flush(10)]
         closers += [space.close for space in self.others.values()]
+        closers.append(self.user_store.close)
         if self.follower is not None:
             closers.append(self.follower.close)
         for closer in closers:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import embedding, index, ranker, report, user_memory
+from benchmarks import embedding, index, ranker, ranker_state, report, user_memory
 
 
 def run(module, tmp_path: Path, *extra: str) -> dict:  # noqa: ANN001
@@ -72,6 +72,15 @@ def test_user_memory_quick_grows_with_state(tmp_path: Path) -> None:
     typical, full = rows
     assert full["worker_table_bytes_per_user"] > typical["worker_table_bytes_per_user"] > 1000
     assert typical["ranker_state_bytes_per_user"] > 384 * 4  # at least the taste vector
+
+
+def test_ranker_state_quick_stores_every_user_and_reports_each_phase(tmp_path: Path) -> None:
+    rows = run(ranker_state, tmp_path, "--users", "3000", "--samples", "300", "--cache", "500")["rows"]
+    by = {r["phase"]: r for r in rows}
+    assert by["write (rebuild from records)"]["users"] == 3000  # the phase asserts the store counts them all
+    assert by["write (rebuild from records)"]["disk_bytes_per_user"] > 384 * 4  # at least the taste
+    assert by["get, LRU cold"]["samples"] == by["get, LRU warm"]["samples"] == 300
+    assert by["memory store (today's ranker)"]["rss_bytes_per_user"] > 0
 
 
 def test_report_renders_results_into_the_marked_section(tmp_path: Path) -> None:
