@@ -21,6 +21,9 @@ state changes, answering all of them in ``covers``; one per request), the feeds 
 (:mod:`.publisher`); then the producer is flushed and the offsets committed.
 
 Single-threaded: one loop polls the broadcast readers and the group consumer.
+
+Wiring: every Kafka client comes from an injected :class:`~flitfeed.kafka.clients.KafkaClients` (the CLI passes
+the confluent ones; ``tests/unit/test_ranker_service_clients.py`` in-memory ones).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from flitfeed.index.base import MaintainedIndex, VectorIndex
 from flitfeed.index.edge import EdgeIndex
@@ -42,7 +45,8 @@ from flitfeed.index.factory import is_shared
 from flitfeed.index.spaces import destroy_replica, held_versions
 from flitfeed.index.versions import bare_version
 from flitfeed.index.versions import VersionGate
-from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
+from flitfeed.kafka.clients import KafkaClients, clients_for
+from flitfeed.kafka.config import instance_headers, session_config
 from flitfeed.kafka.reading import consume_available, read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
@@ -179,14 +183,19 @@ OpenSpace = Callable[[str, int, "str | None"], "tuple[VectorIndex, Path | None]"
 class RankerService:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
                  gate: VersionGate | None = None, open_space: OpenSpace | None = None,
-                 catalog=None) -> None:  # noqa: ANN001 - VersionCatalog
+                 catalog=None, clients: KafkaClients | None = None) -> None:  # noqa: ANN001 - VersionCatalog
         """``gate``: the embedding version to serve (default: the one its index holds, else the first the
         workers publish); feeds are ranked with that version's vectors only. ``open_space``: with it, the
         ranker follows the version catalogue (``model-versions``): it keeps a replica of every version held,
         and switches the version it serves when the catalogue's live one changes. ``catalog``: the catalogue
-        read at start-up (its versions are opened before the first user state is read)."""
+        read at start-up (its versions are opened before the first user state is read).
+
+        ``clients`` makes every Kafka client the ranker uses: its group consumer and producer, the interactions
+        reader, each version's replicator, the catalogue follower and the feedback loop's readers (default:
+        the confluent clients of ``settings.kafka``; a test passes in-memory ones)."""
         self.settings = settings
         self.metrics = metrics
+        self._clients = clients_for(settings.kafka, clients)
         self.params = RankerParams.from_config(settings.ranker)
         self.engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
                                             capacity=max(10 * settings.ranker.recent_flits_capacity, 10_000))
@@ -206,11 +215,11 @@ class RankerService:
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
         # Every record a poll's inputs lead to counts towards that poll's batch; its offsets are committed
         # once they are all delivered (ranker/commits.py), without stopping the loop to flush.
-        self.producer = TrackedProducer(Producer(producer_config(settings.kafka)))
+        self.producer = TrackedProducer(self._clients.producer())
         self.commits = CommitTracker()
         self.instance = settings.kafka.instance()
         self._headers = instance_headers(settings.kafka)
-        self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers)
+        self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers, clients=self._clients)
         self.publisher = FeedPublisher(metrics, self.monitors, self.feedback, self._produce, self._t[TOPIC_FEEDS],
                                        lambda: self.model_version)
         self._open_space = open_space
@@ -222,7 +231,7 @@ class RankerService:
         if open_space is not None:
             from flitfeed.streams.version_log import CatalogFollower
 
-            self.follower = CatalogFollower(settings.kafka)
+            self.follower = CatalogFollower(settings.kafka, self._clients)
         if catalog is not None:
             # The versions held are opened before any user state is read: a state's tastes in a version not
             # held yet would be dropped, and a switch would then serve those users as cold starts.
@@ -231,8 +240,8 @@ class RankerService:
         # client.id = instance id: the group's member list (kafka-consumer-groups --describe, AdminClient)
         # then says which replica owns which partitions. The session timeout bounds how long a crashed
         # ranker's partitions wait for a new member.
-        self.consumer = Consumer(consumer_config(settings.kafka, group_id=settings.kafka.ranker_group,
-                                                 **{"client.id": self.instance}, **session_config(settings.kafka)))
+        self.consumer = self._clients.consumer(settings.kafka.ranker_group, **{"client.id": self.instance},
+                                               **session_config(settings.kafka))
         self.consumer.subscribe([self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -244,7 +253,8 @@ class RankerService:
                                        model=self.model, affinity=self.affinity)
         replicator = FlitVectorReplicator(self.settings, index, offsets_path, self.metrics,
                                           on_flit=lambda record: self._on_flit(recent, record),
-                                          write_index=not is_shared(self.settings.index), gate=gate)
+                                          write_index=not is_shared(self.settings.index), gate=gate,
+                                          clients=self._clients)
         rebuilder = None
         if self.settings.index.index_rebuild_interval_s > 0 and isinstance(index, EdgeIndex):  # rebuilt off-process
             from flitfeed.index.edge_optimizer import IndexRebuilder
@@ -276,7 +286,7 @@ class RankerService:
     def _interactions_reader(self) -> Consumer:
         """All partitions of ``interactions`` from one popularity window back: popularity is global."""
         topic = self._t[TOPIC_INTERACTIONS]
-        reader = Consumer(consumer_config(self.settings.kafka, group_id=f"{self.settings.kafka.ranker_group}-engagement-unused"))
+        reader = self._clients.consumer(f"{self.settings.kafka.ranker_group}-engagement-unused")
         meta = kafka_call(lambda: reader.list_topics(topic, timeout=10), what=f"metadata of {topic}")
         since_ms = int((time.time() - 4 * self.settings.ranker.popularity_half_life_s) * 1000)
         wanted = [TopicPartition(topic, p, since_ms) for p in sorted(meta.topics[topic].partitions)]
@@ -335,7 +345,7 @@ class RankerService:
         if until <= 0:
             return states
         for m in read_partition(self.settings.kafka, self._t[TOPIC_USER_STATES], partition, until=until, timeout_s=120,
-                                group_id=f"{self.settings.kafka.ranker_group}-bootstrap-unused"):
+                                group_id=f"{self.settings.kafka.ranker_group}-bootstrap-unused", clients=self._clients):
             try:
                 state = decode_internal(m.value(), UserState)
             except DecodeError:
