@@ -8,7 +8,7 @@ Each user receives ``--events`` interactions through the real
 table value (``UserProfile.to_dict()``: base64 taste, seen / muted / recent
 event-id lists) and the ranker's map of :class:`~flitfeed.streams.events.UserState`
 records as decoded from ``user-states`` (``ranker_state``) and the compact
-:class:`~flitfeed.ranker.service.HeldState` the ranker keeps (``ranker_held``). Memory is measured with ``tracemalloc`` (Python allocations, exact and
+:class:`~flitfeed.ranker.user_states.HeldState` the ranker keeps (``ranker_held``). Memory is measured with ``tracemalloc`` (Python allocations, exact and
 independent of other processes on the machine). A last row per size fills every
 bounded list to its capacity (the worst case the settings allow).
 """
@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.common import Timer, bench_parser, print_table, setup_logging, write_json
 from flitfeed.encoders.user_vector import TasteParams, UserProfile
 from flitfeed.settings import Settings
-from flitfeed.ranker.service import HeldState
+from flitfeed.ranker.user_states import HeldState
 from flitfeed.streams.events import UserState
 from flitfeed.streams.user_updates import user_state
 

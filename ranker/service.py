@@ -23,20 +23,19 @@ state changes, answering all of them in ``covers``; one per request), the feeds 
 Single-threaded: one loop polls the broadcast readers and the group consumer.
 
 Wiring: every Kafka client comes from an injected :class:`~flitfeed.kafka.clients.KafkaClients` (the CLI passes
-the confluent ones; ``tests/unit/test_ranker_service_clients.py`` in-memory ones).
+the confluent ones; ``tests/unit/test_ranker_service_clients.py`` in-memory ones), and a batch's queries
+from the user states held by :class:`~flitfeed.ranker.query_hydrator.QueryHydrator`.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable
 
-import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from flitfeed.index.base import MaintainedIndex, VectorIndex
@@ -62,8 +61,10 @@ from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline, PipelineResult
 from flitfeed.ranker.publisher import FeedPublisher
 from flitfeed.ranker.query import FeedQuery
+from flitfeed.ranker.query_hydrator import QueryHydrator, feed_query
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.scorers import ActionScorer
+from flitfeed.ranker.user_states import HeldState, UserStates
 from flitfeed.ranker.signals import learn_interaction
 from flitfeed.settings import RankerConfig, Settings
 from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
@@ -74,69 +75,10 @@ from flitfeed.streams.events import (DecodeError, FlitVector, Interaction, Reaso
 from flitfeed.startup import is_transient, kafka_call
 from flitfeed.streams.replicator import FlitVectorReplicator
 
+# HeldState and feed_query moved to ranker/user_states.py and ranker/query_hydrator.py; still importable from here.
+__all__ = ["HeldState", "OpenSpace", "RankerService", "RankerSpace", "feed_query"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class HeldState:
-    """What the ranker keeps per user: the parts of a :class:`UserState` a feed needs, compactly.
-
-    A decoded ``UserState`` holds its taste as 384 Python floats (~12 KB per user); this holds
-    float32 (1.5 KB per version held) and interns flit ids and authors, which many users share. Measured by
-    ``benchmarks/user_memory.py`` (``ranker_state`` vs ``ranker_held`` columns).
-
-    >>> s = UserState(user_id="u", taste=[0.6, 0.8], seen=["f1"], updated_at=0, trigger_id="e1",
-    ...               model_version="a@1", tastes={"b@2": [1.0, 0.0]})
-    >>> h = HeldState.of(s, "a@1", held=("a@1", "b@2"))
-    >>> h.taste.dtype.name, h.seen, h.trigger_id, h.taste_in("b@2").tolist()
-    ('float32', ('f1',), 'e1', [1.0, 0.0])
-    """
-
-    user_id: str
-    #: The user's taste in each version held (version → unit vector).
-    tastes: dict[str, np.ndarray]
-    seen: tuple[str, ...]
-    muted_authors: tuple[str, ...]
-    positives: int
-    trigger_id: str
-    #: The version served when the state arrived (``taste``).
-    serving: str = ""
-
-    @property
-    def taste(self) -> np.ndarray | None:
-        return self.tastes.get(self.serving)
-
-    def taste_in(self, version: str) -> np.ndarray | None:
-        """The user's taste in ``version``; None when the worker has none there (served as a cold start)."""
-        return self.tastes.get(version)
-
-    @classmethod
-    def of(cls, state: UserState, serving: str | None = None, held: Collection[str] = ()) -> "HeldState":
-        """``serving``: the embedding version feeds are ranked with, ``held``: the other versions the ranker
-        holds (a switch finds their tastes here). A taste of any other version is dropped: a user with no
-        taste in the serving version is served as a cold start until the worker publishes one."""
-        primary = state.model_version or serving or ""  # a worker before versions: its taste is the served one's
-        raw = dict(state.tastes)
-        if state.taste is not None:
-            raw[primary] = state.taste
-        keep = set(held) | {serving or primary}
-        return cls(user_id=state.user_id,
-                   tastes={v: np.asarray(t, dtype=np.float32) for v, t in raw.items() if v in keep},
-                   seen=tuple(sys.intern(f) for f in state.seen),
-                   muted_authors=tuple(sys.intern(a) for a in state.muted_authors),
-                   positives=state.positives, trigger_id=state.trigger_id, serving=serving or primary)
-
-
-def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: float,
-               trigger_id: str = "", version: str | None = None) -> FeedQuery:
-    """The pipeline's view of a user, with their taste in ``version`` (default: the one served when the state
-    arrived); an unknown user is a cold-start query."""
-    if state is None:
-        return FeedQuery(user_id=user_id, k=k, now=now, trigger_id=trigger_id)
-    raw = state.taste_in(version) if version is not None and isinstance(state, HeldState) else state.taste
-    taste = None if raw is None else np.asarray(raw, dtype=np.float32)
-    return FeedQuery(user_id=user_id, k=k, now=now, taste=taste, seen=frozenset(state.seen),
-                     muted_authors=frozenset(state.muted_authors), positives=state.positives, trigger_id=trigger_id)
 
 
 def coengagement_for(cfg: RankerConfig, params: RankerParams) -> CoEngagement:
@@ -210,7 +152,8 @@ class RankerService:
         #: Latest interaction time read (the clock when ``settings.ranker.ranker_clock == "event"``).
         self.event_now = float("-inf")
         #: user states by partition, so a revoked partition's users can be dropped.
-        self.states: dict[int, dict[str, HeldState]] = {}
+        self.states = UserStates()
+        self.query_hydrator = QueryHydrator(self.states)
         self._t = {name: settings.kafka.topic(name) for name in
                    (TOPIC_USER_STATES, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_DEAD_LETTERS, TOPIC_INTERACTIONS)}
         # Every record a poll's inputs lead to counts towards that poll's batch; its offsets are committed
@@ -320,7 +263,7 @@ class RankerService:
         committed = ({tp.partition: tp.offset for tp in kafka_call(lambda: consumer.committed(mine, timeout=10),
                                                                    what="committed offsets")} if mine else {})
         for tp in mine:
-            self.states[tp.partition] = self._bootstrap_states(tp.partition, committed.get(tp.partition, -1))
+            self.states.assign(tp.partition, self._bootstrap_states(tp.partition, committed.get(tp.partition, -1)))
         self.feedback.rebuild([tp.partition for tp in mine], time.time())
         log.info("partitions assigned", extra={"partitions": len(partitions), "users": self.user_count()})
         consumer.assign(partitions)
@@ -336,7 +279,7 @@ class RankerService:
                         extra={"error": str(exc)[:200]})
         for tp in partitions:
             if tp.topic == self._t[TOPIC_USER_STATES]:
-                self.states.pop(tp.partition, None)
+                self.states.revoke(tp.partition)
         self.feedback.drop([tp.partition for tp in partitions if tp.topic == self._t[TOPIC_USER_STATES]])
 
     def _bootstrap_states(self, partition: int, until: int) -> dict[str, HeldState]:
@@ -357,7 +300,7 @@ class RankerService:
         return HeldState.of(state, self.replicator.gate.serving, held=tuple(self.others))
 
     def user_count(self) -> int:
-        return sum(len(users) for users in self.states.values())
+        return len(self.states)
 
     # --- the loop -------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -526,7 +469,7 @@ class RankerService:
         when some triggering flit is not in the replica's recent flits yet.
         """
         def known(job: FeedJob) -> bool:
-            state = self.states.get(job.partition, {}).get(job.user_id)
+            state = self.states.get(job.partition, job.user_id)
             return state is not None and bool(state.seen) and state.seen[-1] in self.recent
 
         if all(known(job) for job in jobs if job.trigger_kind == "interaction"):
@@ -570,12 +513,11 @@ class RankerService:
         except DecodeError as exc:
             self._dead_letter(m, exc.reason, exc.detail)
             return None
-        users = self.states.setdefault(m.partition(), {})
-        previous = users.get(state.user_id)
+        previous = self.states.get(m.partition(), state.user_id)
         held = self._held(state)
         if held.taste is None and state.taste is not None:
             self.metrics.vectors_skipped.labels(service=self.metrics.service, reason="taste_other_version").inc()
-        users[state.user_id] = held
+        self.states.put(m.partition(), held)
         if previous is not None and previous.trigger_id == state.trigger_id:
             return None  # the worker re-published after a crash; this feed was already served
         return FeedJob(state.user_id, self.settings.ranker.feed_k, state.trigger_id, "interaction", state.trigger_ts,
@@ -601,10 +543,7 @@ class RankerService:
         """
         if not jobs:
             return 0
-        now = self.now()
-        version = self.replicator.gate.serving
-        queries = [feed_query(self.states.get(job.partition, {}).get(job.user_id), job.user_id, job.k, now,
-                              trigger_id=job.trigger_id, version=version) for job in jobs]
+        queries = self.query_hydrator.hydrate(jobs, self.now(), version=self.replicator.gate.serving)
         self.metrics.ranker_batch.observe(len(jobs))
         try:
             results: list[PipelineResult | None] = list(self.pipeline.run_many(queries))

@@ -9,7 +9,7 @@ import numpy as np
 from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.pipeline import PipelineResult
 from flitfeed.ranker.publisher import make_feed
-from flitfeed.ranker.service import feed_query
+from flitfeed.ranker.query_hydrator import feed_query
 from flitfeed.streams.events import Feed, UserState
 
 
@@ -48,7 +48,7 @@ def test_feed_keeps_order_scores_and_reasons() -> None:
 
 
 def test_a_taste_of_another_embedding_version_is_served_as_a_cold_start() -> None:
-    from flitfeed.ranker.service import HeldState
+    from flitfeed.ranker.user_states import HeldState
 
     state = UserState(user_id="u", taste=[0.6, 0.8], positives=2, updated_at=0, trigger_id="e1",
                       model_version="old@1")
@@ -60,7 +60,7 @@ def test_a_taste_of_another_embedding_version_is_served_as_a_cold_start() -> Non
 
 
 def test_the_ranker_keeps_each_users_taste_in_every_version_it_holds_and_ranks_with_the_one_served() -> None:
-    from flitfeed.ranker.service import HeldState
+    from flitfeed.ranker.user_states import HeldState
 
     state = UserState(user_id="u", taste=[0.6, 0.8], positives=2, updated_at=0, trigger_id="e1",
                       model_version="old@1", tastes={"new@2": [1.0, 0.0, 0.0], "gone@0": [0.0, 1.0]})
