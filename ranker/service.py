@@ -23,8 +23,9 @@ state changes, answering all of them in ``covers``; one per request), the feeds 
 Single-threaded: one loop polls the broadcast readers and the group consumer.
 
 Wiring: every Kafka client comes from an injected :class:`~flitfeed.kafka.clients.KafkaClients` (the CLI passes
-the confluent ones; ``tests/unit/test_ranker_service_clients.py`` in-memory ones), and a batch's queries
-from the user states held by :class:`~flitfeed.ranker.query_hydrator.QueryHydrator`.
+the confluent ones; ``tests/unit/test_ranker_service_clients.py`` in-memory ones), the learners and each
+version's pipeline from :func:`~flitfeed.ranker.core.build_ranker_core` (the evaluation builds the same), and
+a batch's queries from the user states held by :class:`~flitfeed.ranker.query_hydrator.QueryHydrator`.
 """
 
 from __future__ import annotations
@@ -49,14 +50,10 @@ from flitfeed.kafka.config import instance_headers, session_config
 from flitfeed.kafka.reading import consume_available, read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
-from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.batching import FeedJob, coalesce
 from flitfeed.ranker.commits import CommitTracker, TrackedProducer
-from flitfeed.ranker.coengagement import CoEngagement
-from flitfeed.ranker.engagement import EngagementTracker
+from flitfeed.ranker.core import CoreSizes, RankerCore, build_ranker_core
 from flitfeed.ranker.feedback_loop import FeedbackLoop
-from flitfeed.ranker.feeds import build_feed_pipeline
-from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline, PipelineResult
 from flitfeed.ranker.publisher import FeedPublisher
@@ -65,8 +62,7 @@ from flitfeed.ranker.query_hydrator import QueryHydrator, feed_query
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.scorers import ActionScorer
 from flitfeed.ranker.user_states import HeldState, UserStates
-from flitfeed.ranker.signals import learn_interaction
-from flitfeed.settings import RankerConfig, Settings
+from flitfeed.settings import Settings
 from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
                                      TOPIC_MODEL_VERSIONS, TOPIC_USER_STATES)
 from flitfeed.streams.dead_letter import dead_letter
@@ -79,13 +75,6 @@ from flitfeed.streams.replicator import FlitVectorReplicator
 __all__ = ["HeldState", "OpenSpace", "RankerService", "RankerSpace", "feed_query"]
 
 log = logging.getLogger(__name__)
-
-
-def coengagement_for(cfg: RankerConfig, params: RankerParams) -> CoEngagement:
-    """The ranker's co-engagement model, sized by the settings and shaped by the ranker params."""
-    return CoEngagement(capacity=cfg.coengagement_capacity, history=params.coengagement_history,
-                        recency=params.coengagement_recency, beta=params.coengagement_beta,
-                        max_users=cfg.coengagement_users)
 
 
 @dataclass
@@ -125,7 +114,8 @@ OpenSpace = Callable[[str, int, "str | None"], "tuple[VectorIndex, Path | None]"
 class RankerService:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
                  gate: VersionGate | None = None, open_space: OpenSpace | None = None,
-                 catalog=None, clients: KafkaClients | None = None) -> None:  # noqa: ANN001 - VersionCatalog
+                 catalog=None, clients: KafkaClients | None = None,  # noqa: ANN001 - VersionCatalog
+                 core: RankerCore | None = None) -> None:
         """``gate``: the embedding version to serve (default: the one its index holds, else the first the
         workers publish); feeds are ranked with that version's vectors only. ``open_space``: with it, the
         ranker follows the version catalogue (``model-versions``): it keeps a replica of every version held,
@@ -134,16 +124,18 @@ class RankerService:
 
         ``clients`` makes every Kafka client the ranker uses: its group consumer and producer, the interactions
         reader, each version's replicator, the catalogue follower and the feedback loop's readers (default:
-        the confluent clients of ``settings.kafka``; a test passes in-memory ones)."""
+        the confluent clients of ``settings.kafka``; a test passes in-memory ones). ``core``: the learners
+        (default: :func:`~flitfeed.ranker.core.build_ranker_core` sized by ``settings.ranker``); it must learn
+        (a model and affinities), as the feedback loop trains its model."""
         self.settings = settings
         self.metrics = metrics
         self._clients = clients_for(settings.kafka, clients)
-        self.params = RankerParams.from_config(settings.ranker)
-        self.engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
-                                            capacity=max(10 * settings.ranker.recent_flits_capacity, 10_000))
-        self.coengagement = coengagement_for(settings.ranker, self.params)
-        self.affinity = Affinity(max_users=settings.ranker.coengagement_users)
-        self.model = ActionModel(learning_rate=settings.ranker.model_learning_rate)
+        self.core = core if core is not None else build_ranker_core(
+            settings.ranker, RankerParams.from_config(settings.ranker), CoreSizes.of(settings.ranker))
+        self.params = self.core.params
+        # Shortcuts to the shared learners, as the loop and the feedback loop use them.
+        self.engagement, self.coengagement = self.core.engagement, self.core.coengagement
+        self.affinity, self.model = self.core.affinity, self.core.model
         self.model_version = (gate.serving if gate is not None else None) or "unknown"
         self.monitors = RankerMonitors(settings.monitoring, metrics)
         self._next_export = 0.0
@@ -191,9 +183,8 @@ class RankerService:
     # --- broadcast inputs ---------------------------------------------------
     def _space(self, index: VectorIndex, offsets_path: Path | None, gate: VersionGate) -> RankerSpace:
         """A version's replica: its index, recent flits and pipeline (the learners are shared by all)."""
-        recent = RecentFlits(capacity=self.settings.ranker.recent_flits_capacity)
-        pipeline = build_feed_pipeline(index, self.engagement, recent, self.params, self.coengagement,
-                                       model=self.model, affinity=self.affinity)
+        view = self.core.view(index)
+        recent, pipeline = view.recent, view.pipeline
         replicator = FlitVectorReplicator(self.settings, index, offsets_path, self.metrics,
                                           on_flit=lambda record: self._on_flit(recent, record),
                                           write_index=not is_shared(self.settings.index), gate=gate,
@@ -249,8 +240,7 @@ class RankerService:
                 event = decode_internal(m.value(), Interaction, self.settings.events.max_message_bytes)
             except DecodeError:
                 continue  # the worker dead-letters invalid interactions; popularity just ignores them
-            learn_interaction(self.engagement, self.coengagement, event, self.affinity, self.recent,
-                              self.params.engagement_saturation)
+            self.core.learn_interaction(event, self.recent)
             self.feedback.on_interaction(event)
             self.monitors.learn_interaction(event.user_id, event.flit_id, event.kind, to_epoch(event.ts))
             self.event_now = max(self.event_now, to_epoch(event.ts))
