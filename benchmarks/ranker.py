@@ -15,7 +15,9 @@ alternating blocks of the same run, one at a time (``model, batch 1``), with the
 blend (``blend``), and through the former per-candidate path (``model, per candidate``:
 ``run_many(columnar=False)``, hydrators, filters and scorers per feed over ``Candidate`` objects), so
 the rows compare like with like (``--reference`` adds the per-candidate row, and its per-stage rows
-as ``reference_stage``).
+as ``reference_stage``). The service's vector source searches the in-memory catalogue that mirrors
+the index (``index/catalogue.py``); ``model, engine search`` is the same pipeline searching the
+Qdrant Edge index itself, as before the catalogue.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from benchmarks.common import Timer, bench_parser, percentiles, print_table, set
 from benchmarks.corpus import Corpus
 from flitfeed.encoders.base import l2_normalise
 from flitfeed.index.base import IndexedFlit
+from flitfeed.index.catalogue import VectorCatalogue
 from flitfeed.index.edge import EdgeIndex
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.affinity import Affinity
@@ -46,6 +49,8 @@ from flitfeed.settings import Settings
 NOW = 1_800_000_000.0
 #: The row of the former per-candidate path (the reference the columnar path is measured against).
 PER_CANDIDATE = "model, per candidate"
+#: The row whose vector source searches the engine (HNSW, payloads) instead of the catalogue.
+ENGINE = "model, engine search"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,15 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         batch = [IndexedFlit(f"f{i}", authors[i], float(created[i]), corpus.vectors[i], "en", (corpus.topics[i],))
                  for i in range(n)]
         index.upsert_many(batch)
+        catalogue = VectorCatalogue(corpus.vectors.shape[1])  # what the service's replica feeds beside the index
+        catalogue.upsert_many(batch)
         for f in batch:
             recent.add_one(f.flit_id, f.author_id, f.created_at, f.tags, f.lang, f.vector)
         with Timer() as opt:
             index.maybe_optimize(0)
         # The service's pipeline (the learned model, author/tag affinity) and, as the baseline of issue 14's
         # speed target, the former hand-set blend: measured in alternating blocks of the same run.
-        model_pipeline = build_feed_pipeline(index, engagement, recent, params, model=ActionModel(), affinity=affinity)
-        pipelines = {"model": (model_pipeline, args.batch, True), "model, batch 1": (model_pipeline, 1, True),
-                     "blend": (build_feed_pipeline(index, engagement, recent, params), args.batch, True)}
+        model_pipeline = build_feed_pipeline(index, engagement, recent, params, model=ActionModel(), affinity=affinity,
+                                             catalogue=catalogue)
+        engine_pipeline = build_feed_pipeline(index, engagement, recent, params, model=ActionModel(),
+                                              affinity=affinity)
+        pipelines = {"model": (model_pipeline, args.batch, True), ENGINE: (engine_pipeline, args.batch, True),
+                     "model, batch 1": (model_pipeline, 1, True),
+                     "blend": (build_feed_pipeline(index, engagement, recent, params, catalogue=catalogue),
+                               args.batch, True)}
         if args.reference:
             pipelines[PER_CANDIDATE] = (model_pipeline, args.batch, False)
         users = []
@@ -104,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             seen = frozenset(f"f{i}" for i in rng.choice(n, size=50)) | {f"f{i}" for i in liked}
             users.append(FeedQuery(user_id=f"bird-{u:05d}", k=10, now=NOW, taste=taste, seen=seen,
                                    muted_authors=frozenset({authors[int(rng.integers(n))]}), positives=10))
-        stage_times: dict[str, dict[str, list[float]]] = {"model": defaultdict(list), PER_CANDIDATE: defaultdict(list)}
+        stage_times: dict[str, dict[str, list[float]]] = {"model": defaultdict(list), ENGINE: defaultdict(list),
+                                                          PER_CANDIDATE: defaultdict(list)}
         totals: dict[str, list[float]] = {name: [] for name in pipelines}
         batches: dict[str, list[float]] = {name: [] for name in pipelines}
         for pipeline, _, columnar in pipelines.values():
@@ -143,12 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         if path not in totals:
             continue
         mean_total = float(np.mean(totals[path]))
-        key = "stage" if path == "model" else "reference_stage"
+        key = {"model": "stage", ENGINE: "engine_stage"}.get(path, "reference_stage")
         stages += [{key: name, "mean_ms": round(float(np.mean(v)) * 1000, 3),
                     "p99_ms": percentiles(v)["p99_ms"], "share": round(float(np.mean(v)) / mean_total, 3)}
                    for name, v in sorted(times.items(), key=lambda kv: -float(np.mean(kv[1])))]
     print_table(f"Ranker: {corpus.model_version}, one thread", head)
     print_table("Ranker: cost per stage (model, columnar)", [r for r in stages if "stage" in r])
+    print_table(f"Ranker: cost per stage ({ENGINE})", [r for r in stages if "engine_stage" in r])
     if args.reference:
         print_table(f"Ranker: cost per stage ({PER_CANDIDATE})", [r for r in stages if "reference_stage" in r])
     if args.json:

@@ -289,7 +289,7 @@ class UserProfile:
         q = l2_normalise(taste)
         return q if float(np.linalg.norm(q)) > 0 else None
 
-    # --- serialisation for the Faust table (compact: float32 bytes in base64) ---
+    # --- serialisation for the Faust table (compact: float32 bytes in base64, id lists as one string) ---
     def to_dict(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
@@ -297,10 +297,12 @@ class UserProfile:
             "last_ts": self.last_ts,
             "positives": self.positives,
             "negatives": self.negatives,
-            "seen": self.seen,
+            # Ids joined by a space (ids never contain whitespace: events.Ident): one string instead of a
+            # list of strings, ~50 bytes less per id in a table held in memory, 3 less in JSON.
+            "seen": _join(self.seen),
             "history_w": _b64(self.history_w, "<f4"),
             "history_ts": _b64(self.history_ts, "<f8"),
-            "muted_authors": self.muted_authors,
+            "muted_authors": _join(self.muted_authors),
             "event_hashes": _b64(self.event_hashes, "<u8"),
             "last_event_id": self.last_event_id,
             "taste_version": self.taste_version,
@@ -315,7 +317,7 @@ class UserProfile:
             tastes = {str(v): _unb64(t, "<f4", np.float32) for v, t in d["tastes"].items()}
         else:
             tastes = {} if d.get("taste") is None else {version: _unb64(d["taste"], "<f4", np.float32)}
-        seen = list(d.get("seen", []))
+        seen = _ids(d.get("seen", []))
         history_w = _unb64(d["history_w"], "<f4", np.float32) if "history_w" in d else None
         history_ts = _unb64(d["history_ts"], "<f8", np.float64) if "history_ts" in d else None
         if history_w is None or history_ts is None or not len(history_w) == len(history_ts) == len(seen):
@@ -327,13 +329,32 @@ class UserProfile:
             positives=int(d.get("positives", 0)),
             negatives=int(d.get("negatives", 0)),
             seen=seen,
-            muted_authors=list(d.get("muted_authors", [])),
+            muted_authors=_ids(d.get("muted_authors", [])),
             event_hashes=_hashes_of(d),
             last_event_id=str(d.get("last_event_id", "")),
             taste_version=version,
             history_w=history_w,
             history_ts=history_ts,
         )
+
+
+def _join(ids: Sequence[str]) -> str:
+    """Ids as one space-separated string (:func:`_ids` reads it back).
+
+    >>> _join(["f1", "f2"]), _ids(_join(["f1", "f2"])), _ids(_join([])), _ids(["f1"])
+    ('f1 f2', ['f1', 'f2'], [], ['f1'])
+    """
+    joined = " ".join(ids)
+    if len(joined.split()) != len(ids):  # str.split() splits on any whitespace and drops empty parts
+        raise ValueError("an id is empty or holds whitespace")
+    return joined
+
+
+def _ids(stored: str | Sequence[str]) -> list[str]:
+    """Ids stored by :func:`_join`, or as a list (a profile stored before they were joined)."""
+    if isinstance(stored, str):
+        return stored.split(" ") if stored else []
+    return list(stored)
 
 
 def _b64(a: np.ndarray, dtype: str) -> str:

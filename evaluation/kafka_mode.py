@@ -32,7 +32,7 @@ from flitfeed.evaluation.methods import AUTHOR_PREFIX, Event, eval_settings
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS
-from flitfeed.streams.events import Feed, from_epoch
+from flitfeed.streams.events import Feed, decode_internal, from_epoch
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class KafkaFlitfeedMethod:
                 raise TimeoutError(f"no feed for trigger {trigger_id} within {self.timeout_s}s")
             for m in self.consumer.consume(num_messages=100, timeout=0.2):
                 if m.error() is None:
-                    feed = Feed.model_validate_json(m.value())
+                    feed = decode_internal(m.value(), Feed)  # a record it cannot read fails the run, loudly
                     for trigger in feed.answers():
                         self._feeds[trigger] = feed
         return self._feeds.pop(trigger_id)

@@ -33,6 +33,7 @@ import numpy as np
 
 from flitfeed.evaluation.dataset import Dataset
 from flitfeed.index.base import IndexedFlit, VectorIndex
+from flitfeed.index.catalogue import VectorCatalogue
 from flitfeed.index.memory import MemoryIndex
 from flitfeed.ranker.core import CoreSizes, build_ranker_core
 from flitfeed.ranker.feedback import ExampleLearner, impression_for
@@ -266,20 +267,23 @@ class FlitfeedMethod:
         self.index: VectorIndex = index
         # The catalog is published before the replay: every flit is in the index and the recent store.
         self.index.upsert_many(list(self.points.values()))
+        # The in-memory mirror the services' vector source searches while it mirrors the index (as the ranker).
+        self.catalogue = VectorCatalogue(vectors.shape[1], max_points=max(50_000, len(self.item_ids)))
+        self.catalogue.upsert_many(list(self.points.values()))
         # The service's core, sized to the catalog: every item fits (no eviction) and the co-engagement
         # model's dense matrix is no larger than needed. learned: the service's ranking model, learning from
         # each feed computed here as an impression, joined with the user's later events exactly as the ranker
         # joins them (ranker/feedback.py, join.py).
         self.core = build_ranker_core(settings.ranker, params, CoreSizes.for_catalog(settings.ranker, len(self.item_ids)),
                                       collaborative=collaborative, learned=learned)
-        view = self.core.view(self.index)
+        view = self.core.view(self.index, self.catalogue)
         self.recent, self.pipeline = view.recent, view.pipeline
         for p in self.points.values():
             self.recent.add_one(p.flit_id, p.author_id, p.created_at, p.tags, vector=p.vector)
         self.engagement, self.coengagement = self.core.engagement, self.core.coengagement
         self.model, self.affinity = self.core.model, self.core.affinity
         self.join = ImpressionJoin(window_s=settings.ranker.feedback_window_s)
-        # With learning off (Settings.ranker_learning, as in the services) the model ranks with its prior.
+        # With learning off (settings.ranker.ranker_learning, as in the services) the model ranks with its prior.
         self.learner = None if self.model is None or not settings.ranker.ranker_learning else ExampleLearner(self.model)
         self.profiles: dict[str, UserProfile] = {}
         self._impressions = 0

@@ -329,7 +329,7 @@ def cmd_tail_feed(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka import Consumer
 
     from flitfeed.kafka.config import consumer_config
-    from flitfeed.streams.events import Feed
+    from flitfeed.streams.events import DecodeError, Feed, decode_internal
 
     consumer = Consumer(consumer_config(settings.kafka, group_id=f"flitfeed-tail-{uuid.uuid4().hex[:8]}",
                                         **{"auto.offset.reset": "earliest" if args.from_beginning else "latest"}))
@@ -341,7 +341,12 @@ def cmd_tail_feed(args: argparse.Namespace, settings: Settings) -> int:
             m = consumer.poll(0.5)
             if m is None or m.error() is not None:
                 continue
-            feed = Feed.model_validate_json(m.value())
+            try:
+                feed = decode_internal(m.value(), Feed)
+            except DecodeError as exc:  # not a feed this version reads: say so and go on
+                print(f"skipping {m.topic()}[{m.partition()}]@{m.offset()}: {exc.reason} {exc.detail}",
+                      file=sys.stderr, flush=True)
+                continue
             if args.user and feed.user_id != args.user:
                 continue
             print(json.dumps(feed.model_dump(mode="json")) if args.json else format_feed(feed), flush=True)

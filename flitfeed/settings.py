@@ -210,6 +210,11 @@ class WorkerConfig(_Area):
     park_base_delay_s: float = Field(0.25, gt=0)
     #: Longest back-off of a parked interaction.
     park_max_delay_s: float = Field(30.0, gt=0)
+    #: Where the worker keeps its users' profiles (``streams/state_store.py``; README "User state"):
+    #: ``rocksdb`` = RocksDB files under ``data_dir/faust`` (a restart reads them and only the changelog's
+    #: tail; RAM holds bounded caches), ``memory`` = every profile in RAM (a restart replays the whole
+    #: changelog). BENCHMARKS.md "State that scales" has both measured.
+    state_store: Literal["rocksdb", "memory"] = "rocksdb"
 
 
 class RankerConfig(_Area):

@@ -53,6 +53,55 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class HitColumns:
+    """The hits of a batch of searches as columns, grouped by query in order, best first within each.
+
+    What a batch-first caller (the ranker's vector source) wants: no :class:`Hit` object per hit.
+    ``counts[i]`` hits belong to query ``i``; the other columns have ``counts.sum()`` rows
+    (``flit_id``, ``author_id``, ``tags``, ``lang``: object arrays; ``created_at``, ``score``: float64).
+
+    >>> cols = HitColumns.from_hits([[Hit("f1", "a", 1.0, 0.5, "en", ("x",))], []])
+    >>> cols.counts.tolist(), cols.flit_id.tolist(), [[h.flit_id for h in q] for q in cols.hits()]
+    ([1, 0], ['f1'], [['f1'], []])
+    """
+
+    counts: np.ndarray
+    flit_id: np.ndarray
+    author_id: np.ndarray
+    created_at: np.ndarray
+    score: np.ndarray
+    tags: np.ndarray
+    lang: np.ndarray
+
+    @classmethod
+    def empty(cls, n_queries: int) -> "HitColumns":
+        return cls.from_hits([[] for _ in range(n_queries)])
+
+    @classmethod
+    def from_hits(cls, results: Sequence[Sequence[Hit]]) -> "HitColumns":
+        """Columns from per-query :class:`Hit` lists (a backend that answers with objects)."""
+        hits = [h for found in results for h in found]
+        n = len(hits)
+
+        def objects(values: Any) -> np.ndarray:
+            return np.fromiter(values, dtype=object, count=n)  # keeps each tags tuple one object
+
+        return cls(counts=np.array([len(found) for found in results], dtype=np.int64),
+                   flit_id=objects(h.flit_id for h in hits), author_id=objects(h.author_id for h in hits),
+                   created_at=np.fromiter((h.created_at for h in hits), dtype=np.float64, count=n),
+                   score=np.fromiter((h.score for h in hits), dtype=np.float64, count=n),
+                   tags=objects(tuple(h.tags) for h in hits), lang=objects(h.lang for h in hits))
+
+    def hits(self) -> list[list[Hit]]:
+        """Back to one :class:`Hit` list per query."""
+        rows = [Hit(*values) for values in zip(self.flit_id.tolist(), self.author_id.tolist(),
+                                                self.created_at.tolist(), self.score.tolist(),
+                                                self.lang.tolist(), self.tags.tolist())]
+        ends = np.cumsum(self.counts).tolist()
+        return [rows[start:end] for start, end in zip([0, *ends[:-1]], ends)]
+
+
+@dataclass(frozen=True, slots=True)
 class SearchFilter:
     """Conditions pushed down into the index query."""
 
@@ -129,7 +178,10 @@ class VectorIndex(Protocol):
 
     def delete_many(self, flit_ids: Sequence[str]) -> None: ...
 
-    def count(self) -> int: ...
+    def count(self, approximate: bool = False) -> int:
+        """Points held. ``approximate``: the engine's estimate when it has a cheaper one (Qdrant Edge:
+        ~5 us against ~1 ms for an exact count of 20k points; without a filter it adds up each
+        segment's live points, which is exact unless segments are being rebuilt meanwhile)."""
 
     def close(self) -> None: ...
 

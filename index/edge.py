@@ -351,8 +351,15 @@ class EdgeIndex:
         if ids:
             _engine(lambda: shard.update(UpdateOperation.delete_points(ids)), "delete failed")
 
-    def count(self) -> int:
+    def count(self, approximate: bool = False) -> int:
+        """Points held; ``approximate`` reads the shard's point count from its info instead of counting
+        (a few us against ~1 ms at 20k points, cheap enough to check a mirror against once per batch; it
+        matched the exact count after upserts, replacements, deletions and optimizes in our tests, and
+        unlike an approximate count request it does not wait for the engine's worker threads, which on a
+        loaded machine took milliseconds to be scheduled)."""
         shard = self._open_shard()
+        if approximate:
+            return int(_engine(shard.info, "count failed").points_count)
         return int(_engine(lambda: shard.count(CountRequest(exact=True)), "count failed"))
 
     def close(self) -> None:

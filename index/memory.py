@@ -138,7 +138,8 @@ class MemoryIndex:
                 if f is not None:
                     self._by_author[f.author_id].discard(row)
 
-    def count(self) -> int:
+    def count(self, approximate: bool = False) -> int:
+        """Points held (always exact: ``approximate`` is for engines with a cheaper estimate)."""
         self._check_open()
         return int(self._alive.sum())
 

@@ -261,9 +261,9 @@ class ServerIndex:
                 "delete failed",
             )
 
-    def count(self) -> int:
+    def count(self, approximate: bool = False) -> int:
         client = self._open_client()
-        return self._call(lambda: client.count(self.collection, exact=True), "count failed").count
+        return self._call(lambda: client.count(self.collection, exact=not approximate), "count failed").count
 
     def close(self) -> None:
         """Release the client if this index created it. Idempotent."""

@@ -106,6 +106,17 @@ class Metrics:
                                   ["service"], registry=r)
         self.users = Gauge("flitfeed_users_in_state", "Users whose state this process holds.",
                            ["service"], registry=r)
+        # The worker's on-disk user state (streams/state_store.py; README "User state").
+        self.state_rebuilds = Counter("flitfeed_state_rebuilds_total",
+                                      "User-state partitions rebuilt from the changelog because their local "
+                                      "database was corrupt or missing, by reason.", ["service", "reason"],
+                                      registry=r)
+        self.state_restored = Counter("flitfeed_state_restored_records_total",
+                                      "Changelog records applied to the local user state by a table recovery "
+                                      "(a restart with local state reads only the tail).", ["service"], registry=r)
+        self.state_write_errors = Counter("flitfeed_state_write_errors_total",
+                                          "Profile writes that failed and were retried, by reason (disk_full).",
+                                          ["service", "reason"], registry=r)
         self.model = Info("flitfeed_model", "The embedding model in use.", registry=r)
         self.version_switches = Counter("flitfeed_version_switches_total",
                                         "Switches of the embedding version served or embedded live (flitfeed "

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flitfeed.index.base import VectorIndex
+from flitfeed.index.catalogue import VectorCatalogue
 from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
@@ -79,6 +80,8 @@ class FeedView:
     index: VectorIndex
     recent: RecentFlits
     pipeline: FeedPipeline
+    #: The in-memory mirror of the index the vector source searches while it mirrors it (None: the index).
+    catalogue: VectorCatalogue | None = None
 
 
 @dataclass
@@ -96,12 +99,16 @@ class RankerCore:
     affinity: Affinity | None
     model: ActionModel | None
 
-    def view(self, index: VectorIndex) -> FeedView:
-        """A version's recent flits (empty) and its feed pipeline over ``index`` and the shared learners."""
+    def view(self, index: VectorIndex, catalogue: VectorCatalogue | None = None) -> FeedView:
+        """A version's recent flits (empty) and its feed pipeline over ``index`` and the shared learners.
+
+        ``catalogue``: an in-memory mirror of ``index`` (:mod:`flitfeed.index.catalogue`) the vector source
+        searches exactly while it mirrors the index; the caller feeds it every write the index gets.
+        """
         recent = RecentFlits(capacity=self.sizes.recent)
         pipeline = build_feed_pipeline(index, self.engagement, recent, self.params, self.coengagement,
-                                       model=self.model, affinity=self.affinity)
-        return FeedView(index, recent, pipeline)
+                                       model=self.model, affinity=self.affinity, catalogue=catalogue)
+        return FeedView(index, recent, pipeline, catalogue)
 
     def learn_interaction(self, event: Interaction, recent: RecentFlits | None) -> None:
         """Count ``event`` in every learner (``recent``: where the flit's author and tags are looked up)."""

@@ -6,6 +6,7 @@ Adding a filter is one file in ``filters/`` and one line below.
 from __future__ import annotations
 
 from flitfeed.index.base import VectorIndex
+from flitfeed.index.catalogue import VectorCatalogue
 from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.coengagement import CoEngagement
@@ -36,6 +37,7 @@ def build_feed_pipeline(
     coengagement: CoEngagement | None = None,
     model: ActionModel | None = None,
     affinity: Affinity | None = None,
+    catalogue: VectorCatalogue | None = None,
 ) -> FeedPipeline:
     """The home-feed pipeline over the shared index, engagement, recent-flit and co-engagement state.
 
@@ -43,13 +45,15 @@ def build_feed_pipeline(
     ``Σ value · P(action)`` (:class:`ActionScorer`); without it by the former hand-set blend of
     ``params.weights()`` (:class:`WeightedScorer`), which the evaluation keeps as a baseline.
     Without ``coengagement`` the collaborative source, hydrator and scorer are left out (a content +
-    popularity ranker); without ``affinity`` author and tag affinities stay 0.
+    popularity ranker); without ``affinity`` author and tag affinities stay 0. With ``catalogue`` (the
+    index's points mirrored in memory, fed by the caller with every write the index gets) the vector
+    source searches it exactly while it mirrors the index, the index otherwise.
     """
     collaborative = coengagement is not None
     return FeedPipeline(
         sources=[
             VectorNeighboursSource(index, params.candidates_per_source, max_age_s=params.max_age_s,
-                                   max_pushed_seen=params.max_pushed_seen),
+                                   max_pushed_seen=params.max_pushed_seen, catalogue=catalogue),
             *([CoEngagedSource(coengagement, recent, params.candidates_per_source)] if collaborative else []),
             FreshPopularSource(recent, engagement, params.candidates_per_source, max_age_s=params.max_age_s,
                                popular_share=params.popular_share),

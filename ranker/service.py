@@ -40,6 +40,7 @@ from typing import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from flitfeed.index.base import MaintainedIndex, VectorIndex
+from flitfeed.index.catalogue import VectorCatalogue
 from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.factory import is_shared
 from flitfeed.index.spaces import destroy_replica, held_versions
@@ -66,6 +67,7 @@ from flitfeed.settings import Settings
 from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
                                      TOPIC_MODEL_VERSIONS, TOPIC_USER_STATES)
 from flitfeed.streams.dead_letter import dead_letter
+from flitfeed.streams.embedding import indexed_flit
 from flitfeed.streams.events import (DecodeError, FlitVector, Interaction, Reason, UserState, check_user_key,
                                      decode_feed_request, decode_internal, to_epoch)
 from flitfeed.startup import is_transient, kafka_call
@@ -183,10 +185,13 @@ class RankerService:
     # --- broadcast inputs ---------------------------------------------------
     def _space(self, index: VectorIndex, offsets_path: Path | None, gate: VersionGate) -> RankerSpace:
         """A version's replica: its index, recent flits and pipeline (the learners are shared by all)."""
-        view = self.core.view(index)
+        # The vector source searches this mirror of the replica exactly (index/catalogue.py), fed every record
+        # the replica applies. Not for an index every process shares: the workers write it, not this log.
+        catalogue = None if is_shared(self.settings.index) else VectorCatalogue(index.dim)
+        view = self.core.view(index, catalogue)
         recent, pipeline = view.recent, view.pipeline
         replicator = FlitVectorReplicator(self.settings, index, offsets_path, self.metrics,
-                                          on_flit=lambda record: self._on_flit(recent, record),
+                                          on_flit=lambda record: self._on_flit(recent, record, catalogue),
                                           write_index=not is_shared(self.settings.index), gate=gate,
                                           clients=self._clients)
         rebuilder = None
@@ -209,9 +214,11 @@ class RankerService:
         self._scorer = next(s for s in self.pipeline.scorers if isinstance(s, ActionScorer))
         self._fallbacks = self._scorer.fallbacks
 
-    def _on_flit(self, recent: RecentFlits, record: FlitVector) -> None:
+    def _on_flit(self, recent: RecentFlits, record: FlitVector, catalogue: VectorCatalogue | None = None) -> None:
         f = record.flit
         recent.add_one(f.flit_id, f.author_id, to_epoch(f.created_at), tuple(f.tags), f.lang, record.vector)
+        if catalogue is not None:
+            catalogue.upsert_many([indexed_flit(record)])  # the point the replica writes (or wrote before a restart)
         if recent is self.recent and record.model_version != self.model_version:
             self.model_version = record.model_version
             # The ranker has no encoder: the model it ranks with is the one that embedded the flits.

@@ -33,6 +33,8 @@ from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FLIT_VECTORS, TOP
 from flitfeed.streams import faust_compat
 from flitfeed.streams.faust_compat import ChangelogHandover
 from flitfeed.streams.replicator import AsyncFlitVectorReplicator, FlitVectorReplicator
+from flitfeed.streams.faust_compat.tables import owned_users, profiles_table, table_recovered
+from flitfeed.streams.state_store import store_url
 from flitfeed.streams.user_updates import taste_params
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,8 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
     app = faust.App(
         settings.kafka.app_id,
         broker=brokers,
-        store="memory://",
+        # The profiles table's store (settings.worker.state_store; streams/state_store.py): the app's only table.
+        store=store_url(settings.worker),
         # Faust's default datadir is "<app id>-data" in the working directory; keep it with our data.
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.kafka.partitions,
@@ -179,8 +182,8 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
         settings=settings, encoder=encoder, index=spaces[live].index, metrics=metrics, app=app,
         # The taste is learned in the live version's space, and says so; the others are kept beside it.
         params=dataclasses.replace(taste_params(settings.worker), version=live),
-        # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
-        profiles=app.Table(USER_PROFILES_TABLE, default=None, partitions=settings.kafka.partitions, key_type=str),
+        # In memory or in RocksDB files (settings.worker.state_store): streams/state_store.py.
+        profiles=profiles_table(app, USER_PROFILES_TABLE, settings.worker, settings.kafka.partitions, metrics),
         flits=_raw_topic(app, settings, TOPIC_FLITS),
         interactions=_raw_topic(app, settings, TOPIC_INTERACTIONS),
         parked=_raw_topic(app, settings, TOPIC_PARKED),
@@ -194,7 +197,8 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
     metrics.model.info({"model_version": encoder.model_version, "dim": str(encoder.dim)})
     ctx.monitors = WorkerMonitors(settings.monitoring, metrics, encoder.dim)
     # /readyz: partitions assigned (no rebalance in progress) and the index replica caught up with the log.
-    metrics.health.require("partitions_assigned", "flit_vectors_caught_up")
+    # ... and the profiles read back (the changelog's tail, or all of it): until then no interaction is applied.
+    metrics.health.require("partitions_assigned", "flit_vectors_caught_up", "user_state_recovered")
 
     from flitfeed.streams.agents import embed_flits, retry_parked, update_users
 
@@ -219,10 +223,11 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
         metrics.health.beat()
         metrics.health.ready("partitions_assigned", not app.rebalancing and bool(app.consumer.assignment()))
         metrics.health.ready("flit_vectors_caught_up", ctx.replicator is not None and ctx.replicator.caught_up)
+        metrics.health.ready("user_state_recovered", table_recovered(app))
 
     @app.timer(interval=settings.monitoring.monitoring_interval_s)
     async def export_gauges() -> None:
-        metrics.users.labels(service=metrics.service).set(len(ctx.profiles))
+        metrics.users.labels(service=metrics.service).set(owned_users(ctx.profiles))
         metrics.index_points.labels(service=metrics.service).set(ctx.index.count())
         if ctx.monitors is not None:
             ctx.monitors.export()

@@ -249,12 +249,12 @@ class Reembedding:
 
     def wait_for_workers(self, timeout_s: float) -> set[str]:
         """Wait until every worker in the group embeds new flits with this version too; who still does not."""
-        return _wait(lambda: workers_not_following(self.settings, self.version), timeout_s,
+        return _wait(lambda: workers_not_following(self.settings.kafka, self.version), timeout_s,
                      f"worker(s) to embed new flits with {self.version} too", self.out)
 
     def wait_for_tastes(self, timeout_s: float) -> set[str]:
         """Wait until every worker in the group rebuilt its users' tastes in this version; who still has not."""
-        return _wait(lambda: workers_without_tastes(self.settings, self.version), timeout_s,
+        return _wait(lambda: workers_without_tastes(self.settings.kafka, self.version), timeout_s,
                      f"worker(s) to rebuild their users' tastes in {self.version}", self.out)
 
     def finish(self) -> None:

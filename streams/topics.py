@@ -7,8 +7,8 @@ generated from :data:`TABLE` (a unit test fails when it is stale)::
     python -m flitfeed.streams.topics                  # print the table
     python -m flitfeed.streams.topics --write README.md  # refresh it in place
 
-Names are logical: the real name is ``Settings.topic(name)`` (``FLITFEED_TOPIC_PREFIX`` in front).
-This module imports no settings, so ``flitfeed/settings.py`` can import it.
+Names are logical: the real name is ``settings.kafka.topic(name)`` (``FLITFEED_TOPIC_PREFIX`` in front).
+Code imports the names from here, the one place they are defined.
 
 >>> BY_NAME["user-states"].record.__name__, BY_NAME["user-states"].compacted
 ('UserState', True)

@@ -178,9 +178,9 @@ def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | N
     """What to do with one interaction, from ``source_topic`` (``msg``) or a parked retry of it (``parked``,
     read from ``msg``), for a user whose stored profile is ``stored`` (``UserProfile.to_dict()``; None = new).
 
-    Applied: store the profile, publish the user's state. A duplicate is skipped, but its state is published
-    again when it was the last event applied (re-delivered after a crash between the table write and the
-    publish; the ranker skips a state it has already seen). An interaction whose flit is unknown is parked
+    Applied: store the profile, publish the user's state. A duplicate is skipped, but its profile is stored
+    and its state published again when it was the last event applied (re-delivered after a crash between
+    the table write and the changelog record or the publish; the ranker skips a state it has already seen). An interaction whose flit is unknown is parked
     with its original bytes, partition and offset, until ``park_max_attempts``; then those original bytes
     are dead-lettered as ``flit_not_found``. ``lookup`` (the primary version) alone decides apply or park;
     ``others`` (a lookup per other held version) keep the user's taste in those (:func:`apply_interaction`).
@@ -193,6 +193,9 @@ def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | N
     if outcome == "duplicate":
         effects: list[Effect] = [Count("duplicates", source_topic)]
         if interaction.event_id == profile.last_event_id:
+            # Stored again too: with an on-disk table the stored profile may have been written before a
+            # crash that lost its changelog record (the write and the record are not atomic).
+            effects.append(StoreProfile(profile.user_id, profile.to_dict()))
             effects.append(_publish_state(profile, interaction.event_id, msg.timestamp, now))
         return Decision("duplicate", tuple(effects))
     if outcome == "park":

@@ -35,7 +35,7 @@ from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.monitoring.prometheus import LocalPrometheus
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS
-from flitfeed.streams.events import Feed, FeedRequest
+from flitfeed.streams.events import DecodeError, Feed, FeedRequest, decode_internal
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,18 @@ log = logging.getLogger(__name__)
 
 class _Stop(Exception):
     pass
+
+
+def _feed_of(m) -> Feed | None:  # noqa: ANN001 - confluent Message
+    """The feed a consumed message holds; None for an error event or a record this version cannot read
+    (logged: the scoreboard goes on with the next feed)."""
+    if m.error() is not None:
+        return None
+    try:
+        return decode_internal(m.value(), Feed)
+    except DecodeError as exc:
+        log.warning("skipping a feed record", extra={"offset": m.offset(), "reason": str(exc.reason)})
+        return None
 
 
 def _broker_running() -> bool:
@@ -237,9 +249,10 @@ def stream_world(settings: Settings, world: World, duration_s: float | None, *,
                     send(TOPIC_FEED_REQUESTS, request.user_id, request.to_bytes())
                 next_tick = t + 0.5
             for m in feeds.consume(num_messages=200, timeout=0.1):
-                if m.error() is not None:
+                feed = _feed_of(m)
+                if feed is None:
                     continue
-                feed = last_feed = Feed.model_validate_json(m.value())
+                last_feed = feed
                 board.record_feed(feed, at=time.monotonic() - started)
                 # Only feeds a bird asked for are "seen": reacting to every feed an interaction
                 # triggered would snowball into a feedback loop no real user produces.
@@ -272,7 +285,8 @@ def _wait_until_serving(settings: Settings, send: Callable[[str, str, bytes], No
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             for m in feeds.consume(num_messages=100, timeout=0.2):
-                if m.error() is None and m.key() == b"demo-probe" and Feed.model_validate_json(m.value()).items:
+                feed = _feed_of(m)
+                if feed is not None and m.key() == b"demo-probe" and feed.items:
                     return time.monotonic() - start
     raise RuntimeError(f"the ranker answered no feed request within {timeout_s:g} s; see its log")
 

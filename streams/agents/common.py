@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
 
@@ -11,10 +13,13 @@ from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.effects import (Count, Effect, ObserveFlits, ObserveTaste, Park, Publish, RawMessage, Reject,
                                       StoreProfile)
 from flitfeed.streams.events import Interaction, ParkedInteraction, Reason
+from flitfeed.streams.state_store import StateDiskFull
 from flitfeed.streams.user_updates import Decided, decide
 
 if TYPE_CHECKING:
     from flitfeed.streams.app import WorkerContext
+
+log = logging.getLogger(__name__)
 
 
 def events(stream: Any) -> AsyncIterator[Any]:
@@ -77,7 +82,7 @@ async def run_effects(ctx: "WorkerContext", effects: Iterable[Effect]) -> None:
             case Reject(message, reason, detail):
                 await send_dead_letter(ctx, message, reason, detail)
             case StoreProfile(user_id, profile):
-                ctx.profiles[user_id] = profile
+                await store_profile(ctx, user_id, profile)
                 stored = True
             case Count(counter, topic, n):
                 getattr(m, counter).labels(service=m.service, topic=topic).inc(n)
@@ -93,6 +98,32 @@ async def run_effects(ctx: "WorkerContext", effects: Iterable[Effect]) -> None:
                 raise TypeError(f"not an effect: {effect!r}")
     if stored:
         await ctx.changelog.wait()
+
+
+#: How often a profile write that failed for a full disk is tried again.
+DISK_FULL_RETRY_S = 5.0
+
+
+async def store_profile(ctx: "WorkerContext", user_id: str, profile: dict, retry_s: float = DISK_FULL_RETRY_S) -> None:
+    """Write a profile to the table; on a full disk say so in one line, count it, and try again every
+    ``retry_s`` until it fits (the event stays unacked meanwhile: nothing is lost or applied twice).
+    The profile is not in the table until the write succeeds, so no changelog record is sent before."""
+    failed = False
+    while True:
+        try:
+            ctx.profiles[user_id] = profile
+        except StateDiskFull as exc:
+            m = ctx.metrics
+            m.state_write_errors.labels(service=m.service, reason="disk_full").inc()
+            if not failed:
+                log.error(str(exc))
+            failed = True
+            # A shutdown meanwhile cancels this sleep: the event stays unacked (never dead-lettered).
+            await asyncio.sleep(retry_s)
+            continue
+        if failed:
+            log.warning("user state store writable again")
+        return
 
 
 async def update_user(ctx: "WorkerContext", interaction: Interaction, msg: RawMessage,

@@ -13,6 +13,9 @@ faust-streaming 0.15.3 lost input or hung in four ways (README, Known limits); f
 - (manual acks, the fourth, need no patch: the agents use Faust's ``noack`` streams,
   ``streams/agents/common.py``.)
 
+:mod:`.tables` is not a fix but leans on Faust's private methods too: the profiles table on a RocksDB
+store that rebuilds a corrupt or missing partition and names a full disk (``streams/state_store.py``).
+
 :func:`install` applies them to one :class:`faust.App` -- its consumer, its producer buffer, one timer
 -- and leaves Faust's classes, and so any other app in the process, as they are. It refuses a
 faust-streaming release they were not verified against (:mod:`.version`).

@@ -34,3 +34,18 @@ def test_hops_quick_splits_every_feeds_latency_into_the_worker_and_the_ranker(br
     assert set(rows) == {"worker", "ranker", "total"}
     assert all(row["n"] == 20 for row in rows.values())  # every like got its state and its feed
     assert 0 < rows["worker"]["p50_ms"] < rows["total"]["max_ms"] and rows["ranker"]["p50_ms"] >= 0
+
+
+def test_state_scale_quick_restarts_a_rocksdb_worker_from_its_files(broker: str, tmp_path: Path) -> None:
+    from benchmarks import state_scale
+
+    out = tmp_path / "state.json"
+    assert state_scale.main(["--quick", "--users", "2000", "--stores", "rocksdb,memory", "--bootstrap", broker,
+                             "--json", str(out)]) == 0
+    rows = {(row["store"], row["users"], row["start"]): row for row in json.loads(out.read_text())["rows"]}
+    first = rows[("rocksdb", 2000, "first start (empty data dir)")]
+    # A first start reads every profile; a restart on RocksDB reads none of them again (no new records).
+    assert first["records_applied"] == 2000 and first["disk_mib"] > 0
+    for start in ("restart after kill -9", "restart after SIGTERM"):
+        assert rows[("rocksdb", 2000, start)]["records_applied"] == 0
+        assert rows[("memory", 2000, start)]["records_applied"] == 2000

@@ -51,7 +51,7 @@ def topics(settings: Settings) -> Iterator[list[str]]:
 
 def test_all_topics_have_the_configured_partitions(settings: Settings, topics: list[str]) -> None:
     assert topics == topic_names(settings.kafka)
-    assert describe(settings) == {name: 6 for name in topics}
+    assert describe(settings.kafka) == {name: 6 for name in topics}
 
 
 def test_cleanup_policies_and_retention(settings: Settings, topics: list[str]) -> None:
@@ -69,7 +69,7 @@ def test_cleanup_policies_and_retention(settings: Settings, topics: list[str]) -
 
 def test_create_topics_is_idempotent(settings: Settings, topics: list[str]) -> None:
     assert create_topics(settings.kafka) == topics
-    assert describe(settings) == {name: 6 for name in topics}
+    assert describe(settings.kafka) == {name: 6 for name in topics}
 
 
 def test_produce_consume_round_trip(settings: Settings, topics: list[str]) -> None:

@@ -54,14 +54,17 @@ def test_ranker_quick_reports_throughput_and_every_stage(tmp_path: Path) -> None
     rows = run(ranker, tmp_path)["rows"]
     heads = {r["pipeline"]: r for r in rows if "pipeline" in r}
     stage_rows = [r for r in rows if "stage" in r]
-    # The shipped pipeline (the learned model) in batches and one feed at a time, and the former blend,
-    # measured in the same run.
-    assert set(heads) == {"model", "model, batch 1", "blend"}
+    # The shipped pipeline (the learned model) in batches, searching the engine instead of the catalogue, one
+    # feed at a time, and the former blend, measured in the same run.
+    assert set(heads) == {"model", "model, engine search", "model, batch 1", "blend"}
+    assert "source:similar" in {r["engine_stage"] for r in rows if "engine_stage" in r}
     assert heads["model"]["batch"] == 32 and heads["model, batch 1"]["batch"] == 1
     assert all(h["feeds"] == 100 and h["feeds_per_s"] > 0 for h in heads.values())
     assert {"source:similar", "source:fresh_popular", "hydrator:similarity", "hydrator:affinity", "filter:seen",
             "scorer:model", "selector:diversity", "publish:serialise"} <= {r["stage"] for r in stage_rows}
-    assert sum(r["share"] for r in stage_rows) == pytest.approx(1.0, abs=0.05)
+    # What no stage timer covers (the pipeline's bookkeeping between stages: concatenating the sources,
+    # splitting the batch into feeds) is 3-6% of a quick run's feed since the vector search got cheap.
+    assert sum(r["share"] for r in stage_rows) == pytest.approx(1.0, abs=0.1)
 
 
 def test_user_memory_quick_grows_with_state(tmp_path: Path) -> None:

@@ -235,8 +235,8 @@ class FakeBroker:
         import flitfeed.startup
 
         monkeypatch.setattr(flitfeed.startup, "wait_for_kafka", lambda settings, *a, **k: None)
-        monkeypatch.setattr(reembed_module, "read_versions_log", lambda settings, **k: self.log)
-        monkeypatch.setattr(reembed_module, "group_members", lambda settings, group: set(self.members[group]))
+        monkeypatch.setattr(reembed_module, "read_versions_log", lambda kafka, **k: self.log)
+        monkeypatch.setattr(reembed_module, "group_members", lambda kafka, group: set(self.members[group]))
         monkeypatch.setattr(reembed_module, "Producer", lambda config: None)
         monkeypatch.setattr(reembed_module, "write_catalog", self.write)
 

@@ -61,16 +61,18 @@ def test_decide_applies_a_known_flit_stores_counts_and_publishes_the_state() -> 
     assert key == b"u" and state.trigger_id == "e1" and state.trigger_ts == NOW - 1 and state.seen == ["f1"]
 
 
-def test_decide_skips_a_duplicate_and_publishes_again_only_the_last_applied_event() -> None:
+def test_decide_skips_a_duplicate_and_stores_and_publishes_again_only_the_last_applied_event() -> None:
     e1, msg1 = interaction("e1", "f1")
     e2, msg2 = interaction("e2", "f1")
     stored = decide_one(e1, msg1).effects[0].profile
     stored = decide_one(e2, msg2, stored).effects[0].profile
     last = decide_one(e2, msg2, stored)
     assert last.outcome == "duplicate"
-    assert [type(e) for e in last.effects] == [Count, Publish]
+    assert [type(e) for e in last.effects] == [Count, StoreProfile, Publish]
     assert last.effects[0] == Count("duplicates", "t-interactions")
-    assert UserState.model_validate_json(last.effects[1].records[0][1]).trigger_id == "e2"
+    # The same profile again: an on-disk table may hold it without its changelog record after a crash.
+    assert last.effects[1] == StoreProfile("u", stored)
+    assert UserState.model_validate_json(last.effects[2].records[0][1]).trigger_id == "e2"
     older = decide_one(e1, msg1, stored)
     assert older.outcome == "duplicate" and older.effects == (Count("duplicates", "t-interactions"),)
 

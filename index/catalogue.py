@@ -1,0 +1,316 @@
+"""Every point of an index held beside it as numpy columns, searched exactly by one matrix product per batch.
+
+Why: the ranker's vector source was 79% of a feed (ranker benchmark, 20k flits): Qdrant Edge answers a
+``query_batch`` no faster than its queries one by one, and each of its 200 hits per query comes back as
+a payload dict that Python turns into objects. At the ranker's catalogue sizes an exact scan is cheaper:
+a batch of 32 tastes against 20k 384-d vectors is one BLAS product (~0.3 ms per query on one core), the
+pushed-down filters become ``-inf`` entries in its rows, ``np.argpartition`` picks each row's top ``limit``,
+and the hits' author, time, tags and language are gathered from columns by slot instead of decoded from
+payloads. It costs a second copy of the vectors in RAM (1.5 KB per 384-d point), so a catalogue stops at
+``max_points`` (it then gives up holding anything: :attr:`VectorCatalogue.usable` turns false for good,
+and its owner searches the index instead). Above ~100k points an HNSW graph is faster anyway.
+
+A catalogue is a *mirror*, not a source of truth: its owner feeds it every write its index gets (the
+ranker: every record its replica applies, ``ranker/service.py``), and a reader checks that both hold the
+same number of points before trusting it (``ranker/sources/vector_neighbours_source.py``).
+
+It answers exactly what the Qdrant backends answer for every :class:`~flitfeed.index.base.SearchFilter`
+field, as exact nearest neighbours (the HNSW graph finds ~99% of them), best first; equal scores among
+the hits are ordered by slot (which of several equal scores at the cut makes it is arbitrary, as in
+the engines).
+
+>>> from flitfeed.index.base import IndexedFlit, SearchFilter
+>>> c = VectorCatalogue(dim=2)
+>>> c.upsert_many([IndexedFlit("f1", "a", 1.0, np.array([1.0, 0.0], dtype=np.float32), "en", ("x",)),
+...                IndexedFlit("f2", "b", 2.0, np.array([3.0, 4.0], dtype=np.float32))])
+>>> [(h.flit_id, round(h.score, 2)) for h in c.search(np.array([1.0, 0.0]), 5)]
+[('f1', 1.0), ('f2', 0.6)]
+>>> found = c.search_columns([np.array([1.0, 0.0])] * 2, 5, [SearchFilter(exclude_authors=frozenset({"a"})), None])
+>>> found.counts.tolist(), found.flit_id.tolist(), found.tags.tolist()
+([1, 2], ['f2', 'f1', 'f2'], [(), ('x',), ()])
+>>> c.delete_many(["f1"]); len(c), [h.flit_id for h in c.search(np.array([1.0, 0.0]), 5)]
+(1, ['f2'])
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from flitfeed.index.base import Hit, HitColumns, IndexedFlit, IndexError_, SearchFilter
+
+__all__ = ["VectorCatalogue", "top_k_rows"]
+
+#: Slots allocated when the first point arrives; capacity then doubles (amortised O(1) per point).
+_INITIAL_CAPACITY = 1024
+#: Points per block of the product: each block's (points × queries) result is transposed into the
+#: (queries × points) scores while it is still in cache (a whole transposed copy of 20k × 32 cost 1.6 ms,
+#: a quarter of the product; in blocks of 4,096 the product and the copy take 4.8 ms instead of 6.0).
+_BLOCK = 4096
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(columns, values)``: each row's ``k`` highest entries, best first, equal ones by column.
+
+    Both are ``(rows, min(k, columns))``. Rows of ``scores`` hold ``-inf`` where an entry is excluded:
+    such entries fill a row's tail when it has fewer than ``k`` others, and the caller drops them
+    (``np.isfinite(values)``). Pure numpy: ``argpartition`` per row (linear), then a sort of only the
+    ``k`` picked.
+
+    >>> s = np.array([[0.1, 0.75, -np.inf, 0.75], [0.5, -np.inf, 0.125, 0.25]], dtype=np.float32)
+    >>> cols, vals = top_k_rows(s, 2)
+    >>> cols.tolist(), vals.tolist()
+    ([[1, 3], [0, 3]], [[0.75, 0.75], [0.5, 0.25]])
+    """
+    n = scores.shape[1]
+    k = min(k, n)
+    if k < n:
+        top = np.argpartition(scores, n - k, axis=1)[:, n - k:]
+    else:
+        top = np.broadcast_to(np.arange(n), scores.shape).copy()
+    # Column order first, then a stable sort by score: equal scores stay in column (slot) order.
+    top.sort(axis=1)
+    values = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
+class VectorCatalogue:
+    """Points (vector, author, creation time, tags, language) by flit id, in growable numpy columns.
+
+    Implements :class:`~flitfeed.index.base.VectorIndex` (upsert, search, delete, retrieve, count) with
+    the same answers as the Qdrant backends, plus :meth:`search_columns`, which hands a batch's hits
+    back as columns. ``max_points``: the most points it holds; one more and it drops everything and
+    stays unusable (a mirror with a hole would answer wrong, silently); the default is about where an
+    exact scan stops beating the HNSW graph on one core. ``blas_threads``: BLAS threads for the
+    product (None: as BLAS is configured). One by default: a ranker is scaled out as one process per
+    core, and OpenBLAS's own threads spin for ~0.1 s after each product, taking the core of whatever
+    else runs there (ranker benchmark on one core: the engine's next call waited 1-4 ms for its
+    thread; on two loaded cores the product itself ran 1.8x slower than on one thread). Not
+    thread-safe: the ranker feeds and searches it from its one loop.
+    """
+
+    def __init__(self, dim: int, max_points: int = 50_000, blas_threads: int | None = 1) -> None:
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if max_points < 1:
+            raise ValueError(f"max_points must be >= 1, got {max_points}")
+        self.dim = dim
+        self.max_points = max_points
+        self._blas_threads = blas_threads
+        self._blas = ThreadpoolController() if blas_threads is not None else None
+        self._usable = True
+        self._closed = False
+        self._allocate(0)
+
+    def _allocate(self, capacity: int) -> None:
+        self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)  # unit rows: a dot is the cosine
+        self._created = np.zeros(capacity, dtype=np.float64)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._flit_id = np.empty(capacity, dtype=object)
+        self._author_id = np.empty(capacity, dtype=object)
+        self._tags = np.empty(capacity, dtype=object)
+        self._lang = np.empty(capacity, dtype=object)
+        self._slot: dict[str, int] = {}
+        self._by_author: dict[str, set[int]] = defaultdict(set)
+        self._free: list[int] = []  # slots of deleted points, reused first
+        self._size = 0  # slots ever used: the columns' live prefix
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def usable(self) -> bool:
+        """False once it outgrew ``max_points`` (or was closed): it then holds nothing and answers nothing."""
+        return self._usable and not self._closed
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def count(self, approximate: bool = False) -> int:
+        """Points held (always exact)."""
+        self._check_open()
+        return len(self._slot)
+
+    def close(self) -> None:
+        """Frees the columns. Idempotent; afterwards every call raises :class:`~flitfeed.index.base.IndexError_`."""
+        self._closed = True
+        self._allocate(0)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexError_("catalogue is closed")
+
+    # ----------------------------------------------------------------- writes
+
+    def upsert_many(self, flits: Sequence[IndexedFlit]) -> None:
+        """Insert or replace by ``flit_id`` (the last one wins). Raises ``ValueError`` for a vector the
+        indexes refuse (wrong shape, non-finite, zero) before changing anything."""
+        self._check_open()
+        if not self._usable:
+            return
+        vectors = [self._checked(f.vector) for f in flits]
+        for f, vector in zip(flits, vectors):
+            slot = self._slot.get(f.flit_id)
+            if slot is None:
+                if len(self._slot) >= self.max_points:
+                    # Dropping everything (not just refusing this point) makes the state impossible to
+                    # misread: an owner that checks counts would otherwise see a catalogue one point short.
+                    self._usable = False
+                    self._allocate(0)
+                    return
+                slot = self._new_slot()
+                self._slot[f.flit_id] = slot
+            else:
+                self._by_author[self._author_id[slot]].discard(slot)
+            # Qdrant stores cosine vectors normalised; so must the mirror, or its dots would not be cosines.
+            self._vectors[slot] = vector / np.linalg.norm(vector)
+            self._created[slot] = float(f.created_at)
+            self._alive[slot] = True
+            self._flit_id[slot] = f.flit_id
+            self._author_id[slot] = f.author_id
+            self._tags[slot] = tuple(f.tags)
+            self._lang[slot] = f.lang
+            self._by_author[f.author_id].add(slot)
+
+    def _checked(self, vector: np.ndarray) -> np.ndarray:
+        """The vector as float32, refused as the indexes refuse it (``checked_vector``) without its list of
+        Python floats: the ranker feeds the catalogue one record at a time, the whole log at start-up."""
+        arr = np.asarray(vector, dtype=np.float32)
+        if arr.shape != (self.dim,):
+            raise ValueError(f"vector shape {arr.shape}, expected ({self.dim},)")
+        if not np.isfinite(arr).all() or not arr.any():
+            raise ValueError("vector must be finite and non-zero")
+        return arr
+
+    def _new_slot(self) -> int:
+        if self._free:
+            return self._free.pop()
+        if self._size == len(self._created):
+            self._grow(max(_INITIAL_CAPACITY, 2 * self._size))
+        self._size += 1
+        return self._size - 1
+
+    def _grow(self, capacity: int) -> None:
+        def grown(column: np.ndarray) -> np.ndarray:
+            out = np.zeros((capacity, *column.shape[1:]), dtype=column.dtype) if column.dtype != object \
+                else np.empty(capacity, dtype=object)
+            out[: len(column)] = column
+            return out
+
+        self._vectors, self._created, self._alive = grown(self._vectors), grown(self._created), grown(self._alive)
+        self._flit_id, self._author_id = grown(self._flit_id), grown(self._author_id)
+        self._tags, self._lang = grown(self._tags), grown(self._lang)
+
+    def delete_many(self, flit_ids: Sequence[str]) -> None:
+        """Delete by ``flit_id``; unknown ids are ignored."""
+        self._check_open()
+        for fid in flit_ids:
+            slot = self._slot.pop(fid, None)
+            if slot is None:
+                continue
+            self._alive[slot] = False
+            self._by_author[self._author_id[slot]].discard(slot)
+            self._flit_id[slot] = self._author_id[slot] = self._tags[slot] = self._lang[slot] = None
+            self._free.append(slot)
+
+    # ------------------------------------------------------------------ reads
+
+    def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
+        """The held points among ``flit_ids`` (vectors as stored: unit length)."""
+        self._check_open()
+        out: dict[str, IndexedFlit] = {}
+        for fid in flit_ids:
+            slot = self._slot.get(fid)
+            if slot is not None:
+                out[fid] = IndexedFlit(fid, self._author_id[slot], float(self._created[slot]),
+                                       self._vectors[slot].copy(), self._lang[slot], self._tags[slot])
+        return out
+
+    def search(self, vector: np.ndarray, limit: int, flt: SearchFilter | None = None) -> list[Hit]:
+        return self.search_many([vector], limit, [flt])[0]
+
+    def search_many(self, vectors: Sequence[np.ndarray], limit: int,
+                    filters: Sequence[SearchFilter | None]) -> list[list[Hit]]:
+        """:meth:`search_columns` as one list of :class:`~flitfeed.index.base.Hit` per vector."""
+        return self.search_columns(vectors, limit, filters).hits()
+
+    def search_columns(self, vectors: Sequence[np.ndarray], limit: int,
+                       filters: Sequence[SearchFilter | None]) -> HitColumns:
+        """The nearest ``limit`` points to each vector honouring its filter, as columns grouped by query.
+
+        One ``(queries × points)`` product; each filter only writes ``-inf`` into its own row.
+        """
+        self._check_open()
+        if not self._usable:
+            raise IndexError_("catalogue outgrew max_points: search the index")
+        if len(vectors) != len(filters):
+            raise ValueError(f"{len(vectors)} vectors but {len(filters)} filters")
+        queries = np.array([self._checked(v) for v in vectors], dtype=np.float32).reshape(-1, self.dim)
+        if limit <= 0 or not len(queries) or not self._slot:
+            return HitColumns.empty(len(queries))
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        size = self._size
+        scores = self._scores(queries, size)
+        dead = np.flatnonzero(~self._alive[:size])
+        too_old: dict[float, np.ndarray] = {}  # a batch's queries mostly share their max-age bound
+        for row, flt in zip(scores, filters):
+            if dead.size:
+                row[dead] = -np.inf
+            if flt is not None:
+                self._apply(row, flt, too_old)
+        slots, values = top_k_rows(scores, limit)
+        found = np.isfinite(values)  # -inf: excluded (or dead); never a hit
+        picked = slots[found]
+        return HitColumns(counts=found.sum(axis=1), flit_id=self._flit_id[picked],
+                          author_id=self._author_id[picked], created_at=self._created[picked],
+                          score=values[found].astype(np.float64), tags=self._tags[picked], lang=self._lang[picked])
+
+    def _scores(self, queries: np.ndarray, size: int) -> np.ndarray:
+        """``(queries × points)`` cosines of the first ``size`` slots (C order: a row per query, for the
+        filters' masks and the top-k), on ``blas_threads`` BLAS threads."""
+        if self._blas is None:
+            return _scores(self._vectors, queries, size)
+        with self._blas.limit(limits=self._blas_threads, user_api="blas"):  # ~10 us per call
+            return _scores(self._vectors, queries, size)
+
+    def _apply(self, row: np.ndarray, flt: SearchFilter, too_old: dict[float, np.ndarray]) -> None:
+        """Write ``-inf`` into ``row`` wherever ``flt`` excludes a point."""
+        if flt.min_created_at is not None:
+            bound = float(flt.min_created_at)
+            old = too_old.get(bound)
+            if old is None:
+                old = too_old[bound] = np.flatnonzero(self._created[: len(row)] < bound)
+            row[old] = -np.inf
+        for author in flt.exclude_authors:
+            slots = self._by_author.get(author)
+            if slots:
+                row[np.fromiter(slots, dtype=np.intp, count=len(slots))] = -np.inf
+        if flt.exclude_flit_ids:
+            get = self._slot.get
+            excluded = [s for s in map(get, flt.exclude_flit_ids) if s is not None]
+            row[excluded] = -np.inf
+        if flt.author is not None:
+            _keep_only(row, sorted(self._by_author.get(flt.author, ())))
+        if flt.only_flit_ids is not None:
+            get = self._slot.get
+            _keep_only(row, [s for s in map(get, flt.only_flit_ids) if s is not None])
+
+
+def _scores(vectors: np.ndarray, queries: np.ndarray, size: int) -> np.ndarray:
+    """``queries @ vectors[:size].T`` computed as (points × queries) blocks: OpenBLAS runs that orientation
+    1.5-4x faster for the small batches a quiet ranker sees (2-16 queries; the same at 32)."""
+    out = np.empty((len(queries), size), dtype=np.float32)
+    for start in range(0, size, _BLOCK):
+        stop = min(size, start + _BLOCK)
+        out[:, start:stop] = (vectors[start:stop] @ queries.T).T
+    return out
+
+
+def _keep_only(row: np.ndarray, slots: list[int]) -> None:
+    """``-inf`` everywhere in ``row`` except at ``slots`` (a must-condition of a filter)."""
+    kept = row[slots]
+    row[:] = -np.inf
+    row[slots] = kept

@@ -1,0 +1,132 @@
+"""The worker's profiles table on Faust's stores: the policies of :mod:`flitfeed.streams.state_store` fitted
+into Faust's RocksDB store.
+
+Faust's ``Store`` and ``Table`` have no hooks for opening a partition's database, writing a key or
+picking a store, so :class:`ProfileStore` and :class:`ProfilesTable` override their private methods
+(``_open_for_partition``, ``_set``, ``_new_store_by_url``). That ties them to the faust-streaming
+release they were verified against, like every other workaround here (:mod:`.version`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import faust
+from faust.stores.rocksdb import Store as RocksStore
+from yarl import URL
+
+from flitfeed.monitoring.metrics import Metrics
+from flitfeed.settings import WorkerConfig
+from flitfeed.streams.state_store import ROCKSDB_OPTIONS, StateDiskFull, is_disk_full, open_or_rebuild, store_url
+
+log = logging.getLogger(__name__)
+
+
+class ProfileStore(RocksStore):
+    """Faust's RocksDB store, with the corrupt/missing rebuild, the disk-full error and recovery counts."""
+
+    metrics: Metrics | None = None
+
+    def _held_path(self) -> Path:
+        return self.path / f"{self.basename}-partitions.json"
+
+    def _held(self) -> set[int]:
+        try:
+            return set(json.loads(self._held_path().read_text()))
+        except (OSError, ValueError):
+            return set()
+
+    def _open_for_partition(self, partition: int) -> Any:
+        path = self.partition_path(partition)
+        held = self._held()
+
+        def rebuilt(reason: str, detail: str) -> None:
+            log.warning("user state partition rebuilt from the changelog",
+                        extra={"partition": partition, "reason": reason, "detail": detail})
+            if self.metrics is not None:
+                self.metrics.state_rebuilds.labels(service=self.metrics.service, reason=reason).inc()
+
+        db = open_or_rebuild(path, lambda p: self.rocksdb_options.open(p), partition in held, rebuilt)
+        if partition not in held:
+            self._held_path().write_text(json.dumps(sorted(held | {partition})))
+        return db
+
+    def _set(self, key: bytes, value: bytes | None) -> None:
+        try:
+            super()._set(key, value)
+        except StateDiskFull:
+            raise
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise StateDiskFull(self.path, exc) from exc
+            raise
+
+    def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
+                              to_value: Callable[[Any], Any]) -> None:
+        try:
+            super().apply_changelog_batch(batch, to_key, to_value)
+        except Exception as exc:
+            if is_disk_full(exc):
+                err = StateDiskFull(self.path, exc)
+                log.error(str(err))
+                raise err from exc
+            raise
+
+    def estimated_size(self) -> int:
+        """Keys in the active partitions, from RocksDB's estimate (exact until deletes and overwrites
+        are compacted; this table never deletes): counting them would read every key."""
+        total = 0
+        for db in self._dbs_for_actives():
+            total += max(0, int(db.property_int_value("rocksdb.estimate-num-keys") or 0) - 1)  # offset key
+        return total
+
+
+class ProfilesTable(faust.Table):
+    """The profiles table; with ``rocksdb://`` its store is the guarded one above, told of ``metrics``."""
+
+    metrics: Metrics | None = None
+
+    def _new_store_by_url(self, url: str | URL) -> Any:
+        if URL(str(url)).scheme != "rocksdb":
+            return super()._new_store_by_url(url)
+        store = ProfileStore(url, self.app, self, table_name=self.name, key_type=self.key_type,
+                             key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+                             value_type=self.value_type, loop=self.loop, options=self.options)
+        store.metrics = self.metrics
+        return store
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """A table recovery's changelog records (either store), counted: a restart with local state reads
+        only the tail."""
+        events = list(batch)
+        super().apply_changelog_batch(events)
+        if self.metrics is not None:
+            self.metrics.state_restored.labels(service=self.metrics.service).inc(len(events))
+
+
+def profiles_table(app: faust.App, name: str, worker: WorkerConfig, partitions: int, metrics: Metrics) -> Any:
+    """The worker's profiles table (user id -> ``UserProfile.to_dict()``) in ``worker.state_store``, which
+    the app was made with (``faust.App(store=store_url(worker))``), with ``partitions`` partitions."""
+    if URL(str(app.conf.store)).scheme != worker.state_store:  # a table's own store URL "x://" is falsy
+        raise ValueError(f"the app's store is {app.conf.store}, not {store_url(worker)}")
+    # Values are plain JSON dicts: value_type=dict makes Faust look for a Record codec on recovery.
+    table = ProfilesTable(app, name=name, default=None, partitions=partitions, key_type=str,
+                          options=dict(ROCKSDB_OPTIONS) if worker.state_store == "rocksdb" else None)
+    table.metrics = metrics
+    app.tables.add(table)
+    return table
+
+
+def owned_users(table: Any) -> int:
+    """How many users the table holds in this worker's active partitions (an estimate with RocksDB)."""
+    size = getattr(table.data, "estimated_size", None)
+    return size() if size is not None else len(table)
+
+
+def table_recovered(app: Any) -> bool:
+    """Faust's table recovery (reading the changelog tail, or all of it) is done: the agents can run."""
+    recovery = getattr(app.tables, "recovery", None)
+    return recovery is None or recovery.completed.is_set()

@@ -1,0 +1,116 @@
+"""Where the worker keeps its users' profiles: Faust's in-memory table or its RocksDB store (``rocksdict``).
+
+The profiles table (``USER_PROFILES_TABLE``) is backed by a compacted changelog topic either way.
+``memory``: every profile is a Python dict in RAM and a restart replays the whole changelog.
+``rocksdb`` (the default): every owned partition is a RocksDB database under ``data_dir/faust``; a restart
+opens them and reads only the changelog records written after the last one the database has (Faust keeps
+that offset in each partition's database), so start-up no longer grows with the user count, and RAM holds
+RocksDB's bounded caches (:data:`ROCKSDB_OPTIONS`) instead of every profile.
+
+Failures of the local state (README "User state"):
+
+- a partition database that cannot be opened because it is corrupt, or that is missing although this
+  worker held it before, is set aside and rebuilt from the changelog: one warning line and
+  ``flitfeed_state_rebuilds_total{reason}``; never a crash, so never a crash loop;
+- a full disk raises :class:`StateDiskFull` (one line: which path, how much is free, what to do); the
+  agents wait and retry the write (``streams/agents/common.py``) with the event unacked, so nothing is
+  lost and nothing is applied twice.
+
+:mod:`flitfeed.streams.faust_compat.tables` fits these policies into Faust's RocksDB store (its private
+methods, so with the other Faust workarounds): the profiles table, its store, and the users count.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from flitfeed.settings import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+#: The stores :attr:`WorkerConfig.state_store` selects.
+STORES = ("memory", "rocksdb")
+
+#: RocksDB options per partition database (6 partitions by default): a memtable of 8 MiB, two at most,
+#: and a 16 MiB block cache. Faust's defaults (64 MiB x 3 memtables, a 2 GiB cache, each per partition)
+#: would let one worker grow past 12 GiB. Profiles are read once per interaction, so a small cache costs
+#: little; the page cache keeps the hot files anyway.
+ROCKSDB_OPTIONS: dict[str, int] = {
+    "write_buffer_size": 8 << 20,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 << 20,
+    "target_file_size_base": 32 << 20,
+}
+
+
+class StateDiskFull(OSError):
+    """The disk under the worker's state is full: a profile could not be written."""
+
+    def __init__(self, path: Path | str, cause: BaseException | str) -> None:
+        self.path = Path(path)
+        free = _free_bytes(self.path)
+        where = f"{free // (1 << 20)} MiB free" if free is not None else "free space unknown"
+        super().__init__(errno.ENOSPC, f"user state store: no space left on device under {self.path} ({where}): "
+                                       f"profile writes wait until space is freed or the volume grown "
+                                       f"({str(cause).splitlines()[0] if str(cause) else 'ENOSPC'})")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A RocksDB (rocksdict raises plain ``Exception`` with RocksDB's status text) or OS error for ENOSPC."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "ENOSPC" in text
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """RocksDB's status for a database it cannot trust (a bad CURRENT or MANIFEST, an SST of the wrong size)."""
+    return str(exc).startswith("Corruption:")
+
+
+def _free_bytes(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
+def store_url(worker: WorkerConfig) -> str:
+    """The Faust store URL of ``worker.state_store``."""
+    if worker.state_store not in STORES:
+        raise ValueError(f"unknown state store {worker.state_store!r}: one of {', '.join(STORES)}")
+    return f"{worker.state_store}://"
+
+
+def open_or_rebuild(path: Path, open_db: Callable[[Path], Any], held_before: bool,
+                    on_rebuild: Callable[[str, str], None]) -> Any:
+    """Open the partition database at ``path`` with ``open_db``; one that is corrupt is moved to
+    ``<path>.corrupt`` (replacing an older one) and opened empty, and one missing although this worker
+    held it before (``held_before``) is opened empty: ``on_rebuild(reason, detail)`` is told either way.
+    An empty database has no changelog offset, so Faust's recovery reads the partition's whole changelog.
+
+    A lock held by another process, a full disk or any other error is raised as is (Faust retries a lock).
+    """
+    if held_before and not path.exists():
+        on_rebuild("missing", f"{path} does not exist")
+    try:
+        return open_db(path)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise StateDiskFull(path, exc) from exc
+        if not is_corrupt(exc):
+            raise
+        aside = path.with_name(path.name + ".corrupt")
+        shutil.rmtree(aside, ignore_errors=True)
+        path.rename(aside)
+        on_rebuild("corrupt", f"{str(exc).splitlines()[0]}; moved to {aside}")
+        return open_db(path)

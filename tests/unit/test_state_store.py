@@ -1,0 +1,147 @@
+"""The worker's user-state store (streams/state_store.py): RocksDB through rocksdict, its rebuild of a corrupt or
+missing partition database, its disk-full error, and the agents' retry of a profile write on a full disk."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import faust
+import pytest
+
+from flitfeed.monitoring.metrics import Metrics
+from flitfeed.settings import WorkerConfig
+from flitfeed.streams.agents.common import store_profile
+from flitfeed.streams.faust_compat.tables import ProfileStore, owned_users, profiles_table
+from flitfeed.streams.state_store import StateDiskFull, is_disk_full, store_url
+from faust.types import TP
+
+ENOSPC_TEXT = "IO error: No space left on device: While appending to file: 000012.log"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A profiles table's RocksDB store on its own app (never started: the store is used directly)."""
+    worker = WorkerConfig(state_store="rocksdb")
+    metrics = Metrics("worker")
+    app = faust.App(f"state-test-{tmp_path.name}", store=store_url(worker), datadir=str(tmp_path / "faust"),
+                    autodiscover=False)
+    table = profiles_table(app, "user_profiles", worker, 6, metrics)
+    store = table.data
+    assert isinstance(store, ProfileStore)
+    store.tabledir = Path(app.conf.tabledir)
+    store.tabledir.mkdir(parents=True, exist_ok=True)
+    yield SimpleNamespace(store=store, metrics=metrics, table=table)
+    store._dbs.clear()
+
+
+def changelog_event(partition: int, offset: int, key: bytes, value: bytes | None) -> SimpleNamespace:
+    return SimpleNamespace(message=SimpleNamespace(tp=TP("changelog", partition), partition=partition, offset=offset,
+                                                   key=key, value=value))
+
+
+def rebuilds(metrics: Metrics, reason: str) -> float:
+    return metrics.value("flitfeed_state_rebuilds_total", service="worker", reason=reason)
+
+
+def reopen(s: SimpleNamespace, partition: int):
+    """Drop the store's handle (as a restarted process would) and open the partition again."""
+    s.store._dbs.pop(partition).close()
+    return s.store._db_for_partition(partition)
+
+
+def test_store_url_selects_memory_or_rocksdb() -> None:
+    assert store_url(WorkerConfig()) == "rocksdb://"
+    assert store_url(WorkerConfig(state_store="memory")) == "memory://"
+
+
+def test_a_restart_reads_the_local_state_and_its_changelog_offset(store) -> None:
+    s = store
+    s.table.apply_changelog_batch([changelog_event(0, 0, b"u1", b'{"a": 1}'), changelog_event(0, 1, b"u2", b"{}")])
+    assert s.metrics.value("flitfeed_state_restored_records_total", service="worker") == 2
+    db = reopen(s, 0)
+    assert db.get(b"u1") == b'{"a": 1}'
+    # Faust's recovery reads the changelog from the offset after this one: only the tail.
+    assert s.store.persisted_offset(TP("changelog", 0)) == 1
+    assert rebuilds(s.metrics, "corrupt") == rebuilds(s.metrics, "missing") == 0
+
+
+def test_a_corrupt_partition_database_is_set_aside_and_rebuilt_from_the_changelog(store, caplog) -> None:
+    s = store
+    s.store.apply_changelog_batch([changelog_event(3, 7, b"u1", b"{}")], to_key=lambda k: k, to_value=lambda v: v)
+    path = s.store.partition_path(3)
+    s.store._dbs.pop(3).close()
+    (path / "CURRENT").write_text("garbage\n")
+    with caplog.at_level(logging.WARNING):
+        db = s.store._db_for_partition(3)
+    assert db.get(b"u1") is None  # empty: no offset, so the recovery reads the whole changelog partition
+    assert s.store.persisted_offset(TP("changelog", 3)) is None
+    assert rebuilds(s.metrics, "corrupt") == 1
+    assert (path.parent / (path.name + ".corrupt")).is_dir()
+    assert any("rebuilt from the changelog" in r.getMessage() and getattr(r, "reason", "") == "corrupt"
+               for r in caplog.records)
+    # Opened fine again after that: no crash loop, no second rebuild.
+    reopen(s, 3)
+    assert rebuilds(s.metrics, "corrupt") == 1
+
+
+def test_a_missing_partition_database_this_worker_held_is_rebuilt_and_counted(store) -> None:
+    import shutil
+
+    s = store
+    s.store._db_for_partition(1)  # a first open is no rebuild
+    assert rebuilds(s.metrics, "missing") == 0
+    s.store._dbs.pop(1).close()
+    shutil.rmtree(s.store.partition_path(1))
+    s.store._db_for_partition(1)
+    assert rebuilds(s.metrics, "missing") == 1
+
+
+def test_a_full_disk_is_one_clear_error(store, monkeypatch) -> None:
+    s = store
+
+    class FullDisk:
+        def put(self, key: bytes, value: bytes) -> None:
+            raise Exception(ENOSPC_TEXT)  # what rocksdict raises: RocksDB's status text
+
+    monkeypatch.setattr(s.store, "_db_for_partition", lambda partition: FullDisk())
+    monkeypatch.setattr("faust.stores.rocksdb.current_event",
+                        lambda: SimpleNamespace(message=SimpleNamespace(partition=0)))
+    with pytest.raises(StateDiskFull) as raised:
+        s.store._set(b"u1", b"{}")
+    message = str(raised.value)
+    assert "\n" not in message and "no space left on device" in message and str(s.store.path) in message
+    assert "MiB free" in message
+    assert is_disk_full(raised.value) and is_disk_full(Exception(ENOSPC_TEXT))
+    assert not is_disk_full(Exception("Corruption: CURRENT file corrupted"))
+
+
+def test_the_user_count_is_estimated_without_reading_every_key(store, monkeypatch) -> None:
+    s = store
+    s.store.apply_changelog_batch([changelog_event(0, i, f"u{i}".encode(), b"{}") for i in range(50)],
+                                  to_key=lambda k: k, to_value=lambda v: v)
+    monkeypatch.setattr(s.store, "_dbs_for_actives", lambda: iter(s.store._dbs.values()))
+    assert owned_users(s.table) == 50
+
+
+def test_a_profile_write_on_a_full_disk_waits_and_retries_with_one_log_line(tmp_path: Path, caplog) -> None:
+    written: dict[str, dict] = {}
+    failures = [StateDiskFull(tmp_path, ENOSPC_TEXT), StateDiskFull(tmp_path, ENOSPC_TEXT)]
+
+    class Profiles:
+        def __setitem__(self, key: str, value: dict) -> None:
+            if failures:
+                raise failures.pop()
+            written[key] = value
+
+    metrics = Metrics("worker")
+    ctx = SimpleNamespace(profiles=Profiles(), metrics=metrics)
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(store_profile(ctx, "u1", {"user_id": "u1"}, retry_s=0.0))
+    assert written == {"u1": {"user_id": "u1"}}
+    assert metrics.value("flitfeed_state_write_errors_total", service="worker", reason="disk_full") == 2
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "no space left on device" in errors[0].getMessage()
+    assert any("writable again" in r.getMessage() for r in caplog.records)
