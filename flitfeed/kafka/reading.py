@@ -54,9 +54,9 @@ def read_partition(kafka: KafkaConfig, topic: str, partition: int, *, group_id: 
     in order.
 
     ``group_id`` only names the reader (nothing is committed); ``clients`` makes it (default: the confluent
-    clients of ``kafka``). Raises :class:`TimeoutError` when the range
-    is not read within ``timeout_s``, and what :func:`~flitfeed.startup.kafka_call` raises when the broker
-    keeps refusing; transient errors are retried there.
+    clients of ``kafka``). Raises :class:`TimeoutError` when the range is not read within ``timeout_s``, and
+    what :func:`~flitfeed.startup.kafka_call` raises when the broker keeps refusing; transient errors are
+    retried there.
     """
     reader = clients_for(kafka, clients).consumer(group_id)
     try:
