@@ -8,7 +8,7 @@ Each user receives ``--events`` interactions through the real
 table value (``UserProfile.to_dict()``: base64 taste, seen / muted / recent
 event-id lists) and the ranker's map of :class:`~flitfeed.streams.events.UserState`
 records as decoded from ``user-states`` (``ranker_state``) and the compact
-:class:`~flitfeed.ranker.service.HeldState` the ranker keeps (``ranker_held``). Memory is measured with ``tracemalloc`` (Python allocations, exact and
+:class:`~flitfeed.ranker.held.HeldState` the ranker keeps (``ranker_held``). Memory is measured with ``tracemalloc`` (Python allocations, exact and
 independent of other processes on the machine). A last row per size fills every
 bounded list to its capacity (the worst case the settings allow).
 """

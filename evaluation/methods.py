@@ -9,8 +9,9 @@ Items are catalog indices (positions in ``Dataset.items``).
   :class:`~flitfeed.encoders.user_vector.UserProfile` update rule
   (:func:`~flitfeed.streams.user_updates.apply_interaction`), the real vector
   index (embedded Qdrant Edge), the ranker's state (engagement, recent flits,
-  co-engagement) fed exactly as the ranker service feeds it, and the feed
-  pipeline from :func:`~flitfeed.ranker.feeds.build_feed_pipeline`. With
+  co-engagement, affinity, the ranking model) built by the service's own
+  :func:`~flitfeed.ranker.core.build_ranker_core` and fed exactly as the
+  ranker service feeds it, and the feed pipeline it builds. With
   ``collaborative=False`` and content-only weights it is the design card's
   content-only model.
 * :class:`RandomMethod`, :class:`PopularityMethod` (recency-decayed counts of
@@ -34,17 +35,11 @@ from flitfeed.evaluation.dataset import Dataset
 from flitfeed.index.base import IndexedFlit, VectorIndex
 from flitfeed.index.catalogue import VectorCatalogue
 from flitfeed.index.memory import MemoryIndex
-from flitfeed.ranker.affinity import Affinity
-from flitfeed.ranker.coengagement import CoEngagement
+from flitfeed.ranker.core import CoreSizes, build_ranker_core
 from flitfeed.ranker.feedback import ExampleLearner, impression_for
 from flitfeed.ranker.join import ImpressionJoin
-from flitfeed.ranker.model import ActionModel, prior_weights
-from flitfeed.ranker.engagement import EngagementTracker
-from flitfeed.ranker.feeds import build_feed_pipeline
 from flitfeed.ranker.params import RankerParams
-from flitfeed.ranker.recent import RecentFlits
-from flitfeed.ranker.signals import learn_interaction
-from flitfeed.ranker.service import feed_query
+from flitfeed.ranker.query_hydrator import feed_query
 from flitfeed.settings import Settings
 from flitfeed.streams.events import Interaction, from_epoch
 from flitfeed.streams.user_updates import apply_interaction, taste_params, user_state
@@ -275,26 +270,21 @@ class FlitfeedMethod:
         # The in-memory mirror the services' vector source searches while it mirrors the index (as the ranker).
         self.catalogue = VectorCatalogue(vectors.shape[1], max_points=max(50_000, len(self.item_ids)))
         self.catalogue.upsert_many(list(self.points.values()))
-        self.recent = RecentFlits(capacity=max(settings.ranker.recent_flits_capacity, len(self.item_ids)))
+        # The service's core, sized to the catalog: every item fits (no eviction) and the co-engagement
+        # model's dense matrix is no larger than needed. learned: the service's ranking model, learning from
+        # each feed computed here as an impression, joined with the user's later events exactly as the ranker
+        # joins them (ranker/feedback.py, join.py).
+        self.core = build_ranker_core(settings.ranker, params, CoreSizes.for_catalog(settings.ranker, len(self.item_ids)),
+                                      collaborative=collaborative, learned=learned)
+        view = self.core.view(self.index, self.catalogue)
+        self.recent, self.pipeline = view.recent, view.pipeline
         for p in self.points.values():
             self.recent.add_one(p.flit_id, p.author_id, p.created_at, p.tags, vector=p.vector)
-        self.engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
-                                            capacity=max(10 * len(self.item_ids), 10_000))
-        # Sized to the catalog: every item fits (no eviction) and the dense matrix is no larger than needed.
-        self.coengagement = CoEngagement(capacity=len(self.item_ids),
-                                         history=params.coengagement_history,
-                                         recency=params.coengagement_recency,
-                                         beta=params.coengagement_beta) if collaborative else None
-        # learned: the service's ranking model, learning from each feed computed here as an impression,
-        # joined with the user's later events exactly as the ranker joins them (ranker/feedback.py, join.py).
-        self.model = (ActionModel(learning_rate=settings.ranker.model_learning_rate, prior=prior_weights(params.weights()))
-                      if learned else None)
-        self.affinity = Affinity(max_users=settings.ranker.coengagement_users) if learned else None
+        self.engagement, self.coengagement = self.core.engagement, self.core.coengagement
+        self.model, self.affinity = self.core.model, self.core.affinity
         self.join = ImpressionJoin(window_s=settings.ranker.feedback_window_s)
         # With learning off (settings.ranker.ranker_learning, as in the services) the model ranks with its prior.
         self.learner = None if self.model is None or not settings.ranker.ranker_learning else ExampleLearner(self.model)
-        self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement,
-                                            model=self.model, affinity=self.affinity, catalogue=self.catalogue)
         self.profiles: dict[str, UserProfile] = {}
         self._impressions = 0
         self.stage_times = StageTimes()
@@ -335,7 +325,6 @@ class FlitfeedMethod:
             self.learner.learn_many(self.join.expire(event.ts))
             self.stage_times.add("learn:model", time.perf_counter() - start)
         start = time.perf_counter()
-        learn_interaction(self.engagement, self.coengagement, interaction, self.affinity, self.recent,
-                          self.params.engagement_saturation)
+        self.core.learn_interaction(interaction, self.recent)
         self.stage_times.add("learn:ranker_signals", time.perf_counter() - start)
 

@@ -209,6 +209,7 @@ def worker_versions(catalog, configured: str) -> tuple[str, dict[str, str]]:  # 
 
 def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     from flitfeed.encoders.factory import check_vector_dim
+    from flitfeed.kafka.clients import ConfluentClients
     from flitfeed.monitoring.metrics import Metrics
     from flitfeed.ranker.service import RankerService
     from flitfeed.startup import wait_for_kafka
@@ -239,8 +240,10 @@ def cmd_ranker(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # Every Kafka client of the ranker comes from here (its tests pass in-memory ones instead).
+    clients = ConfluentClients(settings.kafka)
     service = RankerService(settings, index, offsets, metrics, gate=VersionGate(serving), open_space=open_space,
-                            catalog=catalog)
+                            catalog=catalog, clients=clients)
     try:
         service.run(stop)  # closes every version's index it holds
     finally:

@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from flitfeed.kafka.config import consumer_config
+from flitfeed.kafka.clients import KafkaClients, clients_for
 from flitfeed.kafka.reading import read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.ranker.candidate import Candidate
@@ -53,8 +53,11 @@ REBUILD_SLACK_S = 30.0
 
 class FeedbackLoop:
     def __init__(self, settings: Settings, metrics: Metrics, producer: Producer, model: ActionModel,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
+                 headers: list[tuple[str, bytes]] | None = None, clients: KafkaClients | None = None) -> None:
+        """``clients`` makes the readers of the logs it learns from and rebuilds from (default: the confluent
+        clients of ``settings.kafka``); ``producer`` is the ranker's, so its records count towards its batches."""
         self.settings = settings
+        self._clients = clients_for(settings.kafka, clients)
         self.metrics = metrics
         self.producer = producer
         self.model = model
@@ -233,7 +236,7 @@ class FeedbackLoop:
 
     def _examples_reader(self) -> Consumer:
         topic = self._t[TOPIC_EXAMPLES]
-        reader = Consumer(consumer_config(self.settings.kafka, group_id=f"{self.settings.kafka.ranker_group}-examples-unused"))
+        reader = self._clients.consumer(f"{self.settings.kafka.ranker_group}-examples-unused")
         reader.assign([TopicPartition(topic, p, self._positions.get(p, OFFSET_BEGINNING))
                        for p in sorted(self._partitions(TOPIC_EXAMPLES))])
         return reader
@@ -243,7 +246,7 @@ class FeedbackLoop:
         created by an older flitfeed (``flitfeed topics create`` adds them) serves feeds, without learning."""
         if name not in self._partition_cache:
             topic = self._t[name]
-            probe = Consumer(consumer_config(self.settings.kafka, group_id=f"{self.settings.kafka.ranker_group}-meta-unused"))
+            probe = self._clients.consumer(f"{self.settings.kafka.ranker_group}-meta-unused")
             try:
                 meta = kafka_call(lambda: probe.list_topics(topic, timeout=10), what=f"metadata of {topic}")
             except Exception as exc:  # a Kafka error, or start-up's give-up after retrying one for a minute
@@ -278,4 +281,4 @@ class FeedbackLoop:
         if partition not in self._partitions(name):
             return
         yield from read_partition(self.settings.kafka, self._t[name], partition, since_ms=since_ms, timeout_s=timeout_s,
-                                  group_id=f"{self.settings.kafka.ranker_group}-rebuild-unused")
+                                  group_id=f"{self.settings.kafka.ranker_group}-rebuild-unused", clients=self._clients)

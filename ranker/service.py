@@ -24,6 +24,11 @@ state changes, answering all of them in ``covers``; one per request), the feeds 
 (:mod:`.publisher`); then the producer is flushed and the offsets committed.
 
 Single-threaded: one loop polls the broadcast readers and the group consumer.
+
+Wiring: every Kafka client comes from an injected :class:`~flitfeed.kafka.clients.KafkaClients` (the CLI passes
+the confluent ones; ``tests/unit/test_ranker_service_clients.py`` in-memory ones), the learners and each
+version's pipeline from :func:`~flitfeed.ranker.core.build_ranker_core` (the evaluation builds the same), and
+a batch's queries from the user states held by :class:`~flitfeed.ranker.query_hydrator.QueryHydrator`.
 """
 
 from __future__ import annotations
@@ -35,8 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from flitfeed.index.base import MaintainedIndex, VectorIndex
 from flitfeed.index.catalogue import VectorCatalogue
@@ -45,28 +49,25 @@ from flitfeed.index.factory import is_shared
 from flitfeed.index.spaces import destroy_replica, held_versions
 from flitfeed.index.versions import bare_version
 from flitfeed.index.versions import VersionGate
-from flitfeed.kafka.config import consumer_config, instance_headers, producer_config, session_config
+from flitfeed.kafka.clients import KafkaClients, clients_for
+from flitfeed.kafka.config import instance_headers, session_config
 from flitfeed.kafka.reading import consume_available, read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
-from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.batching import FeedJob, coalesce
 from flitfeed.ranker.commits import CommitTracker, TrackedProducer
-from flitfeed.ranker.coengagement import CoEngagement
-from flitfeed.ranker.engagement import EngagementTracker
+from flitfeed.ranker.core import CoreSizes, RankerCore, build_ranker_core
 from flitfeed.ranker.feedback_loop import FeedbackLoop
-from flitfeed.ranker.feeds import build_feed_pipeline
 from flitfeed.ranker.held import HeldState
-from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline, PipelineResult
 from flitfeed.ranker.publisher import FeedPublisher
 from flitfeed.ranker.query import FeedQuery
+from flitfeed.ranker.query_hydrator import QueryHydrator, feed_query
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.scorers import ActionScorer
-from flitfeed.ranker.signals import learn_interaction
 from flitfeed.ranker.user_store import apply_records, open_user_store, plan_recovery, put_until_stored
-from flitfeed.settings import RankerConfig, Settings
+from flitfeed.settings import Settings
 from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
                                      TOPIC_MODEL_VERSIONS, TOPIC_USER_STATES)
 from flitfeed.streams.dead_letter import dead_letter
@@ -76,26 +77,10 @@ from flitfeed.streams.events import (DecodeError, FlitVector, Interaction, Reaso
 from flitfeed.startup import is_transient, kafka_call
 from flitfeed.streams.replicator import FlitVectorReplicator
 
+# HeldState and feed_query moved to ranker/held.py and ranker/query_hydrator.py; still importable from here.
+__all__ = ["HeldState", "OpenSpace", "RankerService", "RankerSpace", "feed_query"]
+
 log = logging.getLogger(__name__)
-
-
-def feed_query(state: UserState | HeldState | None, user_id: str, k: int, now: float,
-               trigger_id: str = "", version: str | None = None) -> FeedQuery:
-    """The pipeline's view of a user, with their taste in ``version`` (default: the one served when the state
-    arrived); an unknown user is a cold-start query."""
-    if state is None:
-        return FeedQuery(user_id=user_id, k=k, now=now, trigger_id=trigger_id)
-    raw = state.taste_in(version) if version is not None and isinstance(state, HeldState) else state.taste
-    taste = None if raw is None else np.asarray(raw, dtype=np.float32)
-    return FeedQuery(user_id=user_id, k=k, now=now, taste=taste, seen=frozenset(state.seen),
-                     muted_authors=frozenset(state.muted_authors), positives=state.positives, trigger_id=trigger_id)
-
-
-def coengagement_for(cfg: RankerConfig, params: RankerParams) -> CoEngagement:
-    """The ranker's co-engagement model, sized by the settings and shaped by the ranker params."""
-    return CoEngagement(capacity=cfg.coengagement_capacity, history=params.coengagement_history,
-                        recency=params.coengagement_recency, beta=params.coengagement_beta,
-                        max_users=cfg.coengagement_users)
 
 
 @dataclass
@@ -135,20 +120,28 @@ OpenSpace = Callable[[str, int, "str | None"], "tuple[VectorIndex, Path | None]"
 class RankerService:
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
                  gate: VersionGate | None = None, open_space: OpenSpace | None = None,
-                 catalog=None) -> None:  # noqa: ANN001 - VersionCatalog
+                 catalog=None, clients: KafkaClients | None = None,  # noqa: ANN001 - VersionCatalog
+                 core: RankerCore | None = None) -> None:
         """``gate``: the embedding version to serve (default: the one its index holds, else the first the
         workers publish); feeds are ranked with that version's vectors only. ``open_space``: with it, the
         ranker follows the version catalogue (``model-versions``): it keeps a replica of every version held,
         and switches the version it serves when the catalogue's live one changes. ``catalog``: the catalogue
-        read at start-up (its versions are opened before the first user state is read)."""
+        read at start-up (its versions are opened before the first user state is read).
+
+        ``clients`` makes every Kafka client the ranker uses: its group consumer and producer, the interactions
+        reader, each version's replicator, the catalogue follower and the feedback loop's readers (default:
+        the confluent clients of ``settings.kafka``; a test passes in-memory ones). ``core``: the learners
+        (default: :func:`~flitfeed.ranker.core.build_ranker_core` sized by ``settings.ranker``); it must learn
+        (a model and affinities), as the feedback loop trains its model."""
         self.settings = settings
         self.metrics = metrics
-        self.params = RankerParams.from_config(settings.ranker)
-        self.engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
-                                            capacity=max(10 * settings.ranker.recent_flits_capacity, 10_000))
-        self.coengagement = coengagement_for(settings.ranker, self.params)
-        self.affinity = Affinity(max_users=settings.ranker.coengagement_users)
-        self.model = ActionModel(learning_rate=settings.ranker.model_learning_rate)
+        self._clients = clients_for(settings.kafka, clients)
+        self.core = core if core is not None else build_ranker_core(
+            settings.ranker, RankerParams.from_config(settings.ranker), CoreSizes.of(settings.ranker))
+        self.params = self.core.params
+        # Shortcuts to the shared learners, as the loop and the feedback loop use them.
+        self.engagement, self.coengagement = self.core.engagement, self.core.coengagement
+        self.affinity, self.model = self.core.affinity, self.core.model
         self.model_version = (gate.serving if gate is not None else None) or "unknown"
         self.monitors = RankerMonitors(settings.monitoring, metrics)
         self._next_export = 0.0
@@ -161,6 +154,7 @@ class RankerService:
         #: user states by partition (a revoked partition's users are dropped): RocksDB read on demand, or
         #: memory (``ranker_state_store``).
         self.user_store = open_user_store(settings, self._t[TOPIC_USER_STATES], metrics)
+        self.query_hydrator = QueryHydrator(self.user_store)
         #: Per partition: records before this offset were applied to the store before the last stop but not
         #: committed; the group re-delivers them and their feeds are built (see :func:`plan_recovery`).
         self._replay_until: dict[int, int] = {}
@@ -168,11 +162,11 @@ class RankerService:
         self._stop = threading.Event()
         # Every record a poll's inputs lead to counts towards that poll's batch; its offsets are committed
         # once they are all delivered (ranker/commits.py), without stopping the loop to flush.
-        self.producer = TrackedProducer(Producer(producer_config(settings.kafka)))
+        self.producer = TrackedProducer(self._clients.producer())
         self.commits = CommitTracker()
         self.instance = settings.kafka.instance()
         self._headers = instance_headers(settings.kafka)
-        self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers)
+        self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers, clients=self._clients)
         self.publisher = FeedPublisher(metrics, self.monitors, self.feedback, self._produce, self._t[TOPIC_FEEDS],
                                        lambda: self.model_version)
         self._open_space = open_space
@@ -184,7 +178,7 @@ class RankerService:
         if open_space is not None:
             from flitfeed.streams.version_log import CatalogFollower
 
-            self.follower = CatalogFollower(settings.kafka)
+            self.follower = CatalogFollower(settings.kafka, self._clients)
         if catalog is not None:
             # The versions held are opened before any user state is read: a state's tastes in a version not
             # held yet would be dropped, and a switch would then serve those users as cold starts.
@@ -193,23 +187,23 @@ class RankerService:
         # client.id = instance id: the group's member list (kafka-consumer-groups --describe, AdminClient)
         # then says which replica owns which partitions. The session timeout bounds how long a crashed
         # ranker's partitions wait for a new member.
-        self.consumer = Consumer(consumer_config(settings.kafka, group_id=settings.kafka.ranker_group,
-                                                 **{"client.id": self.instance}, **session_config(settings.kafka)))
+        self.consumer = self._clients.consumer(settings.kafka.ranker_group, **{"client.id": self.instance},
+                                               **session_config(settings.kafka))
         self.consumer.subscribe([self._t[TOPIC_USER_STATES], self._t[TOPIC_FEED_REQUESTS]],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     # --- broadcast inputs ---------------------------------------------------
     def _space(self, index: VectorIndex, offsets_path: Path | None, gate: VersionGate) -> RankerSpace:
         """A version's replica: its index, recent flits and pipeline (the learners are shared by all)."""
-        recent = RecentFlits(capacity=self.settings.ranker.recent_flits_capacity)
         # The vector source searches this mirror of the replica exactly (index/catalogue.py), fed every record
         # the replica applies. Not for an index every process shares: the workers write it, not this log.
         catalogue = None if is_shared(self.settings.index) else VectorCatalogue(index.dim)
-        pipeline = build_feed_pipeline(index, self.engagement, recent, self.params, self.coengagement,
-                                       model=self.model, affinity=self.affinity, catalogue=catalogue)
+        view = self.core.view(index, catalogue)
+        recent, pipeline = view.recent, view.pipeline
         replicator = FlitVectorReplicator(self.settings, index, offsets_path, self.metrics,
                                           on_flit=lambda record: self._on_flit(recent, record, catalogue),
-                                          write_index=not is_shared(self.settings.index), gate=gate)
+                                          write_index=not is_shared(self.settings.index), gate=gate,
+                                          clients=self._clients)
         rebuilder = None
         if self.settings.index.index_rebuild_interval_s > 0 and isinstance(index, EdgeIndex):  # rebuilt off-process
             from flitfeed.index.edge_optimizer import IndexRebuilder
@@ -243,7 +237,7 @@ class RankerService:
     def _interactions_reader(self) -> Consumer:
         """All partitions of ``interactions`` from one popularity window back: popularity is global."""
         topic = self._t[TOPIC_INTERACTIONS]
-        reader = Consumer(consumer_config(self.settings.kafka, group_id=f"{self.settings.kafka.ranker_group}-engagement-unused"))
+        reader = self._clients.consumer(f"{self.settings.kafka.ranker_group}-engagement-unused")
         meta = kafka_call(lambda: reader.list_topics(topic, timeout=10), what=f"metadata of {topic}")
         since_ms = int((time.time() - 4 * self.settings.ranker.popularity_half_life_s) * 1000)
         wanted = [TopicPartition(topic, p, since_ms) for p in sorted(meta.topics[topic].partitions)]
@@ -263,8 +257,7 @@ class RankerService:
                 event = decode_internal(m.value(), Interaction, self.settings.events.max_message_bytes)
             except DecodeError:
                 continue  # the worker dead-letters invalid interactions; popularity just ignores them
-            learn_interaction(self.engagement, self.coengagement, event, self.affinity, self.recent,
-                              self.params.engagement_saturation)
+            self.core.learn_interaction(event, self.recent)
             self.feedback.on_interaction(event)
             self.monitors.learn_interaction(event.user_id, event.flit_id, event.kind, to_epoch(event.ts))
             self.event_now = max(self.event_now, to_epoch(event.ts))
@@ -313,7 +306,8 @@ class RankerService:
         read = 0
         if plan.until > plan.start:
             messages = read_partition(self.settings.kafka, topic, partition, start=plan.start, until=plan.until,
-                                      timeout_s=120, group_id=f"{self.settings.kafka.ranker_group}-bootstrap-unused")
+                                      timeout_s=120, group_id=f"{self.settings.kafka.ranker_group}-bootstrap-unused",
+                                      clients=self._clients)
             read = apply_records(self.user_store, partition, ((m.offset(), m.value()) for m in messages),
                                  self._held_record)
             self.metrics.state_restored.labels(service=self.metrics.service).inc(read)
@@ -578,11 +572,7 @@ class RankerService:
         """
         if not jobs:
             return 0
-        now = self.now()
-        version = self.replicator.gate.serving
-        states = self.user_store.get_many([(job.partition, job.user_id) for job in jobs])
-        queries = [feed_query(state, job.user_id, job.k, now, trigger_id=job.trigger_id, version=version)
-                   for job, state in zip(jobs, states)]
+        queries = self.query_hydrator.hydrate(jobs, self.now(), version=self.replicator.gate.serving)
         self.metrics.ranker_batch.observe(len(jobs))
         try:
             results: list[PipelineResult | None] = list(self.pipeline.run_many(queries))

@@ -30,12 +30,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import OffsetSpec
 
 from flitfeed.index.base import VectorIndex
 from flitfeed.index.versions import VersionGate
-from flitfeed.kafka.config import INSTANCE_HEADER, client_config, consumer_config
+from flitfeed.kafka.clients import KafkaClients, clients_for
+from flitfeed.kafka.config import INSTANCE_HEADER
 from flitfeed.kafka.reading import consume_available
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import Settings
@@ -75,13 +76,14 @@ class FlitVectorReplicator:
 
     def __init__(self, settings: Settings, index: VectorIndex, offsets_path: Path | None, metrics: Metrics,
                  on_flit: Callable[[FlitVector], None] | None = None, write_index: bool = True,
-                 gate: VersionGate | None = None) -> None:
+                 gate: VersionGate | None = None, clients: KafkaClients | None = None) -> None:
         """``write_index=False`` for an index shared by every process (a Qdrant server): the worker that
         embedded a flit wrote it there before publishing its vector, so replicas only follow the log
         (``on_flit``, :meth:`catch_up`) instead of writing every vector once per process.
 
         ``gate`` says which version this replica serves (default: the version its index holds, else the
-        first the workers publish); the caller makes sure the index holds no other (``flitfeed/cli.py``)."""
+        first the workers publish); the caller makes sure the index holds no other (``flitfeed/cli.py``).
+        ``clients`` makes its consumer and admin client (default: the confluent clients of ``settings.kafka``)."""
         self._topic = settings.kafka.topic(TOPIC_FLIT_VECTORS)
         self.gate = gate if gate is not None else VersionGate()
         self._index = index
@@ -93,10 +95,9 @@ class FlitVectorReplicator:
         self._saved_at = 0.0
         # The group id is never used for commits (we assign and store offsets ourselves);
         # librdkafka just requires one.
-        self._consumer = Consumer(consumer_config(
-            settings.kafka, group_id=f"{settings.kafka.app_id}-replica-unused",
-            **{"enable.partition.eof": True}))
-        self._admin = AdminClient(client_config(settings.kafka))
+        clients = clients_for(settings.kafka, clients)
+        self._consumer = clients.consumer(f"{settings.kafka.app_id}-replica-unused", **{"enable.partition.eof": True})
+        self._admin = clients.admin()
         meta = kafka_call(lambda: self._consumer.list_topics(self._topic, timeout=10),
                           what=f"metadata of {self._topic}")
         partitions = sorted(meta.topics[self._topic].partitions)

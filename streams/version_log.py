@@ -17,6 +17,7 @@ from typing import Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from flitfeed.index.versions import ACK_KINDS, AckKind
+from flitfeed.kafka.clients import KafkaClients, clients_for
 from flitfeed.kafka.config import consumer_config, instance_headers
 from flitfeed.kafka.reading import consume_available, read_partition
 from flitfeed.settings import KafkaConfig
@@ -163,9 +164,10 @@ class CatalogFollower:
     >>> follower.poll(timeout=0.5)                  # a newer catalogue, or None  # doctest: +SKIP
     """
 
-    def __init__(self, kafka: KafkaConfig) -> None:
+    def __init__(self, kafka: KafkaConfig, clients: KafkaClients | None = None) -> None:
+        """``clients`` makes its consumer (default: the confluent clients of ``kafka``)."""
         self.log = VersionsLog()
-        self._consumer = Consumer(consumer_config(kafka, group_id=f"{kafka.app_id}-versions-unused"))
+        self._consumer = clients_for(kafka, clients).consumer(f"{kafka.app_id}-versions-unused")
         topic = kafka.topic(TOPIC_MODEL_VERSIONS)
         self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in _partitions(kafka, self._consumer)])
 

@@ -25,18 +25,12 @@ from flitfeed.encoders.base import Encoder
 from flitfeed.encoders.user_vector import UserProfile
 from flitfeed.index.base import IndexedFlit
 from flitfeed.index.memory import MemoryIndex
-from flitfeed.ranker.affinity import Affinity
-from flitfeed.ranker.coengagement import CoEngagement
-from flitfeed.ranker.engagement import EngagementTracker
+from flitfeed.ranker.core import CoreSizes, build_ranker_core
 from flitfeed.ranker.feedback import ExampleLearner, impression_for
-from flitfeed.ranker.feeds import build_feed_pipeline
 from flitfeed.ranker.join import ImpressionJoin
-from flitfeed.ranker.model import ActionModel
 from flitfeed.ranker.params import RankerParams
-from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.publisher import make_feed
-from flitfeed.ranker.service import feed_query
-from flitfeed.ranker.signals import learn_interaction
+from flitfeed.ranker.query_hydrator import feed_query
 from flitfeed.settings import Settings
 from flitfeed.streams.events import Feed, Interaction, to_epoch
 from flitfeed.streams.user_updates import apply_interaction, taste_params, user_state
@@ -76,17 +70,14 @@ class Simulation:
         self.world = World(seed=seed, start=start)
         self.board = Scoreboard(self.world)
         self.index = MemoryIndex(encoder.dim)
-        self.recent = RecentFlits(capacity=settings.ranker.recent_flits_capacity)
-        self.engagement = EngagementTracker(half_life_s=settings.ranker.popularity_half_life_s,
-                                            capacity=max(10 * settings.ranker.recent_flits_capacity, 10_000))
-        self.coengagement = CoEngagement(capacity=settings.ranker.coengagement_capacity, history=params.coengagement_history,
-                                         recency=params.coengagement_recency, beta=params.coengagement_beta)
-        self.affinity = Affinity(max_users=settings.ranker.coengagement_users)
-        self.model = ActionModel(learning_rate=settings.ranker.model_learning_rate)
+        # The ranker service's own core (learners, recent flits, pipeline), sized as a live ranker's.
+        self.core = build_ranker_core(settings.ranker, params, CoreSizes.of(settings.ranker))
+        view = self.core.view(self.index)
+        self.recent, self.pipeline = view.recent, view.pipeline
+        self.engagement, self.coengagement = self.core.engagement, self.core.coengagement
+        self.affinity, self.model = self.core.affinity, self.core.model
         self.learner = ExampleLearner(self.model)
         self.join = ImpressionJoin(window_s=settings.ranker.feedback_window_s)
-        self.pipeline = build_feed_pipeline(self.index, self.engagement, self.recent, params, self.coengagement,
-                                            model=self.model, affinity=self.affinity)
         self.profiles: dict[str, UserProfile] = {}
         self.points: dict[str, IndexedFlit] = {}
         self.taste = taste_params(settings.worker)
@@ -128,8 +119,7 @@ class Simulation:
         examples = self.join.expire(self.now)
         if self.learning:
             self.learner.learn_many(examples)
-        learn_interaction(self.engagement, self.coengagement, event, self.affinity, self.recent,
-                          self.params.engagement_saturation)
+        self.core.learn_interaction(event, self.recent)
         return self.serve(event.user_id, event.event_id, "interaction")  # the services answer every state change
 
     def run(self, duration_s: float) -> None:

@@ -12,7 +12,7 @@ from typing import Iterator
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from flitfeed.kafka.config import consumer_config
+from flitfeed.kafka.clients import KafkaClients, clients_for
 from flitfeed.settings import KafkaConfig
 from flitfeed.startup import kafka_call
 
@@ -34,7 +34,7 @@ def consume_available(consumer: Consumer, num_messages: int, timeout: float) -> 
 def watermarks(kafka: KafkaConfig, topic: str) -> dict[int, tuple[int, int]]:
     """partition → ``(low, high)`` offsets of ``topic`` now; ``{}`` when the topic does not exist (asked through
     the cluster's topic list: asking for one topic by name may auto-create it)."""
-    probe = Consumer(consumer_config(kafka, group_id=f"{kafka.app_id}-watermarks-unused"))
+    probe = clients_for(kafka).consumer(f"{kafka.app_id}-watermarks-unused")
     try:
         meta = kafka_call(lambda: probe.list_topics(timeout=10), what="the cluster's topics")
         if topic not in meta.topics:
@@ -48,16 +48,17 @@ def watermarks(kafka: KafkaConfig, topic: str) -> dict[int, tuple[int, int]]:
 
 def read_partition(kafka: KafkaConfig, topic: str, partition: int, *, group_id: str,
                    since_ms: int | None = None, until: int | None = None, start: int | None = None,
-                   timeout_s: float = 60.0) -> Iterator[Message]:
+                   timeout_s: float = 60.0, clients: KafkaClients | None = None) -> Iterator[Message]:
     """The messages of ``topic[partition]`` from its start (or the first at or after ``since_ms``, epoch ms,
     or from offset ``start``) up to offset ``until`` (exclusive; default: the end of the log as it is now),
     in order.
 
-    ``group_id`` only names the reader (nothing is committed). Raises :class:`TimeoutError` when the range
-    is not read within ``timeout_s``, and what :func:`~flitfeed.startup.kafka_call` raises when the broker
-    keeps refusing; transient errors are retried there.
+    ``group_id`` only names the reader (nothing is committed); ``clients`` makes it (default: the confluent
+    clients of ``kafka``). Raises :class:`TimeoutError` when the range is not read within ``timeout_s``, and
+    what :func:`~flitfeed.startup.kafka_call` raises when the broker keeps refusing; transient errors are
+    retried there.
     """
-    reader = Consumer(consumer_config(kafka, group_id=group_id))
+    reader = clients_for(kafka, clients).consumer(group_id)
     try:
         tp = TopicPartition(topic, partition)
         low, high = kafka_call(lambda: reader.get_watermark_offsets(tp, timeout=10),

@@ -9,7 +9,7 @@ import numpy as np
 from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.pipeline import PipelineResult
 from flitfeed.ranker.publisher import make_feed
-from flitfeed.ranker.service import feed_query
+from flitfeed.ranker.query_hydrator import feed_query
 from flitfeed.streams.events import Feed, UserState
 
 
