@@ -106,13 +106,14 @@ class Metrics:
                                   ["service"], registry=r)
         self.users = Gauge("flitfeed_users_in_state", "Users whose state this process holds.",
                            ["service"], registry=r)
-        # The worker's on-disk user state (streams/state_store.py; README "User state").
+        # The worker's and the ranker's on-disk user state (streams/state_store.py, ranker/user_store.py;
+        # README "User state" and "The ranker's users").
         self.state_rebuilds = Counter("flitfeed_state_rebuilds_total",
-                                      "User-state partitions rebuilt from the changelog because their local "
-                                      "database was corrupt or missing, by reason.", ["service", "reason"],
-                                      registry=r)
+                                      "User-state partitions rebuilt from their topic (the worker's changelog, the "
+                                      "ranker's user-states) because their local database could not be used, by "
+                                      "reason.", ["service", "reason"], registry=r)
         self.state_restored = Counter("flitfeed_state_restored_records_total",
-                                      "Changelog records applied to the local user state by a table recovery "
+                                      "Records of the topic applied to the local user state on recovery "
                                       "(a restart with local state reads only the tail).", ["service"], registry=r)
         self.state_write_errors = Counter("flitfeed_state_write_errors_total",
                                           "Profile writes that failed and were retried, by reason (disk_full).",
