@@ -23,7 +23,6 @@ partition ``p`` before offset ``n`` is applied; 0 means none. It only moves forw
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections import OrderedDict
@@ -34,12 +33,10 @@ from typing import Callable, Iterable, Protocol, Sequence
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.ranker.held import FORMAT, HeldState, decode_held, encode_held
 from flitfeed.settings import Settings
-from flitfeed.streams.state_store import StateDiskFull, is_disk_full, open_or_rebuild
+from flitfeed.streams.state_store import (DISK_FULL_RETRY_S, STORES, HeldPartitions, StateDiskFull,
+                                          disk_full_as_error, open_or_rebuild)
 
 log = logging.getLogger(__name__)
-
-#: The stores :attr:`RankerConfig.state_store` selects.
-STORES = ("memory", "rocksdb")
 
 # Keys: b"u" + user id for a state, b"m" + name for the partition's own records, so no user id can
 # collide with the offset or the format.
@@ -230,15 +227,6 @@ class RocksUserStore:
     def _path(self, partition: int) -> Path:
         return self.directory / f"p{partition}"
 
-    def _held_path(self) -> Path:
-        return self.directory / "partitions.json"
-
-    def _held(self) -> set[int]:
-        try:
-            return set(json.loads(self._held_path().read_text()))
-        except (OSError, ValueError):
-            return set()
-
     def _rebuilt(self, partition: int, reason: str, detail: str) -> None:
         log.warning("ranker user state partition rebuilt from the topic",
                     extra={"partition": partition, "reason": reason, "detail": detail})
@@ -248,12 +236,8 @@ class RocksUserStore:
     def _open(self, path: Path):  # noqa: ANN202 - rocksdict.Rdict
         from rocksdict import Rdict
 
-        try:
+        with disk_full_as_error(path):
             return Rdict(str(path), self._options)
-        except Exception as exc:
-            if is_disk_full(exc):
-                raise StateDiskFull(path, exc) from exc
-            raise
 
     def open_partition(self, partition: int) -> int:
         return self._open_partition(partition, rebuilding=False)
@@ -261,7 +245,7 @@ class RocksUserStore:
     def _open_partition(self, partition: int, rebuilding: bool) -> int:
         if partition in self._dbs:
             return self.applied_offset(partition)
-        held = self._held()
+        held = HeldPartitions(self.directory / "partitions.json")
         path = self._path(partition)
         # A partition emptied on purpose (``rebuilding``) is not also counted as missing.
         db = open_or_rebuild(path, self._open, partition in held and not rebuilding,
@@ -280,8 +264,7 @@ class RocksUserStore:
         raw_count, raw_applied = db.get(_COUNT), db.get(_APPLIED)
         self._counts[partition] = 0 if raw_count is None else int.from_bytes(raw_count, "little")
         self._applied[partition] = 0 if raw_applied is None else int.from_bytes(raw_applied, "little")
-        if partition not in held:
-            self._held_path().write_text(json.dumps(sorted(held | {partition})))
+        held.add(partition)
         return self.applied_offset(partition)
 
     def _destroy(self, path: Path) -> None:
@@ -374,12 +357,8 @@ class RocksUserStore:
         batch = WriteBatch(raw_mode=True)
         for key, value in items:
             batch.put(key, value)
-        try:
+        with disk_full_as_error(path):
             db.write(batch)
-        except Exception as exc:
-            if is_disk_full(exc):
-                raise StateDiskFull(path, exc) from exc
-            raise
 
     def count(self) -> int:
         return sum(self._counts.values())
@@ -404,10 +383,6 @@ def open_user_store(settings: Settings, topic: str, metrics: Metrics | None) -> 
         return RocksUserStore(settings.data_dir / "ranker-state" / topic, cache_users=cfg.ranker_state_cache_users,
                               metrics=metrics)
     raise ValueError(f"unknown ranker state store {cfg.ranker_state_store!r}: one of {', '.join(STORES)}")
-
-
-#: How often a state write that failed for a full disk is tried again (as the worker's profile writes).
-DISK_FULL_RETRY_S = 5.0
 
 
 def put_until_stored(store: UserStateStore, partition: int, state: HeldState, offset: int | None, *,

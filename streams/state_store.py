@@ -23,16 +23,18 @@ methods, so with the other Faust workarounds): the profiles table, its store, an
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from flitfeed.settings import WorkerConfig
 
 log = logging.getLogger(__name__)
 
-#: The stores :attr:`WorkerConfig.state_store` selects.
+#: The stores ``WorkerConfig.state_store`` and ``RankerConfig.ranker_state_store`` select.
 STORES = ("memory", "rocksdb")
 
 #: RocksDB options per partition database (6 partitions by default): a memtable of 8 MiB, two at most,
@@ -82,6 +84,52 @@ def _free_bytes(path: Path) -> int | None:
         except OSError:
             continue
     return None
+
+
+#: How often a state write that failed for a full disk is tried again (the worker's profiles, the ranker's users).
+DISK_FULL_RETRY_S = 5.0
+
+
+@contextmanager
+def disk_full_as_error(path: Path | str) -> Iterator[None]:
+    """Raise a full disk met inside as :class:`StateDiskFull` naming ``path`` (RocksDB reports it as a plain
+    ``Exception`` with its status text); anything else passes unchanged."""
+    try:
+        yield
+    except StateDiskFull:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise StateDiskFull(path, exc) from exc
+        raise
+
+
+class HeldPartitions:
+    """The partitions a store has held, in a JSON file beside its databases: a database missing for one of
+    them was lost (rebuilt, and counted), not new.
+
+    >>> import tempfile
+    >>> held = HeldPartitions(Path(tempfile.mkdtemp()) / "partitions.json")
+    >>> 3 in held, held.add(3), 3 in held
+    (False, None, True)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> set[int]:
+        try:
+            return set(json.loads(self.path.read_text()))
+        except (OSError, ValueError):
+            return set()
+
+    def __contains__(self, partition: int) -> bool:
+        return partition in self._read()
+
+    def add(self, partition: int) -> None:
+        held = self._read()
+        if partition not in held:
+            self.path.write_text(json.dumps(sorted(held | {partition})))
 
 
 def store_url(worker: WorkerConfig) -> str:

@@ -13,7 +13,7 @@ from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.effects import (Count, Effect, ObserveFlits, ObserveTaste, Park, Publish, RawMessage, Reject,
                                       StoreProfile)
 from flitfeed.streams.events import Interaction, ParkedInteraction, Reason
-from flitfeed.streams.state_store import StateDiskFull
+from flitfeed.streams.state_store import DISK_FULL_RETRY_S, StateDiskFull
 from flitfeed.streams.user_updates import Decided, decide
 
 if TYPE_CHECKING:
@@ -98,10 +98,6 @@ async def run_effects(ctx: "WorkerContext", effects: Iterable[Effect]) -> None:
                 raise TypeError(f"not an effect: {effect!r}")
     if stored:
         await ctx.changelog.wait()
-
-
-#: How often a profile write that failed for a full disk is tried again.
-DISK_FULL_RETRY_S = 5.0
 
 
 async def store_profile(ctx: "WorkerContext", user_id: str, profile: dict, retry_s: float = DISK_FULL_RETRY_S) -> None:

@@ -9,9 +9,7 @@ release they were verified against, like every other workaround here (:mod:`.ver
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import faust
@@ -20,7 +18,8 @@ from yarl import URL
 
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import WorkerConfig
-from flitfeed.streams.state_store import ROCKSDB_OPTIONS, StateDiskFull, is_disk_full, open_or_rebuild, store_url
+from flitfeed.streams.state_store import (ROCKSDB_OPTIONS, HeldPartitions, StateDiskFull, disk_full_as_error,
+                                          open_or_rebuild, store_url)
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +29,9 @@ class ProfileStore(RocksStore):
 
     metrics: Metrics | None = None
 
-    def _held_path(self) -> Path:
-        return self.path / f"{self.basename}-partitions.json"
-
-    def _held(self) -> set[int]:
-        try:
-            return set(json.loads(self._held_path().read_text()))
-        except (OSError, ValueError):
-            return set()
-
     def _open_for_partition(self, partition: int) -> Any:
         path = self.partition_path(partition)
-        held = self._held()
+        held = HeldPartitions(self.path / f"{self.basename}-partitions.json")
 
         def rebuilt(reason: str, detail: str) -> None:
             log.warning("user state partition rebuilt from the changelog",
@@ -50,29 +40,20 @@ class ProfileStore(RocksStore):
                 self.metrics.state_rebuilds.labels(service=self.metrics.service, reason=reason).inc()
 
         db = open_or_rebuild(path, lambda p: self.rocksdb_options.open(p), partition in held, rebuilt)
-        if partition not in held:
-            self._held_path().write_text(json.dumps(sorted(held | {partition})))
+        held.add(partition)
         return db
 
     def _set(self, key: bytes, value: bytes | None) -> None:
-        try:
+        with disk_full_as_error(self.path):
             super()._set(key, value)
-        except StateDiskFull:
-            raise
-        except Exception as exc:
-            if is_disk_full(exc):
-                raise StateDiskFull(self.path, exc) from exc
-            raise
 
     def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:
         try:
-            super().apply_changelog_batch(batch, to_key, to_value)
-        except Exception as exc:
-            if is_disk_full(exc):
-                err = StateDiskFull(self.path, exc)
-                log.error(str(err))
-                raise err from exc
+            with disk_full_as_error(self.path):
+                super().apply_changelog_batch(batch, to_key, to_value)
+        except StateDiskFull as err:
+            log.error(str(err))  # the recovery stops the worker: say why in one line
             raise
 
     def estimated_size(self) -> int:
