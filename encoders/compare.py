@@ -529,9 +529,11 @@ def compare_vectors(a: np.ndarray, b: np.ndarray, k: int, monitoring: Monitoring
     idx_b, sims_b = nearest_neighbours(b, k)
     between = {"overlap": _overlap_stats(idx_a, idx_b), "pairwise_similarity": pairwise_similarity_correlation(a, b),
                "cka": linear_cka(a, b)}
-    thresholds = {"embedding_centroid": monitoring.drift_threshold_embedding_centroid,
-                  "embedding_mmd": monitoring.drift_threshold_embedding_mmd,
-                  "embedding_psi": monitoring.drift_threshold_embedding_psi}
+    from flitfeed.monitoring.monitors import drift_thresholds
+
+    # The drift monitor's own thresholds (one mapping from the settings: monitors.drift_thresholds).
+    limits = drift_thresholds(monitoring)
+    thresholds = {name: getattr(limits, name) for name in ("embedding_centroid", "embedding_mmd", "embedding_psi")}
 
     def per_space(v: np.ndarray, sims: np.ndarray) -> dict[str, Any]:
         drift = stream_drift(v, monitoring.drift_reference_size, monitoring.drift_window_size,
