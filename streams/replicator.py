@@ -212,7 +212,7 @@ class FlitVectorReplicator:
                 fresh.append(record)
         if own and not fresh and self._write_index and self.reports:
             # Only this process's own flits: the index grew without a write here; the gauge follows the log.
-            self._metrics.index_points.labels(service=self._metrics.service).set(self._index.count())
+            self._set_points_gauge()
         if fresh and not self._write_index:
             return 0
         if fresh:
@@ -223,8 +223,13 @@ class FlitVectorReplicator:
                 for r in fresh if live else ():
                     self._metrics.freshness.labels(service=self._metrics.service).observe(
                         max(0.0, done - to_epoch(r.flit.created_at)))
-                self._metrics.index_points.labels(service=self._metrics.service).set(self._index.count())
+                self._set_points_gauge()
         return len(fresh)
+
+    def _set_points_gauge(self) -> None:
+        # The engine's estimate: an exact count walks every point (21% of a worker's samples and 13% of a
+        # ranker's at 100k flits and 100 interactions/s, once per replicated batch); a gauge needs no more.
+        self._metrics.index_points.labels(service=self._metrics.service).set(self._index.count(approximate=True))
 
     def catch_up(self, timeout: float = 2.0) -> bool:
         """Apply everything written to ``flit-vectors`` up to now; False if ``timeout`` ran out first.

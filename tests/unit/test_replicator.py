@@ -145,7 +145,7 @@ class RecordingIndex:
     def upsert_many(self, points: list[Any]) -> None:
         self.points += points
 
-    def count(self) -> int:
+    def count(self, approximate: bool = False) -> int:
         return len(self.points)
 
 
