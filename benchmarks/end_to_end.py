@@ -52,12 +52,13 @@ from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait
 from flitfeed.kafka.config import consumer_config
 from flitfeed.loadgen import LoadGenerator, SentLog
 from flitfeed.settings import Settings
-from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLIT_VECTORS
+from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_USER_STATES
 from flitfeed.streams.events import Feed
 
 log = logging.getLogger("benchmarks.end_to_end")
 SUSTAINED_P99_S = 1.0
 SUSTAINED_SHARE = 0.99
+_TRIGGER = re.compile(rb'"trigger_id":\s*"([^"]+)"')
 
 
 class Services:
@@ -113,16 +114,18 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
 
 
 class Collector:
-    """Reads ``feeds`` and ``flit-vectors`` from their ends on a thread, recording timestamps."""
+    """Reads ``feeds``, ``user-states`` and ``flit-vectors`` from their ends on a thread, recording timestamps."""
 
     def __init__(self, settings: Settings) -> None:
         self.feed_ts: dict[str, float] = {}  # trigger_id → feed's Kafka timestamp (s)
+        self.state_ts: dict[str, float] = {}  # trigger_id → user state's Kafka timestamp (s): the worker's hop
         self.vector_ts: dict[str, float] = {}  # flit_id → flit-vectors record's Kafka timestamp (s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = Consumer(consumer_config(settings.kafka, group_id=f"bench-{uuid.uuid4().hex[:6]}"))
         parts = []
-        for topic in (settings.kafka.topic(TOPIC_FEEDS), settings.kafka.topic(TOPIC_FLIT_VECTORS)):
+        self._states = settings.kafka.topic(TOPIC_USER_STATES)
+        for topic in (settings.kafka.topic(TOPIC_FEEDS), settings.kafka.topic(TOPIC_FLIT_VECTORS), self._states):
             meta = self._consumer.list_topics(topic, timeout=10)
             parts += [TopicPartition(topic, p, OFFSET_END) for p in meta.topics[topic].partitions]
         self._feeds = settings.kafka.topic(TOPIC_FEEDS)
@@ -140,6 +143,12 @@ class Collector:
                     with self._lock:
                         for trigger in Feed.model_validate_json(m.value()).answers():
                             self.feed_ts.setdefault(trigger, ts)
+                elif m.topic() == self._states:
+                    # The trigger id only: decoding 384 floats per state would load the machine measured.
+                    trigger = _TRIGGER.search(m.value() or b"")
+                    if trigger:
+                        with self._lock:
+                            self.state_ts.setdefault(trigger.group(1).decode(), ts)
                 else:
                     with self._lock:
                         self.vector_ts.setdefault(m.key().decode(), ts)
@@ -165,6 +174,7 @@ def wait_for(what: str, condition, timeout: float, services: Services) -> None: 
 
 def step_row(rate: float, sent: SentLog, col: Collector, before: str, after: str) -> dict[str, Any]:
     lat = [col.feed_ts[e] - t for e, t in sent.interactions.items() if e in col.feed_ts]
+    states = [col.state_ts[e] - t for e, t in sent.interactions.items() if e in col.state_ts]
     fresh = [col.vector_ts[f] - t for f, t in sent.flits.items() if f in col.vector_ts]
     delivered = len(lat) / max(1, len(sent.interactions))
     row: dict[str, Any] = {
@@ -172,6 +182,8 @@ def step_row(rate: float, sent: SentLog, col: Collector, before: str, after: str
         "sent_per_s": round(len(sent.interactions) / sent.duration_s, 1),
         "feeds_delivered": round(delivered, 4),
         **{f"feed_{k}": v for k, v in percentiles(lat).items()},
+        # The worker's hop (interaction → its user state); the rest of feed_* is the ranker's.
+        **{f"state_{k}": v for k, v in percentiles(states).items() if k != "max_ms"},
         "flits_per_s": round(len(sent.flits) / sent.duration_s, 1),
         **{f"flit_logged_{k}": v for k, v in percentiles(fresh).items() if k != "max_ms"},
     }

@@ -6,9 +6,13 @@ a payload dict that Python turns into objects. At the ranker's catalogue sizes a
 a batch of 32 tastes against 20k 384-d vectors is one BLAS product (~0.3 ms per query on one core), the
 pushed-down filters become ``-inf`` entries in its rows, ``np.argpartition`` picks each row's top ``limit``,
 and the hits' author, time, tags and language are gathered from columns by slot instead of decoded from
-payloads. It costs a second copy of the vectors in RAM (1.5 KB per 384-d point), so a catalogue stops at
-``max_points`` (it then gives up holding anything: :attr:`VectorCatalogue.usable` turns false for good,
-and its owner searches the index instead). Above ~100k points an HNSW graph is faster anyway.
+payloads. It costs a second copy of the vectors in RAM (1.5 KB per 384-d point), so a catalogue holds
+vectors up to ``max_points`` only (:attr:`VectorCatalogue.exact` then turns false for good and its owner
+searches the index's graph instead, which above ~100k points is faster anyway). It keeps the points'
+other fields beyond that, up to ``max_columns``: the index's graph then answers point ids and scores
+alone (:meth:`~flitfeed.index.base.VectorIndex.search_points_many`) and :meth:`VectorCatalogue.columns_of`
+fills in the rest, instead of a payload per hit turned into Python objects (a third of a batch's search
+at 100k flits). Past ``max_columns`` it gives up holding anything (:attr:`VectorCatalogue.usable`).
 
 A catalogue is a *mirror*, not a source of truth: its owner feeds it every write its index gets (the
 ranker: every record its replica applies, ``ranker/service.py``), and a reader checks that both hold the
@@ -40,7 +44,7 @@ from typing import Sequence
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from flitfeed.index.base import Hit, HitColumns, IndexedFlit, IndexError_, SearchFilter
+from flitfeed.index.base import Hit, HitColumns, IndexedFlit, IndexError_, PointHits, SearchFilter, point_uuid
 
 __all__ = ["VectorCatalogue", "top_k_rows"]
 
@@ -83,9 +87,10 @@ class VectorCatalogue:
 
     Implements :class:`~flitfeed.index.base.VectorIndex` (upsert, search, delete, retrieve, count) with
     the same answers as the Qdrant backends, plus :meth:`search_columns`, which hands a batch's hits
-    back as columns. ``max_points``: the most points it holds; one more and it drops everything and
-    stays unusable (a mirror with a hole would answer wrong, silently); the default is about where an
-    exact scan stops beating the HNSW graph on one core. ``blas_threads``: BLAS threads for the
+    back as columns. ``max_points``: the most points it holds vectors for; one more and it drops its
+    vectors for good (:attr:`exact` false), the default being about where an exact scan stops beating
+    the HNSW graph on one core. ``max_columns``: the most points it holds at all; one more and it drops
+    everything and stays unusable (a mirror with a hole would answer wrong, silently). ``blas_threads``: BLAS threads for the
     product (None: as BLAS is configured). One by default: a ranker is scaled out as one process per
     core, and OpenBLAS's own threads spin for ~0.1 s after each product, taking the core of whatever
     else runs there (ranker benchmark on one core: the engine's next call waited 1-4 ms for its
@@ -93,13 +98,16 @@ class VectorCatalogue:
     thread-safe: the ranker feeds and searches it from its one loop.
     """
 
-    def __init__(self, dim: int, max_points: int = 50_000, blas_threads: int | None = 1) -> None:
+    def __init__(self, dim: int, max_points: int = 50_000, blas_threads: int | None = 1,
+                 max_columns: int = 1_000_000) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
-        if max_points < 1:
-            raise ValueError(f"max_points must be >= 1, got {max_points}")
+        if not 1 <= max_points <= max_columns:
+            raise ValueError(f"need 1 <= max_points <= max_columns, got {max_points} and {max_columns}")
         self.dim = dim
         self.max_points = max_points
+        self.max_columns = max_columns
+        self._exact = True
         self._blas_threads = blas_threads
         self._blas = ThreadpoolController() if blas_threads is not None else None
         self._usable = True
@@ -107,14 +115,17 @@ class VectorCatalogue:
         self._allocate(0)
 
     def _allocate(self, capacity: int) -> None:
-        self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)  # unit rows: a dot is the cosine
+        # Unit rows: a dot is the cosine. None of them once the catalogue outgrew max_points.
+        self._vectors = np.zeros((capacity if self._exact else 0, self.dim), dtype=np.float32)
         self._created = np.zeros(capacity, dtype=np.float64)
         self._alive = np.zeros(capacity, dtype=bool)
         self._flit_id = np.empty(capacity, dtype=object)
         self._author_id = np.empty(capacity, dtype=object)
         self._tags = np.empty(capacity, dtype=object)
         self._lang = np.empty(capacity, dtype=object)
+        self._point = np.empty(capacity, dtype=object)  # point_uuid(flit_id): how the engines name a hit
         self._slot: dict[str, int] = {}
+        self._by_point: dict[object, int] = {}
         self._by_author: dict[str, set[int]] = defaultdict(set)
         self._free: list[int] = []  # slots of deleted points, reused first
         self._size = 0  # slots ever used: the columns' live prefix
@@ -123,8 +134,13 @@ class VectorCatalogue:
 
     @property
     def usable(self) -> bool:
-        """False once it outgrew ``max_points`` (or was closed): it then holds nothing and answers nothing."""
+        """False once it outgrew ``max_columns`` (or was closed): it then holds nothing and answers nothing."""
         return self._usable and not self._closed
+
+    @property
+    def exact(self) -> bool:
+        """Whether it holds every point's vector, so it can search (false for good past ``max_points``)."""
+        return self.usable and self._exact
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -155,18 +171,25 @@ class VectorCatalogue:
         for f, vector in zip(flits, vectors):
             slot = self._slot.get(f.flit_id)
             if slot is None:
-                if len(self._slot) >= self.max_points:
+                if len(self._slot) >= self.max_columns:
                     # Dropping everything (not just refusing this point) makes the state impossible to
                     # misread: an owner that checks counts would otherwise see a catalogue one point short.
                     self._usable = False
                     self._allocate(0)
                     return
+                if self._exact and len(self._slot) >= self.max_points:
+                    self._exact = False  # the same for the vectors: all of them go, for good
+                    self._vectors = np.zeros((0, self.dim), dtype=np.float32)
                 slot = self._new_slot()
                 self._slot[f.flit_id] = slot
+                point = point_uuid(f.flit_id)
+                self._point[slot] = point
+                self._by_point[point] = slot
             else:
                 self._by_author[self._author_id[slot]].discard(slot)
-            # Qdrant stores cosine vectors normalised; so must the mirror, or its dots would not be cosines.
-            self._vectors[slot] = vector / np.linalg.norm(vector)
+            if self._exact:
+                # Qdrant stores cosine vectors normalised; so must the mirror, or its dots would not be cosines.
+                self._vectors[slot] = vector / np.linalg.norm(vector)
             self._created[slot] = float(f.created_at)
             self._alive[slot] = True
             self._flit_id[slot] = f.flit_id
@@ -200,9 +223,11 @@ class VectorCatalogue:
             out[: len(column)] = column
             return out
 
-        self._vectors, self._created, self._alive = grown(self._vectors), grown(self._created), grown(self._alive)
+        if self._exact:
+            self._vectors = grown(self._vectors)
+        self._created, self._alive = grown(self._created), grown(self._alive)
         self._flit_id, self._author_id = grown(self._flit_id), grown(self._author_id)
-        self._tags, self._lang = grown(self._tags), grown(self._lang)
+        self._tags, self._lang, self._point = grown(self._tags), grown(self._lang), grown(self._point)
 
     def delete_many(self, flit_ids: Sequence[str]) -> None:
         """Delete by ``flit_id``; unknown ids are ignored."""
@@ -213,14 +238,16 @@ class VectorCatalogue:
                 continue
             self._alive[slot] = False
             self._by_author[self._author_id[slot]].discard(slot)
+            del self._by_point[self._point[slot]]
             self._flit_id[slot] = self._author_id[slot] = self._tags[slot] = self._lang[slot] = None
+            self._point[slot] = None
             self._free.append(slot)
 
     # ------------------------------------------------------------------ reads
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The held points among ``flit_ids`` (vectors as stored: unit length)."""
-        self._check_open()
+        self._check_exact()
         out: dict[str, IndexedFlit] = {}
         for fid in flit_ids:
             slot = self._slot.get(fid)
@@ -243,9 +270,7 @@ class VectorCatalogue:
 
         One ``(queries × points)`` product; each filter only writes ``-inf`` into its own row.
         """
-        self._check_open()
-        if not self._usable:
-            raise IndexError_("catalogue outgrew max_points: search the index")
+        self._check_exact()
         if len(vectors) != len(filters):
             raise ValueError(f"{len(vectors)} vectors but {len(filters)} filters")
         queries = np.array([self._checked(v) for v in vectors], dtype=np.float32).reshape(-1, self.dim)
@@ -267,6 +292,47 @@ class VectorCatalogue:
         return HitColumns(counts=found.sum(axis=1), flit_id=self._flit_id[picked],
                           author_id=self._author_id[picked], created_at=self._created[picked],
                           score=values[found].astype(np.float64), tags=self._tags[picked], lang=self._lang[picked])
+
+    def search_points_many(self, vectors: Sequence[np.ndarray], limit: int,
+                           filters: Sequence[SearchFilter | None]) -> PointHits:
+        found = self.search_columns(vectors, limit, filters)
+        return PointHits(counts=found.counts, point=np.array([point_uuid(f) for f in found.flit_id], dtype=object),
+                         score=found.score)
+
+    def columns_of(self, hits: PointHits) -> HitColumns | None:
+        """The fields of an index's hits (:meth:`~flitfeed.index.base.VectorIndex.search_points_many`) from
+        the columns, or None when a hit is a point this catalogue does not hold (it is not a mirror of
+        that index now: the caller asks the index for payloads instead).
+
+        >>> c = VectorCatalogue(dim=2, max_points=1)
+        >>> c.upsert_many([IndexedFlit("f1", "a", 1.0, np.array([1.0, 0.0], dtype=np.float32)),
+        ...                IndexedFlit("f2", "b", 2.0, np.array([0.0, 1.0], dtype=np.float32), "en", ("x",))])
+        >>> c.exact, len(c)
+        (False, 2)
+        >>> cols = c.columns_of(PointHits.from_lists([[point_uuid("f2"), point_uuid("f1")]], [[0.9, 0.1]]))
+        >>> cols.flit_id.tolist(), cols.author_id.tolist(), cols.tags.tolist(), cols.score.tolist()
+        (['f2', 'f1'], ['b', 'a'], [('x',), ()], [0.9, 0.1])
+        >>> c.columns_of(PointHits.from_lists([[point_uuid("f3")]], [[0.5]])) is None
+        True
+        """
+        self._check_open()
+        if not self._usable:
+            raise IndexError_("catalogue outgrew max_columns: ask the index for payloads")
+        get = self._by_point.get
+        slots = [get(p) for p in hits.point.tolist()]
+        if None in slots:
+            return None
+        picked = np.array(slots, dtype=np.intp)
+        return HitColumns(counts=hits.counts, flit_id=self._flit_id[picked], author_id=self._author_id[picked],
+                          created_at=self._created[picked], score=hits.score, tags=self._tags[picked],
+                          lang=self._lang[picked])
+
+    def _check_exact(self) -> None:
+        self._check_open()
+        if not self._usable:
+            raise IndexError_("catalogue outgrew max_columns: search the index")
+        if not self._exact:
+            raise IndexError_("catalogue outgrew max_points (it holds no vectors): search the index")
 
     def _scores(self, queries: np.ndarray, size: int) -> np.ndarray:
         """``(queries × points)`` cosines of the first ``size`` slots (C order: a row per query, for the

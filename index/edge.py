@@ -71,7 +71,7 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, SearchFilter, checked_vector, flit_from_payload,
+from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, PointHits, SearchFilter, checked_vector, flit_from_payload,
                                  hit_from_payload, payload_of, point_id)
 
 # uuid5 costs ~7 us; a feed request excludes hundreds of already-seen flits, and
@@ -327,9 +327,22 @@ class EdgeIndex:
         results = _engine(lambda: shard.query_batch(batch), "search failed")
         return [[hit_from_payload(p.payload or {}, p.score) for p in scored] for scored in results]
 
-    def _request(self, vector: np.ndarray, limit: int, flt: SearchFilter | None) -> QueryRequest:
+    def search_points_many(self, vectors: Sequence[np.ndarray], limit: int,
+                           filters: Sequence[SearchFilter | None]) -> PointHits:
+        """:meth:`search_many` without payloads: the engine answers point ids (UUIDs) and scores."""
+        shard = self._open_shard()
+        if limit <= 0 or not vectors:
+            return PointHits.from_lists([[] for _ in vectors], [[] for _ in vectors])
+        batch = QueryBatchRequest(queries=[self._request(v, limit, f, with_payload=False)
+                                           for v, f in zip(vectors, filters, strict=True)])
+        results = _engine(lambda: shard.query_batch(batch), "search failed")
+        return PointHits.from_lists([[p.id for p in scored] for scored in results],
+                                    [[p.score for p in scored] for scored in results])
+
+    def _request(self, vector: np.ndarray, limit: int, flt: SearchFilter | None,
+                 with_payload: bool = True) -> QueryRequest:
         return QueryRequest(limit=limit, query=Query.Nearest(self._vector(vector)), filter=_filter(flt),
-                            with_payload=True, params=self._search_params)
+                            with_payload=with_payload, params=self._search_params)
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The stored flits among ``flit_ids``, with their (normalised) vectors."""

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from flitfeed.index.base import Hit, IndexedFlit, IndexError_, SearchFilter, checked_vector
+from flitfeed.index.base import Hit, IndexedFlit, IndexError_, PointHits, SearchFilter, checked_vector
 
 __all__ = ["MemoryIndex"]
 
@@ -78,6 +78,10 @@ class MemoryIndex:
     def search_many(self, vectors: Sequence[np.ndarray], limit: int,
                     filters: Sequence[SearchFilter | None]) -> list[list[Hit]]:
         return [self.search(v, limit, f) for v, f in zip(vectors, filters, strict=True)]
+
+    def search_points_many(self, vectors: Sequence[np.ndarray], limit: int,
+                           filters: Sequence[SearchFilter | None]) -> PointHits:
+        return PointHits.from_hits(self.search_many(vectors, limit, filters))
 
     def search(self, vector: np.ndarray, limit: int, flt: SearchFilter | None = None) -> list[Hit]:
         self._check_open()

@@ -32,6 +32,7 @@ import logging
 import os
 import ssl
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -43,7 +44,7 @@ from qdrant_client import models as qm
 from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException, ResponseHandlingException, UnexpectedResponse
 
-from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, IndexUnreachable, SearchFilter, checked_vector,
+from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, IndexUnreachable, PointHits, SearchFilter, checked_vector,
                                  flit_from_payload, hit_from_payload, payload_of, point_id)
 from flitfeed.startup import DependencyUnavailable
 
@@ -234,6 +235,19 @@ class ServerIndex:
                     for v, f in zip(vectors, filters, strict=True)]
         responses = self._call(lambda: client.query_batch_points(self.collection, requests=requests), "search failed")
         return [[hit_from_payload(p.payload or {}, p.score) for p in r.points] for r in responses]
+
+    def search_points_many(self, vectors: Sequence[np.ndarray], limit: int,
+                           filters: Sequence[SearchFilter | None]) -> PointHits:
+        """:meth:`search_many` without payloads (point ids, which the server answers as strings, and scores)."""
+        client = self._open_client()
+        if limit <= 0 or not vectors:
+            return PointHits.from_lists([[] for _ in vectors], [[] for _ in vectors])
+        requests = [qm.QueryRequest(query=self._vector(v), filter=_filter(f), params=self._search_params,
+                                    limit=limit, with_payload=False)
+                    for v, f in zip(vectors, filters, strict=True)]
+        responses = self._call(lambda: client.query_batch_points(self.collection, requests=requests), "search failed")
+        return PointHits.from_lists([[uuid.UUID(str(p.id)) for p in r.points] for r in responses],
+                                    [[p.score for p in r.points] for r in responses])
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The stored flits among ``flit_ids``, with their (normalised) vectors."""

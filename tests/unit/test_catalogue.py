@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flitfeed.index.base import HitColumns, IndexedFlit, IndexError_, SearchFilter
+from flitfeed.index.base import HitColumns, IndexedFlit, IndexError_, PointHits, SearchFilter, point_uuid
 from flitfeed.index.catalogue import VectorCatalogue, top_k_rows
 from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.memory import MemoryIndex
@@ -140,17 +140,34 @@ def test_a_bad_vector_changes_nothing() -> None:
         catalogue.search_columns([np.zeros(DIM)], 5, [None])
 
 
-def test_past_max_points_it_holds_nothing_and_refuses_to_answer() -> None:
+def test_past_max_points_it_drops_its_vectors_and_past_max_columns_everything() -> None:
     rng = np.random.default_rng(1)
-    catalogue = VectorCatalogue(DIM, max_points=10)
+    catalogue = VectorCatalogue(DIM, max_points=10, max_columns=20)
     catalogue.upsert_many(random_flits(rng, 10))
-    assert catalogue.usable and len(catalogue) == 10
+    assert catalogue.exact and len(catalogue) == 10
     catalogue.upsert_many(random_flits(rng, 10))  # replacements: still 10
-    assert catalogue.usable
-    catalogue.upsert_many(random_flits(rng, 11))
-    assert not catalogue.usable and len(catalogue) == 0
+    assert catalogue.exact
+    flits = random_flits(rng, 11)
+    catalogue.upsert_many(flits)
+    assert catalogue.usable and not catalogue.exact and len(catalogue) == 11
     with pytest.raises(IndexError_):
         catalogue.search(np.ones(DIM), 5)
+    with pytest.raises(IndexError_):
+        catalogue.retrieve_many(["f1"])
+    # It still names every point's fields, also after a deletion and more points.
+    catalogue.delete_many(["f2"])
+    catalogue.upsert_many([IndexedFlit(f"g{i}", "z", NOW, np.ones(DIM, dtype=np.float32)) for i in range(9)])
+    assert len(catalogue) == 19
+    wanted = [f for f in flits if f.flit_id != "f2"][:3]
+    cols = catalogue.columns_of(PointHits.from_lists([[point_uuid(f.flit_id) for f in wanted]], [[0.3, 0.2, 0.1]]))
+    assert cols is not None and [(f, a, c) for f, a, c in zip(cols.flit_id, cols.author_id, cols.created_at)] == \
+        [(f.flit_id, f.author_id, f.created_at) for f in wanted]
+    assert catalogue.columns_of(PointHits.from_lists([[point_uuid("f2")]], [[0.5]])) is None  # deleted
+    catalogue.upsert_many([IndexedFlit("g9", "z", NOW, np.ones(DIM, dtype=np.float32)),
+                           IndexedFlit("g10", "z", NOW, np.ones(DIM, dtype=np.float32))])
+    assert not catalogue.usable and len(catalogue) == 0
+    with pytest.raises(IndexError_):
+        catalogue.columns_of(PointHits.from_lists([[]], [[]]))
 
 
 def test_empty_catalogue_and_zero_limit() -> None:
@@ -186,10 +203,15 @@ class CountingIndex(MemoryIndex):
     def __init__(self, dim: int) -> None:
         super().__init__(dim)
         self.searches = 0
+        self.point_searches = 0
 
     def search_many(self, vectors, limit, filters):  # noqa: ANN001, ANN201
         self.searches += 1
         return super().search_many(vectors, limit, filters)
+
+    def search_points_many(self, vectors, limit, filters):  # noqa: ANN001, ANN201
+        self.point_searches += 1
+        return PointHits.from_hits(MemoryIndex.search_many(self, vectors, limit, filters))
 
 
 def queries(rng: np.random.Generator, flits: list[IndexedFlit], n: int) -> list[FeedQuery]:
@@ -246,16 +268,41 @@ def test_the_source_leaves_small_batches_over_a_large_catalogue_to_the_index() -
     index.upsert_many(flits)
     catalogue.upsert_many(flits)
     source = VectorNeighboursSource(index, 20, catalogue=catalogue, max_scan_per_query=40)
-    source.fetch_batch(queries(rng, flits, 2))  # 100 points > 40 per query × 2
-    assert index.searches == 1
-    source.fetch_batch(queries(rng, flits, 3))  # 100 <= 120
-    assert index.searches == 1
-    # An unusable catalogue (outgrown) is never asked.
-    small = VectorCatalogue(DIM, max_points=50)
+    plain = VectorNeighboursSource(index, 20)
+    qs = queries(rng, flits, 2)
+    got = source.fetch_batch(qs)  # 100 points > 40 per query × 2: the index's points, the catalogue's fields
+    assert (index.point_searches, index.searches) == (1, 0)
+    assert candidates_of(got) == candidates_of(plain.fetch_batch(qs))
+    source.fetch_batch(queries(rng, flits, 3))  # 100 <= 120: the catalogue alone
+    assert (index.point_searches, index.searches) == (1, 1)
+    # An unusable catalogue (outgrown) is never asked: the index answers with payloads.
+    small = VectorCatalogue(DIM, max_points=40, max_columns=50)
     small.upsert_many(flits[:60])
     assert not small.usable
     VectorNeighboursSource(index, 20, catalogue=small).fetch_batch(queries(rng, flits, 4))
-    assert index.searches == 2
+    assert (index.point_searches, index.searches) == (1, 2)
+
+
+def test_past_max_points_the_source_searches_the_index_for_points_and_the_catalogue_names_them() -> None:
+    rng = np.random.default_rng(12)
+    flits = random_flits(rng, 200)
+    index, catalogue = CountingIndex(DIM), VectorCatalogue(DIM, max_points=50)
+    index.upsert_many(flits)
+    catalogue.upsert_many(flits)
+    assert not catalogue.exact
+    source, plain = VectorNeighboursSource(index, 25, catalogue=catalogue), VectorNeighboursSource(index, 25)
+    qs = queries(rng, flits, 7)
+    got = source.fetch_batch(qs)
+    assert (index.point_searches, index.searches) == (1, 0)
+    want = plain.fetch_batch(qs)
+    assert candidates_of(got) == candidates_of(want)
+    np.testing.assert_allclose(got.similarity, want.similarity)
+    # As many points, but one the catalogue does not hold: the index's payloads answer, with that point.
+    extra = IndexedFlit("extra", "nobody", NOW, qs[0].taste)
+    index.upsert_many([extra])
+    catalogue.upsert_many([IndexedFlit("other", "nobody", NOW, qs[0].taste)])
+    got = source.fetch_batch(qs[:1])
+    assert "extra" in set(got.flit_id.tolist()) and index.searches == 2
 
 
 @pytest.mark.parametrize("seed", range(6))

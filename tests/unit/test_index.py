@@ -20,6 +20,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from flitfeed.index import IndexedFlit, IndexError_, SearchFilter, VectorIndex, open_index
+from flitfeed.index.base import point_uuid
 from flitfeed.index.edge import MARKER_NAME, EdgeIndex
 from flitfeed.index.server import ServerIndex
 from flitfeed.settings import IndexConfig
@@ -278,6 +279,17 @@ def test_contract_search_many_answers_each_query_as_search_does(filled: VectorIn
         assert [h.flit_id for h in hits] == [h.flit_id for h in one]
         np.testing.assert_allclose([h.score for h in hits], [h.score for h in one], atol=1e-5)
     assert filled.search_many([], 10, []) == []
+
+
+def test_contract_search_points_many_names_the_hits_of_search_many(filled: VectorIndex) -> None:
+    cases = [FILTER_CASES[c][0] for c in ("none", "exclude_flit_ids", "author", "nothing_recent_enough")]
+    qs = list(queries(len(cases), seed=6))
+    points = filled.search_points_many(qs, 10, cases)
+    hits = filled.search_many(qs, 10, cases)
+    assert points.counts.tolist() == [len(h) for h in hits]
+    assert points.point.tolist() == [point_uuid(h.flit_id) for found in hits for h in found]
+    np.testing.assert_allclose(points.score, [h.score for found in hits for h in found], atol=1e-5)
+    assert filled.search_points_many([], 10, []).counts.tolist() == []
 
 
 def test_contract_retrieve_many(filled: VectorIndex, corpus: list[IndexedFlit]) -> None:
