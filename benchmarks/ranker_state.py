@@ -534,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = service_mode(args, n)
         print_table(f"the whole ranker at {n:,} users", rows)
         if args.json:
-            write_json(args.json, "ranker_state_service", {"quick": args.quick, "users": n, "dim": args.dim,
+            write_json(args.json, "ranker_state_service", {"quick": args.quick, "users": n, "flits": rows[0]["flits"],
+                                                           "requests": rows[-1]["requests"], "dim": args.dim,
                                                            "seen": args.seen, "cache": args.cache}, rows)
         return 0
     samples = args.samples or (2_000 if args.quick else 20_000)
