@@ -16,7 +16,9 @@ Failures of the local state (README "User state"):
   agents wait and retry the write (``streams/agents/common.py``) with the event unacked, so nothing is
   lost and nothing is applied twice. RocksDB refuses every later write to a database that failed one
   for a full disk, even once space is freed, until it is reopened: :func:`reopen_for_writes` does that
-  before each retry (measured on a real full tmpfs: ``tests/integration/test_full_disk.py``).
+  before each retry (measured on a real full tmpfs: ``tests/integration/test_full_disk.py``). Opening a
+  database writes to it, so a start on a full disk waits the same way (one line, counted, retried) before
+  the partition is served, instead of stopping the service into a crash loop.
 
 :mod:`flitfeed.streams.faust_compat.tables` fits these policies into Faust's RocksDB store (its private
 methods, so with the other Faust workarounds): the profiles table, its store, and the users count.
@@ -27,8 +29,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import shutil
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
