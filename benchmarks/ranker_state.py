@@ -3,6 +3,9 @@
 ``python -m benchmarks.ranker_state [--quick] [--users N] [--partitions 6] [--cache 20000]
 [--crash-users 20000] [--json PATH]``
 
+``python -m benchmarks.ranker_state --service [--quick] [--users N] [--flits 20000] [--requests 20000]
+[--bootstrap HOST:PORT] [--json PATH]``: the whole ranker (see *The whole ranker* below).
+
 Long mode: 1,000,000 users; ``--quick``: 20,000. No broker: the store (``ranker/user_store.py``) is driven
 directly, each phase in a fresh process so its RSS is its own:
 
@@ -24,21 +27,45 @@ directly, each phase in a fresh process so its RSS is its own:
 
 Bytes per user on disk: the partition directories after a flush, divided by N. Progress is printed while
 it runs; the data directory is deleted at the end unless ``--dir`` names one.
+
+**The whole ranker** (``--service``; needs a broker, ``--bootstrap``): a real ``flitfeed ranker`` process
+(RocksDB user states, hashing encoder, its embedded index) on topics of its own:
+
+1. N users' ``user-states`` records (as above, produced with confluent-kafka in batches, keyed and
+   partitioned like the worker's) and a catalogue of ``--flits`` flit vectors (384-d, fresh) on
+   ``flit-vectors``; the ranker group's offsets are committed at the end of ``user-states``, as a ranker
+   that served every one of them leaves them;
+2. **first start** on an empty data dir, timed to /readyz (index open and caught up with ``flit-vectors``,
+   partitions assigned: each partition's store rebuilt from the topic up to the committed offset, no
+   feeds built); RSS at ready and its peak (VmHWM), the records its recovery applied, the disk;
+3. SIGKILL, and **restart** on the same data dir, timed to /readyz the same way (the group first waits for
+   the dead member's session, ``GROUP_SESSION_TIMEOUT_S``);
+4. **serving**: ``--requests`` feed requests for users drawn at random among the N (so the LRU is mostly
+   cold), until every feed is published: feeds/s, the cold starts among them (a user whose state the
+   ranker did not find), RSS at the end and its peak over the phase.
+
+The topics and the data dir are deleted at the end.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import shutil
+import signal
 import tempfile
 import time
+import urllib.request
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from benchmarks.common import bench_parser, machine_info, percentiles, print_table, rss_mib, write_json
+from benchmarks.common import (bench_parser, machine_info, percentiles, print_table, rss_mib, setup_logging,
+                               write_json)
 
 DISTINCT = 2000
 VERSION = "minilm@1"
@@ -247,6 +274,237 @@ def in_process(fn: Callable[..., Any], *args: Any, killed: bool = False) -> Any:
     return result
 
 
+# --- the whole ranker (--service) -------------------------------------------------------------------------
+def ranker_ready(port: int) -> bool:
+    """/readyz is 200 with the service's own conditions among those met (between the index opening and the
+    service's creation it is 200 with ``index_open`` alone)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            body = json.loads(resp.read())
+            return resp.status == 200 and body.get("conditions", {}).get("partitions_assigned") is True
+    except Exception:  # noqa: BLE001 - not up yet, or 503
+        return False
+
+
+def scrape(port: int, name: str, **labels: str) -> float:
+    """The sum of a metric's samples matching ``labels`` (NaN while the server does not answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except Exception:  # noqa: BLE001
+        return float("nan")
+    return sum(x.value for fam in text_string_to_metric_families(body) for x in fam.samples
+               if x.name == name and all(x.labels.get(k) == v for k, v in labels.items()))
+
+
+def _produce(producer: Any, topic: str, key: bytes, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value)
+            return
+        except BufferError:  # the local queue is full: let librdkafka deliver, then retry
+            producer.poll(0.1)
+
+
+def produce_catalogue(settings: Any, producer: Any, n: int, dim: int) -> None:
+    """``n`` fresh flits with random unit vectors on ``flit-vectors``, as the worker writes them; their ids
+    are the ones the users' seen lists draw from (``flit-<hex>``)."""
+    from datetime import datetime, timezone
+
+    from flitfeed.streams.events import Flit, FlitVector
+    from flitfeed.streams.topics import TOPIC_FLIT_VECTORS
+
+    rng = np.random.default_rng(3)
+    now = datetime.now(timezone.utc)
+    topic = settings.kafka.topic(TOPIC_FLIT_VECTORS)
+    for i in range(n):
+        v = rng.normal(size=dim)
+        flit = Flit(flit_id=f"flit-{i:010x}", author_id=f"author-{i % 5000:06d}", text=f"flit {i} about things",
+                    created_at=now)
+        record = FlitVector(flit=flit, vector=(v / np.linalg.norm(v)).tolist(), model_version=VERSION,
+                            embedded_at=now)
+        _produce(producer, topic, flit.flit_id.encode(), record.to_bytes())
+    assert producer.flush(120) == 0, "flit vectors not delivered"
+
+
+def produce_states(settings: Any, producer: Any, n: int, dim: int, seen: int) -> tuple[int, float]:
+    """N users' ``user-states`` records (the templates of :func:`records`); (bytes, seconds). Progress every 5%."""
+    from flitfeed.streams.topics import TOPIC_USER_STATES
+
+    topic = settings.kafka.topic(TOPIC_USER_STATES)
+    step, total, started = max(1, n // 20), 0, time.perf_counter()
+    for i, (_, uid, value) in enumerate(records(n, 1, dim, seen), 1):
+        _produce(producer, topic, uid.encode(), value)
+        total += len(value)
+        if i % 1000 == 0:
+            producer.poll(0)
+        if i % step == 0:
+            elapsed = time.perf_counter() - started
+            print(f"  user-states: {i:,}/{n:,} records, {total / 2**20:,.0f} MiB, {elapsed:.0f} s, "
+                  f"{i / elapsed:,.0f}/s", flush=True)
+    assert producer.flush(600) == 0, "user states not delivered"
+    return total, time.perf_counter() - started
+
+
+def commit_at_end(settings: Any) -> int:
+    """Commit the ranker group's offsets at the end of every ``user-states`` partition; the records there."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from flitfeed.kafka.config import consumer_config
+    from flitfeed.streams.topics import TOPIC_USER_STATES
+
+    topic = settings.kafka.topic(TOPIC_USER_STATES)
+    consumer = Consumer(consumer_config(settings.kafka, group_id=settings.kafka.ranker_group))
+    try:
+        ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1])
+                for p in range(settings.kafka.partitions)]
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
+    return sum(tp.offset for tp in ends)
+
+
+def start_ranker(name: str, settings: Any, log_dir: Path, port: int, timeout_s: float) -> tuple[Any, float]:
+    """A ``flitfeed ranker`` process, once ready; progress every 10 s while it is not."""
+    from benchmarks.service import Service
+
+    env = {"FLITFEED_ENCODER": "hashing", "FLITFEED_LOG_LEVEL": "WARNING"}
+    started = time.perf_counter()
+    svc = Service("ranker", settings, log_dir / f"{name}.log", env).start()
+    last_print = started
+    while not ranker_ready(port):
+        now = time.perf_counter()
+        if not svc.alive():
+            raise RuntimeError(f"{name}: the ranker exited ({svc.proc.returncode}):\n{svc.log_tail(30)}")
+        if now - started > timeout_s:
+            svc.stop(signal.SIGKILL)
+            raise RuntimeError(f"{name}: not ready after {timeout_s:.0f} s:\n{svc.log_tail(30)}")
+        if now - last_print >= 10:
+            print(f"  {name}: {now - started:.0f} s, not ready; "
+                  f"{scrape(port, 'flitfeed_state_restored_records_total'):,.0f} user-states records applied, "
+                  f"{scrape(port, 'flitfeed_index_points'):,.0f} flits indexed, RSS {rss_mib(svc.pid):,.0f} MiB",
+                  flush=True)
+            last_print = now
+        time.sleep(0.2)
+    return svc, time.perf_counter() - started
+
+
+def serve_requests(settings: Any, svc: Any, port: int, n_users: int, n_requests: int,
+                   timeout_s: float) -> dict[str, Any]:
+    """``n_requests`` feed requests for random users, until every feed is published; RSS sampled meanwhile."""
+    from confluent_kafka import Producer
+
+    from flitfeed.kafka.config import producer_config
+    from flitfeed.streams.events import FeedRequest
+    from flitfeed.streams.topics import TOPIC_FEED_REQUESTS
+
+    def published() -> float:
+        return scrape(port, "flitfeed_feeds_published_total", trigger="request")
+
+    before, cold_before = published(), scrape(port, "flitfeed_feeds_published_total", trigger="request",
+                                              cold_start="true")
+    rng = np.random.default_rng(9)
+    producer = Producer(producer_config(settings.kafka, **{"linger.ms": 20}))
+    topic = settings.kafka.topic(TOPIC_FEED_REQUESTS)
+    started = time.perf_counter()
+    for i, u in enumerate(rng.integers(0, n_users, size=n_requests)):
+        request = FeedRequest(request_id=f"bench-{i:07d}", user_id=user_id(int(u)), k=10)
+        _produce(producer, topic, request.user_id.encode(), request.to_bytes())
+    assert producer.flush(60) == 0, "feed requests not delivered"
+    peak_rss, last_print, done = 0.0, started, 0.0
+    while done < n_requests:
+        now = time.perf_counter()
+        if not svc.alive():
+            raise RuntimeError(f"the ranker exited while serving:\n{svc.log_tail(30)}")
+        if now - started > timeout_s:
+            raise RuntimeError(f"{done:,.0f} of {n_requests:,} feeds after {timeout_s:.0f} s")
+        peak_rss = max(peak_rss, rss_mib(svc.pid))
+        done = published() - before
+        if now - last_print >= 10:
+            print(f"  serving: {done:,.0f}/{n_requests:,} feeds, {now - started:.0f} s, RSS {rss_mib(svc.pid):,.0f} MiB",
+                  flush=True)
+            last_print = now
+        time.sleep(0.5)
+    seconds = time.perf_counter() - started
+    cold = scrape(port, "flitfeed_feeds_published_total", trigger="request", cold_start="true") - cold_before
+    return {"start": "serving feed requests (random users)", "requests": n_requests, "seconds": round(seconds, 1),
+            "feeds_per_s": round(n_requests / seconds), "cold_starts": int(cold),
+            "rss_mib": round(rss_mib(svc.pid)), "peak_rss_mib": round(max(peak_rss, 0)),
+            "hwm_mib": round(rss_mib(svc.pid, field="VmHWM"))}
+
+
+def service_mode(args: Any, n: int) -> list[dict[str, Any]]:
+    """The whole ranker's first start, restart after kill -9 and serving at ``n`` users (module docstring)."""
+    from confluent_kafka import Producer
+
+    from benchmarks.service import free_port
+    from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
+    from flitfeed.kafka.config import producer_config
+    from flitfeed.settings import KafkaConfig, Settings
+
+    n_flits = args.flits or (2_000 if args.quick else 20_000)
+    n_requests = args.requests or (2_000 if args.quick else 20_000)
+    timeout_s = args.timeout or (300.0 if args.quick else 3600.0)
+    wait_for_broker(KafkaConfig(bootstrap_servers=args.bootstrap), timeout_s=60)
+    tag, port = uuid.uuid4().hex[:8], free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="flitfeed-bench-ranker-"))
+    s = Settings(bootstrap_servers=args.bootstrap, topic_prefix=f"bench{tag}-", app_id=f"bench-ranker-{tag}",
+                 ranker_group=f"bench-ranker-{tag}", data_dir=run_dir / "data", ranker_metrics_port=port,
+                 ranker_state_store="rocksdb", ranker_state_cache_users=args.cache, encoder="hashing",
+                 vector_dim=args.dim)  # type: ignore[arg-type]
+    print(f"ranker service: {n:,} users, {n_flits:,} flits, {s.kafka.partitions} partitions, "
+          f"topics {s.kafka.topic('user-states')} ...; load {machine_info()['loadavg']}", flush=True)
+    create_topics(s.kafka)
+    rows: list[dict[str, Any]] = []
+    svc = None
+    try:
+        producer = Producer(producer_config(s.kafka, **{"linger.ms": 50, "batch.size": 1 << 20,
+                                                        "queue.buffering.max.kbytes": 1 << 20}))
+        produce_catalogue(s, producer, n_flits, args.dim)
+        print(f"  flit-vectors: {n_flits:,} flits", flush=True)
+        state_bytes, produce_s = produce_states(s, producer, n, args.dim, args.seen)
+        committed = commit_at_end(s)
+        print(f"  {n:,} user states ({state_bytes / 2**20:,.0f} MiB of JSON) in {produce_s:.0f} s; "
+              f"group committed at {committed:,}", flush=True)
+
+        def row(start: str, ready_s: float) -> dict[str, Any]:
+            time.sleep(1.0)  # the gauges' next export
+            state = s.data_dir / "ranker-state"
+            out = {"start": start, "users": n, "flits": n_flits, "ready_s": round(ready_s, 1),
+                   "records_applied": int(scrape(port, "flitfeed_state_restored_records_total")),
+                   "users_in_state": int(scrape(port, "flitfeed_users_in_state")),
+                   "rss_mib": round(rss_mib(svc.pid)), "hwm_mib": round(rss_mib(svc.pid, field="VmHWM")),
+                   "state_disk_mib": round(dir_bytes(state) / 2**20, 1) if state.exists() else 0.0,
+                   "load": machine_info()["loadavg"]}
+            print(f"  {start}: ready in {ready_s:.1f} s, RSS {out['rss_mib']:,} MiB (peak {out['hwm_mib']:,}), "
+                  f"{out['records_applied']:,} records applied, {out['users_in_state']:,} users held, "
+                  f"{out['state_disk_mib']:,.0f} MiB of user state on disk; load {out['load']}", flush=True)
+            return out
+
+        print("first start (empty data dir) ...", flush=True)
+        svc, ready_s = start_ranker("ranker-first", s, run_dir, port, timeout_s)
+        rows.append(row("first start (empty data dir)", ready_s))
+        svc.stop(signal.SIGKILL)
+        print("restart after kill -9 ...", flush=True)
+        svc, ready_s = start_ranker("ranker-restart", s, run_dir, port, timeout_s)
+        rows.append(row("restart after kill -9", ready_s))
+        print(f"serving {n_requests:,} feed requests ...", flush=True)
+        served = serve_requests(s, svc, port, n, n_requests, timeout_s)
+        served |= {"users": n, "flits": n_flits, "users_in_state": int(scrape(port, "flitfeed_users_in_state")),
+                   "load": machine_info()["loadavg"]}
+        print(f"  served {n_requests:,} feeds in {served['seconds']:.0f} s ({served['feeds_per_s']:,}/s), "
+              f"{served['cold_starts']:,} cold starts, RSS {served['rss_mib']:,} MiB (peak {served['peak_rss_mib']:,}); "
+              f"load {served['load']}", flush=True)
+        rows.append(served)
+    finally:
+        if svc is not None:
+            svc.stop(signal.SIGTERM, timeout=60)
+        delete_topics(s.kafka, topic_names(s.kafka))
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser("the ranker's per-user state at scale: disk, RSS, restart, get latency")
     parser.add_argument("--users", type=int, default=None, help="users (default 1,000,000; --quick 20,000)")
@@ -259,8 +517,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-users", type=int, default=20_000,
                         help="users updated after the write, then the process SIGKILLed before the restart")
     parser.add_argument("--dir", type=Path, default=None, help="keep the RocksDB files here")
+    parser.add_argument("--service", action="store_true",
+                        help="the whole ranker (a real `flitfeed ranker` on a broker) instead of the store alone")
+    parser.add_argument("--bootstrap", default=os.environ.get("FLITFEED_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+                        help="--service: the broker")
+    parser.add_argument("--flits", type=int, default=None, help="--service: the catalogue (default 20,000; quick 2,000)")
+    parser.add_argument("--requests", type=int, default=None,
+                        help="--service: feed requests served after the restart (default 20,000; quick 2,000)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="--service: seconds a start or the serving may take (default 3600; quick 300)")
     args = parser.parse_args(argv)
     n = args.users or (20_000 if args.quick else 1_000_000)
+    if args.service:
+        setup_logging()
+        print(f"machine: {json.dumps(machine_info())}", flush=True)
+        rows = service_mode(args, n)
+        print_table(f"the whole ranker at {n:,} users", rows)
+        if args.json:
+            write_json(args.json, "ranker_state_service", {"quick": args.quick, "users": n, "flits": rows[0]["flits"],
+                                                           "requests": rows[-1]["requests"], "dim": args.dim,
+                                                           "seen": args.seen, "cache": args.cache}, rows)
+        return 0
     samples = args.samples or (2_000 if args.quick else 20_000)
     memory_users = args.memory_users or min(n, 100_000)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="ranker-state-"))

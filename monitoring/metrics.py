@@ -116,7 +116,8 @@ class Metrics:
                                       "Records of the topic applied to the local user state on recovery "
                                       "(a restart with local state reads only the tail).", ["service"], registry=r)
         self.state_write_errors = Counter("flitfeed_state_write_errors_total",
-                                          "Profile writes that failed and were retried, by reason (disk_full).",
+                                          "User-state writes (a profile, a ranker's user state, a database opened for "
+                                          "writing) that failed and were retried, by reason (disk_full).",
                                           ["service", "reason"], registry=r)
         self.model = Info("flitfeed_model", "The embedding model in use.", registry=r)
         self.version_switches = Counter("flitfeed_version_switches_total",

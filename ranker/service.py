@@ -66,7 +66,7 @@ from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.query_hydrator import QueryHydrator, feed_query
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.scorers import ActionScorer
-from flitfeed.ranker.user_store import apply_records, open_user_store, plan_recovery, put_until_stored
+from flitfeed.ranker.user_store import apply_records, open_user_store, plan_recovery, put_until_stored, until_written
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import (TOPIC_DEAD_LETTERS, TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_INTERACTIONS,
                                      TOPIC_MODEL_VERSIONS, TOPIC_USER_STATES)
@@ -270,7 +270,11 @@ class RankerService:
         committed = ({tp.partition: tp.offset for tp in kafka_call(lambda: consumer.committed(mine, timeout=10),
                                                                    what="committed offsets")} if mine else {})
         for tp in mine:
-            self._recover(consumer, tp.partition, committed.get(tp.partition, -1))
+            # A full disk (a database cannot be created, or opened for writing, or take the records read):
+            # wait for space, alive and not ready, rather than crash and crash again at every restart.
+            if not until_written(lambda p=tp.partition: self._recover(consumer, p, committed.get(p, -1)),
+                                 wait=self._stop.wait, metrics=self.metrics, beat=self.metrics.health.beat):
+                return  # stopping
         self.feedback.rebuild([tp.partition for tp in mine], time.time())
         log.info("partitions assigned", extra={"partitions": len(partitions), "users": self.user_count()})
         consumer.assign(partitions)

@@ -15,7 +15,8 @@ offset up to which it has applied that partition's records (a restart reads only
 Failures of the local state, as the worker's profiles (``streams/state_store.py``): a partition database
 that is corrupt, missing although this ranker held it, or written by another format is set aside or
 emptied and rebuilt from the topic, with one warning line and ``flitfeed_state_rebuilds_total{reason}``;
-a full disk raises :class:`~flitfeed.streams.state_store.StateDiskFull`.
+a full disk raises :class:`~flitfeed.streams.state_store.StateDiskFull`, and the database that refused the
+write is reopened before the next one (RocksDB refuses every write after that until it is).
 
 Offsets here are "next to read", as Kafka commits them: ``applied_offset(p) == n`` means every record of
 partition ``p`` before offset ``n`` is applied; 0 means none. It only moves forward (a reset empties it).
@@ -33,8 +34,8 @@ from typing import Callable, Iterable, Protocol, Sequence
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.ranker.held import FORMAT, HeldState, decode_held, encode_held
 from flitfeed.settings import Settings
-from flitfeed.streams.state_store import (DISK_FULL_RETRY_S, STORES, HeldPartitions, StateDiskFull,
-                                          disk_full_as_error, open_or_rebuild)
+from flitfeed.streams.state_store import (DISK_FULL_RETRY_S, STORES, HeldPartitions, StateDiskFull, close_quietly,
+                                          disk_full_as_error, open_or_rebuild, reopen_for_writes)
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,7 @@ class RocksUserStore:
 
     def __init__(self, directory: Path | str, cache_users: int = 20_000, metrics: Metrics | None = None,
                  block_cache_bytes: int = 16 << 20) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = Path(directory)  # made by the first partition opened (a full disk waits there)
         self.metrics = metrics
         self.cache = LruCache(cache_users)
         # One options object (so one block cache) for every partition: memory does not grow with the
@@ -222,6 +222,8 @@ class RocksUserStore:
         self._dbs: dict[int, object] = {}
         self._counts: dict[int, int] = {}
         self._applied: dict[int, int] = {}
+        #: Partitions whose database refused a write for a full disk: reopened before the next write.
+        self._refusing: set[int] = set()
 
     # --- partitions -----------------------------------------------------------
     def _path(self, partition: int) -> Path:
@@ -239,12 +241,19 @@ class RocksUserStore:
         with disk_full_as_error(path):
             return Rdict(str(path), self._options)
 
+    def _open_read_only(self, path: Path):  # noqa: ANN202 - rocksdict.Rdict
+        from rocksdict import AccessType, Rdict
+
+        return Rdict(str(path), self._options, access_type=AccessType.read_only())
+
     def open_partition(self, partition: int) -> int:
         return self._open_partition(partition, rebuilding=False)
 
     def _open_partition(self, partition: int, rebuilding: bool) -> int:
         if partition in self._dbs:
             return self.applied_offset(partition)
+        with disk_full_as_error(self.directory):
+            self.directory.mkdir(parents=True, exist_ok=True)
         held = HeldPartitions(self.directory / "partitions.json")
         path = self._path(partition)
         # A partition emptied on purpose (``rebuilding``) is not also counted as missing.
@@ -279,7 +288,8 @@ class RocksUserStore:
     def drop_partition(self, partition: int) -> None:
         db = self._dbs.pop(partition, None)
         if db is not None:
-            db.close()
+            close_quietly(db)
+        self._refusing.discard(partition)
         self._counts.pop(partition, None)
         self._applied.pop(partition, None)
         self.cache.drop_partition(partition)
@@ -320,6 +330,13 @@ class RocksUserStore:
         self.put_many(partition, [state], offset)
 
     def put_many(self, partition: int, states: Iterable[HeldState], offset: int | None = None) -> None:
+        if partition in self._refusing:
+            db, full = reopen_for_writes(self._path(partition), self._dbs.pop(partition), self._open,
+                                         self._open_read_only)
+            self._dbs[partition] = db
+            if full is not None:
+                raise full
+            self._refusing.discard(partition)
         db = self._db(partition)
         states = list(states)
         items = [(_USER + s.user_id.encode("utf-8"), encode_held(s)) for s in states]
@@ -329,7 +346,11 @@ class RocksUserStore:
         applied = self._applied[partition] if offset is None else max(offset, self._applied[partition])
         if applied != self._applied[partition]:
             items.append((_APPLIED, applied.to_bytes(8, "little")))
-        self._write(db, self._path(partition), items)
+        try:
+            self._write(db, self._path(partition), items)
+        except StateDiskFull:
+            self._refusing.add(partition)
+            raise
         self._counts[partition] += added
         self._applied[partition] = applied
         # The cache is written through after the batch is stored: a failed write leaves it as the disk is.
@@ -388,19 +409,31 @@ def open_user_store(settings: Settings, topic: str, metrics: Metrics | None) -> 
 def put_until_stored(store: UserStateStore, partition: int, state: HeldState, offset: int | None, *,
                      wait: Callable[[float], bool], metrics: Metrics | None = None,
                      beat: Callable[[], None] = lambda: None, retry_s: float = DISK_FULL_RETRY_S) -> bool:
-    """Put ``state``; on a full disk say so in one line, count it, and try again every ``retry_s`` until it
-    fits. ``wait(seconds)`` waits and is True when the ranker is stopping (a ``threading.Event``'s wait):
-    then False is returned with the state not stored, and its offset not applied, so the restart's tail
-    read applies it. ``beat`` keeps /livez from restarting a ranker that is only waiting for space.
+    """Put ``state``; on a full disk wait for space (:func:`until_written`). False: the ranker is stopping,
+    and the state is not stored, nor its offset applied, so the restart's tail read applies it.
 
     >>> from flitfeed.ranker.held import HeldState
     >>> put_until_stored(MemoryUserStore(), 0, HeldState("u", {}, (), (), 0, "t"), 1, wait=lambda s: True)
     True
     """
+    return until_written(lambda: store.put(partition, state.user_id, state, offset), wait=wait, metrics=metrics,
+                         beat=beat, retry_s=retry_s)
+
+
+def until_written(write: Callable[[], None], *, wait: Callable[[float], bool], metrics: Metrics | None = None,
+                  beat: Callable[[], None] = lambda: None, retry_s: float = DISK_FULL_RETRY_S) -> bool:
+    """Run ``write`` (a put, a partition's opening and recovery); on a full disk say so in one line, count
+    it, and run it again every ``retry_s`` until it succeeds. ``wait(seconds)`` waits and is True when the
+    ranker is stopping (a ``threading.Event``'s wait): then False is returned. ``beat`` keeps /livez from
+    restarting a ranker that is only waiting for space.
+
+    >>> until_written(lambda: None, wait=lambda s: True)
+    True
+    """
     failed = False
     while True:
         try:
-            store.put(partition, state.user_id, state, offset)
+            write()
         except StateDiskFull as exc:
             if metrics is not None:
                 metrics.state_write_errors.labels(service=metrics.service, reason="disk_full").inc()

@@ -14,7 +14,11 @@ Failures of the local state (README "User state"):
   ``flitfeed_state_rebuilds_total{reason}``; never a crash, so never a crash loop;
 - a full disk raises :class:`StateDiskFull` (one line: which path, how much is free, what to do); the
   agents wait and retry the write (``streams/agents/common.py``) with the event unacked, so nothing is
-  lost and nothing is applied twice.
+  lost and nothing is applied twice. RocksDB refuses every later write to a database that failed one
+  for a full disk, even once space is freed, until it is reopened: :func:`reopen_for_writes` does that
+  before each retry (measured on a real full tmpfs: ``tests/integration/test_full_disk.py``). Opening a
+  database writes to it, so a start on a full disk waits the same way (one line, counted, retried) before
+  the partition is served, instead of stopping the service into a crash loop.
 
 :mod:`flitfeed.streams.faust_compat.tables` fits these policies into Faust's RocksDB store (its private
 methods, so with the other Faust workarounds): the profiles table, its store, and the users count.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,14 +55,15 @@ ROCKSDB_OPTIONS: dict[str, int] = {
 
 
 class StateDiskFull(OSError):
-    """The disk under the worker's state is full: a profile could not be written."""
+    """The disk under a service's user state is full: a profile or user state could not be written, or a
+    database opened for writing."""
 
     def __init__(self, path: Path | str, cause: BaseException | str) -> None:
         self.path = Path(path)
         free = _free_bytes(self.path)
         where = f"{free // (1 << 20)} MiB free" if free is not None else "free space unknown"
         super().__init__(errno.ENOSPC, f"user state store: no space left on device under {self.path} ({where}): "
-                                       f"profile writes wait until space is freed or the volume grown "
+                                       f"state writes wait until space is freed or the volume grown "
                                        f"({str(cause).splitlines()[0] if str(cause) else 'ENOSPC'})")
 
     def __str__(self) -> str:
@@ -129,7 +135,16 @@ class HeldPartitions:
     def add(self, partition: int) -> None:
         held = self._read()
         if partition not in held:
-            self.path.write_text(json.dumps(sorted(held | {partition})))
+            # Written aside and renamed: a write that fails (a full disk) leaves the old list, not an empty one.
+            part = self.path.with_name(self.path.name + ".part")
+            try:
+                part.write_text(json.dumps(sorted(held | {partition})))
+                os.replace(part, self.path)
+            except OSError as exc:
+                part.unlink(missing_ok=True)
+                if is_disk_full(exc):
+                    raise StateDiskFull(self.path.parent, exc) from exc
+                raise
 
 
 def store_url(worker: WorkerConfig) -> str:
@@ -162,3 +177,33 @@ def open_or_rebuild(path: Path, open_db: Callable[[Path], Any], held_before: boo
         path.rename(aside)
         on_rebuild("corrupt", f"{str(exc).splitlines()[0]}; moved to {aside}")
         return open_db(path)
+
+
+def close_quietly(db: Any) -> None:
+    """Close a RocksDB handle; a database that refused a write raises on close ("Writer has previous error")
+    but is closed (its lock released) all the same."""
+    if db is None:
+        return
+    try:
+        db.close()
+    except Exception as exc:  # noqa: BLE001 - the handle is dropped either way
+        log.debug("closing a state database: %s", str(exc).splitlines()[0] if str(exc) else exc)
+
+
+def reopen_for_writes(path: Path, db: Any, open_db: Callable[[Path], Any],
+                      open_read_only: Callable[[Path], Any]) -> tuple[Any, StateDiskFull | None]:
+    """Reopen the database at ``path`` (``db``, its handle, is closed) so that it takes writes again.
+
+    RocksDB keeps the error of a write that failed for a full disk and returns it for every later write,
+    also once space is freed, until the database is closed and opened again (rocksdict has no
+    ``DB::Resume``). Opening needs space too (it writes the log's records to a table file and a new
+    manifest): while the disk is still full that open fails, and ``path`` is opened read-only instead, so
+    reads go on (an open for reading writes nothing). Returns the new handle and, when it is the read-only
+    one, the :class:`StateDiskFull` to raise: the caller retries later, and reopens again.
+    """
+    close_quietly(db)
+    try:
+        with disk_full_as_error(path):
+            return open_db(path), None
+    except StateDiskFull as full:
+        return open_read_only(path), full

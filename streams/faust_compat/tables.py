@@ -13,13 +13,15 @@ import logging
 from typing import Any, Callable, Iterable
 
 import faust
+import faust.stores.rocksdb as faust_rocksdb
 from faust.stores.rocksdb import Store as RocksStore
 from yarl import URL
 
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import WorkerConfig
-from flitfeed.streams.state_store import (ROCKSDB_OPTIONS, HeldPartitions, StateDiskFull, disk_full_as_error,
-                                          open_or_rebuild, store_url)
+from flitfeed.streams.state_store import (DISK_FULL_RETRY_S, ROCKSDB_OPTIONS, HeldPartitions, StateDiskFull,
+                                          disk_full_as_error, is_disk_full, open_or_rebuild, reopen_for_writes,
+                                          store_url)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,12 @@ class ProfileStore(RocksStore):
     """Faust's RocksDB store, with the corrupt/missing rebuild, the disk-full error and recovery counts."""
 
     metrics: Metrics | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Partitions whose database refused a write for a full disk: RocksDB refuses every later write until
+        #: the database is reopened, which the next profile write does (:func:`reopen_for_writes`).
+        self._refusing: set[int] = set()
 
     def _open_for_partition(self, partition: int) -> Any:
         path = self.partition_path(partition)
@@ -43,9 +51,72 @@ class ProfileStore(RocksStore):
         held.add(partition)
         return db
 
+    async def _try_open_db_for_partition(self, partition: int, *args: Any, **kwargs: Any) -> Any:
+        """Open an assigned partition's database; on a full disk (RocksDB writes a manifest, and the log's
+        records to a table file, to open one) say so in one line, count it, and try again every
+        ``DISK_FULL_RETRY_S`` until it opens. Faust would stop the worker instead, and a restart on the same
+        full disk would stop it again: a crash loop. Meanwhile the worker is not ready (its partitions are
+        not assigned) but alive (the event loop runs)."""
+        failed = False
+        generation = kwargs.get("generation_id")
+        while partition not in self._dbs and not self.should_stop:
+            try:
+                self._db_for_partition(partition)  # opened, and kept in self._dbs
+            except StateDiskFull as exc:
+                if self.metrics is not None:
+                    self.metrics.state_write_errors.labels(service=self.metrics.service, reason="disk_full").inc()
+                if not failed:
+                    log.error(str(exc))
+                failed = True
+                if generation is not None and generation != self.app.consumer_generation_id:
+                    return None  # rebalanced again meanwhile, as Faust gives up on a locked database
+                await self.sleep(DISK_FULL_RETRY_S)
+            except Exception:  # noqa: BLE001 - Faust's own handling below (a lock held by another worker)
+                break
+        if failed and partition in self._dbs:
+            log.warning("user state store writable again")
+        return await super()._try_open_db_for_partition(partition, *args, **kwargs)
+
+    def _open_read_only(self, partition: int) -> Any:
+        from rocksdict import AccessType, ReadOptions, Rdict
+
+        db = Rdict(str(self.partition_path(partition)), options=self.rocksdb_options.as_options(),
+                   access_type=AccessType.read_only())
+        db.set_read_options(ReadOptions())
+        return db
+
     def _set(self, key: bytes, value: bytes | None) -> None:
-        with disk_full_as_error(self.path):
-            super()._set(key, value)
+        partition = faust_rocksdb.current_event().message.partition  # the database Faust's _set writes to
+        if partition in self._refusing:
+            db, full = reopen_for_writes(self.partition_path(partition), self._dbs.pop(partition, None),
+                                         # Not _open_for_partition: a database to rebuild is found at a
+                                         # start or a rebalance, when the changelog is read, not mid-stream.
+                                         lambda path: self.rocksdb_options.open(path),
+                                         lambda _: self._open_read_only(partition))
+            self._dbs[partition] = db
+            if full is not None:
+                raise full
+            self._refusing.discard(partition)
+        try:
+            with disk_full_as_error(self.path):
+                super()._set(key, value)
+        except StateDiskFull:
+            self._refusing.add(partition)
+            raise
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        """The changelog offset the database holds, written when a changelog record is delivered: Faust
+        sends a profile's record before writing it here, so a write that waits for disk space has one
+        delivered meanwhile. On a full disk the offset is not moved (a restart then reads a little more
+        of the changelog, which only writes the same profiles again) instead of an error on every retry."""
+        if tp.partition in self._refusing:
+            return
+        try:
+            super().set_persisted_offset(tp, offset)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._refusing.add(tp.partition)
 
     def apply_changelog_batch(self, batch: Iterable[Any], to_key: Callable[[Any], Any],
                               to_value: Callable[[Any], Any]) -> None:

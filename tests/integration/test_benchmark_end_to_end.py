@@ -49,3 +49,20 @@ def test_state_scale_quick_restarts_a_rocksdb_worker_from_its_files(broker: str,
     for start in ("restart after kill -9", "restart after SIGTERM"):
         assert rows[("rocksdb", 2000, start)]["records_applied"] == 0
         assert rows[("memory", 2000, start)]["records_applied"] == 2000
+
+
+def test_ranker_state_service_quick_restarts_a_whole_ranker_from_its_rocksdb_users(broker: str,
+                                                                                  tmp_path: Path) -> None:
+    from benchmarks import ranker_state
+
+    out = tmp_path / "ranker.json"
+    assert ranker_state.main(["--service", "--quick", "--users", "2000", "--flits", "500", "--requests", "300",
+                              "--bootstrap", broker, "--json", str(out)]) == 0
+    rows = {row["start"]: row for row in json.loads(out.read_text())["rows"]}
+    first, restart = rows["first start (empty data dir)"], rows["restart after kill -9"]
+    # A first start rebuilds every user from the topic; the restart reads none of them again, and holds all.
+    assert first["records_applied"] == 2000 and first["users_in_state"] == 2000 and first["state_disk_mib"] > 0
+    assert restart["records_applied"] == 0 and restart["users_in_state"] == 2000
+    served = rows["serving feed requests (random users)"]
+    assert served["requests"] == 300 and served["cold_starts"] == 0  # every requested user's state was found
+    assert first["rss_mib"] > 0 and served["peak_rss_mib"] > 0

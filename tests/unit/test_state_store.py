@@ -4,6 +4,7 @@ missing partition database, its disk-full error, and the agents' retry of a prof
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +16,7 @@ from flitfeed.monitoring.metrics import Metrics
 from flitfeed.settings import WorkerConfig
 from flitfeed.streams.agents.common import store_profile
 from flitfeed.streams.faust_compat.tables import ProfileStore, owned_users, profiles_table
-from flitfeed.streams.state_store import StateDiskFull, is_disk_full, store_url
+from flitfeed.streams.state_store import HeldPartitions, StateDiskFull, is_disk_full, store_url
 from faust.types import TP
 
 ENOSPC_TEXT = "IO error: No space left on device: While appending to file: 000012.log"
@@ -116,6 +117,72 @@ def test_a_full_disk_is_one_clear_error(store, monkeypatch) -> None:
     assert "MiB free" in message
     assert is_disk_full(raised.value) and is_disk_full(Exception(ENOSPC_TEXT))
     assert not is_disk_full(Exception("Corruption: CURRENT file corrupted"))
+
+
+def test_a_partition_that_refused_a_write_for_a_full_disk_is_reopened_once_space_is_back(store, monkeypatch) -> None:
+    # RocksDB refuses every write after one failed for a full disk, also once space is freed, until reopened
+    # (tests/unit/rocks_full_disk.py); without the reopen the worker would wait for space forever.
+    from tests.unit.rocks_full_disk import Disk, opener, read_only_opener
+
+    s, disk = store, Disk()
+    monkeypatch.setattr(s.store.rocksdb_options, "open", opener(disk, s.store.rocksdb_options.open))
+    real_read_only = s.store._open_read_only
+    monkeypatch.setattr(s.store, "_open_read_only", lambda p: read_only_opener(disk, lambda _: real_read_only(p))(p))
+    monkeypatch.setattr("faust.stores.rocksdb.current_event",
+                        lambda: SimpleNamespace(message=SimpleNamespace(partition=0)))
+    s.store._set(b"a", b"1")
+    disk.full = True
+    for _ in range(2):  # the second try reopens it: still full, so read-only, and reads go on
+        with pytest.raises(StateDiskFull):
+            s.store._set(b"b", b"1")
+        assert s.store._get(b"a") == b"1" and s.store._get(b"b") is None
+    # Faust writes the changelog offset when a record is delivered, also while the profile write waits: no error.
+    s.store.set_persisted_offset(TP("changelog", 0), 5)
+    assert disk.opened == ["rw", "ro"]
+    disk.full = False
+    s.store._set(b"b", b"2")
+    s.store.set_persisted_offset(TP("changelog", 0), 7)
+    assert disk.opened == ["rw", "ro", "rw"]
+    assert reopen(s, 0).get(b"b") == b"2" and s.store.persisted_offset(TP("changelog", 0)) == 7
+
+
+def test_a_partition_assigned_on_a_full_disk_waits_for_space_to_open_with_one_log_line(store, monkeypatch,
+                                                                                      caplog) -> None:
+    # Faust stops the worker when a database cannot be opened; on a full disk a restart would stop it again.
+    from tests.unit.rocks_full_disk import Disk, opener
+
+    s, disk = store, Disk()
+    disk.full = True
+    monkeypatch.setattr(s.store.rocksdb_options, "open", opener(disk, s.store.rocksdb_options.open))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        disk.full = len(waits) < 3  # freed while the third wait runs
+
+    monkeypatch.setattr(s.store, "sleep", sleep)
+    with caplog.at_level(logging.WARNING):
+        db = asyncio.run(s.store._try_open_db_for_partition(0, generation_id=s.store.app.consumer_generation_id))
+    assert db is s.store._dbs[0] and disk.opened == ["rw"] and len(waits) == 3
+    assert s.metrics.value("flitfeed_state_write_errors_total", service="worker", reason="disk_full") == 3
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "no space left on device" in errors[0].getMessage()
+    assert any("writable again" in r.getMessage() for r in caplog.records)
+
+
+def test_the_held_partitions_survive_a_write_that_fails_for_a_full_disk(tmp_path: Path, monkeypatch) -> None:
+    held = HeldPartitions(tmp_path / "partitions.json")
+    held.add(1)
+
+    def no_space(self, text: str) -> int:  # noqa: ANN001
+        with open(self, "w") as f:
+            f.write(text[:1])  # a torn write, then the error
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    with pytest.raises(StateDiskFull):
+        held.add(2)
+    assert 1 in held and 2 not in held and not list(tmp_path.glob("*.part"))
 
 
 def test_the_user_count_is_estimated_without_reading_every_key(store, monkeypatch) -> None:

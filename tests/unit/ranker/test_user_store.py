@@ -238,6 +238,36 @@ def test_a_full_disk_is_one_clear_error_and_changes_nothing(tmp_path: Path) -> N
     s.close()
 
 
+def test_a_database_that_refused_a_write_for_a_full_disk_is_reopened_and_takes_writes_once_space_is_back(
+        tmp_path: Path) -> None:
+    # RocksDB refuses every write after one failed for a full disk, also once space is freed, until reopened
+    # (tests/unit/rocks_full_disk.py); without the reopen the ranker would wait for space forever.
+    from tests.unit.rocks_full_disk import Disk, opener, read_only_opener
+
+    disk = Disk()
+    s = RocksUserStore(tmp_path / "state", cache_users=0)
+    s._open = opener(disk, s._open)
+    s._open_read_only = read_only_opener(disk, s._open_read_only)
+    s.open_partition(0)
+    s.put(0, "a", held("a", "t1"), offset=1)
+    disk.full = True
+    for _ in range(2):  # the second try reopens it: still full, so read-only, and reads go on
+        with pytest.raises(StateDiskFull, match="no space left on device"):
+            s.put(0, "b", held("b", "t1"), offset=2)
+        assert same(s.get(0, "a"), held("a", "t1")) and s.get(0, "b") is None
+    assert disk.opened == ["rw", "ro"]
+    disk.full = False
+    s.put(0, "b", held("b", "t1"), offset=2)
+    s.put(0, "a", held("a", "t2"), offset=3)
+    assert disk.opened == ["rw", "ro", "rw"]
+    assert s.count() == 2 and s.applied_offset(0) == 3
+    s.close()
+    again = RocksUserStore(tmp_path / "state", cache_users=0)
+    assert again.open_partition(0) == 3 and again.count() == 2
+    assert same(again.get(0, "a"), held("a", "t2")) and same(again.get(0, "b"), held("b", "t1"))
+    again.close()
+
+
 class FillingDisk(MemoryUserStore):
     """A store whose disk is full for the first ``failures`` writes."""
 
