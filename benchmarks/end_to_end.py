@@ -204,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default=None, help="interactions/s ladder (default 100,250,500,750; quick 50)")
     parser.add_argument("--flits-per-s", type=float, default=None, help="live flits/s (default 150; quick 20)")
     parser.add_argument("--step-s", type=float, default=None, help="seconds per step (default 20; quick 5)")
+    parser.add_argument("--encoder", choices=("minilm", "static"), default="minilm",
+                        help="the worker's encoder (default minilm; static: issue 15's flit-rate option; quick: hashing)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record py-spy flame graphs of the worker and the ranker during every step into DIR")
     args = parser.parse_args(argv)
@@ -217,11 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix=f"flitfeed-bench-e2e-{tag}-"))
     settings = Settings(bootstrap_servers=args.bootstrap, topic_prefix=f"bench{tag}-", app_id=f"bench-{tag}",
                         ranker_group=f"bench-ranker-{tag}", data_dir=run_dir / "data",
-                        encoder="hashing" if quick else "minilm",
+                        encoder="hashing" if quick else args.encoder,
+                        vector_dim=256 if args.encoder == "static" and not quick else 384,
                         worker_metrics_port=free_port(), ranker_metrics_port=free_port())
     wait_for_broker(settings.kafka, timeout_s=60)
     create_topics(settings.kafka)
-    corpus = Corpus.hashing(n_flits, seed=11) if quick else Corpus.real(n_flits, seed=11)
+    if quick:
+        corpus = Corpus.hashing(n_flits, seed=11)
+    else:
+        from flitfeed.encoders.factory import make_encoder
+
+        # The catalogue embedded by the encoder the worker runs (cached): one space in every index.
+        corpus = Corpus.real(n_flits, seed=11, encoder=make_encoder(settings.encoder))
     now = time.time()
     users = args.users or (200 if quick else 10_000)
     from flitfeed.demo.world import World
@@ -299,12 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # cleanup is best effort; the topics are uniquely prefixed
             log.exception("could not delete the run's topics")
     sustained = [r["offered_per_s"] for r in rows if r["sustained"]]
-    title = (f"End to end: {n_flits:,} flits, {users:,} users, {flits_per_s:g} live flits/s, {step_s:g} s steps "
+    title = (f"End to end ({settings.encoder.encoder}): {n_flits:,} flits, {users:,} users, {flits_per_s:g} live flits/s, {step_s:g} s steps "
              f"(max sustained: {max(sustained) if sustained else 'none'} interactions/s)")
     print_table(title, rows)
     print_table("End to end: set-up", [setup])
     if args.json:
-        write_json(args.json, "end_to_end", {"quick": quick, "flits": n_flits, "users": users, "rates": rates,
+        write_json(args.json, "end_to_end", {"quick": quick, "encoder": settings.encoder.encoder, "flits": n_flits, "users": users, "rates": rates,
                                              "flits_per_s": flits_per_s, "step_s": step_s, "setup": setup,
                                              "max_sustained_per_s": max(sustained) if sustained else None,
                                              "logs": str(run_dir)}, rows)
