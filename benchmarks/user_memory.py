@@ -4,7 +4,7 @@
 
 Each user receives ``--events`` interactions through the real
 :meth:`~flitfeed.encoders.user_vector.UserProfile.learn_one` (real-looking ids,
-384-d vectors, a watermark for its partition), then is stored as each service stores it: the worker's Faust
+384-d vectors, its partition's decided offsets), then is stored as each service stores it: the worker's Faust
 table value (``UserProfile.to_bytes()``, which a memory table holds as it is: ``worker_table``; its length is
 what RocksDB and the changelog store per user: ``worker_stored``; the older JSON of ``to_dict()`` for
 comparison: ``worker_json``; and the time to encode and decode one) and the ranker's map of :class:`~flitfeed.streams.events.UserState`
@@ -48,7 +48,7 @@ def build(n_users: int, events: int, params: TasteParams, rng: np.random.Generat
             flit = int(rng.integers(1_000_000))
             p.learn_one(f"ev-s11-{seq:09d}", kinds[e % len(kinds)], 1.7e9 + e, pool[flit % 256],
                         f"author-{flit % 200:03d}", f"flit-s11-{flit:07d}", params, dwell_ms=4000)
-            p.mark_delivered(u % 6, 10_000_000 + seq)
+            p.mark_decided(u % 6, 10_000_000 + seq, params.decided_capacity)
         if fill:
             for a in range(params.muted_capacity):
                 if len(p.muted_authors) >= params.muted_capacity:
@@ -58,7 +58,7 @@ def build(n_users: int, events: int, params: TasteParams, rng: np.random.Generat
                     flit = int(rng.integers(1_000_000))
                     p.learn_one(f"ev-s11-{seq:09d}", "hide", 1.7e9 + events, pool[flit % 256], f"author-{a:03d}",
                                 f"flit-s11-{flit:07d}", params)
-                    p.mark_delivered(u % 6, 10_000_000 + seq)
+                    p.mark_decided(u % 6, 10_000_000 + seq, params.decided_capacity)
             for k in range(params.parked_capacity):
                 p.wait_for(u % 6, 10_000_000 + seq - k, params.parked_capacity)
         profiles.append(p)
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     params = taste_params(s.worker)
     rng = np.random.default_rng(5)
     rows: list[dict[str, Any]] = []
-    full = max(s.worker.seen_capacity, s.worker.dedup_capacity)
+    full = max(s.worker.seen_capacity, s.worker.dedup_capacity, s.worker.decided_capacity)
     for n in sizes:
         for events in (args.events, full):
             # The worst case is measured on 100 users (filling every list is slow): memory per user is what
@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             lengths = {name: round(float(np.mean([len(getattr(p, attr)) for p in profiles])))
                        for name, attr in (("seen", "seen"), ("muted", "muted_authors"), ("hashes", "event_hashes"),
                                           ("waiting", "waiting"))}
+            lengths["offsets"] = round(float(np.mean([sum(len(d.offsets) for d in p.decided.values())
+                                                      for p in profiles])))
             del held, records, profiles
             rows.append({
                 "users": n, "events_per_user": events, "measured_users": n_here, **lengths,
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, "user_memory", {"quick": args.quick, "users": sizes, "events": args.events,
                                               "capacities": {"seen": s.worker.seen_capacity, "muted": s.worker.muted_capacity,
                                                              "dedup": s.worker.dedup_capacity,
+                                                             "decided": s.worker.decided_capacity,
                                                              "parked": s.worker.parked_capacity}}, rows)
     return 0
 

@@ -204,8 +204,12 @@ class WorkerConfig(_Area):
     muted_capacity: int = Field(200, ge=1)
     #: Applied event ids remembered (hashed) per user: catches a copy of an event at a new offset (a
     #: producer's retry, a topic produced again) within this many of the user's latest events. Re-deliveries
-    #: are caught exactly by offset (a watermark per partition; ``streams/user_updates.py``).
+    #: are recognised by offset instead (``streams/user_updates.py``).
     dedup_capacity: int = Field(128, ge=1)
+    #: Offsets of a user's decided interactions remembered exactly, per partition (older ones count as
+    #: decided): a message Faust dropped and fetched again after this many later ones of the same user would
+    #: be taken for a re-delivery.
+    decided_capacity: int = Field(128, ge=1)
     #: Parked interactions (waiting for their flit) whose positions each user's profile remembers, so that
     #: a re-delivered or copied parked interaction is applied once; the oldest is forgotten beyond.
     parked_capacity: int = Field(32, ge=1)

@@ -13,35 +13,44 @@ user's history (:meth:`~flitfeed.encoders.user_vector.UserProfile.rebuild`), on 
 interaction or by the worker's sweep when a version becomes ready (:func:`refresh_tastes`).
 
 **Idempotence: a re-delivered or duplicate interaction changes nothing.** A user's interactions all come
-from one partition of ``interactions`` (keyed by user), in offset order, so the profile remembers positions
-instead of thousands of event ids (:class:`~flitfeed.encoders.user_vector.UserProfile`). The invariant, per
-user and partition ``p`` of ``interactions``:
+from one partition of ``interactions`` (keyed by user), so the profile remembers positions instead of
+thousands of event ids (:class:`~flitfeed.encoders.user_vector.UserProfile`). The invariant, per user and
+partition ``p`` of ``interactions``:
 
-- **(W)** every message of the user at an offset ``<= watermarks[p]`` has been decided: applied (its effect
-  is in the profile), or parked, and then its position ``(p, offset)`` was added to ``waiting`` in the same
-  stored profile (before the parked record was sent);
-- **(P)** a position leaves ``waiting`` only when its interaction is applied (or, oldest first, when more
-  than ``parked_capacity`` wait at once); a parked record whose position is not waiting is a duplicate;
-- **(H)** ``event_hashes`` holds the last ``dedup_capacity`` applied event ids: a copy of an event at a
-  *new* position (a producer's retry, a topic produced again) is skipped while the original is among them.
+- **(D)** every message of the user whose offset is in ``decided[p]`` (the latest ``decided_capacity``
+  offsets decided there, and every offset at or below its floor) has been decided: applied (its effect is in the
+  profile), or parked, and then its position ``(p, offset)`` was added to ``waiting`` in the same stored
+  profile, before its parked record was sent;
+- **(P)** a position leaves ``waiting`` only when its interaction is applied (or when it has fallen below its
+  partition's floor and room is needed); a parked record whose position is not waiting is a duplicate;
+- **(H)** ``event_hashes`` holds the last ``dedup_capacity`` applied event ids: a copy of an event at a *new*
+  position (a producer's retry, a topic produced again) is skipped while the original is among them.
 
 So, for a message of ``interactions`` (``msg``) at ``(p, o)``: waiting → the re-delivery of one that parked
 before a crash (its parked record may never have left the producer): tried again, applied or parked again;
-``o <= watermarks[p]`` → re-delivered, a duplicate; an id in the window → a duplicate; otherwise applied
-(``watermarks[p] = o``) or parked (``watermarks[p] = o`` and ``(p, o)`` waiting). For a parked record of
-``(p, o)``: waiting → tried (applied: no longer waiting; an id in the window: a duplicate, no longer
-waiting); not waiting → a copy of one applied already (a re-delivery after a crash, or the second record
-of a re-parked re-delivery), a duplicate. Records parked before positions were remembered
-(``tracked=False``) are deduplicated by the window alone. Whenever both a parked record and its re-delivery
-exist, whichever is applied first takes the position out of ``waiting`` and the other is a duplicate.
+``o`` decided → re-delivered, a duplicate; an id in the window → a duplicate; otherwise applied (``o``
+decided) or parked (``o`` decided and waiting). For a parked record of ``(p, o)``: waiting → tried
+(applied: no longer waiting; an id in the window: a duplicate, no longer waiting); not waiting → a copy of
+one applied already (a re-delivery after a crash, or the second record of a re-parked re-delivery), a
+duplicate. Whenever both a parked record and its re-delivery exist, whichever is applied first takes the
+position out of ``waiting`` and the other is a duplicate.
 
-An expired record (``park_max_attempts`` used) is dead-lettered and its position left waiting, so the
-profile never records it before the dead letter is sent (with the on-disk table, a profile written just
-before a kill -9 can outlive the records sent with it); forgotten oldest first, it costs 12 bytes.
-A partition added to ``interactions`` moves some users to another partition: the new one has no watermark
-yet (the window covers the switch). Re-creating ``interactions`` under the same name restarts its offsets:
-the worker's state (its changelog and ``data_dir/faust``) must be deleted with it, or it would skip the new
-offsets up to the old watermarks.
+Decided offsets are a set, not a high-water mark: Faust's stream can drop a message, which the commit guard
+then fetches again after later ones were processed (``streams/faust_compat/offset_guard.py``); it is not
+decided, so it is applied. The limits, each documented where it is decided:
+
+- such a message comes after ``decided_capacity`` later ones of the same user: it is below the floor,
+  taken for a re-delivery (lost);
+- ``parked_capacity`` positions wait already (none below its floor): the interaction is parked untracked
+  (``tracked=False``), nothing stored, and its records are deduplicated by the window alone, as are records
+  parked before positions were remembered;
+- an expired record (``park_max_attempts`` used) is dead-lettered and its position left waiting (until it
+  falls below the floor), so the profile never records it before the dead letter is sent: with the on-disk
+  table a profile written just before a kill -9 can outlive the records sent with it;
+- partitions added to ``interactions`` move some users to another partition, where nothing is decided yet
+  (the window covers the switch); re-creating ``interactions`` under the same name restarts its offsets: the
+  worker's state (its changelog and ``data_dir/faust``) must be deleted with it, or it would skip new
+  messages as re-deliveries.
 """
 
 from __future__ import annotations
@@ -73,7 +82,7 @@ Stored = bytes | dict[str, Any]
 def taste_params(cfg: WorkerConfig) -> TasteParams:
     return TasteParams(half_life_s=cfg.taste_half_life_s, seen_capacity=cfg.seen_capacity,
                        muted_capacity=cfg.muted_capacity, dedup_capacity=cfg.dedup_capacity,
-                       parked_capacity=cfg.parked_capacity)
+                       decided_capacity=cfg.decided_capacity, parked_capacity=cfg.parked_capacity)
 
 
 def apply_interaction(event: Interaction, profile: UserProfile, lookup: Callable[[str], IndexedFlit | None],
@@ -139,8 +148,8 @@ def user_state(profile: UserProfile, trigger_id: str, trigger_ts: float, now: fl
 def refresh_tastes(stored: Stored, others: Mapping[str, VectorsOf], params: TasteParams,
                    now: float) -> tuple[bytes, UserState] | None:
     """The worker's sweep over its users when a version becomes ready (or is added): rebuild from the
-    history each taste the stored profile (``UserProfile.to_bytes()``, or an older form) lacks among ``others`` (a lookup per
-    version). Returns the profile to store and the state to publish, or None when nothing was rebuilt
+    history each taste the stored profile (``UserProfile.to_bytes()``, or an older form) lacks among
+    ``others`` (a lookup per version). Returns the profile to store and the state to publish, or None when nothing was rebuilt
     (every taste there already, or no usable history: nothing to store or publish).
 
     The state's ``trigger_id`` is the profile's last applied event, the one the ranker's held state already
@@ -228,27 +237,30 @@ def decide(interaction: Interaction, msg: RawMessage, stored: Stored | None,
     profile = UserProfile.from_stored(stored) if stored else UserProfile(interaction.user_id)
     position = (msg.partition, msg.offset) if parked is None else (parked.source_partition, parked.source_offset)
     waiting = profile.is_waiting(*position)
-    if not waiting and (profile.delivered(*position) if parked is None else parked.tracked):
-        # A re-delivered message, or a parked record whose interaction was applied already (W, P).
+    if not waiting and (profile.is_decided(*position) if parked is None else parked.tracked):
+        # A re-delivered message, or a parked record whose interaction was applied already (D, P).
         return _duplicate(profile, interaction, msg, source_topic, now, store=False)
     # The taste's move is measured in the version learnt with (the stored primary may be another, e.g. the
     # version live before a switch: its vectors are of another space, maybe another dimension).
     before = profile.query_vector(params.version or None)
     outcome = apply_interaction(interaction, profile, lookup, params, others)
     if outcome == "duplicate":  # a copy at a new position (H); one that waited waits no longer
-        return _duplicate(profile, interaction, msg, source_topic, now, store=waiting and profile.stop_waiting(*position))
+        forgot = waiting and profile.stop_waiting(*position)
+        return _duplicate(profile, interaction, msg, source_topic, now, store=forgot)
     if outcome == "park":
         raw_b64 = parked.raw_b64 if parked else base64.b64encode(msg.value or b"").decode("ascii")
-        nxt = next_park(parked, interaction, raw_b64, *position, now, worker,
-                        tracked=parked is None or parked.tracked)
+        fresh = parked is None and not waiting  # parked for the first time (else its position waits already)
+        tracked = profile.wait_for(*position, params.parked_capacity) if fresh else parked is None or parked.tracked
+        nxt = next_park(parked, interaction, raw_b64, *position, now, worker, tracked=tracked)
         if nxt is not None:
-            if parked is not None or waiting:  # the position waits already (a retry, or a re-delivery of one)
-                return Decision("park", (Park(nxt),))
-            # A new position: stored as waiting before the record is sent (W), so that a re-delivery after
-            # a crash parks it again instead of taking it for a duplicate.
-            profile.mark_delivered(*position)
-            profile.wait_for(*position, params.parked_capacity)
-            return Decision("park", (StoreProfile(profile.user_id, profile.to_bytes()), Park(nxt)))
+            if fresh and tracked:
+                # Stored as decided and waiting before the record is sent (D), so that a re-delivery after a
+                # crash parks it again instead of taking it for a duplicate.
+                profile.mark_decided(*position, params.decided_capacity)
+                return Decision("park", (StoreProfile(profile.user_id, profile.to_bytes()), Park(nxt)))
+            # A retry, a re-delivery of a waiting one, or one beyond parked_capacity: nothing to store (the
+            # last is not decided either, so that its re-delivery parks it again).
+            return Decision("park", (Park(nxt),))
         # Expired. Its position stays waiting (see the module docstring): nothing is stored.
         original = RawMessage(topic=source_topic, partition=position[0], offset=position[1],
                               key=interaction.user_id.encode(), value=base64.b64decode(raw_b64),
@@ -258,7 +270,7 @@ def decide(interaction: Interaction, msg: RawMessage, stored: Stored | None,
     if waiting:
         profile.stop_waiting(*position)
     if parked is None:
-        profile.mark_delivered(*position)
+        profile.mark_decided(*position, params.decided_capacity)
     return Decision("applied", (StoreProfile(profile.user_id, profile.to_bytes()),
                                 ObserveTaste(before, profile.query_vector()), Count("processed", source_topic),
                                 _publish_state(profile, interaction.event_id, msg.timestamp, now)))

@@ -93,8 +93,8 @@ def profiles_table(app: faust.App, name: str, worker: WorkerConfig, partitions: 
     the app was made with (``faust.App(store=store_url(worker))``), with ``partitions`` partitions."""
     if URL(str(app.conf.store)).scheme != worker.state_store:  # a table's own store URL "x://" is falsy
         raise ValueError(f"the app's store is {app.conf.store}, not {store_url(worker)}")
-    # Values are the profiles' own bytes, written and read as they are (a memory table holds them so, ~10 KB
-    # for a worst-case user instead of a 44 KB dict). Records written before with Faust's JSON codec come
+    # Values are the profiles' own bytes, written and read as they are (a memory table holds them so, ~10.6
+    # KB for a worst-case user instead of a 44 KB dict). Records written before with Faust's JSON codec come
     # back as their JSON bytes, which UserProfile.from_stored still reads. value_type=bytes selects Faust's
     # "raw" codec for the values (the store's and the changelog's).
     table = ProfilesTable(app, name=name, default=None, partitions=partitions, key_type=str, value_type=bytes,

@@ -1,12 +1,13 @@
-"""A re-delivered or duplicate interaction changes nothing: the positions (a watermark per partition, the
-parked positions waiting) and the small window of event ids, through ``user_updates.decide``.
+"""A re-delivered or duplicate interaction changes nothing: the positions (the offsets decided on each
+partition, the parked positions waiting) and the small window of event ids, through ``user_updates.decide``.
 
 The invariant is ``streams/user_updates.py``'s docstring. The first test runs a model of the worker against
 it: a user's interactions on a partition, parked records, commits, crashes that lose what the producer had
-not delivered (and maybe part of a decision's effects) and re-deliver what was not committed, with the table on disk (a profile written before a
-crash survives it) or in memory (it survives only if its changelog record did); every interaction must end
-applied exactly once. The window of event ids is 2 there, far smaller than the runs: the positions alone
-must do it. The others name each path.
+not delivered (and maybe part of a decision's effects) and re-deliver what was not committed, with the
+table on disk (a profile written before a crash survives it) or in memory (it survives only if its
+changelog record did), and messages Faust's stream drops and the commit guard fetches again after later
+ones; every interaction must end applied exactly once. The window of event ids is 2 there, far smaller than
+the runs: the positions alone must do it. The others name each path.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from flitfeed.streams.events import Interaction, ParkedInteraction, Reason, User
 from flitfeed.streams.user_updates import Decision, decide, taste_params
 
 NOW = 1.7e9
-#: A tiny window: what is exact below is exact by position.
-W = WorkerConfig(dedup_capacity=2, parked_capacity=64, park_max_attempts=10_000, park_base_delay_s=1.0,
-                 park_max_delay_s=1.0)
+#: A tiny window of event ids: what is exact below is exact by position.
+W = WorkerConfig(dedup_capacity=2, decided_capacity=64, parked_capacity=64, park_max_attempts=10_000,
+                 park_base_delay_s=1.0, park_max_delay_s=1.0)
 PARAMS = taste_params(W)
+#: Few decided offsets too: re-deliveries below the floor (exact while messages are decided in order).
+W_FEW = W.model_copy(update={"decided_capacity": 3})
 SOURCE = "t-interactions"
 
 
@@ -69,12 +72,16 @@ class Worker:
 
     n: int
     known: set[int]
+    worker: WorkerConfig
     #: The table survives a crash as the worker last wrote it (RocksDB), else as its changelog had it.
     on_disk: bool
     rng: random.Random
     direct: list[tuple[Interaction, RawMessage]] = field(default_factory=list)
     parked: list[ParkedInteraction] = field(default_factory=list)  # delivered to the broker
     at_direct: int = 0
+    #: A message Faust's stream dropped unprocessed (``streams/faust_compat/offset_guard.py``): the commit
+    #: stops there, and the guard later seeks the partition back to it, re-delivering what followed too.
+    hole: int | None = None
     at_parked: int = 0
     committed_direct: int = 0
     committed_parked: int = 0
@@ -111,7 +118,7 @@ class Worker:
         if self.at_direct < len(self.direct):
             event, msg = self.direct[self.at_direct]
             self.run(decide(event, msg, self.table, self.lookup, parked=None, source_topic=SOURCE, now=NOW,
-                            params=PARAMS, worker=W))
+                            params=taste_params(self.worker), worker=self.worker))
             self.at_direct += 1
 
     def step_parked(self) -> None:
@@ -120,7 +127,7 @@ class Worker:
             msg = RawMessage(topic="interactions-parked", partition=0, offset=self.at_parked, key=b"u",
                              value=record.to_bytes(), timestamp=NOW)
             self.run(decide(record.interaction, msg, self.table, self.lookup, parked=record, source_topic=SOURCE,
-                            now=NOW, params=PARAMS, worker=W))
+                            now=NOW, params=taste_params(self.worker), worker=self.worker))
             self.at_parked += 1
 
     def deliver(self, parks: int, profiles: int) -> None:
@@ -131,10 +138,22 @@ class Worker:
             self.changelog = self.unsent_profiles[:profiles][-1]
         del self.unsent_profiles[:profiles]
 
+    def skip(self) -> None:
+        """Faust's stream drops the next message without processing it and goes on with the ones after."""
+        if self.at_direct < len(self.direct):
+            self.hole = self.at_direct if self.hole is None else self.hole
+            self.at_direct += 1
+
+    def refetch(self) -> None:
+        """The guard seeks the partition back to the hole: it and everything after it come again."""
+        if self.hole is not None:
+            self.at_direct, self.hole = self.hole, None
+
     def commit(self) -> None:
-        """The commit flushes the producer, then commits both positions."""
+        """The commit flushes the producer, then commits both positions (never past a hole)."""
         self.deliver(len(self.unsent_parks), len(self.unsent_profiles))
-        self.committed_direct, self.committed_parked = self.at_direct, self.at_parked
+        self.committed_direct = self.at_direct if self.hole is None else self.hole
+        self.committed_parked = self.at_parked
 
     def crash(self) -> None:
         """kill -9: the producer delivered some of what it held, the rest is lost; both topics are read
@@ -144,23 +163,31 @@ class Worker:
         self.unsent_profiles.clear()
         if not self.on_disk:
             self.table = self.changelog
-        self.at_direct, self.at_parked = self.committed_direct, self.committed_parked
+        self.at_direct, self.at_parked, self.hole = self.committed_direct, self.committed_parked, None
 
     def drain(self) -> None:
         self.known = set(range(self.n))
+        self.refetch()
         while self.at_direct < len(self.direct) or self.at_parked < len(self.parked) or self.unsent_parks:
             self.step_direct()
             self.commit()
             self.step_parked()
 
 
+STEPS = ["direct", "direct", "direct", "parked", "parked", "deliver", "commit", "crash", "crash_within", "embed"]
+
+
 @settings(max_examples=400, deadline=None)
 @given(n=st.integers(1, 10), unknown=st.sets(st.integers(0, 9)), on_disk=st.booleans(), seed=st.integers(0, 2**16),
-       steps=st.lists(st.sampled_from(["direct", "direct", "direct", "parked", "parked", "deliver", "commit",
-                                       "crash", "crash_within", "embed"]), max_size=60))
-def test_every_interaction_is_applied_exactly_once_through_crashes_and_parking(n, unknown, on_disk, seed, steps) -> None:
+       few=st.booleans(), steps=st.lists(st.sampled_from(STEPS + ["skip", "refetch"]), max_size=60))
+def test_every_interaction_is_applied_exactly_once_through_crashes_and_parking(n, unknown, on_disk, seed, few,
+                                                                                 steps) -> None:
+    """Also with 3 decided offsets remembered (re-deliveries then fall below the floor), but without
+    messages dropped and fetched again: one fetched again after 3 later ones is the documented limit."""
     rng = random.Random(seed)
-    w = Worker(n=n, known=set(range(n)) - unknown, on_disk=on_disk, rng=rng)
+    if few:
+        steps = [step for step in steps if step not in ("skip", "refetch")]
+    w = Worker(n=n, known=set(range(n)) - unknown, worker=W_FEW if few else W, on_disk=on_disk, rng=rng)
     for step in steps:
         match step:
             case "direct":
@@ -173,6 +200,10 @@ def test_every_interaction_is_applied_exactly_once_through_crashes_and_parking(n
                 w.commit()
             case "crash":
                 w.crash()
+            case "skip":
+                w.skip()
+            case "refetch":
+                w.refetch()
             case "crash_within":
                 w.cut = True
                 w.step_direct() if rng.random() < 0.5 else w.step_parked()
@@ -185,7 +216,8 @@ def test_every_interaction_is_applied_exactly_once_through_crashes_and_parking(n
     got, want = UserProfile.from_stored(w.table), reference(n)
     assert (got.positives, sorted(got.seen), got.waiting) == (n, sorted(want.seen), [])
     np.testing.assert_allclose(got.taste, want.taste, rtol=1e-5)
-    assert got.watermarks == {0: n - 1}
+    assert sorted(got.decided) == [0] and all(got.is_decided(0, o) for o in range(n))
+    assert not got.is_decided(0, n)
 
 
 # --- each path ------------------------------------------------------------------------------------------------
@@ -233,16 +265,16 @@ def test_a_copy_at_a_new_offset_is_a_duplicate_within_the_window() -> None:
     assert decide_one(*interaction(2, offset=8), stored).outcome == "applied"
 
 
-def test_a_parked_interaction_is_applied_once_although_later_ones_raised_the_watermark() -> None:
+def test_a_parked_interaction_is_applied_once_although_later_ones_were_decided() -> None:
     parking = decide_one(*interaction(0), None, known={1, 2})
     stored, record = parking.effects[0].profile, parking.effects[1].record
     stored = applied(1, 2, stored=stored)
-    assert UserProfile.from_stored(stored).watermarks == {0: 2}
+    assert UserProfile.from_stored(stored).decided[0].offsets.tolist() == [0, 1, 2]
     retry = decide_one(record.interaction, retry_of(record), stored, parked=record)
     assert retry.outcome == "applied"
     stored = retry.effects[0].profile
     profile = UserProfile.from_stored(stored)
-    assert profile.waiting == [] and profile.positives == 3 and profile.watermarks == {0: 2}
+    assert profile.waiting == [] and profile.positives == 3 and profile.decided[0].offsets.tolist() == [0, 1, 2]
     # The record delivered again (the retry's offset not committed), and the message itself again: duplicates.
     assert unchanged(decide_one(record.interaction, retry_of(record), stored, parked=record), stored)
     assert unchanged(decide_one(*interaction(0), stored), stored)
@@ -298,26 +330,52 @@ def test_an_expired_record_leaves_its_position_waiting_and_a_copy_of_it_is_dead_
     assert again.outcome == "expired"
 
 
-def test_beyond_parked_capacity_the_oldest_position_is_forgotten() -> None:
+def test_beyond_parked_capacity_an_interaction_is_parked_untracked_and_deduplicated_by_its_id() -> None:
     worker = W.model_copy(update={"parked_capacity": 2})
     params = taste_params(worker)
     stored, records = None, []
-    for i in range(3):
+    for i in range(2):
         d = decide_one(*interaction(i), stored, known=set(), params=params, worker=worker)
         stored, records = d.effects[0].profile, records + [d.effects[1].record]
-    assert UserProfile.from_stored(stored).waiting == [(0, 1), (0, 2)]
-    outcomes = [decide_one(r.interaction, retry_of(r), stored, parked=r, params=params, worker=worker).outcome
-                for r in records]
-    assert outcomes == ["duplicate", "applied", "applied"]  # the documented limit: e0 is lost
+    # Two wait: the third is parked without its position, nothing stored and nothing decided, so that its
+    # re-delivery parks it again (its first record may be lost).
+    full = decide_one(*interaction(2), stored, known=set(), params=params, worker=worker)
+    assert [type(e) for e in full.effects] == [Park] and full.effects[0].record.tracked is False
+    again = decide_one(*interaction(2), stored, known=set(), params=params, worker=worker)
+    assert [type(e) for e in again.effects] == [Park] and again.effects[0].record.tracked is False
+    for r in records + [full.effects[0].record]:
+        d = decide_one(r.interaction, retry_of(r), stored, parked=r, params=params, worker=worker)
+        assert d.outcome == "applied"
+        stored = d.effects[0].profile
+    second = again.effects[0].record  # the window knows e2 (applied 0 events ago)
+    assert unchanged(decide_one(second.interaction, retry_of(second), stored, parked=second, params=params,
+                                worker=worker), stored)
+    profile = UserProfile.from_stored(stored)
+    assert profile.positives == 3 and profile.waiting == []
 
 
-def test_a_user_moved_to_another_partition_starts_a_watermark_there() -> None:
+def test_positions_below_their_floor_make_room_for_new_ones() -> None:
+    worker = W.model_copy(update={"parked_capacity": 2, "decided_capacity": 3})
+    params = taste_params(worker)
+    stored = None
+    for i in range(2):  # parked, and (say) expired since: their positions stay
+        stored = decide_one(*interaction(i), stored, known=set(), params=params, worker=worker).effects[0].profile
+    for i in range(2, 6):
+        stored = decide_one(*interaction(i), stored, params=params, worker=worker).effects[0].profile
+    assert UserProfile.from_stored(stored).decided[0].floor == 2, "0 and 1 are older than the 3 latest"
+    parking = decide_one(*interaction(6), stored, known=set(), params=params, worker=worker)
+    assert parking.effects[1].record.tracked is True
+    assert UserProfile.from_stored(parking.effects[0].profile).waiting == [(0, 6)]
+
+
+def test_a_user_moved_to_another_partition_starts_deciding_offsets_there() -> None:
     stored = applied(*range(5))
     # Partitions were added: the user's key maps to partition 3, whose offsets are lower.
     moved = decide_one(*interaction(5, offset=1, partition=3), stored)
     assert moved.outcome == "applied"
     stored = moved.effects[0].profile
-    assert UserProfile.from_stored(stored).watermarks == {0: 4, 3: 1}
+    assert {p: d.offsets.tolist() for p, d in UserProfile.from_stored(stored).decided.items()} == {
+        0: [0, 1, 2, 3, 4], 3: [1]}
     assert decide_one(*interaction(5, offset=1, partition=3), stored).outcome == "duplicate"
     assert decide_one(*interaction(6, offset=2, partition=3), stored).outcome == "applied"
 
@@ -338,13 +396,13 @@ def test_a_record_parked_before_positions_were_remembered_is_deduplicated_by_its
     assert [type(e) for e in reparked.effects] == [Park] and reparked.effects[0].record.tracked is False
 
 
-def test_a_profile_stored_before_watermarks_still_skips_what_its_event_ids_remember() -> None:
+def test_a_profile_stored_before_decided_offsets_still_skips_what_its_event_ids_remember() -> None:
     """The JSON a worker stored before (2,000 hashes, no positions), as Faust's JSON codec wrote it."""
     before = UserProfile("u")
     for i in range(3):
         before.learn_one(f"e{i}", "like", NOW + i, vector(i), "a", f"f{i}", replace(PARAMS, dedup_capacity=2000))
     stored = before.to_dict()
-    del stored["watermarks"], stored["waiting"]
+    del stored["decided"], stored["waiting"]
     raw = json.dumps(stored).encode()
     for form in (raw, stored):
         dup = decide_one(*interaction(0), form)
@@ -352,7 +410,7 @@ def test_a_profile_stored_before_watermarks_still_skips_what_its_event_ids_remem
     new = decide_one(*interaction(3), raw)
     assert new.outcome == "applied"
     profile = UserProfile.from_stored(new.effects[0].profile)
-    assert profile.watermarks == {0: 3} and profile.positives == 4
+    assert profile.decided[0].offsets.tolist() == [3] and profile.positives == 4
     assert len(profile.event_hashes) == W.dedup_capacity, "the window is cut to its new size"
     state = UserState.model_validate_json(new.effects[-1].records[0][1])
     assert state.seen == ["f0", "f1", "f2", "f3"]

@@ -321,8 +321,10 @@ def full_profile(seen: int = 500, muted: int = 200, hashes: int = 128) -> UserPr
                     rng.standard_normal(384).astype(np.float32), f"author-{i % muted:03d}",
                     f"flit-{rng.integers(10**6):07d}", params, dwell_ms=2500,
                     others={"v2": rng.standard_normal(16).astype(np.float32)})
-    p.mark_delivered(4, 123_456_789_012)
-    p.mark_delivered(0, 7)
+    for o in range(123_456_789_000, 123_456_789_000 + 2 * hashes, 2):  # every other offset: another user's
+        p.mark_decided(4, o, 128)
+    p.mark_decided(0, 7, 128)
+    p.mark_decided(0, 5_000_000_000, 128)  # 7 is over 4 billion below: stored as the floor
     p.wait_for(4, 123_456_789_000, 32)
     return p
 
@@ -335,7 +337,12 @@ def test_the_stored_form_round_trips_exactly_and_keeps_history_times_to_the_mill
     assert (back.user_id, back.last_ts, back.positives, back.negatives, back.last_event_id, back.taste_version) == (
         p.user_id, p.last_ts, p.positives, p.negatives, p.last_event_id, p.taste_version)
     assert back.seen == p.seen and back.muted_authors == p.muted_authors
-    assert back.watermarks == {4: 123_456_789_012, 0: 7} and back.waiting == [(4, 123_456_789_000)]
+    assert back.decided[4].offsets.tolist() == p.decided[4].offsets.tolist() and back.decided[4].floor == -1
+    assert back.is_decided(4, 123_456_789_002) and not back.is_decided(4, 123_456_789_001)
+    assert back.decided[0].offsets.tolist() == [5_000_000_000] and back.decided[0].floor == 7
+    assert back.is_decided(0, 6) and not back.is_decided(0, 8)
+    assert back.waiting == [(4, 123_456_789_000)]
+
     np.testing.assert_array_equal(back.event_hashes, p.event_hashes)
     np.testing.assert_array_equal(back.history_w, p.history_w)
     for version in ("v1", "v2"):
@@ -353,9 +360,13 @@ def test_the_stored_form_round_trips_exactly_and_keeps_history_times_to_the_mill
 
 
 def test_a_worst_case_profile_is_stored_in_under_16_kb() -> None:
-    """Issue 17's bound with every list full (500 seen, 200 muted, the 128-id window) and a 384-d taste."""
+    """Issue 17's bound with every list full (500 seen, 200 muted, the 128-id window, 128 decided offsets,
+    32 parked positions) and a 384-d taste."""
     p = full_profile()
-    del p.tastes["v2"]
+    del p.tastes["v2"], p.decided[0]
+    for o in range(1, 32):
+        p.wait_for(4, 123_456_789_000 + 2 * o, 32)
+    assert len(p.waiting) == 32 and len(p.decided[4].offsets) == 128
     assert len(p.to_bytes()) < 16_000, len(p.to_bytes())
 
 
@@ -364,7 +375,7 @@ def test_every_older_stored_form_is_read() -> None:
     assert (current.seen, current.muted_authors, current.last_event_id, current.taste_version) == (
         ["f1", "f2"], ["a2"], "e2", "v1")
     assert current.has_applied("e1") and current.has_applied("e2") and not current.has_applied("e3")
-    assert current.watermarks == {} and current.waiting == []
+    assert current.decided == {} and current.waiting == []
     np.testing.assert_allclose(current.tastes["v1"], [0.70710677, -1.0])
     np.testing.assert_array_equal(current.history_ts, [1.7e9, 1.7e9 + 50])
     assert UserProfile.from_stored(current.to_bytes()).to_dict() == current.to_dict()
