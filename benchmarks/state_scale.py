@@ -8,8 +8,8 @@ Needs a running broker (``make bench`` starts the project's own; ``--bootstrap``
 For each store the benchmark:
 
 1. writes N profiles of ``--events`` interactions each straight to the profiles table's changelog topic, exactly
-   as the worker writes them (``UserProfile.to_dict()`` through Faust's JSON codec, keyed and partitioned like
-   the worker's own records): what a worker that applied N x events interactions leaves behind. The profiles
+   as the worker writes them (``UserProfile.to_bytes()`` as they are, keys through Faust's JSON codec, partitioned
+   like the worker's own records): what a worker that applied N x events interactions leaves behind. The profiles
    are real ones (``UserProfile.learn_one``, 384-d vectors); 2,000 distinct ones are built and reused with
    each user's own ids (building a million through ``learn_one`` alone would take an hour);
 2. starts a real worker (``flitfeed worker``, hashing encoder, no flits) on an empty data dir and times it
@@ -74,32 +74,32 @@ def metric(port: int, name: str) -> float:
     return sum(s.value for fam in text_string_to_metric_families(body) for s in fam.samples if s.name == name)
 
 
-def templates(events: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+def templates(events: int, rng: np.random.Generator) -> list[Any]:
     """``DISTINCT`` real profiles of ``events`` interactions each (as ``benchmarks.user_memory`` builds them)."""
+    import dataclasses
+
     from benchmarks.user_memory import build
-    from flitfeed.encoders.user_vector import TasteParams
     from flitfeed.settings import Settings
+    from flitfeed.streams.user_updates import taste_params
 
-    s = Settings()
-    params = TasteParams(s.worker.taste_half_life_s, s.worker.seen_capacity, s.worker.muted_capacity, s.worker.dedup_capacity, version="bench")
-    return [p.to_dict() for p in build(DISTINCT, events, params, rng)]
+    params = dataclasses.replace(taste_params(Settings().worker), version="bench")
+    return build(DISTINCT, events, params, rng)
 
 
-def profile_of(template: dict[str, Any], u: int) -> dict[str, Any]:
-    """The template as user ``u``'s own: its id and its flits' ids are the user's (no two users share bytes)."""
-    d = dict(template)
-    d["user_id"] = user_id(u)
-    seen = template["seen"].split(" ") if isinstance(template["seen"], str) else template["seen"]
-    d["seen"] = " ".join(f"{f}-{u:07d}" for f in seen)  # as UserProfile.to_dict() joins them
-    d["last_event_id"] = f"{template['last_event_id']}-{u:07d}"
-    return d
+def profile_of(template: Any, u: int) -> bytes:
+    """The template as user ``u``'s own, stored: its id and its flits' ids are the user's (no two users share
+    bytes)."""
+    import dataclasses
+
+    return dataclasses.replace(template, user_id=user_id(u), seen=[f"{f}-{u:07d}" for f in template.seen],
+                               last_event_id=f"{template.last_event_id}-{u:07d}").to_bytes()
 
 
 def user_id(u: int) -> str:
     return f"bird-{u:07d}"
 
 
-def write_changelog(settings: Any, topic: str, n_users: int, tmpl: list[dict[str, Any]]) -> tuple[int, float]:
+def write_changelog(settings: Any, topic: str, n_users: int, tmpl: list[Any]) -> tuple[int, float]:
     """N profiles on the changelog (created compacted, like Faust creates it). Returns (bytes, seconds)."""
     from aiokafka.partitioner import murmur2
     from confluent_kafka import Producer
@@ -117,7 +117,7 @@ def write_changelog(settings: Any, topic: str, n_users: int, tmpl: list[dict[str
     started, total = time.perf_counter(), 0
     for u in range(n_users):
         key = user_id(u)
-        value = codecs.dumps("json", profile_of(tmpl[u % len(tmpl)], u))
+        value = profile_of(tmpl[u % len(tmpl)], u)  # the table's values are raw bytes
         total += len(value)
         # The partition of the user's interactions (raw key), whose record the table writes on.
         partition = (murmur2(key.encode()) & 0x7FFFFFFF) % settings.kafka.partitions
@@ -164,7 +164,7 @@ def _try(f: Any) -> float:
         return float("nan")
 
 
-def measure_store(store: str, n_users: int, tmpl: list[dict[str, Any]], bootstrap: str, run_dir: Path,
+def measure_store(store: str, n_users: int, tmpl: list[Any], bootstrap: str, run_dir: Path,
                   timeout_s: float) -> list[dict[str, Any]]:
     from flitfeed.kafka.admin import create_topics, delete_topics, topic_names
     from flitfeed.settings import Settings

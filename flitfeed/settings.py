@@ -202,8 +202,17 @@ class WorkerConfig(_Area):
     seen_capacity: int = Field(500, ge=1)
     #: Authors remembered as muted per user (hide/report).
     muted_capacity: int = Field(200, ge=1)
-    #: Event ids remembered per user to skip re-delivered events.
-    dedup_capacity: int = Field(2000, ge=1)
+    #: Applied event ids remembered (hashed) per user: catches a copy of an event at a new offset (a
+    #: producer's retry, a topic produced again) within this many of the user's latest events. Re-deliveries
+    #: are recognised by offset instead (``streams/user_updates.py``).
+    dedup_capacity: int = Field(128, ge=1)
+    #: Offsets of a user's decided interactions remembered exactly, per partition (older ones count as
+    #: decided): a message Faust dropped and fetched again after this many later ones of the same user would
+    #: be taken for a re-delivery.
+    decided_capacity: int = Field(128, ge=1)
+    #: Parked interactions (waiting for their flit) whose positions each user's profile remembers, so that
+    #: a re-delivered or copied parked interaction is applied once; the oldest is forgotten beyond.
+    parked_capacity: int = Field(32, ge=1)
     #: Retries of an interaction whose flit is not embedded yet, then `flit_not_found`.
     park_max_attempts: int = Field(8, ge=1)
     #: First back-off of a parked interaction (doubles per attempt).

@@ -12,7 +12,7 @@ Count(counter='processed', topic='flits', n=3)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
 import numpy as np
 
@@ -59,11 +59,11 @@ class Reject:
 
 @dataclass(frozen=True, slots=True)
 class StoreProfile:
-    """Write a user's profile (``UserProfile.to_dict()``) to the table; its changelog record is with the
+    """Write a user's profile (``UserProfile.to_bytes()``) to the table; its changelog record is with the
     Kafka client before the event is acked."""
 
     user_id: str
-    profile: dict[str, Any]
+    profile: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -328,6 +328,9 @@ class ParkedInteraction(_Record):
     source_offset: int
     attempts: int
     not_before: float
+    #: The user's profile remembers this position as waiting (``UserProfile.waiting``): applied only while
+    #: it is there. False: a record parked before profiles remembered positions, deduplicated by event id.
+    tracked: bool = False
 
 
 R = TypeVar("R", bound=_Versioned)

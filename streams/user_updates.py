@@ -11,6 +11,46 @@ the user's taste too, so that a switch finds it ready: the agent passes ``others
 version (``version -> (flit ids -> {flit_id: vector})``). A taste a version lacks is rebuilt from the
 user's history (:meth:`~flitfeed.encoders.user_vector.UserProfile.rebuild`), on the user's next
 interaction or by the worker's sweep when a version becomes ready (:func:`refresh_tastes`).
+
+**Idempotence: a re-delivered or duplicate interaction changes nothing.** A user's interactions all come
+from one partition of ``interactions`` (keyed by user), so the profile remembers positions instead of
+thousands of event ids (:class:`~flitfeed.encoders.user_vector.UserProfile`). The invariant, per user and
+partition ``p`` of ``interactions``:
+
+- **(D)** every message of the user whose offset is in ``decided[p]`` (the latest ``decided_capacity``
+  offsets decided there, and every offset at or below its floor) has been decided: applied (its effect is in the
+  profile), or parked, and then its position ``(p, offset)`` was added to ``waiting`` in the same stored
+  profile, before its parked record was sent;
+- **(P)** a position leaves ``waiting`` only when its interaction is applied (or when it has fallen below its
+  partition's floor and room is needed); a parked record whose position is not waiting is a duplicate;
+- **(H)** ``event_hashes`` holds the last ``dedup_capacity`` applied event ids: a copy of an event at a *new*
+  position (a producer's retry, a topic produced again) is skipped while the original is among them.
+
+So, for a message of ``interactions`` (``msg``) at ``(p, o)``: waiting → the re-delivery of one that parked
+before a crash (its parked record may never have left the producer): tried again, applied or parked again;
+``o`` decided → re-delivered, a duplicate; an id in the window → a duplicate; otherwise applied (``o``
+decided) or parked (``o`` decided and waiting). For a parked record of ``(p, o)``: waiting → tried
+(applied: no longer waiting; an id in the window: a duplicate, no longer waiting); not waiting → a copy of
+one applied already (a re-delivery after a crash, or the second record of a re-parked re-delivery), a
+duplicate. Whenever both a parked record and its re-delivery exist, whichever is applied first takes the
+position out of ``waiting`` and the other is a duplicate.
+
+Decided offsets are a set, not a high-water mark: Faust's stream can drop a message, which the commit guard
+then fetches again after later ones were processed (``streams/faust_compat/offset_guard.py``); it is not
+decided, so it is applied. The limits, each documented where it is decided:
+
+- such a message comes after ``decided_capacity`` later ones of the same user: it is below the floor,
+  taken for a re-delivery (lost);
+- ``parked_capacity`` positions wait already (none below its floor): the interaction is parked untracked
+  (``tracked=False``), nothing stored, and its records are deduplicated by the window alone, as are records
+  parked before positions were remembered;
+- an expired record (``park_max_attempts`` used) is dead-lettered and its position left waiting (until it
+  falls below the floor), so the profile never records it before the dead letter is sent: with the on-disk
+  table a profile written just before a kill -9 can outlive the records sent with it;
+- partitions added to ``interactions`` move some users to another partition, where nothing is decided yet
+  (the window covers the switch); re-creating ``interactions`` under the same name restarts its offsets: the
+  worker's state (its changelog and ``data_dir/faust``) must be deleted with it, or it would skip new
+  messages as re-deliveries.
 """
 
 from __future__ import annotations
@@ -35,17 +75,22 @@ Outcome = Literal["applied", "duplicate", "park"]
 #: Flit vectors in one embedding version: flit ids -> ``{flit_id: vector}`` for the ids it knows.
 VectorsOf = Callable[[Sequence[str]], Mapping[str, np.ndarray]]
 
+#: A profile as the table holds it: ``UserProfile.to_bytes()``, or an older form (JSON bytes, a dict).
+Stored = bytes | dict[str, Any]
+
 
 def taste_params(cfg: WorkerConfig) -> TasteParams:
     return TasteParams(half_life_s=cfg.taste_half_life_s, seen_capacity=cfg.seen_capacity,
-                       muted_capacity=cfg.muted_capacity, dedup_capacity=cfg.dedup_capacity)
+                       muted_capacity=cfg.muted_capacity, dedup_capacity=cfg.dedup_capacity,
+                       decided_capacity=cfg.decided_capacity, parked_capacity=cfg.parked_capacity)
 
 
 def apply_interaction(event: Interaction, profile: UserProfile, lookup: Callable[[str], IndexedFlit | None],
                       params: TasteParams, others: Mapping[str, VectorsOf] | None = None) -> Outcome:
     """Apply ``event`` to ``profile`` (in place) if its flit is known in the primary version (``lookup``).
 
-    A duplicate is recognised before the lookup, so a replay never parks. ``others``: a lookup per other
+    A duplicate (an id in the profile's window, :meth:`UserProfile.has_applied`) is recognised before the
+    lookup, so a replay never parks; :func:`decide` checks the positions first. ``others``: a lookup per other
     held version. A taste the profile holds there is updated with the flit's vector (dropped when the
     version does not know the flit yet); then each version the profile lacks a taste in is rebuilt from
     the history, one lookup of every history flit, unless that version does not know this event's flit
@@ -100,11 +145,11 @@ def user_state(profile: UserProfile, trigger_id: str, trigger_ts: float, now: fl
                      tastes=tastes)
 
 
-def refresh_tastes(stored: dict[str, Any], others: Mapping[str, VectorsOf], params: TasteParams,
-                   now: float) -> tuple[dict[str, Any], UserState] | None:
+def refresh_tastes(stored: Stored, others: Mapping[str, VectorsOf], params: TasteParams,
+                   now: float) -> tuple[bytes, UserState] | None:
     """The worker's sweep over its users when a version becomes ready (or is added): rebuild from the
-    history each taste the stored profile (``UserProfile.to_dict()``) lacks among ``others`` (a lookup per
-    version). Returns the profile to store and the state to publish, or None when nothing was rebuilt
+    history each taste the stored profile (``UserProfile.to_bytes()``, or an older form) lacks among
+    ``others`` (a lookup per version). Returns the profile to store and the state to publish, or None when nothing was rebuilt
     (every taste there already, or no usable history: nothing to store or publish).
 
     The state's ``trigger_id`` is the profile's last applied event, the one the ranker's held state already
@@ -117,20 +162,20 @@ def refresh_tastes(stored: dict[str, Any], others: Mapping[str, VectorsOf], para
     >>> p.learn_one("e1", "like", 0.0, np.array([1.0, 0.0], dtype=np.float32), "a", "f1", TasteParams(10.0, version="v1"))
     True
     >>> v2 = {"v2": lambda ids: {f: np.array([0.0, 0.0, 1.0], dtype=np.float32) for f in ids}}
-    >>> stored, state = refresh_tastes(p.to_dict(), v2, TasteParams(10.0, version="v1"), now=0.0)
+    >>> stored, state = refresh_tastes(p.to_bytes(), v2, TasteParams(10.0, version="v1"), now=0.0)
     >>> state.trigger_id, state.model_version, state.tastes
     ('e1', 'v1', {'v2': [0.0, 0.0, 1.0]})
     >>> refresh_tastes(stored, v2, TasteParams(10.0, version="v1"), now=0.0) is None
     True
     """
-    profile = UserProfile.from_dict(stored)
+    profile = UserProfile.from_stored(stored)
     rebuilt = False
     for version, vectors_of in others.items():
         if version not in profile.tastes:
             rebuilt = profile.rebuild(version, vectors_of, params.half_life_s) or rebuilt
     if not rebuilt:
         return None
-    return profile.to_dict(), user_state(profile, profile.last_event_id, 0.0, now)
+    return profile.to_bytes(), user_state(profile, profile.last_event_id, 0.0, now)
 
 
 def retry_delay(attempts: int, cfg: WorkerConfig) -> float:
@@ -144,13 +189,14 @@ def retry_delay(attempts: int, cfg: WorkerConfig) -> float:
 
 
 def next_park(parked: ParkedInteraction | None, event: Interaction, raw_b64: str, partition: int, offset: int,
-              now: float, worker: WorkerConfig) -> ParkedInteraction | None:
-    """The parked record for another try, or None when the attempts are used up."""
+              now: float, worker: WorkerConfig, tracked: bool = True) -> ParkedInteraction | None:
+    """The parked record for another try, or None when the attempts are used up. ``tracked``: the profile
+    stored holds the position as waiting."""
     attempts = 0 if parked is None else parked.attempts + 1
     if attempts >= worker.park_max_attempts:
         return None
-    return ParkedInteraction(interaction=event, raw_b64=raw_b64, source_partition=partition,
-                             source_offset=offset, attempts=attempts, not_before=now + retry_delay(attempts, worker))
+    return ParkedInteraction(interaction=event, raw_b64=raw_b64, source_partition=partition, source_offset=offset,
+                             attempts=attempts, not_before=now + retry_delay(attempts, worker), tracked=tracked)
 
 
 def decode_user_interaction(msg: RawMessage, limits: EventLimits, now: float) -> Interaction:
@@ -171,48 +217,78 @@ class Decision:
     effects: tuple[Effect, ...]
 
 
-def decide(interaction: Interaction, msg: RawMessage, stored: dict[str, Any] | None,
+def decide(interaction: Interaction, msg: RawMessage, stored: Stored | None,
            lookup: Callable[[str], IndexedFlit | None], *, parked: ParkedInteraction | None, source_topic: str,
            now: float, params: TasteParams, worker: WorkerConfig,
            others: Mapping[str, VectorsOf] | None = None) -> Decision:
     """What to do with one interaction, from ``source_topic`` (``msg``) or a parked retry of it (``parked``,
-    read from ``msg``), for a user whose stored profile is ``stored`` (``UserProfile.to_dict()``; None = new).
+    read from ``msg``), for a user whose stored profile is ``stored`` (``UserProfile.to_bytes()`` or an older
+    form, :meth:`UserProfile.from_stored`; None = new). The positions and the window decide what is a
+    duplicate (the invariant is this module's docstring).
 
     Applied: store the profile, publish the user's state. A duplicate is skipped, but its profile is stored
     and its state published again when it was the last event applied (re-delivered after a crash between
     the table write and the changelog record or the publish; the ranker skips a state it has already seen). An interaction whose flit is unknown is parked
     with its original bytes, partition and offset, until ``park_max_attempts``; then those original bytes
-    are dead-lettered as ``flit_not_found``. ``lookup`` (the primary version) alone decides apply or park;
+    are dead-lettered as ``flit_not_found``. Parking a new position stores the profile first (its position
+    waiting), then sends the record. ``lookup`` (the primary version) alone decides apply or park;
     ``others`` (a lookup per other held version) keep the user's taste in those (:func:`apply_interaction`).
     """
-    profile = UserProfile.from_dict(stored) if stored else UserProfile(interaction.user_id)
+    profile = UserProfile.from_stored(stored) if stored else UserProfile(interaction.user_id)
+    position = (msg.partition, msg.offset) if parked is None else (parked.source_partition, parked.source_offset)
+    waiting = profile.is_waiting(*position)
+    if not waiting and (profile.is_decided(*position) if parked is None else parked.tracked):
+        # A re-delivered message, or a parked record whose interaction was applied already (D, P).
+        return _duplicate(profile, interaction, msg, source_topic, now, store=False)
     # The taste's move is measured in the version learnt with (the stored primary may be another, e.g. the
     # version live before a switch: its vectors are of another space, maybe another dimension).
     before = profile.query_vector(params.version or None)
     outcome = apply_interaction(interaction, profile, lookup, params, others)
-    if outcome == "duplicate":
-        effects: list[Effect] = [Count("duplicates", source_topic)]
-        if interaction.event_id == profile.last_event_id:
-            # Stored again too: with an on-disk table the stored profile may have been written before a
-            # crash that lost its changelog record (the write and the record are not atomic).
-            effects.append(StoreProfile(profile.user_id, profile.to_dict()))
-            effects.append(_publish_state(profile, interaction.event_id, msg.timestamp, now))
-        return Decision("duplicate", tuple(effects))
+    if outcome == "duplicate":  # a copy at a new position (H); one that waited waits no longer
+        forgot = waiting and profile.stop_waiting(*position)
+        return _duplicate(profile, interaction, msg, source_topic, now, store=forgot)
     if outcome == "park":
         raw_b64 = parked.raw_b64 if parked else base64.b64encode(msg.value or b"").decode("ascii")
-        partition = parked.source_partition if parked else msg.partition
-        offset = parked.source_offset if parked else msg.offset
-        nxt = next_park(parked, interaction, raw_b64, partition, offset, now, worker)
+        fresh = parked is None and not waiting  # parked for the first time (else its position waits already)
+        tracked = profile.wait_for(*position, params.parked_capacity) if fresh else parked is None or parked.tracked
+        nxt = next_park(parked, interaction, raw_b64, *position, now, worker, tracked=tracked)
         if nxt is not None:
+            if fresh and tracked:
+                # Stored as decided and waiting before the record is sent (D), so that a re-delivery after a
+                # crash parks it again instead of taking it for a duplicate.
+                profile.mark_decided(*position, params.decided_capacity)
+                return Decision("park", (StoreProfile(profile.user_id, profile.to_bytes()), Park(nxt)))
+            # A retry, a re-delivery of a waiting one, or one beyond parked_capacity: nothing to store (the
+            # last is not decided either, so that its re-delivery parks it again).
             return Decision("park", (Park(nxt),))
-        original = RawMessage(topic=source_topic, partition=partition, offset=offset,
+        # Expired. Its position stays waiting (see the module docstring): nothing is stored.
+        original = RawMessage(topic=source_topic, partition=position[0], offset=position[1],
                               key=interaction.user_id.encode(), value=base64.b64decode(raw_b64),
                               timestamp=msg.timestamp)
         return Decision("expired", (Reject(original, Reason.FLIT_NOT_FOUND, f"flit {interaction.flit_id} not in "
                                            f"the index after {worker.park_max_attempts} attempts"),))
-    return Decision("applied", (StoreProfile(profile.user_id, profile.to_dict()),
+    if waiting:
+        profile.stop_waiting(*position)
+    if parked is None:
+        profile.mark_decided(*position, params.decided_capacity)
+    return Decision("applied", (StoreProfile(profile.user_id, profile.to_bytes()),
                                 ObserveTaste(before, profile.query_vector()), Count("processed", source_topic),
                                 _publish_state(profile, interaction.event_id, msg.timestamp, now)))
+
+
+def _duplicate(profile: UserProfile, interaction: Interaction, msg: RawMessage, source_topic: str, now: float,
+               store: bool) -> Decision:
+    """Skip a duplicate. Its profile is stored when ``store`` (a waiting position was taken out), and stored
+    and published again when it was the last event applied: with an on-disk table the stored profile may
+    have been written before a crash that lost its changelog record or its state (the write and the
+    records are not atomic)."""
+    effects: list[Effect] = [Count("duplicates", source_topic)]
+    last = interaction.event_id == profile.last_event_id
+    if store or last:
+        effects.append(StoreProfile(profile.user_id, profile.to_bytes()))
+    if last:
+        effects.append(_publish_state(profile, interaction.event_id, msg.timestamp, now))
+    return Decision("duplicate", tuple(effects))
 
 
 def _publish_state(profile: UserProfile, trigger_id: str, trigger_ts: float, now: float) -> Publish:

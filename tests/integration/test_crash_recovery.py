@@ -152,8 +152,9 @@ def test_kill_9_worker_and_ranker_under_load_loses_nothing(isolated_settings: Se
     worker_port, ranker_port = free_port(), free_port()
     s = isolated_settings.replace(**{
         "worker_metrics_port": worker_port, "ranker_metrics_port": ranker_port, "group_session_timeout_s": 6.0,
-        # Large memories so the comparison is exact (bounded lists keep the latest, which depends on order).
-        "seen_capacity": 100_000, "muted_capacity": 100_000, "dedup_capacity": 100_000,
+        # Large memories so the comparison is exact (bounded lists keep the latest, which depends on order);
+        # a 2-id window, so that re-delivered interactions are caught by their offsets, not their ids.
+        "seen_capacity": 100_000, "muted_capacity": 100_000, "dedup_capacity": 2,
         # An interaction may overtake its flit while the worker restarts: park long enough.
         "park_base_delay_s": 0.2, "park_max_delay_s": 2.0, "park_max_attempts": 60,
         # Feeds are compared with a ranker that never crashed: both rank with the same model (the prior).

@@ -61,8 +61,9 @@ def test_worker_restarts_from_its_rocksdb_state_and_rebuilds_damaged_partitions(
     port = free_port()
     s = isolated_settings.replace(**{
         "worker_metrics_port": port, "group_session_timeout_s": 6.0, "state_store": "rocksdb",
-        # Large memories so the comparison is exact (bounded lists keep the latest, which depends on order).
-        "seen_capacity": 100_000, "muted_capacity": 100_000, "dedup_capacity": 100_000,
+        # Large memories so the comparison is exact (bounded lists keep the latest, which depends on order);
+        # a 2-id window, so that re-delivered interactions are caught by their offsets, not their ids.
+        "seen_capacity": 100_000, "muted_capacity": 100_000, "dedup_capacity": 2,
         "park_base_delay_s": 0.2, "park_max_delay_s": 2.0, "park_max_attempts": 60})
     create_topics(s.kafka)
     bus = Bus(s)

@@ -71,6 +71,9 @@ def test_user_memory_quick_grows_with_state(tmp_path: Path) -> None:
     rows = run(user_memory, tmp_path)["rows"]
     typical, full = rows
     assert full["worker_table_bytes_per_user"] > typical["worker_table_bytes_per_user"] > 1000
+    # The worst case is every bounded list at its capacity (the defaults), in issue 17's 16 KB.
+    assert (full["seen"], full["muted"], full["hashes"], full["offsets"], full["waiting"]) == (500, 200, 128, 128, 32)
+    assert full["worker_stored_bytes_per_user"] < 16_000 and full["worker_table_bytes_per_user"] < 16_000
     assert typical["ranker_state_bytes_per_user"] > 384 * 4  # at least the taste vector
 
 

@@ -69,6 +69,45 @@ def test_a_restart_reads_the_local_state_and_its_changelog_offset(store) -> None
     assert rebuilds(s.metrics, "corrupt") == rebuilds(s.metrics, "missing") == 0
 
 
+@pytest.mark.parametrize("kind", ["rocksdb", "memory"])
+def test_profiles_are_stored_as_their_bytes_and_older_json_values_are_still_read(kind: str, tmp_path: Path) -> None:
+    """The table writes a profile's bytes as they are (Faust's raw codec), in its store and its changelog, and
+    a value written before with Faust's JSON codec comes back as those JSON bytes, which a profile reads."""
+    import json
+
+    import numpy as np
+
+    from flitfeed.encoders.user_vector import TasteParams, UserProfile
+
+    worker = WorkerConfig(state_store=kind)
+    app = faust.App(f"state-raw-{kind}-{tmp_path.name}", store=store_url(worker), datadir=str(tmp_path / "faust"),
+                    autodiscover=False)
+    table = profiles_table(app, "user_profiles", worker, 6, Metrics("worker"))
+    assert table.value_serializer == "raw" and table.changelog_topic.value_serializer == "raw"
+    assert table.key_serializer == "json", "keys as before: the changelog's records keep their keys"
+    if kind == "rocksdb":
+        table.data.tabledir = Path(app.conf.tabledir)
+        table.data.tabledir.mkdir(parents=True, exist_ok=True)
+    p = UserProfile("u1")
+    p.learn_one("e1", "like", 1.7e9, np.array([1.0, 0.0], dtype=np.float32), "a", "f1", TasteParams())
+    old = UserProfile("u2")
+    old.learn_one("e2", "like", 1.7e9, np.array([0.0, 1.0], dtype=np.float32), "a", "f2", TasteParams())
+    older = json.dumps({k: v for k, v in old.to_dict().items() if k not in ("decided", "waiting")}).encode()
+
+    def record(offset: int, key: bytes, value: bytes) -> SimpleNamespace:
+        # As the changelog reader hands it over: the message's bytes, and decoded by the table's codecs.
+        event = changelog_event(0, offset, key, value)
+        event.key = app.serializers.loads_key(table.key_type, key, serializer=table.key_serializer)
+        event.value = app.serializers.loads_value(table.value_type, value, serializer=table.value_serializer)
+        return event
+
+    table.apply_changelog_batch([record(0, b'"u1"', p.to_bytes()), record(1, b'"u2"', older)])
+    assert table.data["u1"] == p.to_bytes() and table.data["u2"] == older
+    assert UserProfile.from_stored(table.data["u2"]).has_applied("e2")
+    if kind == "rocksdb":
+        table.data._dbs.clear()
+
+
 def test_a_corrupt_partition_database_is_set_aside_and_rebuilt_from_the_changelog(store, caplog) -> None:
     s = store
     s.store.apply_changelog_batch([changelog_event(3, 7, b"u1", b"{}")], to_key=lambda k: k, to_value=lambda v: v)

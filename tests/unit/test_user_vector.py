@@ -300,3 +300,97 @@ def test_id_lists_are_stored_as_one_string_and_read_back_from_either_form() -> N
     p.seen.append("f 3")
     with pytest.raises(ValueError):
         p.to_dict()
+
+
+# --- the stored form (UserProfile.to_bytes / from_stored) -----------------------------------------------------
+#: A profile as the worker stored it before the binary form (Faust's JSON codec over ``to_dict()``, commit
+#: 13d299b): what older changelog records and RocksDB values hold.
+STORED_AS_JSON = (b'{"user_id": "u", "tastes": {"v1": "8wQ1PwAAgL8="}, "last_ts": 1700000050.0, "positives": 1, '
+                  b'"negatives": 1, "seen": "f1 f2", "history_w": "AACAPwAAgL8=", "history_ts": '
+                  b'"AAAAQPxU2UEAAIBM/FTZQQ==", "muted_authors": "a2", "event_hashes": "G11eUfVPDwT+0TUILw7/eA==", '
+                  b'"last_event_id": "e2", "taste_version": "v1"}')
+
+
+def full_profile(seen: int = 500, muted: int = 200, hashes: int = 128) -> UserProfile:
+    rng = np.random.default_rng(3)
+    p = UserProfile("bird-000001")
+    params = TasteParams(half_life_s=3 * 86400.0, seen_capacity=seen, muted_capacity=muted, dedup_capacity=hashes,
+                         version="v1")
+    for i in range(max(seen, hashes)):
+        p.learn_one(f"ev-{i:09d}", ["like", "hide", "view"][i % 3], 1.7e9 + 37.3 * i + rng.random(),
+                    rng.standard_normal(384).astype(np.float32), f"author-{i % muted:03d}",
+                    f"flit-{rng.integers(10**6):07d}", params, dwell_ms=2500,
+                    others={"v2": rng.standard_normal(16).astype(np.float32)})
+    for o in range(123_456_789_000, 123_456_789_000 + 2 * hashes, 2):  # every other offset: another user's
+        p.mark_decided(4, o, 128)
+    p.mark_decided(0, 7, 128)
+    p.mark_decided(0, 5_000_000_000, 128)  # 7 is over 4 billion below: stored as the floor
+    p.wait_for(4, 123_456_789_000, 32)
+    return p
+
+
+def test_the_stored_form_round_trips_exactly_and_keeps_history_times_to_the_millisecond() -> None:
+    p = full_profile()
+    raw = p.to_bytes()
+    back = UserProfile.from_stored(raw)
+    assert back.to_bytes() == raw, "decoding and encoding again changes nothing"
+    assert (back.user_id, back.last_ts, back.positives, back.negatives, back.last_event_id, back.taste_version) == (
+        p.user_id, p.last_ts, p.positives, p.negatives, p.last_event_id, p.taste_version)
+    assert back.seen == p.seen and back.muted_authors == p.muted_authors
+    assert back.decided[4].offsets.tolist() == p.decided[4].offsets.tolist() and back.decided[4].floor == -1
+    assert back.is_decided(4, 123_456_789_002) and not back.is_decided(4, 123_456_789_001)
+    assert back.decided[0].offsets.tolist() == [5_000_000_000] and back.decided[0].floor == 7
+    assert back.is_decided(0, 6) and not back.is_decided(0, 8)
+    assert back.waiting == [(4, 123_456_789_000)]
+
+    np.testing.assert_array_equal(back.event_hashes, p.event_hashes)
+    np.testing.assert_array_equal(back.history_w, p.history_w)
+    for version in ("v1", "v2"):
+        np.testing.assert_array_equal(back.tastes[version], p.tastes[version])
+    # Times as float32 seconds before last_ts (~5 h back here, 500 x 37 s): to the nearest 1/1024 s within
+    # the last 4.5 h (2^14 s), within 2^-24 of the age more before (float32).
+    assert back.history_ts.dtype == np.float64
+    ages = p.last_ts - p.history_ts
+    assert (np.abs(back.history_ts - p.history_ts) <= 1 / 2048 + ages * 2.0**-24 + 1e-6).all()
+    assert (ages > 2**14).any()
+    # ... which a taste rebuilt from the history does not see (float32 rounding aside).
+    vectors = {f: np.random.default_rng(abs(hash(f)) % 2**32).standard_normal(8).astype(np.float32) for f in p.seen}
+    assert p.rebuild("v3", lambda ids: vectors, 3 * 86400.0) and back.rebuild("v3", lambda ids: vectors, 3 * 86400.0)
+    np.testing.assert_allclose(back.tastes["v3"], p.tastes["v3"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_worst_case_profile_is_stored_in_under_16_kb() -> None:
+    """Issue 17's bound with every list full (500 seen, 200 muted, the 128-id window, 128 decided offsets,
+    32 parked positions) and a 384-d taste."""
+    p = full_profile()
+    del p.tastes["v2"], p.decided[0]
+    for o in range(1, 32):
+        p.wait_for(4, 123_456_789_000 + 2 * o, 32)
+    assert len(p.waiting) == 32 and len(p.decided[4].offsets) == 128
+    assert len(p.to_bytes()) < 16_000, len(p.to_bytes())
+
+
+def test_every_older_stored_form_is_read() -> None:
+    current = UserProfile.from_stored(STORED_AS_JSON)
+    assert (current.seen, current.muted_authors, current.last_event_id, current.taste_version) == (
+        ["f1", "f2"], ["a2"], "e2", "v1")
+    assert current.has_applied("e1") and current.has_applied("e2") and not current.has_applied("e3")
+    assert current.decided == {} and current.waiting == []
+    np.testing.assert_allclose(current.tastes["v1"], [0.70710677, -1.0])
+    np.testing.assert_array_equal(current.history_ts, [1.7e9, 1.7e9 + 50])
+    assert UserProfile.from_stored(current.to_bytes()).to_dict() == current.to_dict()
+    # The same as a str, and as the dict a memory table held.
+    assert UserProfile.from_stored(STORED_AS_JSON.decode()).to_dict() == current.to_dict()
+    assert UserProfile.from_stored(json.loads(STORED_AS_JSON)).to_dict() == current.to_dict()
+    # Before hashed ids: the ids themselves.
+    ids = UserProfile.from_stored(json.dumps({"user_id": "u", "recent_event_ids": ["e1"], "seen": []}).encode())
+    assert ids.has_applied("e1") and not ids.has_applied("e2")
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:10], lambda b: b[:-1], lambda b: b + b"\0",
+                                    lambda b: b"\x00up\x02" + b[4:], lambda b: b[:-20] + bytes(20)])
+def test_a_damaged_stored_profile_is_refused_with_a_value_error(damage) -> None:
+    import zlib
+
+    with pytest.raises((ValueError, zlib.error)):
+        UserProfile.from_stored(damage(full_profile(seen=5, muted=2, hashes=4).to_bytes()))

@@ -33,9 +33,11 @@ KNOWN = {"f1": IndexedFlit("f1", "a", NOW, np.array([1.0, 0.0], dtype=np.float32
 
 
 # --- user_updates.decide -------------------------------------------------------------------------------------
-def interaction(eid: str, flit_id: str, user: str = "u") -> tuple[Interaction, RawMessage]:
+def interaction(eid: str, flit_id: str, user: str = "u", offset: int = 17,
+                partition: int = 2) -> tuple[Interaction, RawMessage]:
     raw = json.dumps({"event_id": eid, "user_id": user, "flit_id": flit_id, "kind": "like", "ts": NOW}).encode()
-    msg = RawMessage(topic="interactions", partition=2, offset=17, key=user.encode(), value=raw, timestamp=NOW - 1)
+    msg = RawMessage(topic="interactions", partition=partition, offset=offset, key=user.encode(), value=raw,
+                     timestamp=NOW - 1)
     return Interaction.model_validate_json(raw), msg
 
 
@@ -51,7 +53,7 @@ def test_decide_applies_a_known_flit_stores_counts_and_publishes_the_state() -> 
     assert decision.outcome == "applied"
     store, observe, count, publish = decision.effects
     assert isinstance(store, StoreProfile) and store.user_id == "u"
-    assert UserProfile.from_dict(store.profile).has_applied("e1")
+    assert UserProfile.from_stored(store.profile).has_applied("e1")
     assert isinstance(observe, ObserveTaste) and observe.before is None
     np.testing.assert_allclose(observe.after, [1.0, 0.0])
     assert count == Count("processed", "t-interactions")
@@ -62,8 +64,8 @@ def test_decide_applies_a_known_flit_stores_counts_and_publishes_the_state() -> 
 
 
 def test_decide_skips_a_duplicate_and_stores_and_publishes_again_only_the_last_applied_event() -> None:
-    e1, msg1 = interaction("e1", "f1")
-    e2, msg2 = interaction("e2", "f1")
+    e1, msg1 = interaction("e1", "f1", offset=17)
+    e2, msg2 = interaction("e2", "f1", offset=18)
     stored = decide_one(e1, msg1).effects[0].profile
     stored = decide_one(e2, msg2, stored).effects[0].profile
     last = decide_one(e2, msg2, stored)
@@ -81,19 +83,22 @@ def test_decide_parks_an_unknown_flit_with_the_original_bytes_and_position() -> 
     event, msg = interaction("e1", "missing")
     decision = decide_one(event, msg, now=100.0)
     assert decision.outcome == "park"
-    [park] = decision.effects
-    assert isinstance(park, Park)
+    store, park = decision.effects  # the profile first: its position waiting, before the record is sent
+    assert isinstance(store, StoreProfile) and isinstance(park, Park)
+    assert UserProfile.from_stored(store.profile).waiting == [(2, 17)]
     record = park.record
     assert base64.b64decode(record.raw_b64) == msg.value
-    assert (record.source_partition, record.source_offset, record.attempts, record.not_before) == (2, 17, 0, 101.0)
-    # A retry read from interactions-parked keeps the original position and bytes, and backs off further.
+    assert (record.source_partition, record.source_offset, record.attempts, record.not_before, record.tracked) == (
+        2, 17, 0, 101.0, True)
+    # A retry read from interactions-parked keeps the original position and bytes, and backs off further;
+    # the position waits already: nothing stored.
     retry_msg = RawMessage(topic="interactions-parked", partition=2, offset=5, key=b"u", value=record.to_bytes(),
                            timestamp=NOW)
-    again = decide_one(event, retry_msg, parked=record, now=200.0)
-    assert again.outcome == "park"
+    again = decide_one(event, retry_msg, store.profile, parked=record, now=200.0)
+    assert again.outcome == "park" and [type(e) for e in again.effects] == [Park]
     nxt = again.effects[0].record
-    assert (nxt.raw_b64, nxt.source_partition, nxt.source_offset, nxt.attempts, nxt.not_before) == (
-        record.raw_b64, 2, 17, 1, 202.0)
+    assert (nxt.raw_b64, nxt.source_partition, nxt.source_offset, nxt.attempts, nxt.not_before, nxt.tracked) == (
+        record.raw_b64, 2, 17, 1, 202.0, True)
 
 
 def test_decide_dead_letters_the_original_interaction_after_the_last_attempt() -> None:
@@ -131,13 +136,13 @@ def test_decide_keeps_the_taste_in_the_other_versions_and_publishes_it() -> None
     params = dataclasses.replace(taste_params(S), version="v1")
     event, msg = interaction("e1", "f1")
     stored = decide_one(event, msg).effects[0].profile  # learnt before versions (""): adopted as v1 below
-    assert list(UserProfile.from_dict(stored).tastes) == [""]
-    e2, msg2 = interaction("e2", "f1")
+    assert list(UserProfile.from_stored(stored).tastes) == [""]
+    e2, msg2 = interaction("e2", "f1", offset=18)
     decision = decide(e2, msg2, stored, KNOWN.get, parked=None, source_topic="t-interactions", now=NOW,
                       params=params, worker=S, others={"v2": v2})
     assert decision.outcome == "applied" and calls == [["f1"]]  # rebuilt from the history: one lookup
     store, observe, _, publish = decision.effects
-    profile = UserProfile.from_dict(store.profile)
+    profile = UserProfile.from_stored(store.profile)
     assert sorted(profile.tastes) == ["v1", "v2"] and profile.taste_version == "v1"
     np.testing.assert_allclose(profile.tastes["v2"], [0.0, 0.0, 2.0], rtol=1e-5)
     np.testing.assert_allclose(observe.after, [1.0, 0.0])  # the primary taste is what is observed
@@ -145,7 +150,7 @@ def test_decide_keeps_the_taste_in_the_other_versions_and_publishes_it() -> None
     assert state.model_version == "v1" and state.tastes == {"v2": [0.0, 0.0, 1.0]}
     # An unknown flit parks on the primary lookup alone: the other versions are not asked.
     calls.clear()
-    e3, msg3 = interaction("e3", "missing")
+    e3, msg3 = interaction("e3", "missing", offset=19)
     parked = decide(e3, msg3, store.profile, KNOWN.get, parked=None, source_topic="t-interactions", now=NOW,
                     params=params, worker=S, others={"v2": v2})
     assert parked.outcome == "park" and calls == []
@@ -220,6 +225,8 @@ class FakeWorker(SimpleNamespace):
 
     def __init__(self) -> None:
         self.log: list[tuple[str, Any, Any]] = []
+        #: The users in the table when each record was sent.
+        self.stored_at_send: list[list[str]] = []
         super().__init__(metrics=Metrics("worker", CollectorRegistry()), profiles={}, monitors=None,
                          flit_vectors=FakeTopic("flit-vectors"), user_states=FakeTopic("user-states"),
                          parked=FakeTopic("interactions-parked"), dead_letters=FakeTopic("dead-letters"),
@@ -227,6 +234,7 @@ class FakeWorker(SimpleNamespace):
 
     async def send(self, topic: FakeTopic, key: bytes | None, value: bytes) -> None:
         self.log.append(("send", topic.name, key))
+        self.stored_at_send.append(sorted(self.profiles))
 
     async def _changelog_wait(self) -> None:
         self.log.append(("changelog", None, sorted(self.profiles)))
@@ -237,17 +245,21 @@ def test_run_effects_sends_stores_counts_and_waits_for_the_changelog_last() -> N
     worker = FakeWorker()
     asyncio.run(run_effects(worker, decide_one(event, msg).effects))
     assert worker.log == [("send", "user-states", b"u"), ("changelog", None, ["u"])]
-    assert UserProfile.from_dict(worker.profiles["u"]).has_applied("e1")
+    assert UserProfile.from_stored(worker.profiles["u"]).has_applied("e1")
     assert worker.metrics.value("flitfeed_events_processed_total", service="worker", topic="t-interactions") == 1.0
 
 
-def test_run_effects_parks_and_dead_letters_without_touching_the_table() -> None:
+def test_run_effects_stores_the_waiting_position_before_parking_and_dead_letters_without_the_table() -> None:
     event, msg = interaction("e1", "missing")
     worker = FakeWorker()
     asyncio.run(run_effects(worker, decide_one(event, msg).effects))
+    assert worker.log == [("send", "interactions-parked", b"u"), ("changelog", None, ["u"])]
+    assert worker.stored_at_send == [["u"]], "the parked record left before its position was stored"
+    assert UserProfile.from_stored(worker.profiles["u"]).waiting == [(2, 17)]
+    worker.profiles.clear()
     reject = Reject(msg, Reason.FLIT_NOT_FOUND, "gone")
     asyncio.run(run_effects(worker, [reject, Count("duplicates", "interactions", 2)]))
-    assert worker.log == [("send", "interactions-parked", b"u"), ("send", "dead-letters", b"u")]
+    assert worker.log[2:] == [("send", "dead-letters", b"u")]
     assert worker.profiles == {}
     m = worker.metrics
     assert m.value("flitfeed_events_parked_total", service="worker") == 1.0

@@ -168,14 +168,17 @@ def test_refresh_tastes_rebuilds_what_is_missing_and_says_so_with_the_last_trigg
     profile = UserProfile("u")
     for i, f in enumerate(["f1", "f2"]):
         apply_interaction(event(f"e{i}", f), profile, PRIMARY.get, params)
-    stored = profile.to_dict()
+    stored = profile.to_bytes()
     assert refresh_tastes(stored, {}, params, now=NOW) is None
     assert refresh_tastes(stored, {"v2": lookup_in({})}, params, now=NOW) is None  # v2 knows none of them
     assert refresh_tastes(stored, {"v1": lookup_in(V2_VECTORS)}, params, now=NOW) is None  # v1 is there
-    assert refresh_tastes(UserProfile("new").to_dict(), {"v2": lookup_in(V2_VECTORS)}, params, NOW) is None
+    assert refresh_tastes(UserProfile("new").to_bytes(), {"v2": lookup_in(V2_VECTORS)}, params, NOW) is None
     new_stored, state = refresh_tastes(stored, {"v2": lookup_in(V2_VECTORS)}, params, now=NOW)
     assert state.trigger_id == "e1" == profile.last_event_id and state.trigger_ts == 0.0
     assert state.model_version == "v1" and list(state.tastes) == ["v2"]
-    np.testing.assert_allclose(UserProfile.from_dict(new_stored).tastes["v2"], [0.0, 1.0, 1.0])
+    np.testing.assert_allclose(UserProfile.from_stored(new_stored).tastes["v2"], [0.0, 1.0, 1.0])
     assert refresh_tastes(new_stored, {"v2": lookup_in(V2_VECTORS)}, params, now=NOW) is None
-    assert UserProfile.from_dict(stored).tastes.keys() == {"v1"}, "the stored dict is left as it was"
+    assert UserProfile.from_stored(stored).tastes.keys() == {"v1"}, "the stored value is left as it was"
+    # A profile stored before (Faust's JSON of to_dict(), read back as bytes) is refreshed the same.
+    older, _ = refresh_tastes(json.dumps(profile.to_dict()).encode(), {"v2": lookup_in(V2_VECTORS)}, params, now=NOW)
+    assert older == new_stored
