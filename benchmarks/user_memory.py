@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             # The table holds each profile's bytes (a memory table, or RocksDB's value), read back as after a
             # restart, when the values come back from the changelog.
             encoded = [p.to_bytes() for p in profiles]
-            table, worker_bytes = measure(lambda: {p.user_id: bytes(bytearray(b)) for p, b in zip(profiles, encoded)})
+            table, worker_bytes = measure(lambda ps=profiles, bs=encoded: {p.user_id: bytes(bytearray(b)) for p, b in zip(ps, bs)})
             del table
             stored_bytes = sum(len(b) for b in encoded)
             json_bytes = sum(len(json.dumps(p.to_dict()).encode()) for p in profiles)
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                     UserProfile.from_stored(b)
             del encoded
             records = [UserState.model_validate_json(user_state(p, "ev", 0.0).to_bytes()) for p in profiles]
-            states, ranker_bytes = measure(lambda: {s.user_id: s for s in
-                                                   (UserState.model_validate_json(r.to_bytes()) for r in records)})
+            states, ranker_bytes = measure(lambda rs=records: {s.user_id: s for s in
+                                                               (UserState.model_validate_json(r.to_bytes()) for r in rs)})
             del states
-            held, held_bytes = measure(lambda: {s.user_id: HeldState.of(s) for s in records})
+            held, held_bytes = measure(lambda rs=records: {s.user_id: HeldState.of(s) for s in rs})
             # What the lists hold (the worst case: each at its capacity).
             lengths = {name: round(float(np.mean([len(getattr(p, attr)) for p in profiles])))
                        for name, attr in (("seen", "seen"), ("muted", "muted_authors"), ("hashes", "event_hashes"),
