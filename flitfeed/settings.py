@@ -224,6 +224,13 @@ class WorkerConfig(_Area):
     #: tail; RAM holds bounded caches), ``memory`` = every profile in RAM (a restart replays the whole
     #: changelog). BENCHMARKS.md "State that scales" has both measured.
     state_store: Literal["rocksdb", "memory"] = "rocksdb"
+    #: Most interactions the worker applies in one batch: per user in it the profile is read once, stored
+    #: once (one changelog record) and every applied interaction's state published (README "How it works").
+    interaction_batch_size: int = Field(256, ge=1, le=4096)
+    #: How long the worker waits to fill a batch of interactions. Faust's batches are cut on a timer
+    #: running whether messages arrive or not, so at a low rate an interaction waits half of this on
+    #: average: keep it a few milliseconds (BENCHMARKS.md "Worker batches").
+    interaction_batch_wait_s: float = Field(0.005, gt=0.0, le=1.0)
 
 
 class RankerConfig(_Area):

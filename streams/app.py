@@ -94,6 +94,10 @@ class WorkerContext:
     #: Opens the space of a version the catalogue adds (blocking: called off the loop).
     open_space: Callable[[str, str], WorkerSpace] | None = None
     monitors: WorkerMonitors | None = None
+    #: Held by an agent from reading profiles to storing them (the interactions' batches, the parked
+    #: retries): a batch awaits its sends in between, and a retry of one of its users storing meanwhile
+    #: would be overwritten by the batch's older copy.
+    profile_writes: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     @property
     def live(self) -> str:
@@ -128,10 +132,13 @@ class WorkerContext:
         # (another model, possibly another dimension).
         self.monitors = WorkerMonitors(self.settings.monitoring, self.metrics, space.encoder.dim)
 
-    async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
+    async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> "asyncio.Future[Any]":
+        """Hand a record to the Kafka client; returns once it is queued there, with the future of its delivery
+        (the broker's acknowledgement), which the caller may await."""
         # Every record names the replica that produced it (header flitfeed-instance).
-        await topic.send(key=key, value=value, headers=instance_headers(self.settings.kafka))
+        delivery = await topic.send(key=key, value=value, headers=instance_headers(self.settings.kafka))
         self.metrics.produced.labels(service=self.metrics.service, topic=topic.get_topic_name()).inc()
+        return delivery  # type: ignore[return-value]
 
 
 def _raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:

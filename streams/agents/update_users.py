@@ -1,19 +1,40 @@
-"""Agent: update each user's profile from their interactions, one event at a time.
+"""Agent: update each user's profile from their interactions, a batch at a time.
 
-Event by event (not batched) because the profile table's changelog partition
-is taken from the event being processed. The decisions are
-:func:`flitfeed.streams.user_updates.decide`'s; this loop decodes, runs them and acks.
+The agent takes up to ``FLITFEED_INTERACTION_BATCH_SIZE`` interactions, waiting at most
+``FLITFEED_INTERACTION_BATCH_WAIT_S`` for them, and per user in the batch reads the profile once, applies
+that user's interactions in order (:func:`flitfeed.streams.user_updates.decide_batch`, which calls
+:func:`~flitfeed.streams.user_updates.decide` for each) and stores the profile once: one table write and
+one changelog record per user per batch. Every applied interaction's state is published. The batch is
+acked after the effects of all its interactions, as each event was before:
+
+1. decode every message (an invalid one is dead-lettered), group by partition and user;
+2. per user: read the profile, decide (an interaction whose decision fails is dead-lettered, the user's
+   others go on);
+3. send every record: the states of the whole batch back to back, so the Kafka client puts them in a few
+   requests, parked retries, dead letters;
+4. when a user had several triggers (``UserBatch.settle``), wait until the broker has those states;
+5. store each changed profile (its own partition: :func:`~flitfeed.streams.faust_compat.tables.processing`;
+   a full disk retries, the batch unacked), then wait until the changelog records are with the Kafka client;
+6. count, and ack.
+
+A user whose sends or store fail has their interactions dead-lettered as ``processing_error``; the other
+users of the batch are not affected. Steps 2 to 5 hold ``ctx.profile_writes``, so a parked retry of one of
+the batch's users cannot store in between and be overwritten.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
 
-from flitfeed.streams.agents.common import done, events, raw_message, send_dead_letter, update_user
+from flitfeed.index.base import IndexedFlit
+from flitfeed.streams.agents.common import batches, done, raw_message, run_effects, send_dead_letter, store_profile
 from flitfeed.streams.events import DecodeError, Reason
-from flitfeed.streams.user_updates import decode_user_interaction
+from flitfeed.streams.faust_compat.tables import processing
+from flitfeed.streams.user_updates import Pending, UserBatch, decide_batch, decode_user_interaction, group_by_user
 
 if TYPE_CHECKING:
     from flitfeed.streams.app import WorkerContext
@@ -22,20 +43,119 @@ log = logging.getLogger(__name__)
 
 
 def register(ctx: "WorkerContext") -> None:
-    m = ctx.metrics
+    w = ctx.settings.worker
 
     @ctx.app.agent(ctx.interactions, name="update_users")
     async def update_users_agent(stream: Any) -> None:
-        async for event in events(stream):
-            msg = raw_message(event)
-            m.consumed.labels(service=m.service, topic=msg.topic).inc()
+        async for batch in batches(stream, w.interaction_batch_size, within=w.interaction_batch_wait_s):
+            await process_batch(ctx, batch)
+            for event in batch:
+                done(event)
+
+
+@dataclass
+class _User:
+    """One user's part of a batch while the agent carries it out."""
+
+    #: The Faust events of the user's interactions, in order (the last is made current for the table).
+    events: list[Any]
+    items: list[Pending]
+    decided: UserBatch | None = None
+    published: list["asyncio.Future[Any]"] = field(default_factory=list)
+    #: Why the user's effects failed; their interactions are then dead-lettered instead.
+    failed: BaseException | None = None
+
+
+async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
+    """Apply a batch of ``interactions`` events; returns once every effect is with the Kafka client (and
+    the states of users with several triggers with the broker): the caller acks the events next."""
+    m = ctx.metrics
+    source_topic = ctx.interactions.get_topic_name()
+    now = time.time()
+    items: list[Pending] = []
+    item_events: list[Any] = []
+    for event in events:
+        msg = raw_message(event)
+        m.consumed.labels(service=m.service, topic=msg.topic).inc()
+        try:
+            with m.time_stage("decode"):
+                interaction = decode_user_interaction(msg, ctx.settings.events, now=now)
+        except DecodeError as e:
+            await send_dead_letter(ctx, msg, e.reason, e.detail)
+            continue
+        items.append(Pending(interaction, msg))
+        item_events.append(event)
+    if not items:
+        return
+    m.interaction_batch.observe(len(items))
+    users = [_User([item_events[n] for n in idx], [items[n] for n in idx]) for idx in group_by_user(items).values()]
+    async with ctx.profile_writes:
+        lookup = _flits_of(ctx, [item.interaction.flit_id for item in items])
+        params, others, worker = ctx.params, ctx.others(), ctx.settings.worker
+        for user in users:
             try:
-                with m.time_stage("decode"):
-                    interaction = decode_user_interaction(msg, ctx.settings.events, now=time.time())
-                await update_user(ctx, interaction, msg)
-            except DecodeError as e:
-                await send_dead_letter(ctx, msg, e.reason, e.detail)
-            except Exception as exc:  # never let one event kill the agent
-                log.exception("interaction failed", extra={"offset": msg.offset, "partition": msg.partition})
-                await send_dead_letter(ctx, msg, Reason.PROCESSING_ERROR, repr(exc))
-            done(event)
+                with processing(user.events[-1]):
+                    stored = ctx.profiles.get(user.items[0].interaction.user_id)
+                with m.time_stage("user_update"):
+                    user.decided = decide_batch(user.items, stored, lookup, source_topic=source_topic, now=now,
+                                                params=params, worker=worker, others=others)
+            except Exception as exc:  # a profile that cannot be read: this user's interactions only
+                user.failed = exc
+                continue
+            for n, exc in user.decided.failures:
+                log.error("interaction failed", exc_info=exc,
+                          extra={"offset": user.items[n].msg.offset, "partition": user.items[n].msg.partition})
+        for user in users:
+            if user.decided is not None and user.failed is None:
+                try:
+                    await run_effects(ctx, user.decided.sends, published=user.published)
+                except Exception as exc:
+                    user.failed = exc
+        settling = [u for u in users if u.failed is None and u.decided is not None and u.decided.settle]
+        if settling:
+            with m.time_stage("settle"):
+                results = await asyncio.gather(*(asyncio.gather(*u.published) for u in settling),
+                                               return_exceptions=True)
+            for user, result in zip(settling, results):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result  # stopping: the batch stays unacked, never dead-lettered
+                if isinstance(result, BaseException):
+                    user.failed = result
+        stored_any = False
+        for user in users:
+            if user.failed is None and user.decided is not None and user.decided.store is not None:
+                try:
+                    with processing(user.events[-1]):
+                        await store_profile(ctx, user.decided.store.user_id, user.decided.store.profile)
+                    stored_any = True
+                except Exception as exc:
+                    user.failed = exc
+    if stored_any:
+        await ctx.changelog.wait()
+    for user in users:
+        if user.failed is None and user.decided is not None:
+            await run_effects(ctx, user.decided.counts)
+        else:
+            await _dead_letter_user(ctx, user)
+
+
+def _flits_of(ctx: "WorkerContext", flit_ids: list[str]) -> Any:
+    """The primary version's flits of a batch, read from the index in one call (a lookup for ``decide``)."""
+    try:
+        known: dict[str, IndexedFlit] = ctx.index.retrieve_many(list(dict.fromkeys(flit_ids)))
+    except Exception:  # each interaction looks its flit up alone: only those it fails for are dead-lettered
+        log.exception("reading a batch's flits from the index failed; looking them up one by one")
+        return lambda flit_id: ctx.index.retrieve_many([flit_id]).get(flit_id)
+    return known.get
+
+
+async def _dead_letter_user(ctx: "WorkerContext", user: _User) -> None:
+    """A user whose profile could not be read, or whose effects failed: their interactions are
+    dead-lettered (those their decision already rejected were dead-lettered with it)."""
+    exc = user.failed
+    log.error("updating a user failed; dead-lettering their interactions", exc_info=exc,
+              extra={"partition": user.items[0].msg.partition, "interactions": len(user.items)})
+    outcomes = user.decided.outcomes if user.decided is not None else ("applied",) * len(user.items)
+    for item, outcome in zip(user.items, outcomes):
+        if outcome not in ("failed", "expired"):
+            await send_dead_letter(ctx, item.msg, Reason.PROCESSING_ERROR, repr(exc))
