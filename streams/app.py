@@ -176,6 +176,10 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
         broker_credentials=faust_credentials(settings.kafka),
         # The instance id names this replica in the group's member list.
         broker_client_id=settings.kafka.instance(),
+        # The Kafka clients, tuned for latency under load (BENCHMARKS.md "Worker batches"): a short linger and
+        # batches that hold more than one user state let a batch's records share a few requests.
+        producer_linger=settings.worker.worker_producer_linger_ms / 1000.0,
+        producer_max_batch_size=settings.worker.worker_producer_batch_bytes,
     )
     def count_refetch(tp: Any, offset: int, outcome: str) -> None:
         metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome=outcome).inc()

@@ -13,6 +13,7 @@ from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.effects import (Count, Effect, ObserveFlits, ObserveTaste, Park, Publish, RawMessage, Reject,
                                       StoreProfile)
 from flitfeed.streams.events import Interaction, ParkedInteraction, Reason
+from flitfeed.streams.faust_compat.batches import take_ready
 from flitfeed.streams.state_store import DISK_FULL_RETRY_S, StateDiskFull
 from flitfeed.streams.user_updates import Decided, decide
 
@@ -37,6 +38,13 @@ def events(stream: Any) -> AsyncIterator[Any]:
 def batches(stream: Any, size: int, within: float) -> AsyncIterator[list[Any]]:
     """Batches of up to ``size`` events (waiting at most ``within`` seconds), acked only by :func:`done`."""
     return stream.noack_take(size, within=within)
+
+
+def ready_batches(stream: Any, size: int, gather_s: float) -> AsyncIterator[list[Any]]:
+    """Batches of up to ``size`` events, each what the stream has ready when its first event arrives
+    (gathered for at most ``gather_s``; no timer: :func:`flitfeed.streams.faust_compat.batches.take_ready`),
+    acked only by :func:`done`."""
+    return take_ready(stream, size, gather_s)
 
 
 def done(event: Any) -> None:

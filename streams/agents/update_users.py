@@ -1,7 +1,10 @@
 """Agent: update each user's profile from their interactions, a batch at a time.
 
-The agent takes up to ``FLITFEED_INTERACTION_BATCH_SIZE`` interactions, waiting at most
-``FLITFEED_INTERACTION_BATCH_WAIT_S`` for them, and per user in the batch reads the profile once, applies
+The agent takes what the consumer has delivered when an interaction arrives: up to
+``FLITFEED_INTERACTION_BATCH_SIZE`` interactions, gathered for at most ``FLITFEED_INTERACTION_BATCH_GATHER_S``
+and never waiting on a timer (:func:`~flitfeed.streams.faust_compat.batches.take_ready`: at a low rate an
+interaction is a batch of one at once, under load batches grow with the backlog). Per user in the batch
+it reads the profile once, applies
 that user's interactions in order (:func:`flitfeed.streams.user_updates.decide_batch`, which calls
 :func:`~flitfeed.streams.user_updates.decide` for each) and stores the profile once: one table write and
 one changelog record per user per batch. Every applied interaction's state is published. The batch is
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from flitfeed.index.base import IndexedFlit
-from flitfeed.streams.agents.common import batches, done, raw_message, run_effects, send_dead_letter, store_profile
+from flitfeed.streams.agents.common import done, raw_message, ready_batches, run_effects, send_dead_letter, store_profile
 from flitfeed.streams.events import DecodeError, Reason
 from flitfeed.streams.faust_compat.tables import processing
 from flitfeed.streams.user_updates import Pending, UserBatch, decide_batch, decode_user_interaction, group_by_user
@@ -47,7 +50,7 @@ def register(ctx: "WorkerContext") -> None:
 
     @ctx.app.agent(ctx.interactions, name="update_users")
     async def update_users_agent(stream: Any) -> None:
-        async for batch in batches(stream, w.interaction_batch_size, within=w.interaction_batch_wait_s):
+        async for batch in ready_batches(stream, w.interaction_batch_size, w.interaction_batch_gather_s):
             await process_batch(ctx, batch)
             for event in batch:
                 done(event)
@@ -64,6 +67,12 @@ class _User:
     published: list["asyncio.Future[Any]"] = field(default_factory=list)
     #: Why the user's effects failed; their interactions are then dead-lettered instead.
     failed: BaseException | None = None
+    #: Where: "read" (the profile; nothing was sent), "send" (some records may be out), "settle" or "store"
+    #: (every record was sent: parked retries and dead letters stand; the states' triggers are dead-lettered).
+    failed_at: str = ""
+
+    def fail(self, exc: BaseException, step: str) -> None:
+        self.failed, self.failed_at = exc, step
 
 
 async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
@@ -100,7 +109,7 @@ async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
                     user.decided = decide_batch(user.items, stored, lookup, source_topic=source_topic, now=now,
                                                 params=params, worker=worker, others=others)
             except Exception as exc:  # a profile that cannot be read: this user's interactions only
-                user.failed = exc
+                user.fail(exc, "read")
                 continue
             for n, exc in user.decided.failures:
                 log.error("interaction failed", exc_info=exc,
@@ -110,7 +119,7 @@ async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
                 try:
                     await run_effects(ctx, user.decided.sends, published=user.published)
                 except Exception as exc:
-                    user.failed = exc
+                    user.fail(exc, "send")
         settling = [u for u in users if u.failed is None and u.decided is not None and u.decided.settle]
         if settling:
             with m.time_stage("settle"):
@@ -120,7 +129,7 @@ async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
                 if isinstance(result, asyncio.CancelledError):
                     raise result  # stopping: the batch stays unacked, never dead-lettered
                 if isinstance(result, BaseException):
-                    user.failed = result
+                    user.fail(result, "settle")
         stored_any = False
         for user in users:
             if user.failed is None and user.decided is not None and user.decided.store is not None:
@@ -129,7 +138,7 @@ async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
                         await store_profile(ctx, user.decided.store.user_id, user.decided.store.profile)
                     stored_any = True
                 except Exception as exc:
-                    user.failed = exc
+                    user.fail(exc, "store")
     if stored_any:
         await ctx.changelog.wait()
     for user in users:
@@ -150,12 +159,14 @@ def _flits_of(ctx: "WorkerContext", flit_ids: list[str]) -> Any:
 
 
 async def _dead_letter_user(ctx: "WorkerContext", user: _User) -> None:
-    """A user whose profile could not be read, or whose effects failed: their interactions are
-    dead-lettered (those their decision already rejected were dead-lettered with it)."""
+    """A user whose profile could not be read, or whose effects failed: the interactions whose effect did
+    not happen are dead-lettered. Those their decision rejected were dead-lettered with it; once every record
+    was sent, the parked ones are parked (their retry applies them)."""
     exc = user.failed
     log.error("updating a user failed; dead-lettering their interactions", exc_info=exc,
-              extra={"partition": user.items[0].msg.partition, "interactions": len(user.items)})
+              extra={"partition": user.items[0].msg.partition, "interactions": len(user.items), "step": user.failed_at})
     outcomes = user.decided.outcomes if user.decided is not None else ("applied",) * len(user.items)
+    lost = ("applied", "duplicate") if user.failed_at in ("settle", "store") else ("applied", "duplicate", "park")
     for item, outcome in zip(user.items, outcomes):
-        if outcome not in ("failed", "expired"):
+        if outcome in lost:
             await send_dead_letter(ctx, item.msg, Reason.PROCESSING_ERROR, repr(exc))

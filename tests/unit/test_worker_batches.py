@@ -299,12 +299,15 @@ def test_a_bad_event_in_a_batch_is_dead_lettered_and_the_others_applied() -> Non
 def test_a_user_whose_store_fails_is_dead_lettered_and_the_other_users_are_stored() -> None:
     worker = BatchWorker(fail_for={"v"})
     events = [FakeEvent(pending("e1", "f1", "u", offset=1)), FakeEvent(pending("e2", "f1", "v", 5, offset=2)),
-              FakeEvent(pending("e3", "f2", "v", 5, offset=3))]
+              FakeEvent(pending("e3", "f2", "v", 5, offset=3)), FakeEvent(pending("e4", "missing", "v", 5, offset=4))]
     run_batch(worker, events)
     assert set(worker.profiles) == {"u"}
+    # v's two applied interactions are dead-lettered; the parked one was parked before the store and stands.
     assert counted(worker, "flitfeed_events_dead_lettered_total", topic="interactions",
                    reason="processing_error") == 2
-    # consumed 3 = processed 1 + dead-lettered 2: a failed user's interactions are not counted as processed
+    assert counted(worker, "flitfeed_events_parked_total") == 1
+    # A failed user's interactions are not counted as processed: consumed 4 = processed 1 + dead-lettered 2
+    # + parked 1 (counted when its retry applies it).
     assert counted(worker, "flitfeed_events_processed_total", topic=TOPIC) == 1
 
 
@@ -394,3 +397,83 @@ def test_a_table_write_made_current_for_an_event_goes_to_that_events_partition(s
         assert read == ({"n": 2}, None, {"n": 3})
     else:
         assert read == ({"n": 2}, {"n": 3}, {"n": 3})
+
+
+# --- take_ready: batches of what the stream has ready, no timer -----------------------------------------------
+def test_take_ready_gathers_what_is_queued_up_to_the_size_and_acks_nothing() -> None:
+    from flitfeed.streams.faust_compat.batches import take_ready
+    from tests.unit.test_worker_acks import acked, make_app, make_event
+
+    async def scenario() -> tuple[list[list[int]], list[int], list[int]]:
+        app = make_app()
+        channel = app.channel()
+        stream = channel.stream()
+        await channel.put(make_event(app, 0))
+        got: list[list[int]] = []
+        take = take_ready(stream, 12, gather_s=60.0)
+        async for batch in take:
+            got.append([e.message.offset for e in batch])
+            if len(got) == 1:
+                for offset in range(1, 16):  # delivered while the agent processes its first batch
+                    await channel.put(make_event(app, offset))
+            if len(got) == 3:
+                before = acked(app)
+                for e in batch:
+                    e.ack()
+                break
+        await take.aclose()
+        return got, before, acked(app)
+
+    got, before, after = asyncio.run(scenario())
+    # The backlog is taken as it is (up to the size), not an event or two at a time.
+    assert got == [[0], list(range(1, 13)), [13, 14, 15]]
+    assert before == []  # the take acks nothing: the agent does, after the effects
+    assert after == [13, 14, 15]
+
+
+def test_take_ready_yields_a_lone_event_at_once_without_waiting_to_gather() -> None:
+    """``gather_s`` bounds gathering what is already queued; nothing queued, nothing to wait for (Faust's
+    ``noack_take`` would wait for its ``within`` timer, here an hour)."""
+    from flitfeed.streams.faust_compat.batches import take_ready
+    from tests.unit.test_worker_acks import make_app, make_event
+
+    async def scenario() -> list[list[int]]:
+        app = make_app()
+        channel = app.channel()
+        stream = channel.stream()
+        got: list[list[int]] = []
+        take = take_ready(stream, 100, gather_s=3600.0)
+
+        async def agent() -> None:
+            async for batch in take:
+                got.append([e.message.offset for e in batch])
+                if len(got) == 2:
+                    return
+
+        task = asyncio.ensure_future(agent())
+        await channel.put(make_event(app, 0))
+        while not got:
+            await asyncio.sleep(0.01)
+        await channel.put(make_event(app, 1))
+        await asyncio.wait_for(task, timeout=30)
+        await take.aclose()
+        return got
+
+    assert asyncio.run(asyncio.wait_for(scenario(), timeout=60)) == [[0], [1]]
+
+
+# --- the worker's Kafka clients -------------------------------------------------------------------------------
+def test_the_worker_app_takes_its_producer_settings(tmp_path: Any) -> None:
+    from flitfeed.encoders.hashing import HashingEncoder
+    from flitfeed.streams.app import WorkerSpace, create_worker
+
+    encoder = HashingEncoder(dim=8)
+    settings = Settings(data_dir=tmp_path, state_store="memory", worker_producer_linger_ms=3,
+                        worker_producer_batch_bytes=65536, worker_metrics_port=0)
+    space = WorkerSpace(encoder.model_version, encoder, SimpleNamespace(), None)
+    ctx = create_worker(settings, {encoder.model_version: space}, encoder.model_version,
+                        Metrics("worker", CollectorRegistry()), bare=encoder.model_version)
+    conf = ctx.app.conf
+    assert conf.producer_linger == pytest.approx(0.003) and conf.producer_max_batch_size == 65536
+    assert ctx.app.producer.linger_ms == 3  # what aiokafka gets
+    assert Settings().worker.worker_producer_linger_ms == 1  # Faust's default is 0: a request per record
