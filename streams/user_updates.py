@@ -333,30 +333,34 @@ class UserBatch:
     """What to do with one user's interactions of a batch (:func:`decide_batch`).
 
     Run in this order, and ack the interactions only after the last: :attr:`sends`; when :attr:`settle`, wait
-    until the states sent are acknowledged by the broker; :attr:`store`; the table's changelog record handed
-    to the Kafka client; :attr:`counts`.
+    until the states sent are acknowledged by the broker; :attr:`store`; :attr:`parks`; the table's changelog
+    record handed to the Kafka client; :attr:`counts`.
     """
 
     user_id: str
     #: Per interaction, in the batch's order.
     outcomes: tuple[BatchOutcome, ...]
-    #: Every interaction's records (published states, parked retries, dead letters) and observations, in order.
+    #: Every interaction's published states, dead letters and observations, in order.
     sends: tuple[Effect, ...]
     #: The states sent must be delivered before the profile is stored (see :func:`decide_batch`).
     settle: bool
     #: The profile after the last interaction, stored once; None when no interaction asked for a store.
     store: StoreProfile | None
+    #: The parked retries, in order: sent after the store, as :func:`decide` orders them (a position parked
+    #: for the first time is stored as waiting before its record leaves).
+    parks: tuple[Park, ...]
     #: The per-topic counters of every interaction, summed.
     counts: tuple[Count, ...]
     #: (position in the user's interactions, what :func:`decide` raised) for each "failed" one.
     failures: tuple[tuple[int, Exception], ...] = ()
 
     def effects(self) -> tuple[Effect, ...]:
-        """Everything, in order, for a runner without a broker to wait on (tests): the sends, the store, the counts."""
-        return self.sends + ((self.store,) if self.store is not None else ()) + self.counts
+        """Everything, in order, for a runner without a broker to wait on (tests): the sends, the store, the
+        parked retries, the counts."""
+        return self.sends + ((self.store,) if self.store is not None else ()) + self.parks + self.counts
 
 
-def decide_batch(items: Sequence[Pending], stored: dict[str, Any] | None,
+def decide_batch(items: Sequence[Pending], stored: Stored | None,
                  lookup: Callable[[str], IndexedFlit | None], *, source_topic: str, now: float, params: TasteParams,
                  worker: WorkerConfig, others: Mapping[str, VectorsOf] | None = None) -> UserBatch:
     """What to do with one user's interactions of a batch (``items``, in order), whose stored profile is
@@ -373,10 +377,13 @@ def decide_batch(items: Sequence[Pending], stored: dict[str, Any] | None,
     a state of any other trigger (two interactions of the user applied, or the re-published last one
     followed by a new one), those states must be delivered before the store, or a kill -9 in between loses
     them and their interactions never get a feed. One trigger: the re-publish covers it, nothing to wait for.
+    The parked retries are sent after the store, as :func:`decide` orders them: a position parked for the
+    first time is stored as waiting before its record leaves, so a re-delivery after a crash parks it again.
     """
     current = stored
     outcomes: list[BatchOutcome] = []
     sends: list[Effect] = []
+    parks: list[Park] = []
     counts: dict[tuple[str, str], int] = {}
     failures: list[tuple[int, Exception]] = []
     triggers: list[str] = []
@@ -396,6 +403,8 @@ def decide_batch(items: Sequence[Pending], stored: dict[str, Any] | None,
                 store, current = effect, effect.profile
             elif isinstance(effect, Count):
                 counts[(effect.counter, effect.topic)] = counts.get((effect.counter, effect.topic), 0) + effect.n
+            elif isinstance(effect, Park):
+                parks.append(effect)
             else:
                 if isinstance(effect, Publish):
                     triggers.append(item.interaction.event_id)
@@ -404,5 +413,5 @@ def decide_batch(items: Sequence[Pending], stored: dict[str, Any] | None,
     settle = store is not None and any(t != triggers[-1] for t in triggers)
     user_id = items[0].interaction.user_id if items else ""
     return UserBatch(user_id=user_id, outcomes=tuple(outcomes), sends=tuple(sends), settle=settle, store=store,
-                     counts=tuple(Count(c, t, k) for (c, t), k in counts.items()),  # type: ignore[arg-type]
+                     parks=tuple(parks), counts=tuple(Count(c, t, k) for (c, t), k in counts.items()),  # type: ignore[arg-type]
                      failures=tuple(failures))

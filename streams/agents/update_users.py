@@ -13,11 +13,13 @@ acked after the effects of all its interactions, as each event was before:
 1. decode every message (an invalid one is dead-lettered), group by partition and user;
 2. per user: read the profile, decide (an interaction whose decision fails is dead-lettered, the user's
    others go on);
-3. send every record: the states of the whole batch back to back, so the Kafka client puts them in a few
-   requests, parked retries, dead letters;
+3. send the states of the whole batch back to back, so the Kafka client puts them in a few requests, and
+   the dead letters;
 4. when a user had several triggers (``UserBatch.settle``), wait until the broker has those states;
 5. store each changed profile (its own partition: :func:`~flitfeed.streams.faust_compat.tables.processing`;
-   a full disk retries, the batch unacked), then wait until the changelog records are with the Kafka client;
+   a full disk retries, the batch unacked), then send the parked retries (a position parked for the first
+   time is stored as waiting before its record leaves, as ``decide`` orders it), then wait until the
+   changelog records are with the Kafka client;
 6. count, and ack.
 
 A user whose sends or store fail has their interactions dead-lettered as ``processing_error``; the other
@@ -67,8 +69,8 @@ class _User:
     published: list["asyncio.Future[Any]"] = field(default_factory=list)
     #: Why the user's effects failed; their interactions are then dead-lettered instead.
     failed: BaseException | None = None
-    #: Where: "read" (the profile; nothing was sent), "send" (some records may be out), "settle" or "store"
-    #: (every record was sent: parked retries and dead letters stand; the states' triggers are dead-lettered).
+    #: Where: "read", "send", "settle" or "store" (the profile was not stored, no parked record sent: every
+    #: interaction not rejected is dead-lettered), or "park" (stored: only the parked ones are).
     failed_at: str = ""
 
     def fail(self, exc: BaseException, step: str) -> None:
@@ -139,12 +141,18 @@ async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
                     stored_any = True
                 except Exception as exc:
                     user.fail(exc, "store")
+        for user in users:
+            if user.failed is None and user.decided is not None and user.decided.parks:
+                try:
+                    await run_effects(ctx, user.decided.parks)
+                except Exception as exc:
+                    user.fail(exc, "park")
     if stored_any:
         await ctx.changelog.wait()
     for user in users:
-        if user.failed is None and user.decided is not None:
+        if user.decided is not None and user.failed_at in ("", "park"):  # the profile was stored
             await run_effects(ctx, user.decided.counts)
-        else:
+        if user.failed is not None:
             await _dead_letter_user(ctx, user)
 
 
@@ -160,13 +168,13 @@ def _flits_of(ctx: "WorkerContext", flit_ids: list[str]) -> Any:
 
 async def _dead_letter_user(ctx: "WorkerContext", user: _User) -> None:
     """A user whose profile could not be read, or whose effects failed: the interactions whose effect did
-    not happen are dead-lettered. Those their decision rejected were dead-lettered with it; once every record
-    was sent, the parked ones are parked (their retry applies them)."""
+    not happen are dead-lettered. Those their decision rejected were dead-lettered with it; when only the
+    parked records failed, the applied ones stand (stored)."""
     exc = user.failed
     log.error("updating a user failed; dead-lettering their interactions", exc_info=exc,
               extra={"partition": user.items[0].msg.partition, "interactions": len(user.items), "step": user.failed_at})
     outcomes = user.decided.outcomes if user.decided is not None else ("applied",) * len(user.items)
-    lost = ("applied", "duplicate") if user.failed_at in ("settle", "store") else ("applied", "duplicate", "park")
+    lost = ("park",) if user.failed_at == "park" else ("applied", "duplicate", "park")
     for item, outcome in zip(user.items, outcomes):
         if outcome in lost:
             await send_dead_letter(ctx, item.msg, Reason.PROCESSING_ERROR, repr(exc))

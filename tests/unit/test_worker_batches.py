@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import random
 import time
@@ -37,7 +38,13 @@ RNG = np.random.default_rng(5)
 KNOWN = {f"f{i}": IndexedFlit(f"f{i}", f"a{i % 3}", NOW, RNG.standard_normal(4).astype(np.float32)) for i in range(6)}
 
 
-def pending(eid: str, flit_id: str, user: str = "u", partition: int = 2, offset: int = 0, kind: str = "like") -> Pending:
+OFFSETS = itertools.count(100)
+
+
+def pending(eid: str, flit_id: str, user: str = "u", partition: int = 2, offset: int | None = None,
+            kind: str = "like") -> Pending:
+    """An interaction at ``offset`` of ``partition`` (default: the next unused offset: a new message)."""
+    offset = next(OFFSETS) if offset is None else offset
     raw = json.dumps({"event_id": eid, "user_id": user, "flit_id": flit_id, "kind": kind, "ts": NOW}).encode()
     msg = RawMessage(topic="interactions", partition=partition, offset=offset, key=user.encode(), value=raw,
                      timestamp=NOW - 1)
@@ -94,19 +101,22 @@ def test_several_interactions_of_a_user_store_once_and_publish_every_state() -> 
     assert [e.records for e in states] == [e.records for e in effects if isinstance(e, Publish)]
 
 
-def test_a_duplicate_inside_a_batch_is_skipped_and_its_state_published_again() -> None:
-    batch = batch_of([pending("e1", "f1"), pending("e1", "f1")])
-    assert batch.outcomes == ("applied", "duplicate")
-    assert published(batch.sends) == ["e1", "e1"]
-    assert sorted(batch.counts, key=lambda c: c.counter) == [Count("duplicates", TOPIC, 1), Count("processed", TOPIC, 1)]
+def test_duplicates_inside_a_batch_are_skipped_and_the_last_state_published_again() -> None:
+    first = pending("e1", "f1", offset=10)
+    # A producer's retry (the same event at a new offset) and Faust handing the same message over again.
+    batch = batch_of([first, pending("e1", "f1", offset=11), first])
+    assert batch.outcomes == ("applied", "duplicate", "duplicate")
+    assert published(batch.sends) == ["e1", "e1", "e1"]
+    assert sorted(batch.counts, key=lambda c: c.counter) == [Count("duplicates", TOPIC, 2), Count("processed", TOPIC, 1)]
     assert not batch.settle  # one trigger: a re-delivery re-publishes it
-    profile = UserProfile.from_dict(batch.store.profile)
+    profile = UserProfile.from_stored(batch.store.profile)
     assert profile.has_applied("e1") and profile.positives == 1
 
 
 def test_a_redelivered_batch_publishes_only_the_last_state_again_and_stores_it_again() -> None:
-    stored, _ = one_at_a_time([pending("e1", "f1"), pending("e2", "f2")], None)
-    batch = batch_of([pending("e1", "f1"), pending("e2", "f2")], stored)
+    items = [pending("e1", "f1"), pending("e2", "f2")]
+    stored, _ = one_at_a_time(items, None)
+    batch = batch_of(items, stored)
     assert batch.outcomes == ("duplicate", "duplicate")
     assert published(batch.sends) == ["e2"]
     assert batch.store is not None and batch.store.profile == stored
@@ -118,19 +128,24 @@ def test_a_park_then_an_apply_of_the_same_user() -> None:
     items = [pending("e1", "missing", offset=7), pending("e2", "f2", offset=8)]
     batch = batch_of(items)
     assert batch.outcomes == ("park", "applied")
-    park, _observe, publish = batch.sends
-    assert isinstance(park, Park) and park.record.interaction.event_id == "e1" and park.record.source_offset == 7
+    _observe, publish = batch.sends
     assert published([publish]) == ["e2"]
-    profile = UserProfile.from_dict(batch.store.profile)
-    assert profile.has_applied("e2") and not profile.has_applied("e1")
+    [park] = batch.parks  # sent after the store, which holds its position as waiting
+    assert park.record.interaction.event_id == "e1" and park.record.source_offset == 7
+    assert [type(e) for e in batch.effects()].index(Park) > [type(e) for e in batch.effects()].index(StoreProfile)
+    profile = UserProfile.from_stored(batch.store.profile)
+    assert profile.has_applied("e2") and not profile.has_applied("e1") and profile.is_waiting(2, 7)
     assert not batch.settle
     assert batch.counts == (Count("processed", TOPIC, 1),)
 
 
-def test_only_parked_interactions_store_nothing() -> None:
-    batch = batch_of([pending("e1", "missing"), pending("e2", "gone")])
+def test_only_parked_interactions_store_their_waiting_positions_and_publish_nothing() -> None:
+    batch = batch_of([pending("e1", "missing", offset=20), pending("e2", "gone", offset=21)])
     assert batch.outcomes == ("park", "park")
-    assert batch.store is None and batch.counts == () and not batch.settle
+    assert published(batch.sends) == [] and batch.counts == () and not batch.settle
+    assert len(batch.parks) == 2
+    profile = UserProfile.from_stored(batch.store.profile)
+    assert profile.is_waiting(2, 20) and profile.is_waiting(2, 21)
 
 
 def test_an_interaction_that_fails_is_rejected_and_the_users_others_are_applied() -> None:
@@ -146,7 +161,7 @@ def test_an_interaction_that_fails_is_rejected_and_the_users_others_are_applied(
     assert reject.reason == Reason.PROCESSING_ERROR and reject.message.offset == 5 and "f2" in reject.detail
     assert [n for n, _ in batch.failures] == [1]
     assert published(batch.sends) == ["e1", "e3"]
-    profile = UserProfile.from_dict(batch.store.profile)
+    profile = UserProfile.from_stored(batch.store.profile)
     assert profile.has_applied("e3") and not profile.has_applied("e2")
 
 
@@ -161,7 +176,9 @@ def test_a_batch_gives_what_one_interaction_at_a_time_gives_on_random_sequences(
         batch = batch_of(events, stored)
         reference, effects = one_at_a_time(events, stored)
         assert (batch.store.profile if batch.store else stored) == reference
-        assert [type(e) for e in batch.sends] == [type(e) for e in effects if not isinstance(e, (Count, StoreProfile))]
+        assert [type(e) for e in batch.sends + batch.parks] == \
+            [type(e) for e in effects if not isinstance(e, (Count, StoreProfile, Park))] + [Park] * len(batch.parks)
+        assert [p.record for p in batch.parks] == [e.record for e in effects if isinstance(e, Park)]
         assert published(batch.sends) == published(effects)
         totals: dict[tuple[str, str], int] = {}
         for c in (e for e in effects if isinstance(e, Count)):
@@ -274,7 +291,7 @@ def test_process_batch_publishes_then_waits_for_delivery_then_stores_each_user_o
     assert kinds.index("store") > kinds.index("delivered")
     assert [e for e in worker.log if e[0] == "store"] == [("store", "u", 2), ("store", "v", 5)]
     assert kinds[-1] == "changelog"
-    assert UserProfile.from_dict(worker.profiles["u"]).positives == 2
+    assert UserProfile.from_stored(worker.profiles["u"]).positives == 2
     assert counted(worker, "flitfeed_events_processed_total", topic=TOPIC) == 3
     assert counted(worker, "flitfeed_events_consumed_total", topic="interactions") == 3
 
@@ -291,7 +308,7 @@ def test_a_bad_event_in_a_batch_is_dead_lettered_and_the_others_applied() -> Non
               FakeEvent(pending("e3", "f2", "u", offset=3))]
     run_batch(worker, events)
     assert [e[1] for e in worker.log if e[0] == "send"] == ["dead-letters", "user-states", "user-states"]
-    assert UserProfile.from_dict(worker.profiles["u"]).positives == 2
+    assert UserProfile.from_stored(worker.profiles["u"]).positives == 2
     assert counted(worker, "flitfeed_events_dead_lettered_total", topic="interactions", reason="invalid_json") == 1
     assert counted(worker, "flitfeed_events_processed_total", topic=TOPIC) == 2
 
@@ -302,13 +319,28 @@ def test_a_user_whose_store_fails_is_dead_lettered_and_the_other_users_are_store
               FakeEvent(pending("e3", "f2", "v", 5, offset=3)), FakeEvent(pending("e4", "missing", "v", 5, offset=4))]
     run_batch(worker, events)
     assert set(worker.profiles) == {"u"}
-    # v's two applied interactions are dead-lettered; the parked one was parked before the store and stands.
+    # v's profile was not stored, so its parked record (sent after the store) was not sent either: all three
+    # of v's interactions are dead-lettered, none counted as processed: consumed 4 = processed 1 + 3.
     assert counted(worker, "flitfeed_events_dead_lettered_total", topic="interactions",
-                   reason="processing_error") == 2
-    assert counted(worker, "flitfeed_events_parked_total") == 1
-    # A failed user's interactions are not counted as processed: consumed 4 = processed 1 + dead-lettered 2
-    # + parked 1 (counted when its retry applies it).
+                   reason="processing_error") == 3
+    assert counted(worker, "flitfeed_events_parked_total") == 0
     assert counted(worker, "flitfeed_events_processed_total", topic=TOPIC) == 1
+
+
+def test_a_user_whose_parked_record_fails_keeps_the_applied_interactions_and_dead_letters_the_parked() -> None:
+    worker = BatchWorker()
+    sent = worker.send
+
+    async def refusing_parked(topic: FakeTopic, key: bytes | None, value: bytes) -> asyncio.Future:
+        if topic.name == "interactions-parked":
+            raise RuntimeError("record refused")
+        return await sent(topic, key, value)
+
+    worker.send = refusing_parked
+    run_batch(worker, [FakeEvent(pending("e1", "f1", "u", offset=1)), FakeEvent(pending("e2", "missing", "u", offset=2))])
+    assert UserProfile.from_stored(worker.profiles["u"]).has_applied("e1")
+    assert counted(worker, "flitfeed_events_processed_total", topic=TOPIC) == 1
+    assert counted(worker, "flitfeed_events_dead_lettered_total", topic="interactions", reason="processing_error") == 1
 
 
 def test_a_full_disk_retries_the_store_and_then_applies_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,7 +349,7 @@ def test_a_full_disk_retries_the_store_and_then_applies_the_batch(monkeypatch: p
     monkeypatch.setattr(update_users, "store_profile", functools.partial(common.store_profile, retry_s=0.0))
     worker = BatchWorker(disk_full=2)
     run_batch(worker, [FakeEvent(pending("e1", "f1", "u"))])
-    assert UserProfile.from_dict(worker.profiles["u"]).has_applied("e1")
+    assert UserProfile.from_stored(worker.profiles["u"]).has_applied("e1")
     assert counted(worker, "flitfeed_state_write_errors_total", reason="disk_full") == 2
     assert counted(worker, "flitfeed_events_processed_total", topic=TOPIC) == 1
 
@@ -348,7 +380,7 @@ def test_a_parked_retry_of_a_user_waits_for_the_batch_that_is_updating_them() ->
         await asyncio.gather(batch, parked)
 
     asyncio.run(scenario())
-    profile = UserProfile.from_dict(worker.profiles["u"])
+    profile = UserProfile.from_stored(worker.profiles["u"])
     assert all(profile.has_applied(e) for e in ("e1", "e2", "e9")) and profile.positives == 3
 
 
@@ -377,13 +409,13 @@ def test_a_table_write_made_current_for_an_event_goes_to_that_events_partition(s
         sent: list[tuple[bytes, int]] = []
         app.producer.send_soon = lambda fut: sent.append((fut.message.key, fut.message.partition))
         with pytest.raises((TypeError, AssertionError)):
-            table["nobody"] = {"x": 1}  # outside a stream and without processing(): Faust refuses
+            table["nobody"] = b"x"  # outside a stream and without processing(): Faust refuses
         e3, e5 = event(3, "u3"), event(5, "u5")
         with processing(e3):
-            table["u3"] = {"n": 1}
+            table["u3"] = b"1"
             with processing(e5):
-                table["u5"] = {"n": 2}
-            table["u3"] = {"n": 3}
+                table["u5"] = b"2"
+            table["u3"] = b"3"
         with processing(e5):
             read = table.get("u5"), table.get("u3")  # u3 is not on partition 5's database (RocksDB)
         with processing(e3):
@@ -394,9 +426,9 @@ def test_a_table_write_made_current_for_an_event_goes_to_that_events_partition(s
     assert sent == [(b'"u3"', 3), (b'"u5"', 5), (b'"u3"', 3)]  # each changelog record on its event's partition
     if store == "rocksdb":
         assert databases == [3, 5]  # each profile in its partition's database
-        assert read == ({"n": 2}, None, {"n": 3})
+        assert read == (b"2", None, b"3")
     else:
-        assert read == ({"n": 2}, {"n": 3}, {"n": 3})
+        assert read == (b"2", b"3", b"3")
 
 
 # --- take_ready: batches of what the stream has ready, no timer -----------------------------------------------
