@@ -7,7 +7,7 @@ each process produced them), so the figures split the end-to-end latency of ``en
 worker's part and the ranker's part::
 
     python -m benchmarks.hops --rate 25 --events 300          # the latency floor (issue 15: p50 ≤ 15 ms)
-    python -m benchmarks.hops --rate 150 --events 1500
+    python -m benchmarks.hops --rate 200 --events 2000 --profile /tmp/prof   # + py-spy flame graphs
 
 To compare two versions of the code in the same half hour, run it from two git worktrees in turn
 (BENCHMARKS.md, "The ranker's hop").
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import time
 import uuid
@@ -49,8 +50,11 @@ def _reader(settings: Settings, topic: str) -> Consumer:
     return c
 
 
-def run(settings: Settings, rate: float, events: int, flits: int, users: int, log_path: Path) -> dict[str, list[float]]:
-    """Send ``events`` likes at ``rate``/s; the per-event hop times in ms."""
+def run(settings: Settings, rate: float, events: int, flits: int, users: int, log_path: Path,
+        profile: Path | None = None) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Send ``events`` likes at ``rate``/s; the per-event hop times in ms, and the CPU seconds the worker and
+    the ranker used from the first like until the last feed was read (robust to a busy machine, where the
+    latencies are not). ``profile``: a folder for py-spy flame graphs of both while the likes are sent."""
     create_topics(settings.kafka)
     services = [Service("worker", settings, log_path).start(), Service("ranker", settings, log_path).start()]
     producer = Producer(producer_config(settings.kafka))
@@ -68,7 +72,16 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
             if time.monotonic() > deadline or not all(s.alive() for s in services):
                 raise RuntimeError(f"no first feed; see {log_path}")
         log.info("first feed out; sending %d likes at %.0f/s", events, rate)
+        profilers = []
+        if profile is not None:
+            profile.mkdir(parents=True, exist_ok=True)
+            for svc in services:
+                profilers.append(subprocess.Popen(
+                    [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(svc.pid), "-o",
+                     str(profile / f"{svc.name}-hops-{int(rate)}per_s.svg"), "-d", str(max(1, int(events / rate))),
+                     "-r", "50", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         sent: dict[str, float] = {}
+        cpu = {svc.name: -svc.cpu_seconds() for svc in services}
         start = time.time()
         for i in range(events):
             e = Interaction(event_id=f"e{i}", user_id=f"u{i % users}", flit_id=f"f{(i * 7) % flits}", kind="like",
@@ -81,7 +94,9 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
         state_at: dict[str, float] = {}
         feed_at: dict[str, float] = {}
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (len(state_at) < events or len(feed_at) < events):
+        # Only the likes sent count (the warm-up's state and feed are read too).
+        while time.monotonic() < deadline and (len(state_at.keys() & sent.keys()) < events
+                                               or len(feed_at.keys() & sent.keys()) < events):
             for m in states.consume(500, timeout=0.1):
                 if m.error() is None:
                     state_at.setdefault(json.loads(m.value())["trigger_id"], m.timestamp()[1] / 1000)
@@ -90,11 +105,15 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
                     v = json.loads(m.value())
                     for trigger in v.get("covers") or [v["trigger_id"]]:
                         feed_at.setdefault(trigger, m.timestamp()[1] / 1000)
+        for svc in services:
+            cpu[svc.name] += svc.cpu_seconds()
+        for p in profilers:
+            p.wait(60)
         return {
             "worker": [1000 * (state_at[e] - t) for e, t in sent.items() if e in state_at],
             "ranker": [1000 * (feed_at[e] - state_at[e]) for e in sent if e in feed_at and e in state_at],
             "total": [1000 * (feed_at[e] - t) for e, t in sent.items() if e in feed_at],
-        }
+        }, cpu
     finally:
         stop_all(services)
         feeds.close()
@@ -109,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flits", type=int, default=200)
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="record py-spy flame graphs of the worker and the ranker while the likes are sent")
     args = parser.parse_args(argv)
     setup_logging()
     if args.quick:
@@ -118,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(bootstrap_servers=args.bootstrap, topic_prefix=f"hops{tag}-", app_id=f"hops-{tag}",
                             ranker_group=f"hops-ranker-{tag}", data_dir=Path(tmp) / "data", worker_metrics_port=0,
                             ranker_metrics_port=0)
-        hops = run(settings, args.rate, args.events, args.flits, args.users, Path(tmp) / "services.log")
-    rows = [{"hop": name, "n": len(ms), **percentiles([x / 1000 for x in ms])} for name, ms in hops.items() if ms]
+        hops, cpu = run(settings, args.rate, args.events, args.flits, args.users, Path(tmp) / "services.log",
+                   args.profile)
+    # CPU per like: the process of the hop (worker, ranker), all threads, from the first like to the last feed.
+    rows = [{"hop": name, "n": len(ms), **percentiles([x / 1000 for x in ms]),
+             "cpu_ms_per_like": round(1000 * cpu[name] / args.events, 2) if name in cpu else None}
+            for name, ms in hops.items() if ms]
     print_table(f"Hops at {args.rate:.0f} likes/s ({args.events} likes; load {machine_info()['loadavg']})", rows)
     write_json(args.json or default_json("hops", args.quick), "hops",
                {"quick": args.quick, "rate": args.rate, "events": args.events, "flits": args.flits}, rows)

@@ -224,6 +224,23 @@ class WorkerConfig(_Area):
     #: tail; RAM holds bounded caches), ``memory`` = every profile in RAM (a restart replays the whole
     #: changelog). BENCHMARKS.md "State that scales" has both measured.
     state_store: Literal["rocksdb", "memory"] = "rocksdb"
+    #: Most interactions the worker applies in one batch: per user in it the profile is read once, stored
+    #: once (one changelog record) and every applied interaction's state published (README "How it works").
+    interaction_batch_size: int = Field(256, ge=1, le=4096)
+    #: How long a batch of interactions may take to gather those the worker's consumer has already
+    #: delivered when its first one arrives. It never waits for new ones: at a low rate an interaction is a
+    #: batch of one at once; under load batches grow with the backlog (BENCHMARKS.md "Worker batches").
+    interaction_batch_gather_s: float = Field(0.005, ge=0.0, le=1.0)
+    #: How long the worker's Kafka producer (Faust's, aiokafka) waits for more records before it sends a
+    #: request: with 0 (Faust's default) every record in a quiet moment is a request of its own. A user
+    #: state waits this long before it leaves, so every feed does too: 5 ms cost ~5 ms per feed at 25
+    #: interactions/s, 1 ms nothing measurable, and a batch's states still share a request
+    #: (BENCHMARKS.md "Worker batches").
+    worker_producer_linger_ms: int = Field(1, ge=0, le=1000)
+    #: Largest batch of records, per partition, in one of the worker's produce requests (bytes). A user
+    #: state is ~12 KB and a profile's changelog record ~19 KB with a 384-d taste: Faust's default, 16 KiB,
+    #: holds one.
+    worker_producer_batch_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
 
 
 class RankerConfig(_Area):

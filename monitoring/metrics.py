@@ -62,7 +62,7 @@ class Metrics:
                                  ["service", "topic", "outcome"], registry=r)
         self.stage_seconds = Histogram("flitfeed_stage_duration_seconds",
                                        "Time spent in one processing stage (decode, embed, index_write, "
-                                       "user_update, candidate_query, rank, publish).",
+                                       "user_update, settle, candidate_query, rank, publish).",
                                        ["service", "stage"], buckets=LATENCY_BUCKETS, registry=r)
         self.component_seconds = Histogram("flitfeed_ranker_component_duration_seconds",
                                            "Time spent in one ranker pipeline component.",
@@ -87,6 +87,9 @@ class Metrics:
                                  "user in the same batch (listed in the feed's covers).", registry=r)
         self.batch_size = Histogram("flitfeed_embed_batch_size", "Flits embedded per batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
+        self.interaction_batch = Histogram("flitfeed_interaction_batch_size",
+                                           "Interactions applied per batch by the worker (valid ones).",
+                                           buckets=BATCH_BUCKETS, registry=r)
         self.index_retries = Counter("flitfeed_index_retries_total",
                                      "Calls to a Qdrant server retried because it did not answer, by operation "
                                      "(upsert, search, retrieve, delete, count).", ["service", "operation"],

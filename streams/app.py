@@ -94,6 +94,10 @@ class WorkerContext:
     #: Opens the space of a version the catalogue adds (blocking: called off the loop).
     open_space: Callable[[str, str], WorkerSpace] | None = None
     monitors: WorkerMonitors | None = None
+    #: Held by an agent from reading profiles to storing them (the interactions' batches, the parked
+    #: retries): a batch awaits its sends in between, and a retry of one of its users storing meanwhile
+    #: would be overwritten by the batch's older copy.
+    profile_writes: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     @property
     def live(self) -> str:
@@ -128,10 +132,13 @@ class WorkerContext:
         # (another model, possibly another dimension).
         self.monitors = WorkerMonitors(self.settings.monitoring, self.metrics, space.encoder.dim)
 
-    async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> None:
+    async def send(self, topic: faust.TopicT, key: bytes | None, value: bytes) -> "asyncio.Future[Any]":
+        """Hand a record to the Kafka client; returns once it is queued there, with the future of its delivery
+        (the broker's acknowledgement), which the caller may await."""
         # Every record names the replica that produced it (header flitfeed-instance).
-        await topic.send(key=key, value=value, headers=instance_headers(self.settings.kafka))
+        delivery = await topic.send(key=key, value=value, headers=instance_headers(self.settings.kafka))
         self.metrics.produced.labels(service=self.metrics.service, topic=topic.get_topic_name()).inc()
+        return delivery  # type: ignore[return-value]
 
 
 def _raw_topic(app: faust.App, settings: Settings, name: str) -> faust.TopicT:
@@ -169,6 +176,10 @@ def create_worker(settings: Settings, spaces: Mapping[str, WorkerSpace], live: s
         broker_credentials=faust_credentials(settings.kafka),
         # The instance id names this replica in the group's member list.
         broker_client_id=settings.kafka.instance(),
+        # The Kafka clients, tuned for latency under load (BENCHMARKS.md "Worker batches"): a short linger and
+        # batches that hold more than one user state let a batch's records share a few requests.
+        producer_linger=settings.worker.worker_producer_linger_ms / 1000.0,
+        producer_max_batch_size=settings.worker.worker_producer_batch_bytes,
     )
     def count_refetch(tp: Any, offset: int, outcome: str) -> None:
         metrics.refetched.labels(service=metrics.service, topic=tp.topic, outcome=outcome).inc()

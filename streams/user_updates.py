@@ -294,3 +294,124 @@ def _duplicate(profile: UserProfile, interaction: Interaction, msg: RawMessage, 
 def _publish_state(profile: UserProfile, trigger_id: str, trigger_ts: float, now: float) -> Publish:
     state = user_state(profile, trigger_id, trigger_ts, now)
     return Publish("user_states", ((profile.user_id.encode(), state.to_bytes()),))
+
+
+# --- a batch of interactions ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One decoded interaction of a batch and the message it came in."""
+
+    interaction: Interaction
+    msg: RawMessage
+
+
+def group_by_user(items: Sequence[Pending]) -> dict[tuple[int, str], list[int]]:
+    """The positions of ``items`` per (partition, user), each list in the batch's order, the groups in the
+    order of each one's first interaction. A user's interactions are applied in their order; users are
+    independent of each other (every user is on one partition: the key is the user id).
+
+    >>> from datetime import datetime, timezone
+    >>> def p(user, partition):
+    ...     i = Interaction(event_id=f"e-{user}", user_id=user, flit_id="f", kind="like", ts=datetime.now(timezone.utc))
+    ...     return Pending(i, RawMessage("interactions", partition, 0, user.encode(), b"", 0.0))
+    >>> group_by_user([p("a", 1), p("b", 0), p("a", 1)])
+    {(1, 'a'): [0, 2], (0, 'b'): [1]}
+    """
+    groups: dict[tuple[int, str], list[int]] = {}
+    for n, item in enumerate(items):
+        groups.setdefault((item.msg.partition, item.interaction.user_id), []).append(n)
+    return groups
+
+
+#: What :func:`decide_batch` did with one interaction: :data:`Decided`, or "failed" (:func:`decide` raised;
+#: dead-lettered as ``processing_error``, the user's later interactions applied without it).
+BatchOutcome = Literal["applied", "duplicate", "park", "expired", "failed"]
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """What to do with one user's interactions of a batch (:func:`decide_batch`).
+
+    Run in this order, and ack the interactions only after the last: :attr:`sends`; when :attr:`settle`, wait
+    until the states sent are acknowledged by the broker; :attr:`store`; :attr:`parks`; the table's changelog
+    record handed to the Kafka client; :attr:`counts`.
+    """
+
+    user_id: str
+    #: Per interaction, in the batch's order.
+    outcomes: tuple[BatchOutcome, ...]
+    #: Every interaction's published states, dead letters and observations, in order.
+    sends: tuple[Effect, ...]
+    #: The states sent must be delivered before the profile is stored (see :func:`decide_batch`).
+    settle: bool
+    #: The profile after the last interaction, stored once; None when no interaction asked for a store.
+    store: StoreProfile | None
+    #: The parked retries, in order: sent after the store, as :func:`decide` orders them (a position parked
+    #: for the first time is stored as waiting before its record leaves).
+    parks: tuple[Park, ...]
+    #: The per-topic counters of every interaction, summed.
+    counts: tuple[Count, ...]
+    #: (position in the user's interactions, what :func:`decide` raised) for each "failed" one.
+    failures: tuple[tuple[int, Exception], ...] = ()
+
+    def effects(self) -> tuple[Effect, ...]:
+        """Everything, in order, for a runner without a broker to wait on (tests): the sends, the store, the
+        parked retries, the counts."""
+        return self.sends + ((self.store,) if self.store is not None else ()) + self.parks + self.counts
+
+
+def decide_batch(items: Sequence[Pending], stored: Stored | None,
+                 lookup: Callable[[str], IndexedFlit | None], *, source_topic: str, now: float, params: TasteParams,
+                 worker: WorkerConfig, others: Mapping[str, VectorsOf] | None = None) -> UserBatch:
+    """What to do with one user's interactions of a batch (``items``, in order), whose stored profile is
+    ``stored``: :func:`decide` for each against the profile the ones before it left (in memory), and one
+    store of the last, so the table and its changelog get one record per user per batch.
+
+    Every applied interaction's state is published, each with its own trigger: the ranker coalesces a user's
+    states and answers every trigger (README "Feed schema", ``covers``). An interaction :func:`decide`
+    raises on is rejected as ``processing_error`` and the others go on without it.
+
+    Why :attr:`UserBatch.settle`: a stored profile is durable at once (RocksDB on local disk), a published
+    state only once the broker has it. After a crash the re-delivered interactions are duplicates, and
+    :func:`decide` publishes again only the state of the profile's *last* event. So when the batch published
+    a state of any other trigger (two interactions of the user applied, or the re-published last one
+    followed by a new one), those states must be delivered before the store, or a kill -9 in between loses
+    them and their interactions never get a feed. One trigger: the re-publish covers it, nothing to wait for.
+    The parked retries are sent after the store, as :func:`decide` orders them: a position parked for the
+    first time is stored as waiting before its record leaves, so a re-delivery after a crash parks it again.
+    """
+    current = stored
+    outcomes: list[BatchOutcome] = []
+    sends: list[Effect] = []
+    parks: list[Park] = []
+    counts: dict[tuple[str, str], int] = {}
+    failures: list[tuple[int, Exception]] = []
+    triggers: list[str] = []
+    store: StoreProfile | None = None
+    for n, item in enumerate(items):
+        try:
+            decision = decide(item.interaction, item.msg, current, lookup, parked=None, source_topic=source_topic,
+                              now=now, params=params, worker=worker, others=others)
+        except Exception as exc:  # one bad interaction (or flit) must not stop the user's others
+            outcomes.append("failed")
+            failures.append((n, exc))
+            sends.append(Reject(item.msg, Reason.PROCESSING_ERROR, repr(exc)))
+            continue
+        outcomes.append(decision.outcome)
+        for effect in decision.effects:
+            if isinstance(effect, StoreProfile):
+                store, current = effect, effect.profile
+            elif isinstance(effect, Count):
+                counts[(effect.counter, effect.topic)] = counts.get((effect.counter, effect.topic), 0) + effect.n
+            elif isinstance(effect, Park):
+                parks.append(effect)
+            else:
+                if isinstance(effect, Publish):
+                    triggers.append(item.interaction.event_id)
+                sends.append(effect)
+    # The last state published is the last applied event's (a later duplicate re-publishes only that one).
+    settle = store is not None and any(t != triggers[-1] for t in triggers)
+    user_id = items[0].interaction.user_id if items else ""
+    return UserBatch(user_id=user_id, outcomes=tuple(outcomes), sends=tuple(sends), settle=settle, store=store,
+                     parks=tuple(parks), counts=tuple(Count(c, t, k) for (c, t), k in counts.items()),  # type: ignore[arg-type]
+                     failures=tuple(failures))

@@ -13,6 +13,7 @@ from flitfeed.streams.dead_letter import dead_letter
 from flitfeed.streams.effects import (Count, Effect, ObserveFlits, ObserveTaste, Park, Publish, RawMessage, Reject,
                                       StoreProfile)
 from flitfeed.streams.events import Interaction, ParkedInteraction, Reason
+from flitfeed.streams.faust_compat.batches import take_ready
 from flitfeed.streams.state_store import DISK_FULL_RETRY_S, StateDiskFull
 from flitfeed.streams.user_updates import Decided, decide
 
@@ -39,6 +40,13 @@ def batches(stream: Any, size: int, within: float) -> AsyncIterator[list[Any]]:
     return stream.noack_take(size, within=within)
 
 
+def ready_batches(stream: Any, size: int, gather_s: float) -> AsyncIterator[list[Any]]:
+    """Batches of up to ``size`` events, each what the stream has ready when its first event arrives
+    (gathered for at most ``gather_s``; no timer: :func:`flitfeed.streams.faust_compat.batches.take_ready`),
+    acked only by :func:`done`."""
+    return take_ready(stream, size, gather_s)
+
+
 def done(event: Any) -> None:
     """Mark an event processed, so its offset can be committed: call it after its effects are sent.
 
@@ -61,11 +69,12 @@ async def send_dead_letter(ctx: "WorkerContext", msg: RawMessage, reason: Reason
     await ctx.send(ctx.dead_letters, key, value)
 
 
-async def run_effects(ctx: "WorkerContext", effects: Iterable[Effect]) -> None:
+async def run_effects(ctx: "WorkerContext", effects: Iterable[Effect],
+                      published: list["asyncio.Future[Any]"] | None = None) -> None:
     """Carry out what a decision asked for, in order.
 
     When a profile was stored, this returns once its changelog record is with the Kafka client: the
-    caller acks the event next.
+    caller acks the event next. ``published``: gets the delivery future of every record a ``Publish`` sent.
     """
     m = ctx.metrics
     stored = False
@@ -75,7 +84,9 @@ async def run_effects(ctx: "WorkerContext", effects: Iterable[Effect]) -> None:
                 target = {"flit_vectors": ctx.flit_vectors, "user_states": ctx.user_states}[topic]
                 with m.time_stage("publish"):
                     for key, value in records:
-                        await ctx.send(target, key, value)
+                        delivery = await ctx.send(target, key, value)
+                        if published is not None:
+                            published.append(delivery)
             case Park(record):
                 m.parked.labels(service=m.service).inc()
                 await ctx.send(ctx.parked, record.interaction.user_id.encode(), record.to_bytes())
@@ -124,11 +135,13 @@ async def store_profile(ctx: "WorkerContext", user_id: str, profile: dict, retry
 
 async def update_user(ctx: "WorkerContext", interaction: Interaction, msg: RawMessage,
                       parked: ParkedInteraction | None = None) -> Decided:
-    """Apply an interaction from ``interactions`` or a parked retry of it: decide, then run the effects."""
-    with ctx.metrics.time_stage("user_update"):
-        decision = decide(interaction, msg, ctx.profiles.get(interaction.user_id),
-                          lambda flit_id: ctx.index.retrieve_many([flit_id]).get(flit_id), parked=parked,
-                          source_topic=ctx.interactions.get_topic_name(), now=time.time(), params=ctx.params,
-                          worker=ctx.settings.worker, others=ctx.others())
-    await run_effects(ctx, decision.effects)
+    """Apply an interaction from ``interactions`` or a parked retry of it: decide, then run the effects
+    (holding ``ctx.profile_writes``: the interactions' batches update the same profiles)."""
+    async with ctx.profile_writes:
+        with ctx.metrics.time_stage("user_update"):
+            decision = decide(interaction, msg, ctx.profiles.get(interaction.user_id),
+                              lambda flit_id: ctx.index.retrieve_many([flit_id]).get(flit_id), parked=parked,
+                              source_topic=ctx.interactions.get_topic_name(), now=time.time(), params=ctx.params,
+                              worker=ctx.settings.worker, others=ctx.others())
+        await run_effects(ctx, decision.effects)
     return decision.outcome

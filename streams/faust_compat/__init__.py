@@ -14,7 +14,10 @@ faust-streaming 0.15.3 lost input or hung in four ways (README, Known limits); f
   ``streams/agents/common.py``.)
 
 :mod:`.tables` is not a fix but leans on Faust's private methods too: the profiles table on a RocksDB
-store that rebuilds a corrupt or missing partition and names a full disk (``streams/state_store.py``).
+store that rebuilds a corrupt or missing partition and names a full disk (``streams/state_store.py``), and
+:func:`~.tables.processing`, which makes one event of a batch Faust's current event so that a profile's
+read and write (and its changelog record) go to that event's partition. So does :mod:`.batches`: batches
+of what a stream has ready, without ``noack_take``'s timer (the interactions agent).
 
 :func:`install` applies them to one :class:`faust.App` -- its consumer, its producer buffer, one timer
 -- and leaves Faust's classes, and so any other app in the process, as they are. It refuses a

@@ -5,16 +5,24 @@ Faust's ``Store`` and ``Table`` have no hooks for opening a partition's database
 picking a store, so :class:`ProfileStore` and :class:`ProfilesTable` override their private methods
 (``_open_for_partition``, ``_set``, ``_new_store_by_url``). That ties them to the faust-streaming
 release they were verified against, like every other workaround here (:mod:`.version`).
+
+A table takes the partition of a key (which RocksDB database, which changelog partition) from the event
+being processed, Faust's ``current_event()``, set only by a stream iterating one event at a time. An
+agent that takes batches processes many events and none is current: :func:`processing` makes one event
+current for the table reads and writes of its key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Callable, Iterable
+import weakref
+from typing import Any, Callable, Iterable, Iterator
 
 import faust
 import faust.stores.rocksdb as faust_rocksdb
 from faust.stores.rocksdb import Store as RocksStore
+from faust.streams import _current_event
 from yarl import URL
 
 from flitfeed.monitoring.metrics import Metrics
@@ -185,3 +193,32 @@ def table_recovered(app: Any) -> bool:
     """Faust's table recovery (reading the changelog tail, or all of it) is done: the agents can run."""
     recovery = getattr(app.tables, "recovery", None)
     return recovery is None or recovery.completed.is_set()
+
+
+@contextlib.contextmanager
+def processing(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event inside the block, so a table read or write there goes to its
+    partition: ``table.get`` reads that partition's database, ``table[key] = value`` writes it and sends the
+    changelog record to the same partition (Faust's ``Table.partition_for_key`` and its RocksDB store's
+    ``_get``/``_set`` read ``faust.streams.current_event()``).
+
+    For an agent taking batches (``stream.noack_take``): its task has no current event, or a stale one.
+    The event must be of a topic co-partitioned with the table (``interactions``, keyed by user id) and the
+    key the one it carries. The previous value is restored on leaving, also on an exception.
+
+    >>> from types import SimpleNamespace
+    >>> from faust.streams import current_event
+    >>> class Event:  # a stand-in for faust.Event: its message and its partition
+    ...     message = SimpleNamespace(partition=3)
+    >>> e = Event()
+    >>> with processing(e):
+    ...     current_event().message.partition
+    3
+    >>> current_event() is None
+    True
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
