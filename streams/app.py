@@ -78,7 +78,7 @@ class WorkerContext:
     metrics: Metrics
     params: TasteParams
     app: faust.App
-    profiles: Any  # faust Table: user_id -> UserProfile.to_dict()
+    profiles: Any  # faust Table: user_id -> UserProfile.to_bytes() (older forms read by UserProfile.from_stored)
     flits: faust.TopicT
     interactions: faust.TopicT
     parked: faust.TopicT

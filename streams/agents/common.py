@@ -111,10 +111,12 @@ async def run_effects(ctx: "WorkerContext", effects: Iterable[Effect],
         await ctx.changelog.wait()
 
 
-async def store_profile(ctx: "WorkerContext", user_id: str, profile: dict, retry_s: float = DISK_FULL_RETRY_S) -> None:
-    """Write a profile to the table; on a full disk say so in one line, count it, and try again every
-    ``retry_s`` until it fits (the event stays unacked meanwhile: nothing is lost or applied twice).
-    The profile is not in the table until the write succeeds, so no changelog record is sent before."""
+async def store_profile(ctx: "WorkerContext", user_id: str, profile: bytes, retry_s: float = DISK_FULL_RETRY_S) -> None:
+    """Write a profile (``UserProfile.to_bytes()``) to the table; on a full disk say so in one line, count
+    it, and try again every ``retry_s`` until it fits (the event stays unacked meanwhile: nothing is lost
+    or applied twice). Faust sends the changelog record before it writes the local store, so each failed
+    try has sent one already: harmless, since each carries the same profile and a re-delivered event whose
+    profile is there is a duplicate (its state published again once)."""
     failed = False
     while True:
         try:
