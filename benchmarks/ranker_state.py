@@ -275,17 +275,6 @@ def in_process(fn: Callable[..., Any], *args: Any, killed: bool = False) -> Any:
 
 
 # --- the whole ranker (--service) -------------------------------------------------------------------------
-def ranker_ready(port: int) -> bool:
-    """/readyz is 200 with the service's own conditions among those met (between the index opening and the
-    service's creation it is 200 with ``index_open`` alone)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            body = json.loads(resp.read())
-            return resp.status == 200 and body.get("conditions", {}).get("partitions_assigned") is True
-    except Exception:  # noqa: BLE001 - not up yet, or 503
-        return False
-
-
 def scrape(port: int, name: str, **labels: str) -> float:
     """The sum of a metric's samples matching ``labels`` (NaN while the server does not answer)."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -366,28 +355,13 @@ def commit_at_end(settings: Any) -> int:
 
 
 def start_ranker(name: str, settings: Any, log_dir: Path, port: int, timeout_s: float) -> tuple[Any, float]:
-    """A ``flitfeed ranker`` process, once ready; progress every 10 s while it is not."""
-    from benchmarks.service import Service
+    """A ``flitfeed ranker`` process, once ready (its partitions assigned); progress every 10 s while it is not."""
+    from benchmarks.service import start_until_ready
 
-    env = {"FLITFEED_ENCODER": "hashing", "FLITFEED_LOG_LEVEL": "WARNING"}
-    started = time.perf_counter()
-    svc = Service("ranker", settings, log_dir / f"{name}.log", env).start()
-    last_print = started
-    while not ranker_ready(port):
-        now = time.perf_counter()
-        if not svc.alive():
-            raise RuntimeError(f"{name}: the ranker exited ({svc.proc.returncode}):\n{svc.log_tail(30)}")
-        if now - started > timeout_s:
-            svc.stop(signal.SIGKILL)
-            raise RuntimeError(f"{name}: not ready after {timeout_s:.0f} s:\n{svc.log_tail(30)}")
-        if now - last_print >= 10:
-            print(f"  {name}: {now - started:.0f} s, not ready; "
-                  f"{scrape(port, 'flitfeed_state_restored_records_total'):,.0f} user-states records applied, "
-                  f"{scrape(port, 'flitfeed_index_points'):,.0f} flits indexed, RSS {rss_mib(svc.pid):,.0f} MiB",
-                  flush=True)
-            last_print = now
-        time.sleep(0.2)
-    return svc, time.perf_counter() - started
+    return start_until_ready(
+        "ranker", name, settings, log_dir, port, timeout_s, "partitions_assigned",
+        lambda svc: (f"{scrape(port, 'flitfeed_state_restored_records_total'):,.0f} user-states records applied, "
+                     f"{scrape(port, 'flitfeed_index_points'):,.0f} flits indexed, RSS {rss_mib(svc.pid):,.0f} MiB"))
 
 
 def serve_requests(settings: Any, svc: Any, port: int, n_users: int, n_requests: int,

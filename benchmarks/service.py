@@ -6,12 +6,15 @@ services (:mod:`benchmarks.end_to_end`, :mod:`benchmarks.scale_out`) start and s
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from flitfeed.settings import Settings
 
@@ -104,3 +107,37 @@ def stop_all(services: Iterable[Service], sig: int = signal.SIGTERM, timeout: fl
         svc.send_signal(sig)
     for svc in services:
         svc.wait(timeout)
+
+
+def ready_with(port: int, condition: str) -> bool:
+    """/readyz answers 200 with ``condition`` among the conditions met: the server answers 200 with fewer
+    conditions between its start and the service's creation, so a bare 200 does not say the service is up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+            body = json.loads(resp.read())
+            return resp.status == 200 and body.get("conditions", {}).get(condition) is True
+    except Exception:  # noqa: BLE001 - not up yet, or 503
+        return False
+
+
+def start_until_ready(role: str, name: str, settings: Settings, log_dir: Path, port: int, timeout_s: float,
+                      condition: str, progress: Callable[[Service], str]) -> tuple[Service, float]:
+    """A ``flitfeed <role>`` process (hashing encoder, warnings only) and the seconds until it was ready
+    (:func:`ready_with` ``condition``), printing ``progress(service)`` every 10 s while it is not. Killed,
+    with its log's tail in the error, when it exits or is not ready after ``timeout_s``."""
+    env = {"FLITFEED_ENCODER": "hashing", "FLITFEED_LOG_LEVEL": "WARNING"}
+    started = time.perf_counter()
+    svc = Service(role, settings, log_dir / f"{name}.log", env).start()
+    last_print = started
+    while not ready_with(port, condition):
+        now = time.perf_counter()
+        if not svc.alive():
+            raise RuntimeError(f"{name}: the {role} exited ({svc.proc.returncode}):\n{svc.log_tail(30)}")
+        if now - started > timeout_s:
+            svc.stop(signal.SIGKILL)
+            raise RuntimeError(f"{name}: not ready after {timeout_s:.0f} s:\n{svc.log_tail(30)}")
+        if now - last_print >= 10:
+            print(f"  {name}: {now - started:.0f} s, not ready; {progress(svc)}", flush=True)
+            last_print = now
+        time.sleep(0.2)
+    return svc, time.perf_counter() - started

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import bench_parser, machine_info, print_table, setup_logging, write_json
-from benchmarks.service import Service, free_port
+from benchmarks.service import Service, free_port, start_until_ready
 
 DISTINCT = 2000
 
@@ -54,17 +54,6 @@ def status_kib(pid: int, field: str) -> int:
 
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def readyz(port: int) -> bool:
-    """Ready, with the profiles table recovered among the conditions (the server answers 200 with no
-    conditions for the moment between its start and the worker's creation)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-            body = json.loads(resp.read())
-            return resp.status == 200 and body.get("conditions", {}).get("user_state_recovered") is True
-    except Exception:
-        return False
 
 
 def metric(port: int, name: str) -> float:
@@ -136,25 +125,12 @@ def write_changelog(settings: Any, topic: str, n_users: int, tmpl: list[Any]) ->
     return total, time.perf_counter() - started
 
 
-def start_until_ready(name: str, settings: Any, log_dir: Path, port: int, timeout_s: float) -> tuple[Service, float]:
-    env = {"FLITFEED_ENCODER": "hashing", "FLITFEED_LOG_LEVEL": "WARNING"}
-    started = time.perf_counter()
-    svc = Service("worker", settings, log_dir / f"{name}.log", env).start()
-    last_print = started
-    while not readyz(port):
-        if not svc.alive():
-            raise RuntimeError(f"{name}: the worker exited ({svc.proc.returncode}):\n{svc.log_tail(30)}")
-        now = time.perf_counter()
-        if now - started > timeout_s:
-            svc.stop(signal.SIGKILL)
-            raise RuntimeError(f"{name}: not ready after {timeout_s:.0f} s:\n{svc.log_tail(30)}")
-        if now - last_print >= 10:
-            restored = _try(lambda: metric(port, "flitfeed_state_restored_records_total"))
-            print(f"  {name}: {now - started:.0f} s, not ready yet; {restored:,.0f} changelog records applied, "
-                  f"RSS {status_kib(svc.pid, 'VmRSS') / 1024:,.0f} MiB", flush=True)
-            last_print = now
-        time.sleep(0.2)
-    return svc, time.perf_counter() - started
+def start_worker(name: str, settings: Any, log_dir: Path, port: int, timeout_s: float) -> tuple[Service, float]:
+    """A ``flitfeed worker`` process, once ready with its profiles recovered; progress every 10 s meanwhile."""
+    return start_until_ready(
+        "worker", name, settings, log_dir, port, timeout_s, "user_state_recovered",
+        lambda svc: (f"{_try(lambda: metric(port, 'flitfeed_state_restored_records_total')):,.0f} changelog "
+                     f"records applied, RSS {status_kib(svc.pid, 'VmRSS') / 1024:,.0f} MiB"))
 
 
 def _try(f: Any) -> float:
@@ -190,7 +166,7 @@ def measure_store(store: str, n_users: int, tmpl: list[Any], bootstrap: str, run
         for start, stop in (("first start (empty data dir)", signal.SIGKILL), ("restart after kill -9", signal.SIGTERM),
                             ("restart after SIGTERM", signal.SIGKILL)):
             print(f"{store}: {start} ...", flush=True)
-            svc, ready_s = start_until_ready(f"{store}-{n_users}-{len(rows)}", s, run_dir, port, timeout_s)
+            svc, ready_s = start_worker(f"{store}-{n_users}-{len(rows)}", s, run_dir, port, timeout_s)
             time.sleep(1.0)  # the gauges' first export
             rss, hwm = status_kib(svc.pid, "VmRSS") / 1024, status_kib(svc.pid, "VmHWM") / 1024
             restored = _try(lambda: metric(port, "flitfeed_state_restored_records_total"))
