@@ -332,9 +332,10 @@ BatchOutcome = Literal["applied", "duplicate", "park", "expired", "failed"]
 class UserBatch:
     """What to do with one user's interactions of a batch (:func:`decide_batch`).
 
-    Run in this order, and ack the interactions only after the last: :attr:`sends`; when :attr:`settle`, wait
-    until the states sent are acknowledged by the broker; :attr:`store`; :attr:`parks`; the table's changelog
-    record handed to the Kafka client; :attr:`counts`.
+    Run in the order of :meth:`effects`, and ack the interactions only after the last: one trigger,
+    :attr:`store` then :attr:`sends` (as :func:`decide` orders them); several (:attr:`settle`), :attr:`sends`,
+    then wait until the broker has the states, then :attr:`store`. Then :attr:`parks`, the table's changelog
+    record handed to the Kafka client, and :attr:`counts`.
     """
 
     user_id: str
@@ -355,9 +356,10 @@ class UserBatch:
     failures: tuple[tuple[int, Exception], ...] = ()
 
     def effects(self) -> tuple[Effect, ...]:
-        """Everything, in order, for a runner without a broker to wait on (tests): the sends, the store, the
-        parked retries, the counts."""
-        return self.sends + ((self.store,) if self.store is not None else ()) + self.parks + self.counts
+        """Everything, in order (without the wait for the broker :attr:`settle` asks for)."""
+        store: tuple[Effect, ...] = (self.store,) if self.store is not None else ()
+        first = self.sends + store if self.settle else store + self.sends
+        return first + self.parks + self.counts
 
 
 def decide_batch(items: Sequence[Pending], stored: Stored | None,
@@ -376,7 +378,8 @@ def decide_batch(items: Sequence[Pending], stored: Stored | None,
     :func:`decide` publishes again only the state of the profile's *last* event. So when the batch published
     a state of any other trigger (two interactions of the user applied, or the re-published last one
     followed by a new one), those states must be delivered before the store, or a kill -9 in between loses
-    them and their interactions never get a feed. One trigger: the re-publish covers it, nothing to wait for.
+    them and their interactions never get a feed. One trigger: the re-publish covers it; the state goes
+    after the store, as :func:`decide` orders it (a store waiting for disk space then holds it back).
     The parked retries are sent after the store, as :func:`decide` orders them: a position parked for the
     first time is stored as waiting before its record leaves, so a re-delivery after a crash parks it again.
     """

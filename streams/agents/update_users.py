@@ -4,26 +4,29 @@ The agent takes what the consumer has delivered when an interaction arrives: up 
 ``FLITFEED_INTERACTION_BATCH_SIZE`` interactions, gathered for at most ``FLITFEED_INTERACTION_BATCH_GATHER_S``
 and never waiting on a timer (:func:`~flitfeed.streams.faust_compat.batches.take_ready`: at a low rate an
 interaction is a batch of one at once, under load batches grow with the backlog). Per user in the batch
-it reads the profile once, applies
-that user's interactions in order (:func:`flitfeed.streams.user_updates.decide_batch`, which calls
+it reads the profile once, applies that user's interactions in order
+(:func:`flitfeed.streams.user_updates.decide_batch`, which calls
 :func:`~flitfeed.streams.user_updates.decide` for each) and stores the profile once: one table write and
-one changelog record per user per batch. Every applied interaction's state is published. The batch is
-acked after the effects of all its interactions, as each event was before:
+one changelog record per user per batch. Every applied interaction's state is published. Each user's
+interactions are acked after that user's effects, as each event was before:
 
-1. decode every message (an invalid one is dead-lettered), group by partition and user;
+1. decode every message (an invalid one is dead-lettered and acked), group by partition and user;
 2. per user: read the profile, decide (an interaction whose decision fails is dead-lettered, the user's
    others go on);
-3. send the states of the whole batch back to back, so the Kafka client puts them in a few requests, and
-   the dead letters;
-4. when a user had several triggers (``UserBatch.settle``), wait until the broker has those states;
-5. store each changed profile (its own partition: :func:`~flitfeed.streams.faust_compat.tables.processing`;
-   a full disk retries, the batch unacked), then send the parked retries (a position parked for the first
-   time is stored as waiting before its record leaves, as ``decide`` orders it), then wait until the
-   changelog records are with the Kafka client;
-6. count, and ack.
+3. the users with several triggers (``UserBatch.settle``): send their states, back to back, and wait once
+   until the broker has all of them (a re-delivery after a crash would re-publish only the last);
+4. then user by user, in the order of the batch: store the profile (its own partition:
+   :func:`~flitfeed.streams.faust_compat.tables.processing`; on a full disk the write is retried and this
+   user and every one after it wait, nothing of theirs sent or acked, as one event at a time did); send
+   the user's state (one trigger: after the store, as ``decide`` orders it) and parked records (a position
+   parked for the first time is stored as waiting before its record leaves); wait until the changelog
+   record is with the Kafka client; count; ack the user's interactions.
+
+The states of a batch still leave together: the producer's linger (``FLITFEED_WORKER_PRODUCER_LINGER_MS``)
+gathers what is sent in the same few milliseconds into one request per partition.
 
 A user whose sends or store fail has their interactions dead-lettered as ``processing_error``; the other
-users of the batch are not affected. Steps 2 to 5 hold ``ctx.profile_writes``, so a parked retry of one of
+users of the batch are not affected. Steps 2 to 4 hold ``ctx.profile_writes``, so a parked retry of one of
 the batch's users cannot store in between and be overwritten.
 """
 
@@ -53,9 +56,7 @@ def register(ctx: "WorkerContext") -> None:
     @ctx.app.agent(ctx.interactions, name="update_users")
     async def update_users_agent(stream: Any) -> None:
         async for batch in ready_batches(stream, w.interaction_batch_size, w.interaction_batch_gather_s):
-            await process_batch(ctx, batch)
-            for event in batch:
-                done(event)
+            await process_batch(ctx, batch)  # acks each event once its effects are sent
 
 
 @dataclass
@@ -76,10 +77,14 @@ class _User:
     def fail(self, exc: BaseException, step: str) -> None:
         self.failed, self.failed_at = exc, step
 
+    @property
+    def ok(self) -> bool:
+        return self.failed is None and self.decided is not None
+
 
 async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
-    """Apply a batch of ``interactions`` events; returns once every effect is with the Kafka client (and
-    the states of users with several triggers with the broker): the caller acks the events next."""
+    """Apply a batch of ``interactions`` events, acking each once its effects are with the Kafka client (and
+    the states of users with several triggers with the broker)."""
     m = ctx.metrics
     source_topic = ctx.interactions.get_topic_name()
     now = time.time()
@@ -93,6 +98,7 @@ async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
                 interaction = decode_user_interaction(msg, ctx.settings.events, now=now)
         except DecodeError as e:
             await send_dead_letter(ctx, msg, e.reason, e.detail)
+            done(event)
             continue
         items.append(Pending(interaction, msg))
         item_events.append(event)
@@ -116,44 +122,59 @@ async def process_batch(ctx: "WorkerContext", events: Sequence[Any]) -> None:
             for n, exc in user.decided.failures:
                 log.error("interaction failed", exc_info=exc,
                           extra={"offset": user.items[n].msg.offset, "partition": user.items[n].msg.partition})
+        await _settle(ctx, [u for u in users if u.ok and u.decided.settle])  # type: ignore[union-attr]
         for user in users:
-            if user.decided is not None and user.failed is None:
-                try:
-                    await run_effects(ctx, user.decided.sends, published=user.published)
-                except Exception as exc:
-                    user.fail(exc, "send")
-        settling = [u for u in users if u.failed is None and u.decided is not None and u.decided.settle]
-        if settling:
-            with m.time_stage("settle"):
-                results = await asyncio.gather(*(asyncio.gather(*u.published) for u in settling),
-                                               return_exceptions=True)
-            for user, result in zip(settling, results):
-                if isinstance(result, asyncio.CancelledError):
-                    raise result  # stopping: the batch stays unacked, never dead-lettered
-                if isinstance(result, BaseException):
-                    user.fail(result, "settle")
-        stored_any = False
-        for user in users:
-            if user.failed is None and user.decided is not None and user.decided.store is not None:
-                try:
-                    with processing(user.events[-1]):
-                        await store_profile(ctx, user.decided.store.user_id, user.decided.store.profile)
-                    stored_any = True
-                except Exception as exc:
-                    user.fail(exc, "store")
-        for user in users:
-            if user.failed is None and user.decided is not None and user.decided.parks:
-                try:
-                    await run_effects(ctx, user.decided.parks)
-                except Exception as exc:
-                    user.fail(exc, "park")
-    if stored_any:
-        await ctx.changelog.wait()
-    for user in users:
-        if user.decided is not None and user.failed_at in ("", "park"):  # the profile was stored
-            await run_effects(ctx, user.decided.counts)
-        if user.failed is not None:
-            await _dead_letter_user(ctx, user)
+            await _finish(ctx, user)
+
+
+async def _settle(ctx: "WorkerContext", settling: list[_User]) -> None:
+    """Send the states of the users with several triggers and wait until the broker has every one."""
+    for user in settling:
+        try:
+            await run_effects(ctx, user.decided.sends, published=user.published)  # type: ignore[union-attr]
+        except Exception as exc:
+            user.fail(exc, "send")
+    settling = [u for u in settling if u.failed is None]
+    if not settling:
+        return
+    with ctx.metrics.time_stage("settle"):
+        results = await asyncio.gather(*(asyncio.gather(*u.published) for u in settling), return_exceptions=True)
+    for user, result in zip(settling, results):
+        if isinstance(result, asyncio.CancelledError):
+            raise result  # stopping: the batch stays unacked, never dead-lettered
+        if isinstance(result, BaseException):
+            user.fail(result, "settle")
+
+
+async def _finish(ctx: "WorkerContext", user: _User) -> None:
+    """Store one user's profile, send the rest of their records, count, and ack their interactions; or
+    dead-letter them when their effects failed."""
+    decided = user.decided
+    if user.ok and decided is not None:
+        try:
+            if decided.store is not None:
+                with processing(user.events[-1]):
+                    await store_profile(ctx, decided.store.user_id, decided.store.profile)
+        except Exception as exc:
+            user.fail(exc, "store")
+    if user.ok and decided is not None and not decided.settle:
+        try:
+            await run_effects(ctx, decided.sends)
+        except Exception as exc:
+            user.fail(exc, "send")
+    if user.ok and decided is not None and decided.parks:
+        try:
+            await run_effects(ctx, decided.parks)
+        except Exception as exc:
+            user.fail(exc, "park")
+    if decided is not None and decided.store is not None and user.failed_at in ("", "park", "send"):
+        await ctx.changelog.wait()  # the profile was stored: its changelog record goes before the ack
+    if decided is not None and user.failed_at in ("", "park"):
+        await run_effects(ctx, decided.counts)
+    if user.failed is not None:
+        await _dead_letter_user(ctx, user)
+    for event in user.events:
+        done(event)
 
 
 def _flits_of(ctx: "WorkerContext", flit_ids: list[str]) -> Any:

@@ -209,6 +209,14 @@ class FakeEvent:
         else:
             self.message = SimpleNamespace(topic="interactions", partition=partition, offset=offset,
                                            key=user.encode(), value=raw, timestamp=NOW)
+        self.acks = 0
+        #: Where an ack is recorded beside the worker's sends and stores (set by :func:`run_batch`).
+        self.log: list | None = None
+
+    def ack(self) -> None:
+        self.acks += 1
+        if self.log is not None:
+            self.log.append(("ack", self.message.offset))
 
 
 class Profiles(dict):
@@ -262,6 +270,9 @@ class BatchWorker(SimpleNamespace):
 
 
 def run_batch(worker: BatchWorker, events: list[FakeEvent], deliver: bool = True) -> None:
+    for event in events:
+        event.log = worker.log
+
     async def scenario() -> None:
         task = asyncio.ensure_future(update_users.process_batch(worker, events))
         while not task.done():
@@ -274,32 +285,76 @@ def run_batch(worker: BatchWorker, events: list[FakeEvent], deliver: bool = True
         await task
 
     asyncio.run(scenario())
+    assert [e.acks for e in events] == [1] * len(events)  # every event acked once, whatever became of it
 
 
 def counted(worker: BatchWorker, name: str, **labels: str) -> float:
     return worker.metrics.value(name, service="worker", **labels)
 
 
-def test_process_batch_publishes_then_waits_for_delivery_then_stores_each_user_once_on_its_partition() -> None:
+def test_a_user_with_several_triggers_has_their_states_delivered_before_the_store_then_users_go_in_order() -> None:
     worker = BatchWorker()
-    items = [pending("e1", "f1", "u", 2), pending("e2", "f1", "v", 5), pending("e3", "f2", "u", 2)]
+    items = [pending("e1", "f1", "u", 2, offset=1), pending("e2", "f1", "v", 5, offset=1),
+             pending("e3", "f2", "u", 2, offset=2)]
     run_batch(worker, [FakeEvent(i) for i in items])
-    kinds = [entry[0] for entry in worker.log]
-    # States of the whole batch back to back, then (u had two triggers) their delivery, then one store per user.
-    assert kinds[:3] == ["send"] * 3
-    assert [e[3] for e in worker.log[:3]] == ["e1", "e3", "e2"]  # grouped per user, each user's in order
-    assert kinds.index("store") > kinds.index("delivered")
-    assert [e for e in worker.log if e[0] == "store"] == [("store", "u", 2), ("store", "v", 5)]
-    assert kinds[-1] == "changelog"
+    # u's two states with the broker before u's store (a re-delivery would re-publish the last one only).
+    assert worker.log[:4] == [("send", "user-states", b"u", "e1"), ("send", "user-states", b"u", "e3"),
+                              ("delivered",), ("delivered",)]
+    assert [e for e in worker.log[4:] if e[0] != "delivered"] == [
+        ("store", "u", 2), ("changelog",), ("ack", 1), ("ack", 2),  # one store, on u's partition
+        ("store", "v", 5), ("send", "user-states", b"v", "e2"), ("changelog",), ("ack", 1),  # v: store, then state
+    ]
     assert UserProfile.from_stored(worker.profiles["u"]).positives == 2
     assert counted(worker, "flitfeed_events_processed_total", topic=TOPIC) == 3
     assert counted(worker, "flitfeed_events_consumed_total", topic="interactions") == 3
 
 
-def test_process_batch_with_one_trigger_per_user_stores_without_waiting_for_delivery() -> None:
+def test_users_with_one_trigger_each_are_stored_then_published_without_waiting_for_delivery() -> None:
     worker = BatchWorker()
-    run_batch(worker, [FakeEvent(pending("e1", "f1", "u")), FakeEvent(pending("e2", "f1", "v", 5))], deliver=False)
-    assert [e[0] for e in worker.log] == ["send", "send", "store", "store", "changelog"]
+    run_batch(worker, [FakeEvent(pending("e1", "f1", "u", offset=7)), FakeEvent(pending("e2", "f1", "v", 5, offset=8))],
+              deliver=False)
+    assert [e[0] for e in worker.log] == ["store", "send", "changelog", "ack"] * 2
+
+
+def test_a_full_disk_holds_the_user_and_every_one_after_it_unsent_and_unacked() -> None:
+    """As one event at a time did (tests/integration/test_full_disk.py): the users before the one whose
+    profile does not fit are applied and acked; it and the ones after it send nothing and wait unacked."""
+    worker = BatchWorker()
+    gate = asyncio.Event()
+    full = {"v"}
+    stores = worker.profiles
+
+    def setitem(key: str, value: Any) -> None:
+        if key in full and not gate.is_set():
+            raise StateDiskFull("/nowhere", "[Errno 28] No space left on device")
+        dict.__setitem__(stores, key, value)
+        worker.log.append(("store", key))
+
+    stores.__class__ = type("FullDisk", (Profiles,), {"__setitem__": lambda self, k, v: setitem(k, v)})
+    events = [FakeEvent(pending("e1", "f1", "u", 2, offset=1)), FakeEvent(pending("e2", "f1", "v", 2, offset=2)),
+              FakeEvent(pending("e3", "f2", "w", 3, offset=1))]
+    for event in events:
+        event.log = worker.log
+
+    async def scenario() -> list:
+        from flitfeed.streams.agents import common
+
+        update_users.store_profile = functools.partial(common.store_profile, retry_s=0.01)
+        try:
+            task = asyncio.ensure_future(update_users.process_batch(worker, events))
+            while counted(worker, "flitfeed_state_write_errors_total", reason="disk_full") < 2:
+                await asyncio.sleep(0.01)
+            held = list(worker.log)
+            gate.set()  # space freed
+            await asyncio.wait_for(task, timeout=30)
+            return held
+        finally:
+            update_users.store_profile = common.store_profile
+
+    held = asyncio.run(scenario())
+    assert held == [("store", "u"), ("send", "user-states", b"u", "e1"), ("changelog",), ("ack", 1)]
+    assert worker.log[len(held):] == [("store", "v"), ("send", "user-states", b"v", "e2"), ("changelog",), ("ack", 2),
+                                      ("store", "w"), ("send", "user-states", b"w", "e3"), ("changelog",), ("ack", 1)]
 
 
 def test_a_bad_event_in_a_batch_is_dead_lettered_and_the_others_applied() -> None:
