@@ -234,8 +234,8 @@ class WorkerConfig(_Area):
     #: How long the worker's Kafka producer (Faust's, aiokafka) waits for more records before it sends a
     #: request: with 0 (Faust's default) every record in a quiet moment is a request of its own. A user
     #: state waits this long before it leaves, so every feed does too: 5 ms cost ~5 ms per feed at 25
-    #: interactions/s, 1 ms nothing measurable, and a batch's states still share a request
-    #: (BENCHMARKS.md "Worker batches").
+    #: interactions/s, 1 ms about 1 ms, and a batch's states still share a request (BENCHMARKS.md
+    #: "Worker batches").
     worker_producer_linger_ms: int = Field(1, ge=0, le=1000)
     #: Largest batch of records, per partition, in one of the worker's produce requests (bytes). A user
     #: state is ~12 KB and a profile's changelog record ~19 KB with a 384-d taste: Faust's default, 16 KiB,
