@@ -175,9 +175,9 @@ def test_worker_and_ranker_wait_out_a_full_disk(tmpfs, isolated_settings: Settin
         waiting = [e for e in held if not states()[e.event_id]]
         print(f"\nworker on a full disk: {len(held) - len(waiting)} of {len(held)} interactions fitted, "
               f"{len(waiting)} wait")
-        # (>=: the worker acks a batch of interactions once all its effects are done, so one that fitted waits
-        # unacked with the rest of its batch; re-delivered, it would be a duplicate by its offset.)
-        assert waiting and uncommitted(s, TOPIC_INTERACTIONS) >= len(waiting), "an interaction was acked unapplied"
+        # (==: the worker finishes the users of a batch in order and acks each once its effects are done, so
+        # one that fitted is acked and the one waiting for space holds every one after it, unsent and unacked.)
+        assert waiting and uncommitted(s, TOPIC_INTERACTIONS) == len(waiting), "an interaction was acked unapplied"
         log = worker.log_path.read_text(errors="replace")
         errors = [line for line in log.splitlines() if "no space left on device" in line.lower()]
         assert len(errors) == 1 and " ERROR " in errors[0] and str(worker_fs.path) in errors[0], errors
