@@ -80,7 +80,7 @@ class FakeIndex:
         for i in flit_ids:
             self.flits.pop(i, None)
 
-    def count(self) -> int:
+    def count(self, approximate: bool = False) -> int:
         return len(self.flits)
 
     def close(self) -> None:
