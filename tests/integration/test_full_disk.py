@@ -115,6 +115,12 @@ def published(bus: Bus, topic: str, trigger_of) -> Counter:
     return Counter(trigger_of(m.value()) for m in bus.drain(topic))
 
 
+def assert_one_disk_full_line(log: str, path: object) -> None:
+    """The full disk was said once, as an ERROR naming the full filesystem's path."""
+    errors = [line for line in log.splitlines() if "no space left on device" in line.lower()]
+    assert len(errors) == 1 and " ERROR " in errors[0] and str(path) in errors[0], errors
+
+
 def test_worker_and_ranker_wait_out_a_full_disk(tmpfs, isolated_settings: Settings, services) -> None:
     worker_port, ranker_port = free_port(), free_port()
     s = isolated_settings.replace(**{
@@ -178,9 +184,7 @@ def test_worker_and_ranker_wait_out_a_full_disk(tmpfs, isolated_settings: Settin
         # (==: the worker finishes the users of a batch in order and acks each once its effects are done, so
         # one that fitted is acked and the one waiting for space holds every one after it, unsent and unacked.)
         assert waiting and uncommitted(s, TOPIC_INTERACTIONS) == len(waiting), "an interaction was acked unapplied"
-        log = worker.log_path.read_text(errors="replace")
-        errors = [line for line in log.splitlines() if "no space left on device" in line.lower()]
-        assert len(errors) == 1 and " ERROR " in errors[0] and str(worker_fs.path) in errors[0], errors
+        assert_one_disk_full_line(worker.log_path.read_text(errors="replace"), worker_fs.path)
         worker_fs.free()
         wait_until(lambda: all(states()[e.event_id] for e in held) or None, 60,
                    what="the held interactions applied once space was freed")
@@ -204,9 +208,7 @@ def test_worker_and_ranker_wait_out_a_full_disk(tmpfs, isolated_settings: Settin
         # (>=: a state that fitted may share its poll's commit with one that waits.)
         assert waiting and uncommitted(s, TOPIC_USER_STATES, s.kafka.ranker_group) >= len(waiting), \
             "a user state was acked unapplied"
-        log = ranker.log_path.read_text(errors="replace")
-        errors = [line for line in log.splitlines() if "no space left on device" in line.lower()]
-        assert len(errors) == 1 and " ERROR " in errors[0] and str(ranker_fs.path) in errors[0], errors
+        assert_one_disk_full_line(ranker.log_path.read_text(errors="replace"), ranker_fs.path)
         ranker_fs.free()
         wait_until(lambda: all(feeds()[e.event_id] for e in held_r) or None, 60,
                    what="the held user states' feeds once space was freed")
