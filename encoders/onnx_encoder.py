@@ -115,8 +115,10 @@ class OnnxEncoder:
         cache = Path(cache_dir or Path.home() / ".cache" / "flitfeed" / "models") / digest
         path = export_onnx(self._model_dir, cache, quantize)
         options = ort.SessionOptions()
-        if threads > 0:
-            options.intra_op_num_threads = threads
+        # Left at 0, ONNX Runtime starts a thread per physical core of the machine and pins each to its
+        # core, ignoring the CPUs this process was given (taskset, a cpuset): a worker pinned to one core
+        # embedded on the other. A count set here makes plain threads that inherit the process's CPUs.
+        options.intra_op_num_threads = threads if threads > 0 else len(os.sched_getaffinity(0))
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning threads answer the next run sooner but burn the CPU the services beside them need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")

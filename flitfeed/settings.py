@@ -135,7 +135,9 @@ class EncoderConfig(_Area):
     #: broker the spinning steals their CPU (end to end at 100 interactions/s + 20 flits/s on 2 cores:
     #: flit -> vector logged p50 1.35 s with spinning, 0.15 s without; BENCHMARKS.md).
     encoder_spin_wait: bool = False
-    encoder_threads: int = Field(0, ge=0)  # 0 = leave torch's default
+    #: Threads the encoder runs on; 0: torch's default, and for the ONNX backends one per CPU this
+    #: process may use (its affinity, so a pinned or cpuset-limited worker stays on its CPUs).
+    encoder_threads: int = Field(0, ge=0)
     #: How long the worker waits to fill an embedding batch.
     embed_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     #: The encoder's output dimension; the ranker sizes its index replica with it.

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -71,3 +76,23 @@ def test_spin_wait_setting_reaches_onnx_runtime(tmp_path, spin: bool) -> None:
     enc = make_encoder(EncoderConfig(encoder_backend="onnx-int8", encoder_spin_wait=spin, model_cache_dir=tmp_path))
     options = enc._session.get_session_options()  # type: ignore[attr-defined]
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spin else "0")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one")
+def test_default_threads_stay_on_the_cpus_the_process_was_given(tmp_path) -> None:
+    # ONNX Runtime's own default pins a thread to every core of the machine; a process given one CPU
+    # must embed on that CPU only.
+    cpu = min(os.sched_getaffinity(0))
+    script = (
+        "import glob\n"
+        "from flitfeed.encoders.factory import make_encoder\n"
+        "from flitfeed.settings import EncoderConfig\n"
+        f"enc = make_encoder(EncoderConfig(encoder_backend='onnx-int8', model_cache_dir={str(tmp_path)!r}))\n"
+        "enc.encode_many(['a short flit about birds'] * 32)\n"
+        "for t in glob.glob('/proc/self/task/*/status'):\n"
+        "    print([l.split(':')[1].strip() for l in open(t) if l.startswith('Cpus_allowed_list')][0])\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=300,
+                         preexec_fn=functools.partial(os.sched_setaffinity, 0, {cpu}))
+    allowed = out.stdout.split()
+    assert len(allowed) >= 2, out.stdout  # the main thread and at least one of the runtime's
+    assert set(allowed) == {str(cpu)}, out.stdout
