@@ -96,6 +96,17 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def machine_busy_s() -> float:
+    """CPU-seconds every core of the machine has been busy since boot (``/proc/stat``), all processes.
+
+    The difference over a phase, divided by its wall time, is how many cores were busy in it:
+    what the services used plus the broker, the load generator and anything else running.
+    """
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         if value == 0:

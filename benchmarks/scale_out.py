@@ -12,10 +12,16 @@ seeded Flutter world (``flitfeed.demo.world.World``) and measures how fast they 
 A rate is ``count / (last output's broker timestamp - first input's produce time)``, so the reading
 side's own speed does not count. Beside each rate, the work per CPU-second the services consumed in
 that phase (from /proc): on a shared machine the rates follow the CPU share the processes get, the
-per-CPU-second figures do not. Usage::
+per-CPU-second figures do not.
+
+``--pin`` gives each replica a core of its own, as if it had a machine: replica *i* (its worker and
+its ranker) runs on core *i* only, so one replica per role gets one core and two get two. The broker
+and this process are not pinned; with one replica they have the other core mostly to themselves, so the
+ratio measured this way is, if anything, low. Usage::
 
     python -m benchmarks.scale_out --quick                  # CI smoke: hashing encoder, small backlogs
     python -m benchmarks.scale_out --json benchmarks/results/scale_out.json   # MiniLM, larger backlogs
+    python -m benchmarks.scale_out --pin --json benchmarks/results/scale_out-pinned.json
     python -m benchmarks.scale_out --processes 1 2 3 --encoder hashing
 
 Results and their reading: BENCHMARKS.md "Scale-out".
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -36,7 +43,7 @@ from typing import Callable, Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from benchmarks.common import bench_parser, machine_info, print_table, write_json
+from benchmarks.common import bench_parser, machine_busy_s, machine_info, print_table, write_json
 from benchmarks.service import Service, stop_all
 from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics, wait_for_broker
@@ -59,7 +66,7 @@ class Sizes:
 
 
 QUICK = Sizes(flits=60, interactions=300, requests=200, users=40, timeout_s=120)
-FULL = Sizes(flits=1500, interactions=4000, requests=3000, users=400, timeout_s=600)
+FULL = Sizes(flits=6000, interactions=16000, requests=12000, users=1600, timeout_s=600)
 
 
 class Outputs:
@@ -132,7 +139,7 @@ def produce(producer: Producer, topic: str, records: Iterable[tuple[str, bytes]]
     return start
 
 
-def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -> dict:
+def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path, pin: bool = False) -> dict:
     tag = uuid.uuid4().hex[:6]
     settings = base.replace(**{
         "topic_prefix": f"bench-{tag}-", "app_id": f"bench-{tag}", "ranker_group": f"bench-{tag}-ranker",
@@ -148,7 +155,8 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
             for role in ("worker", "ranker"):
                 instance = f"{role[0]}{i + 1}"
                 replica = settings.replace(**{"instance_id": instance, "data_dir": workdir / tag / instance})
-                processes.append(Service(role, replica, workdir / f"{instance}.log").start())
+                cpus = {i % os.cpu_count()} if pin else None
+                processes.append(Service(role, replica, workdir / f"{instance}.log", cpus=cpus).start())
         wait_for(lambda: groups_ready(settings, admin, n), sizes.timeout_s, f"{n}+{n} replicas in their groups",
                  processes)
         startup_s = time.monotonic() - started
@@ -168,31 +176,32 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
             return sum(p.cpu_seconds() for p in group)
 
         flits = world.next_flits(sizes.flits)
-        cpu0 = cpu(workers)
+        cpu0, busy0 = cpu(workers), machine_busy_s()
         t0 = produce(producer, settings.kafka.topic(TOPIC_FLITS), ((f.flit_id, f.to_bytes()) for f in flits))
         ids = {f.flit_id for f in flits}
         t_vec = wait_for(lambda: vectors.last_of(ids), sizes.timeout_s, "flit vectors", processes)
         log.info("%d flits embedded in %.1f s", len(ids), t_vec - t0)
-        embed_cpu = cpu(workers) - cpu0
+        embed_cpu, embed_busy = cpu(workers) - cpu0, machine_busy_s() - busy0
 
         events = world.spontaneous_interactions(sizes.interactions, now=time.time())
-        cpu1 = cpu(processes)
+        cpu1, busy1 = cpu(processes), machine_busy_s()
         t1 = produce(producer, settings.kafka.topic(TOPIC_INTERACTIONS), ((e.user_id, e.to_bytes()) for e in events))
         ids = {e.event_id for e in events}
         t_state = wait_for(lambda: states.last_of(ids), sizes.timeout_s, "user states", processes)
         t_ifeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for interactions", processes)
         log.info("%d interactions: states in %.1f s, feeds in %.1f s", len(ids), t_state - t1, t_ifeed - t1)
-        interaction_cpu = cpu(processes) - cpu1
+        interaction_cpu, interaction_busy = cpu(processes) - cpu1, machine_busy_s() - busy1
 
         requests = world.feed_requests(sizes.requests)
-        cpu2 = cpu(rankers)
+        cpu2, busy2 = cpu(rankers), machine_busy_s()
         t2 = produce(producer, settings.kafka.topic(TOPIC_FEED_REQUESTS), ((r.user_id, r.to_bytes()) for r in requests))
         ids = {r.request_id for r in requests}
         t_rfeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for requests", processes)
         log.info("%d requests answered in %.1f s", len(ids), t_rfeed - t2)
-        request_cpu = cpu(rankers) - cpu2
+        request_cpu, request_busy = cpu(rankers) - cpu2, machine_busy_s() - busy2
         return {
             "processes_per_role": n,
+            "cores": min(n, os.cpu_count()) if pin else "any",
             "encoder": encoder,
             "partitions": settings.kafka.partitions,
             "flits_embedded_per_s": sizes.flits / max(t_vec - t0, 1e-3),
@@ -204,6 +213,11 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
             "flits_per_worker_cpu_s": sizes.flits / max(embed_cpu, 1e-3),
             "interactions_per_cpu_s": sizes.interactions / max(interaction_cpu, 1e-3),
             "requests_per_ranker_cpu_s": sizes.requests / max(request_cpu, 1e-3),
+            # Cores the whole machine kept busy in each phase (services, broker, this process, others):
+            # near the core count, the machine itself is the limit, not the number of replicas.
+            "busy_cores_flits": embed_busy / max(t_vec - t0, 1e-3),
+            "busy_cores_interactions": interaction_busy / max(t_ifeed - t1, 1e-3),
+            "busy_cores_requests": request_busy / max(t_rfeed - t2, 1e-3),
             "startup_s": startup_s,
         }
     finally:
@@ -215,6 +229,8 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path) -
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="processes per role to compare")
+    parser.add_argument("--pin", action="store_true",
+                        help="replica i (worker and ranker) on core i only: one core per replica")
     parser.add_argument("--encoder", choices=("minilm", "hashing"),
                         help="default: minilm, hashing with --quick (no torch start-up cost)")
     args = parser.parse_args(argv)
@@ -227,12 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="flitfeed-scale-out-") as tmp:
         for n in args.processes:
             log.info("measuring %d process(es) per role", n)
-            rows.append(run_one(base, n, sizes, encoder, Path(tmp)))
+            rows.append(run_one(base, n, sizes, encoder, Path(tmp), pin=args.pin))
     print_table(f"Scale-out throughput ({'quick' if args.quick else 'full'}, {encoder} encoder, "
                 f"{machine_info()['cores']} cores)", rows)
     if args.json:
         write_json(args.json, "scale_out", {"quick": args.quick, "encoder": encoder, "sizes": sizes.__dict__,
-                                            "processes": args.processes}, rows)
+                                            "processes": args.processes, "pin": args.pin}, rows)
     return 0
 
 

@@ -6,6 +6,7 @@ services (:mod:`benchmarks.end_to_end`, :mod:`benchmarks.scale_out`) start and s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -43,19 +44,24 @@ class Service:
     """
 
     def __init__(self, name: str, settings: Settings, log_path: Path,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, cpus: set[int] | None = None) -> None:
         #: The flitfeed subcommand it runs: ``worker`` or ``ranker``.
         self.name = name
         self.env = service_env(settings, extra_env)
         self.log_path = log_path
+        #: CPUs the process (and every thread it starts) may run on; None: any.
+        self.cpus = cpus
         self.proc: subprocess.Popen | None = None
         #: Set by stop(): the caller ended it on purpose (it did not crash).
         self.stopped = False
 
     def start(self) -> Service:
         with open(self.log_path, "ab") as log:
+            # The affinity is set in the child before it runs Python, so every thread it starts inherits it.
+            pin = None if self.cpus is None else functools.partial(os.sched_setaffinity, 0, self.cpus)
             self.proc = subprocess.Popen([sys.executable, "-m", "flitfeed.cli", self.name], env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=pin)
         return self
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ def test_scale_out_benchmark_quick_mode_measures_one_and_two_processes(broker: s
                                                                        monkeypatch, capsys) -> None:
     monkeypatch.setenv("FLITFEED_BOOTSTRAP_SERVERS", broker)
     out = tmp_path / "scale_out.json"
-    assert scale_out.main(["--quick", "--json", str(out)]) == 0
+    # --pin: each replica on a core of its own (the mode the scale-out figures come from).
+    assert scale_out.main(["--quick", "--pin", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["benchmark"] == "scale_out" and record["machine"]["cores"] >= 1
     rows = record["rows"]
@@ -25,4 +27,6 @@ def test_scale_out_benchmark_quick_mode_measures_one_and_two_processes(broker: s
         for rate in ("flits_embedded_per_s", "interactions_to_state_per_s", "interactions_to_feed_per_s",
                      "requests_to_feed_per_s"):
             assert row[rate] > 0, (rate, row)
+        assert row["cores"] == min(row["processes_per_role"], os.cpu_count())
+        assert 0 < row["busy_cores_interactions"] <= os.cpu_count() + 0.5, row
     assert "| processes_per_role |" in capsys.readouterr().out
