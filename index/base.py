@@ -31,12 +31,35 @@ def point_id(flit_id: str) -> str:
 
 
 def point_uuid(flit_id: str) -> uuid.UUID:
-    """:func:`point_id` as a ``uuid.UUID``: the form :class:`PointHits` name points by.
+    """:func:`point_id` as a ``uuid.UUID``.
 
     >>> str(point_uuid("f1")) == point_id("f1")
     True
     """
     return uuid.uuid5(_NAMESPACE, flit_id)
+
+
+def point_key(flit_id: str) -> int:
+    """The 64-bit key :class:`PointHits` name a flit's point by: the first half of :func:`point_uuid`.
+
+    Qdrant Edge shards created since session 12 use it as the point id itself (an unsigned integer id,
+    which the engine hands back as a plain ``int``; a UUID id comes back as a ``uuid.UUID`` built per
+    hit, and hashing those to find the hits in the ranker's catalogue was a fifth of the ranker's busy
+    time at 150 interactions/s over 100k flits). The UUID ids of older shards and of a Qdrant server
+    map to it by :func:`key_of_uuid`. Two flit ids share a key with probability ~n²/2⁶⁵ (3·10⁻⁸ at a
+    million flits); they would then be one point.
+
+    >>> point_key("f1") == key_of_uuid(point_uuid("f1")) != point_key("f2")
+    True
+    >>> 0 <= point_key("f1") < 2**64
+    True
+    """
+    return uuid.uuid5(_NAMESPACE, flit_id).int >> 64
+
+
+def key_of_uuid(point: uuid.UUID) -> int:
+    """:func:`point_key` of the point a UUID id names (the ids of UUID-named shards and of a server)."""
+    return point.int >> 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +140,11 @@ class PointHits:
     What :meth:`VectorIndex.search_points_many` answers: no payloads, for a caller that holds the points'
     fields itself (the ranker's catalogue, :meth:`~flitfeed.index.catalogue.VectorCatalogue.columns_of`).
     Turning each hit's payload into Python objects was a third of a batch's search at 100k flits.
-    ``counts[i]`` hits belong to query ``i``; ``point`` (object array of :func:`point_uuid` values) and
+    ``counts[i]`` hits belong to query ``i``; ``point`` (uint64, the :func:`point_key` of each hit) and
     ``score`` (float64) have ``counts.sum()`` rows.
 
-    >>> hits = PointHits.from_lists([[point_uuid("f1")], []], [[0.5], []])
-    >>> hits.counts.tolist(), hits.score.tolist(), hits.point[0] == point_uuid("f1")
+    >>> hits = PointHits.from_lists([[point_key("f1")], []], [[0.5], []])
+    >>> hits.counts.tolist(), hits.score.tolist(), int(hits.point[0]) == point_key("f1")
     ([1, 0], [0.5], True)
     """
 
@@ -130,16 +153,17 @@ class PointHits:
     score: np.ndarray
 
     @classmethod
-    def from_lists(cls, points: Sequence[Sequence[uuid.UUID]], scores: Sequence[Sequence[float]]) -> "PointHits":
+    def from_lists(cls, points: Sequence[Sequence[int]], scores: Sequence[Sequence[float]]) -> "PointHits":
+        """From per-query lists of :func:`point_key` values and scores."""
         n = sum(len(found) for found in points)
         return cls(counts=np.array([len(found) for found in points], dtype=np.int64),
-                   point=np.fromiter((p for found in points for p in found), dtype=object, count=n),
+                   point=np.fromiter((p for found in points for p in found), dtype=np.uint64, count=n),
                    score=np.fromiter((s for found in scores for s in found), dtype=np.float64, count=n))
 
     @classmethod
     def from_hits(cls, results: Sequence[Sequence[Hit]]) -> "PointHits":
         """From per-query :class:`Hit` lists (a backend that holds its points as Python objects)."""
-        return cls.from_lists([[point_uuid(h.flit_id) for h in found] for found in results],
+        return cls.from_lists([[point_key(h.flit_id) for h in found] for found in results],
                               [[h.score for h in found] for found in results])
 
 
@@ -217,7 +241,7 @@ class VectorIndex(Protocol):
 
     def search_points_many(self, vectors: Sequence[np.ndarray], limit: int,
                            filters: Sequence[SearchFilter | None]) -> PointHits:
-        """:meth:`search_many`'s hits as point ids (:func:`point_uuid`) and scores, without payloads."""
+        """:meth:`search_many`'s hits as point keys (:func:`point_key`) and scores, without payloads."""
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The stored flits (with vectors) among ``flit_ids``; missing ids are absent."""

@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from flitfeed.index.base import Hit, HitColumns, IndexedFlit, IndexError_, PointHits, SearchFilter, point_uuid
+from flitfeed.index.base import Hit, HitColumns, IndexedFlit, IndexError_, PointHits, SearchFilter, point_key
 
 __all__ = ["VectorCatalogue", "top_k_rows"]
 
@@ -123,9 +123,9 @@ class VectorCatalogue:
         self._author_id = np.empty(capacity, dtype=object)
         self._tags = np.empty(capacity, dtype=object)
         self._lang = np.empty(capacity, dtype=object)
-        self._point = np.empty(capacity, dtype=object)  # point_uuid(flit_id): how the engines name a hit
+        self._point = np.zeros(capacity, dtype=np.uint64)  # point_key(flit_id): how PointHits name a hit
         self._slot: dict[str, int] = {}
-        self._by_point: dict[object, int] = {}
+        self._by_point: dict[int, int] = {}
         self._by_author: dict[str, set[int]] = defaultdict(set)
         self._free: list[int] = []  # slots of deleted points, reused first
         self._size = 0  # slots ever used: the columns' live prefix
@@ -182,9 +182,9 @@ class VectorCatalogue:
                     self._vectors = np.zeros((0, self.dim), dtype=np.float32)
                 slot = self._new_slot()
                 self._slot[f.flit_id] = slot
-                point = point_uuid(f.flit_id)
-                self._point[slot] = point
-                self._by_point[point] = slot
+                key = point_key(f.flit_id)
+                self._point[slot] = key
+                self._by_point[key] = slot
             else:
                 self._by_author[self._author_id[slot]].discard(slot)
             if self._exact:
@@ -238,9 +238,11 @@ class VectorCatalogue:
                 continue
             self._alive[slot] = False
             self._by_author[self._author_id[slot]].discard(slot)
-            del self._by_point[self._point[slot]]
+            key = int(self._point[slot])
+            if self._by_point.get(key) == slot:  # (not if a later flit with the same key took it over)
+                del self._by_point[key]
             self._flit_id[slot] = self._author_id[slot] = self._tags[slot] = self._lang[slot] = None
-            self._point[slot] = None
+            self._point[slot] = 0
             self._free.append(slot)
 
     # ------------------------------------------------------------------ reads
@@ -296,8 +298,8 @@ class VectorCatalogue:
     def search_points_many(self, vectors: Sequence[np.ndarray], limit: int,
                            filters: Sequence[SearchFilter | None]) -> PointHits:
         found = self.search_columns(vectors, limit, filters)
-        return PointHits(counts=found.counts, point=np.array([point_uuid(f) for f in found.flit_id], dtype=object),
-                         score=found.score)
+        return PointHits(counts=found.counts, point=np.fromiter((point_key(f) for f in found.flit_id), dtype=np.uint64,
+                                                                count=len(found.flit_id)), score=found.score)
 
     def columns_of(self, hits: PointHits) -> HitColumns | None:
         """The fields of an index's hits (:meth:`~flitfeed.index.base.VectorIndex.search_points_many`) from
@@ -309,10 +311,10 @@ class VectorCatalogue:
         ...                IndexedFlit("f2", "b", 2.0, np.array([0.0, 1.0], dtype=np.float32), "en", ("x",))])
         >>> c.exact, len(c)
         (False, 2)
-        >>> cols = c.columns_of(PointHits.from_lists([[point_uuid("f2"), point_uuid("f1")]], [[0.9, 0.1]]))
+        >>> cols = c.columns_of(PointHits.from_lists([[point_key("f2"), point_key("f1")]], [[0.9, 0.1]]))
         >>> cols.flit_id.tolist(), cols.author_id.tolist(), cols.tags.tolist(), cols.score.tolist()
         (['f2', 'f1'], ['b', 'a'], [('x',), ()], [0.9, 0.1])
-        >>> c.columns_of(PointHits.from_lists([[point_uuid("f3")]], [[0.5]])) is None
+        >>> c.columns_of(PointHits.from_lists([[point_key("f3")]], [[0.5]])) is None
         True
         """
         self._check_open()

@@ -18,7 +18,7 @@ second :class:`EdgeIndex` in the same process) opening the same path fails with
 1
 
 Layout of the directory: Qdrant Edge's own ``edge_config.json``, ``segments/``
-and ``wal/``, plus our ``flitfeed-index.json`` marker (format version, dim and,
+and ``wal/``, plus our ``flitfeed-index.json`` marker (format version, dim, how points are named and,
 after a clean :meth:`EdgeIndex.close`, the point count). The marker is what lets
 us refuse a directory that is not ours, was built for another dim, or lost data
 since it was last closed: Qdrant Edge itself silently opens an empty shard when
@@ -72,11 +72,15 @@ from qdrant_edge import (
 )
 
 from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, PointHits, SearchFilter, checked_vector, flit_from_payload,
-                                 hit_from_payload, payload_of, point_id)
+                                 hit_from_payload, key_of_uuid, payload_of, point_id, point_key)
 
 # uuid5 costs ~7 us; a feed request excludes hundreds of already-seen flits, and
 # the same ids recur request after request.
 _point_id = functools.lru_cache(maxsize=1 << 15)(point_id)
+_point_key = functools.lru_cache(maxsize=1 << 15)(point_key)
+#: How a shard names its points, recorded in the marker: ``u64`` (:func:`point_key`, shards created since
+#: session 12) or ``uuid`` (:func:`point_id`; a marker without the field, from before).
+POINT_IDS = ("u64", "uuid")
 
 __all__ = ["EdgeIndex"]
 
@@ -138,6 +142,7 @@ class EdgeIndex:
         quantization: str | None = None,
         oversampling: float | None = None,
         on_disk: bool = False,
+        point_ids: str = "u64",
     ) -> None:
         if dim <= 0:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -177,6 +182,11 @@ class EdgeIndex:
             ),
         )
         self._config = config
+        if point_ids not in POINT_IDS:
+            raise ValueError(f"point_ids must be one of {POINT_IDS}, got {point_ids!r}")
+        #: How this shard names its points (``point_ids`` applies to a shard this call creates; an existing
+        #: one keeps what its marker says).
+        self.point_ids = point_ids
         if _is_fresh(self.path):
             if not create:
                 raise IndexError_(f"no index at {self.path} (and create=False)")
@@ -209,6 +219,7 @@ class EdgeIndex:
         if not self.path.is_dir():
             raise IndexError_(f"{self.path} exists but is not a directory")
         marker = self._read_marker()
+        self.point_ids = marker.get("ids", "uuid")
         missing = [name for name in _SHARD_ENTRIES if not (self.path / name).exists()]
         if missing:
             raise IndexError_(
@@ -280,10 +291,14 @@ class EdgeIndex:
                 f"edge index at {self.path} holds {dim}-d vectors, asked for {self.dim}-d "
                 "(encoder changed?); destroy it and rebuild"
             )
+        if marker.get("ids", "uuid") not in POINT_IDS:
+            raise IndexError_(f"edge index at {self.path} names its points {marker['ids']!r}; this code reads "
+                              f"{', '.join(POINT_IDS)}")
         return dict(marker)
 
     def _write_marker(self, *, clean: bool, points: int | None) -> None:
-        body = {"format": FORMAT_VERSION, "dim": self.dim, "distance": "cosine", "clean": clean, "points": points}
+        body = {"format": FORMAT_VERSION, "dim": self.dim, "distance": "cosine", "ids": self.point_ids,
+                "clean": clean, "points": points}
         tmp = self.path / (MARKER_NAME + ".tmp")
         with open(tmp, "w") as fh:
             json.dump(body, fh)
@@ -302,7 +317,7 @@ class EdgeIndex:
         shard = self._open_shard()
         latest = {f.flit_id: f for f in flits}
         points = [
-            Point(_point_id(f.flit_id), self._vector(f.vector), payload_of(f)) for f in latest.values()
+            Point(self._pid(f.flit_id), self._vector(f.vector), payload_of(f)) for f in latest.values()
         ]
         for start in range(0, len(points), _UPSERT_CHUNK):
             operation = UpdateOperation.upsert_points(points[start : start + _UPSERT_CHUNK])
@@ -329,25 +344,30 @@ class EdgeIndex:
 
     def search_points_many(self, vectors: Sequence[np.ndarray], limit: int,
                            filters: Sequence[SearchFilter | None]) -> PointHits:
-        """:meth:`search_many` without payloads: the engine answers point ids (UUIDs) and scores."""
+        """:meth:`search_many` without payloads: the engine answers point ids and scores (an integer id
+        comes back as a plain ``int``, the :func:`~flitfeed.index.base.point_key` itself)."""
         shard = self._open_shard()
         if limit <= 0 or not vectors:
             return PointHits.from_lists([[] for _ in vectors], [[] for _ in vectors])
         batch = QueryBatchRequest(queries=[self._request(v, limit, f, with_payload=False)
                                            for v, f in zip(vectors, filters, strict=True)])
         results = _engine(lambda: shard.query_batch(batch), "search failed")
-        return PointHits.from_lists([[p.id for p in scored] for scored in results],
+        if self.point_ids == "u64":
+            points = [[p.id for p in scored] for scored in results]
+        else:
+            points = [[key_of_uuid(p.id) for p in scored] for scored in results]
+        return PointHits.from_lists(points,
                                     [[p.score for p in scored] for scored in results])
 
     def _request(self, vector: np.ndarray, limit: int, flt: SearchFilter | None,
                  with_payload: bool = True) -> QueryRequest:
-        return QueryRequest(limit=limit, query=Query.Nearest(self._vector(vector)), filter=_filter(flt),
+        return QueryRequest(limit=limit, query=Query.Nearest(self._vector(vector)), filter=_filter(flt, self._pid),
                             with_payload=with_payload, params=self._search_params)
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
         """The stored flits among ``flit_ids``, with their (normalised) vectors."""
         shard = self._open_shard()
-        ids: list[int | UUID | str] = list(dict.fromkeys(_point_id(f) for f in flit_ids))
+        ids: list[int | UUID | str] = list(dict.fromkeys(self._pid(f) for f in flit_ids))
         if not ids:
             return {}
         records = _engine(lambda: shard.retrieve(ids, with_payload=True, with_vector=True), "retrieve failed")
@@ -360,7 +380,7 @@ class EdgeIndex:
     def delete_many(self, flit_ids: Sequence[str]) -> None:
         """Delete by ``flit_id``; unknown ids are ignored."""
         shard = self._open_shard()
-        ids: list[int | UUID | str] = list(dict.fromkeys(_point_id(f) for f in flit_ids))
+        ids: list[int | UUID | str] = list(dict.fromkeys(self._pid(f) for f in flit_ids))
         if ids:
             _engine(lambda: shard.update(UpdateOperation.delete_points(ids)), "delete failed")
 
@@ -485,6 +505,10 @@ class EdgeIndex:
             raise IndexError_(f"edge index at {self.path} is closed")
         return self._shard
 
+    def _pid(self, flit_id: str) -> int | str:
+        """The point id of a flit in this shard (see :data:`POINT_IDS`)."""
+        return _point_key(flit_id) if self.point_ids == "u64" else _point_id(flit_id)
+
     def _vector(self, vector: np.ndarray) -> list[float]:
         return checked_vector(vector, self.dim)
 
@@ -503,7 +527,7 @@ def _engine(call: Callable[[], _T], what: str) -> _T:
         raise IndexError_(f"{what}: {exc}") from exc
 
 
-def _filter(flt: SearchFilter | None) -> Filter | None:
+def _filter(flt: SearchFilter | None, pid: Callable[[str], int | str]) -> Filter | None:
     if flt is None:
         return None
     must: list[Any] = []
@@ -515,9 +539,9 @@ def _filter(flt: SearchFilter | None) -> Filter | None:
     if flt.exclude_authors:
         must_not.append(FieldCondition(key="author", match=MatchAny(sorted(flt.exclude_authors))))
     if flt.exclude_flit_ids:
-        must_not.append(HasIdCondition({_point_id(f) for f in flt.exclude_flit_ids}))
+        must_not.append(HasIdCondition({pid(f) for f in flt.exclude_flit_ids}))
     if flt.only_flit_ids is not None:
-        must.append(HasIdCondition({_point_id(f) for f in flt.only_flit_ids}))
+        must.append(HasIdCondition({pid(f) for f in flt.only_flit_ids}))
     if not must and not must_not:
         return None
     return Filter(must=must or None, must_not=must_not or None)

@@ -45,7 +45,7 @@ from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException, ResponseHandlingException, UnexpectedResponse
 
 from flitfeed.index.base import (Hit, IndexedFlit, IndexError_, IndexUnreachable, PointHits, SearchFilter, checked_vector,
-                                 flit_from_payload, hit_from_payload, payload_of, point_id)
+                                 flit_from_payload, hit_from_payload, key_of_uuid, payload_of, point_id)
 from flitfeed.startup import DependencyUnavailable
 
 # uuid5 costs ~7 us; a feed request excludes hundreds of already-seen flits, and
@@ -246,7 +246,7 @@ class ServerIndex:
                                     limit=limit, with_payload=False)
                     for v, f in zip(vectors, filters, strict=True)]
         responses = self._call(lambda: client.query_batch_points(self.collection, requests=requests), "search failed")
-        return PointHits.from_lists([[uuid.UUID(str(p.id)) for p in r.points] for r in responses],
+        return PointHits.from_lists([[key_of_uuid(uuid.UUID(str(p.id))) for p in r.points] for r in responses],
                                     [[p.score for p in r.points] for r in responses])
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flitfeed.index.base import HitColumns, IndexedFlit, IndexError_, PointHits, SearchFilter, point_uuid
+from flitfeed.index.base import HitColumns, IndexedFlit, IndexError_, PointHits, SearchFilter, point_key
 from flitfeed.index.catalogue import VectorCatalogue, top_k_rows
 from flitfeed.index.edge import EdgeIndex
 from flitfeed.index.memory import MemoryIndex
@@ -159,10 +159,10 @@ def test_past_max_points_it_drops_its_vectors_and_past_max_columns_everything() 
     catalogue.upsert_many([IndexedFlit(f"g{i}", "z", NOW, np.ones(DIM, dtype=np.float32)) for i in range(9)])
     assert len(catalogue) == 19
     wanted = [f for f in flits if f.flit_id != "f2"][:3]
-    cols = catalogue.columns_of(PointHits.from_lists([[point_uuid(f.flit_id) for f in wanted]], [[0.3, 0.2, 0.1]]))
+    cols = catalogue.columns_of(PointHits.from_lists([[point_key(f.flit_id) for f in wanted]], [[0.3, 0.2, 0.1]]))
     assert cols is not None and [(f, a, c) for f, a, c in zip(cols.flit_id, cols.author_id, cols.created_at)] == \
         [(f.flit_id, f.author_id, f.created_at) for f in wanted]
-    assert catalogue.columns_of(PointHits.from_lists([[point_uuid("f2")]], [[0.5]])) is None  # deleted
+    assert catalogue.columns_of(PointHits.from_lists([[point_key("f2")]], [[0.5]])) is None  # deleted
     catalogue.upsert_many([IndexedFlit("g9", "z", NOW, np.ones(DIM, dtype=np.float32)),
                            IndexedFlit("g10", "z", NOW, np.ones(DIM, dtype=np.float32))])
     assert not catalogue.usable and len(catalogue) == 0

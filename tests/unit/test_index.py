@@ -9,6 +9,7 @@ persistence, corruption detection and the manual optimizer.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from flitfeed.index import IndexedFlit, IndexError_, SearchFilter, VectorIndex, open_index
-from flitfeed.index.base import point_uuid
+from flitfeed.index.base import point_key
 from flitfeed.index.edge import MARKER_NAME, EdgeIndex
 from flitfeed.index.server import ServerIndex
 from flitfeed.settings import IndexConfig
@@ -88,11 +89,13 @@ def assert_same_ranking(index: VectorIndex, flits: Sequence[IndexedFlit], query:
 LEAN = {"quantization": "int8", "oversampling": 2.0, "on_disk": True}
 
 
-@pytest.fixture(params=["edge", "edge-lean", "server", "memory"])
+@pytest.fixture(params=["edge", "edge-uuid", "edge-lean", "server", "memory"])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
     idx: VectorIndex
     if request.param == "edge":
         idx = EdgeIndex(tmp_path / "idx", DIM)
+    elif request.param == "edge-uuid":  # a shard created before integer point ids (UUID-named points)
+        idx = EdgeIndex(tmp_path / "idx", DIM, point_ids="uuid")
     elif request.param == "edge-lean":
         idx = EdgeIndex(tmp_path / "idx", DIM, **LEAN)
     elif request.param == "memory":  # the evaluator's exact numpy backend (issue 4)
@@ -287,7 +290,7 @@ def test_contract_search_points_many_names_the_hits_of_search_many(filled: Vecto
     points = filled.search_points_many(qs, 10, cases)
     hits = filled.search_many(qs, 10, cases)
     assert points.counts.tolist() == [len(h) for h in hits]
-    assert points.point.tolist() == [point_uuid(h.flit_id) for found in hits for h in found]
+    assert points.point.tolist() == [point_key(h.flit_id) for found in hits for h in found]
     np.testing.assert_allclose(points.score, [h.score for found in hits for h in found], atol=1e-5)
     assert filled.search_points_many([], 10, []).counts.tolist() == []
 
@@ -647,3 +650,48 @@ def test_edge_concurrent_optimize_calls_are_collapsed(edge_path: Path) -> None:
             assert idx.maybe_optimize(0) is False
         assert idx.unindexed_count() == 500
         assert idx.maybe_optimize(0) is True
+
+
+def test_edge_names_new_points_by_integer_keys_and_keeps_older_shards_on_uuids(tmp_path: Path) -> None:
+    # A shard written before integer ids has no "ids" in its marker; reopened by today's code it must keep
+    # its UUID-named points (writing integer ids into it would hold every flit twice).
+    corpus = make_flits(60)
+    new = EdgeIndex(tmp_path / "new", DIM)
+    new.upsert_many(corpus)
+    new.close()
+    assert json.loads((tmp_path / "new" / MARKER_NAME).read_text())["ids"] == "u64"
+    old = EdgeIndex(tmp_path / "old", DIM, point_ids="uuid")
+    old.upsert_many(corpus)
+    old.close()
+    marker = json.loads((tmp_path / "old" / MARKER_NAME).read_text())
+    del marker["ids"]
+    (tmp_path / "old" / MARKER_NAME).write_text(json.dumps(marker))
+    qs = list(queries(4))
+    seen = frozenset(f.flit_id for f in corpus[:20])
+    answers = []
+    for name, ids in (("new", "u64"), ("old", "uuid")):
+        idx = EdgeIndex(tmp_path / name, DIM)  # the default asks for u64; the marker decides
+        assert idx.point_ids == ids
+        idx.upsert_many(corpus[:5])  # replacing, not adding
+        assert idx.count() == len(corpus)
+        points = idx.search_points_many(qs, 10, [SearchFilter(exclude_flit_ids=seen)] * len(qs))
+        hits = idx.search_many(qs, 10, [SearchFilter(exclude_flit_ids=seen)] * len(qs))
+        assert points.point.tolist() == [point_key(h.flit_id) for found in hits for h in found]
+        assert not {h.flit_id for found in hits for h in found} & seen
+        assert set(idx.retrieve_many(["f3", "f4", "nope"])) == {"f3", "f4"}
+        idx.delete_many(["f3"])
+        assert "f3" not in idx.retrieve_many(["f3"]) and idx.count() == len(corpus) - 1
+        answers.append([[h.flit_id for h in found] for found in hits])
+        idx.close()
+        reopened = EdgeIndex(tmp_path / name, DIM, create=False)
+        assert reopened.point_ids == ids and reopened.count() == len(corpus) - 1
+        reopened.close()
+    assert answers[0] == answers[1]
+
+
+def test_edge_refuses_a_marker_naming_unknown_point_ids(tmp_path: Path) -> None:
+    EdgeIndex(tmp_path / "idx", DIM).close()
+    marker = json.loads((tmp_path / "idx" / MARKER_NAME).read_text())
+    (tmp_path / "idx" / MARKER_NAME).write_text(json.dumps(marker | {"ids": "strings"}))
+    with pytest.raises(IndexError_, match="names its points"):
+        EdgeIndex(tmp_path / "idx", DIM)
