@@ -386,8 +386,33 @@ def _validate(obj: dict[str, Any], model: type[R]) -> R:
         raise DecodeError(Reason.SCHEMA_VIOLATION, repr(exc)[:300]) from None
 
 
+#: How every record flitfeed writes begins (``model_dump_json`` puts ``v`` first, compact).
+_CANONICAL_START = b'{"v":%d,' % SCHEMA_VERSION
+
+
+def _fast(raw: bytes | None, model: type[R], max_bytes: int) -> R | None:
+    """The record, validated straight from the bytes by pydantic's own JSON parser, or None when the
+    checks of :func:`_load` could tell a different story (then the caller takes the slow path).
+
+    Why: ``json.loads`` then validating the dict cost 97 µs for a 9 KB user state (384 floats as text),
+    ``model_validate_json`` 21 µs; 8.4 against 2.4 µs for an example. The fast parser is more lenient in
+    a few places the slow path checks: it reads NaN and Infinity, ``\\u`` escapes (lone surrogates) and
+    any ``v`` that converts to an int (``true``, ``"1"``, a second ``v`` key). So it is only trusted for
+    bytes that contain none of those and start with the version as every flitfeed writer puts it, and
+    everything else, valid or not, goes the slow way, which names the reason.
+    """
+    if (raw is None or len(raw) > max_bytes or not raw.startswith(_CANONICAL_START) or raw.count(b'"v"') != 1
+            or b"NaN" in raw or b"Infinity" in raw or b"\\u" in raw):
+        return None
+    try:
+        return model.model_validate_json(raw)
+    except (ValidationError, ValueError, TypeError, OverflowError, RecursionError):
+        return None
+
+
 def _parse(raw: bytes | None, model: type[R], max_bytes: int) -> R:
-    return _validate(_load(raw, max_bytes), model)
+    record = _fast(raw, model, max_bytes)
+    return record if record is not None else _validate(_load(raw, max_bytes), model)
 
 
 def _check_time(value: datetime, now: float, max_skew_s: float, max_age_s: float, field: str) -> None:
@@ -407,11 +432,13 @@ def decode_flit(raw: bytes | None, *, now: float, limits: EventLimits = DEFAULT_
 
 
 def decode_interaction(raw: bytes | None, *, now: float, limits: EventLimits = DEFAULT_LIMITS) -> Interaction:
-    obj = _load(raw, limits.max_message_bytes)
-    kind = obj.get("kind")
-    if isinstance(kind, str) and kind not in INTERACTION_KINDS:
-        raise DecodeError(Reason.UNKNOWN_KIND, f"kind={kind[:50]!r}; known: {', '.join(INTERACTION_KINDS)}")
-    event = _validate(obj, Interaction)
+    event = _fast(raw, Interaction, limits.max_message_bytes)  # an unknown kind fails it: the slow path names it
+    if event is None:
+        obj = _load(raw, limits.max_message_bytes)
+        kind = obj.get("kind")
+        if isinstance(kind, str) and kind not in INTERACTION_KINDS:
+            raise DecodeError(Reason.UNKNOWN_KIND, f"kind={kind[:50]!r}; known: {', '.join(INTERACTION_KINDS)}")
+        event = _validate(obj, Interaction)
     _check_time(event.ts, now, limits.max_clock_skew_s, limits.max_event_age_s, "ts")
     return event
 

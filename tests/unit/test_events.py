@@ -95,3 +95,89 @@ def test_flit_is_immutable() -> None:
     flit = Flit.model_validate(FLIT)
     with pytest.raises(Exception):
         flit.text = "changed"  # type: ignore[misc]
+
+
+# --- the fast path (pydantic's JSON parser) must answer exactly what the slow path answers ----------------
+
+def _slow(raw: bytes | None, model):
+    from flitfeed.streams import events
+
+    return events._validate(events._load(raw, events.INTERNAL_MAX_MESSAGE_BYTES), model)
+
+
+def _outcome(fn, raw):
+    try:
+        return ("ok", fn(raw).model_dump())
+    except DecodeError as exc:
+        return ("error", exc.reason)
+
+
+def _canonical_records():
+    import numpy as np
+    from datetime import datetime, timezone
+
+    from flitfeed.streams.events import Example, FeedRequest, Impression, ImpressionItem, Interaction, UserState
+
+    rng = np.random.default_rng(1)
+    now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    return [
+        Interaction(event_id="e1", user_id="u1", flit_id="f1", kind="like", ts=now),
+        Flit(flit_id="f1", author_id="a1", text="a warbler at dawn", created_at=now, lang="en", tags=["birds"]),
+        FeedRequest(request_id="r1", user_id="u1", k=10),
+        UserState(user_id="u1", taste=rng.standard_normal(384).tolist(), positives=3, seen=["f1", "f2"],
+                  updated_at=now, trigger_id="e1", model_version="m", tastes={"m2": [0.5, -0.25]}),
+        Example(example_id="i1/f1", user_id="u1", flit_id="f1", impression_id="i1", served_at=1.5, labelled_at=2.5,
+                feature_set="fs", features=[0.25, 1.0], actions=["engage"]),
+        Impression(impression_id="i1", user_id="u1", served_at=1.5, trigger_id="e1", feature_set="fs",
+                   items=[ImpressionItem(flit_id="f1", author_id="a1", position=0, score=0.5, features=[1.0])]),
+    ]
+
+
+def test_canonical_records_take_the_fast_path_and_decode_to_themselves() -> None:
+    from flitfeed.streams import events
+
+    for record in _canonical_records():
+        raw = record.to_bytes()
+        assert events._fast(raw, type(record), events.INTERNAL_MAX_MESSAGE_BYTES) == record, type(record).__name__
+        assert events._parse(raw, type(record), events.INTERNAL_MAX_MESSAGE_BYTES) == record
+
+
+@pytest.mark.parametrize("edit", [
+    (b'{"v":1,', b'{"v":true,'), (b'{"v":1,', b'{"v":"1",'), (b'{"v":1,', b'{"v":2,'), (b'{"v":1,', b'{"v":1.0,'),
+    (b'{"v":1,', b'{"v":1,"v":true,'), (b'{"v":1,', b'{"v":1,"x":NaN,'), (b'{"v":1,', b'{"v":1,"x":-Infinity,'),
+    (b'{"v":1,', b'{"v":1,"x":"\\ud800",'), (b'{"v":1,', b'{"v":1,"x":"\\u00e9",'), (b'{"v":1,', b'{"v":1,"x":"\xff",'),
+    (b'{"v":1,', b'{"v":1,"x":99999999999999999999999999999,'), (b'{"v":1,', b'{"v":1,"user_id":7,'),
+    (b'{"v":1,', b'{"v":1,"x":' + b'[' * 5000 + b']' * 5000 + b','), (b'{"v":1,', b'[{"v":1,'), (b'{"v":1,', b''),
+])
+def test_fast_and_slow_paths_agree_on_edited_records(edit) -> None:
+    from flitfeed.streams import events
+
+    old, new = edit
+    for record in _canonical_records():
+        raw = record.to_bytes().replace(old, new, 1)
+        fast = _outcome(lambda r: events._parse(r, type(record), events.INTERNAL_MAX_MESSAGE_BYTES), raw)
+        assert fast == _outcome(lambda r: _slow(r, type(record)), raw), (type(record).__name__, raw[:80])
+
+
+def test_fast_and_slow_paths_agree_on_random_byte_damage() -> None:
+    import random
+
+    from flitfeed.streams import events
+
+    rng = random.Random(7)
+    alphabet = b'{}[]",:0123456789.-eEtrufalsnNIy\\ \xff\xc3'
+    disagreements, decoded_fast = [], 0
+    for record in _canonical_records():
+        canonical = record.to_bytes()
+        for _ in range(400):
+            raw = bytearray(canonical)
+            for _ in range(rng.randint(1, 3)):
+                i = rng.randrange(len(raw))
+                raw[i:i + rng.randint(0, 2)] = bytes([rng.choice(alphabet)])
+            raw = bytes(raw)
+            got = _outcome(lambda r: events._parse(r, type(record), events.INTERNAL_MAX_MESSAGE_BYTES), raw)
+            if got != _outcome(lambda r: _slow(r, type(record)), raw):
+                disagreements.append((type(record).__name__, raw[:120]))
+            decoded_fast += events._fast(raw, type(record), events.INTERNAL_MAX_MESSAGE_BYTES) is not None
+    assert not disagreements, disagreements[:5]
+    assert decoded_fast > 100  # the damage left many records valid, and those took the fast path
