@@ -44,7 +44,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from benchmarks.common import bench_parser, percentiles, print_table, rss_mib, setup_logging, write_json
+from benchmarks.common import (bench_parser, machine_busy_s, percentiles, print_table, rss_mib, setup_logging,
+                               write_json)
 from benchmarks.corpus import Corpus, bench_world
 from benchmarks.service import Service, stop_all
 from benchmarks.service import free_port
@@ -75,6 +76,18 @@ class Services:
 
     def rss_mib(self) -> dict[str, float]:
         return {f"{name}_rss_mib": round(rss_mib(svc.pid), 1) for name, svc in self.procs.items() if svc.alive()}
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU-seconds each service and the whole machine have used so far (all threads, all processes)."""
+        return {name: svc.cpu_seconds() for name, svc in self.procs.items()} | {"machine": machine_busy_s()}
+
+    @staticmethod
+    def cores(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
+        """Cores busy on average between two :meth:`cpu_s` readings: each service's, and the rest of the
+        machine's (the broker, this process's load generator and readers, anything else running)."""
+        used = {name: (after[name] - before[name]) / wall_s for name in before}
+        return {"worker_cores": round(used["worker"], 2), "ranker_cores": round(used["ranker"], 2),
+                "other_cores": round(used["machine"] - used["worker"] - used["ranker"], 2)}
 
     def stop(self) -> None:
         stop_all(self.procs.values())
@@ -282,16 +295,18 @@ def main(argv: list[str] | None = None) -> int:
                          "-d", str(int(step_s)), "-r", "50", "--nonblocking"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             before = scrape(settings.monitoring.ranker_metrics_port)
+            cpu_before, t_step = services.cpu_s(), time.monotonic()
             sent = gen.run(interactions_per_s=rate, flits_per_s=flits_per_s, duration_s=step_s)
             deadline = time.monotonic() + max(10.0, step_s / 2)
             while collector.count_feeds(sent.interactions) < len(sent.interactions) and time.monotonic() < deadline:
                 services.check()
                 time.sleep(0.2)
             time.sleep(1.0)  # the ranker's replica polls flit-vectors between batches
+            cpu = services.cores(cpu_before, services.cpu_s(), time.monotonic() - t_step)
             after = scrape(settings.monitoring.ranker_metrics_port)
             for p in profilers:
                 p.wait(60)
-            row = step_row(rate, sent, collector, before, after) | services.rss_mib()
+            row = step_row(rate, sent, collector, before, after) | cpu | services.rss_mib()
             rows.append(row)
             log.info("step %s", row)
             if not row["sustained"] and i < len(rates) - 1:
