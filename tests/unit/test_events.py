@@ -165,7 +165,7 @@ def test_fast_and_slow_paths_agree_on_random_byte_damage() -> None:
     from flitfeed.streams import events
 
     rng = random.Random(7)
-    alphabet = b'{}[]",:0123456789.-eEtrufalsnNIy\\ \xff\xc3'
+    alphabet = b'{}[]",:0123456789.-eEtrufalsnNIy\\ \xff\xc3\n\t\x00'
     disagreements, decoded_fast = [], 0
     for record in _canonical_records():
         canonical = record.to_bytes()
