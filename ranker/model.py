@@ -118,7 +118,7 @@ class ActionModel:
     @staticmethod
     def label_matrix(labels: Iterable[Iterable[str]]) -> np.ndarray:
         """Rows of observed actions → a 0/1 ``(n, len(ACTIONS))`` matrix (unknown action names ignored)."""
-        rows = [[1.0 if a in set(row) else 0.0 for a in ACTIONS] for row in labels]
+        rows = [[1.0 if a in observed else 0.0 for a in ACTIONS] for observed in map(set, labels)]
         return np.array(rows, dtype=np.float64).reshape(len(rows), len(ACTIONS))
 
     def learn_one(self, x: np.ndarray, actions: Iterable[str]) -> float:
@@ -126,23 +126,65 @@ class ActionModel:
         return self.learn_many(np.asarray(x, dtype=np.float64)[None, :], self.label_matrix([actions]))
 
     def learn_many(self, X: np.ndarray, Y: np.ndarray) -> float:
-        """One AdaGrad step per example, in order; rows that are not finite are skipped (the caller counts them)."""
+        """One AdaGrad step per example, in order; returns the examples' mean log loss.
+
+        Rows of ``X`` or ``Y`` that are not finite are skipped (and not counted in ``examples``): the
+        callers drop and count them first, so this only keeps one bad row from poisoning every weight.
+
+        The steps are sequential by nature (each starts from the weights the last one left), so the loop
+        stays; it is written with preallocated buffers, and the running figures (log loss, calibration),
+        which need no step of their own, are folded in once per call. A ranker learns every example of
+        every replica's feeds, ~10 per feed: the plain loop of numpy expressions cost 34 µs per example.
+        """
         X = np.asarray(X, dtype=np.float64)
         Y = np.asarray(Y, dtype=np.float64)
-        total = 0.0
-        for x, y in zip(X, Y):
-            p = _sigmoid(x @ self.weights)
-            loss = -(y * np.log(np.maximum(p, 1e-12)) + (1 - y) * np.log(np.maximum(1 - p, 1e-12)))
-            g = np.outer(x, p - y) + self.l2 * (self.weights - self.prior)
-            self.accum += g * g
-            self.weights -= self.learning_rate * g / np.sqrt(self.accum)
-            a = self.tracking if self.examples else 1.0
-            self.logloss += a * (loss - self.logloss)
-            self.mean_prediction += a * (p - self.mean_prediction)
-            self.mean_label += a * (y - self.mean_label)
-            self.examples += 1
-            total += float(loss.mean())
-        return total / max(1, len(X))
+        finite = np.isfinite(X).all(axis=1) & np.isfinite(Y).all(axis=1)
+        if not finite.all():
+            X, Y = X[finite], Y[finite]
+        n = len(X)
+        if n == 0:
+            return 0.0
+        W, A, prior = self.weights, self.accum, self.prior
+        lr, l2 = self.learning_rate, self.l2
+        P = np.empty_like(Y)
+        g = np.empty_like(W)
+        step = np.empty_like(W)
+        root = np.empty_like(W)
+        for i in range(n):
+            # The same operations, in the same order, as the textbook step below (bit-identical weights):
+            #   p = σ(x·W);  g = x ⊗ (p − y) + l2 (W − prior);  A += g²;  W −= lr · g / √A
+            p = _sigmoid(X[i] @ W)
+            P[i] = p
+            np.multiply.outer(X[i], p - Y[i], out=g)
+            if l2:
+                np.subtract(W, prior, out=step)
+                step *= l2
+                g += step
+            np.multiply(g, g, out=step)
+            A += step
+            np.multiply(g, lr, out=step)
+            np.sqrt(A, out=root)
+            np.divide(step, root, out=step)
+            W -= step
+        loss = -(Y * np.log(np.maximum(P, 1e-12)) + (1 - Y) * np.log(np.maximum(1 - P, 1e-12)))
+        first = self.examples == 0
+        self.logloss = self._running(self.logloss, loss, first)
+        self.mean_prediction = self._running(self.mean_prediction, P, first)
+        self.mean_label = self._running(self.mean_label, Y, first)
+        self.examples += n
+        return float(loss.mean())
+
+    def _running(self, s: np.ndarray, V: np.ndarray, first: bool) -> np.ndarray:
+        """The exponential running mean ``s ← s + a (v − s)`` over the rows of ``V`` in one expression
+        (``a = tracking``; a model's first example sets it outright)."""
+        if first:
+            s, V = V[0].copy(), V[1:]
+        m = len(V)
+        if m == 0:
+            return s
+        a = self.tracking
+        decay = (1.0 - a) ** np.arange(m - 1, -1, -1, dtype=np.float64)
+        return (1.0 - a) ** m * s + a * (decay @ V)
 
     def finite(self) -> bool:
         return bool(np.isfinite(self.weights).all())

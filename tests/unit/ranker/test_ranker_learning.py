@@ -98,6 +98,65 @@ def test_learning_is_deterministic_and_the_state_round_trips() -> None:
     np.testing.assert_allclose(c.calibration(), a.calibration(), equal_nan=True)
 
 
+def _textbook_steps(model: ActionModel, X: np.ndarray, Y: np.ndarray) -> None:
+    """The AdaGrad step as the model's docstring states it, one example at a time (the reference)."""
+    for x, y in zip(X, Y):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ model.weights, -30.0, 30.0)))
+        loss = -(y * np.log(np.maximum(p, 1e-12)) + (1 - y) * np.log(np.maximum(1 - p, 1e-12)))
+        g = np.outer(x, p - y) + model.l2 * (model.weights - model.prior)
+        model.accum += g * g
+        model.weights -= model.learning_rate * g / np.sqrt(model.accum)
+        a = model.tracking if model.examples else 1.0
+        model.logloss += a * (loss - model.logloss)
+        model.mean_prediction += a * (p - model.mean_prediction)
+        model.mean_label += a * (y - model.mean_label)
+        model.examples += 1
+
+
+@pytest.mark.parametrize("l2", [1e-4, 0.0])
+def test_learn_many_takes_the_textbook_steps_in_order(l2: float) -> None:
+    """The buffered loop gives bit-identical weights, and the running figures folded in per call agree,
+    whether the examples come in one call, in uneven calls, or one by one."""
+    rng = np.random.default_rng(11)
+    X = rows(random_components(rng, 700))
+    Y = ActionModel.label_matrix([["engage"] if v > 0.3 else (["negative", "dwell"] if v < -0.7 else [])
+                                  for v in X[:, 1] + rng.normal(0, 0.3, 700)])
+    reference = ActionModel(l2=l2)
+    _textbook_steps(reference, X, Y)
+    at_once, uneven, single = ActionModel(l2=l2), ActionModel(l2=l2), ActionModel(l2=l2)
+    at_once.learn_many(X, Y)
+    for lo, hi in [(0, 1), (1, 13), (13, 400), (400, 700)]:
+        uneven.learn_many(X[lo:hi], Y[lo:hi])
+    for x, y in zip(X[:50], Y[:50]):
+        single.learn_many(x[None, :], y[None, :])
+    for model in (at_once, uneven):
+        assert np.array_equal(model.weights, reference.weights) and np.array_equal(model.accum, reference.accum)
+        assert model.examples == reference.examples == 700
+        for name in ("logloss", "mean_prediction", "mean_label"):
+            np.testing.assert_allclose(getattr(model, name), getattr(reference, name), rtol=1e-9, atol=1e-12)
+    short = ActionModel(l2=l2)
+    _textbook_steps(short, X[:50], Y[:50])
+    assert np.array_equal(single.weights, short.weights)
+    np.testing.assert_allclose(single.logloss, short.logloss, rtol=1e-9, atol=1e-12)
+
+
+def test_learn_many_skips_rows_that_are_not_finite() -> None:
+    rng = np.random.default_rng(12)
+    X = rows(random_components(rng, 20))
+    Y = ActionModel.label_matrix([["engage"]] * 20)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    bad[7, 0] = np.inf
+    model, clean = ActionModel(), ActionModel()
+    model.learn_many(bad, Y)
+    keep = np.ones(20, dtype=bool)
+    keep[[3, 7]] = False
+    clean.learn_many(X[keep], Y[keep])
+    assert model.examples == 18 and model.finite()
+    assert np.array_equal(model.weights, clean.weights)
+    assert model.learn_many(bad[[3]], Y[[3]]) == 0.0 and model.examples == 18
+
+
 @pytest.mark.parametrize("broken", [
     {"feature_set": "f0:other"},
     {"actions": ["engage"]},
