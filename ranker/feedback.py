@@ -41,19 +41,21 @@ from flitfeed.streams.vocabulary import ACTIONS
 def impression_for(query: FeedQuery, items: Sequence[Candidate], impression_id: str) -> Impression:
     """The impression of a served feed: each item with the feature values it was scored with.
 
-    Built without validation (``model_construct``): every value comes from the ranker itself, and this
-    runs for every feed (validating it cost more than scoring the candidates); readers decode it with
-    the bounded decoder like any record.
+    Built from plain values and validated in one call: pydantic's validator is compiled, while
+    ``model_construct`` runs in Python per item (measured: 17 µs against 67–100 µs for ten items).
     """
-    return Impression.model_construct(
-        v=1, impression_id=impression_id, user_id=query.user_id, served_at=float(query.now),
-        trigger_id=query.trigger_id, feature_set=FEATURE_SET,
-        items=[ImpressionItem.model_construct(
-            flit_id=c.flit_id, author_id=c.author_id, position=i, score=round(float(c.score), 6),
-            # 6 decimals: the record stays small and the rounding is far below the learning noise.
-            features=[] if c.features is None else np.round(c.features, 6).tolist(),
-            propensity=float(c.propensity), explore=c.source == "explore")
-            for i, c in enumerate(items)])
+    # The features of all items rounded in one call (6 decimals: the record stays small and the rounding
+    # is far below the learning noise).
+    scored = [c.features is not None for c in items]
+    features = iter(np.round(np.stack([c.features for c in items if c.features is not None]), 6).tolist()
+                    if any(scored) else [])
+    return Impression.model_validate({
+        "impression_id": impression_id, "user_id": query.user_id, "served_at": float(query.now),
+        "trigger_id": query.trigger_id, "feature_set": FEATURE_SET,
+        "items": [{"flit_id": c.flit_id, "author_id": c.author_id, "position": i, "score": round(float(c.score), 6),
+                   "features": next(features) if has else [], "propensity": float(c.propensity),
+                   "explore": c.source == "explore"}
+                  for i, (c, has) in enumerate(zip(items, scored))]})
 
 
 class ExampleLearner:
