@@ -54,6 +54,16 @@ class FeedPublisher:
         self.produce = produce
         self.feeds_topic = feeds_topic
         self.model_version = model_version
+        # Labelled children by label values: a ``labels()`` lookup validates and locks on every call, and
+        # a feed reports ~13 stage timings (``_record`` was 53 µs a feed with a lookup per timing).
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *values: str):  # noqa: ANN001, ANN202 - a prometheus metric and its child
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def publish(self, job: FeedJob, query: FeedQuery, result: PipelineResult) -> Feed:
         self._record(result)
@@ -62,11 +72,12 @@ class FeedPublisher:
                          trigger_kind=job.trigger_kind, impression_id=impression_id, covers=job.covers)
         self.produce(self.feeds_topic, job.user_id.encode(), feed.to_bytes())
         m = self.metrics
-        m.feeds.labels(trigger=job.trigger_kind, cold_start=str(query.cold_start).lower()).inc()
+        self._child(m.feeds, job.trigger_kind, str(query.cold_start).lower()).inc()
         m.feed_items.observe(len(feed.items))
         now = time.time()
+        latency = self._child(m.feed_latency, job.trigger_kind)
         for ts in job.covered_ts:  # every covered trigger waited until now for its answer
-            m.feed_latency.labels(trigger=job.trigger_kind).observe(max(0.0, now - ts))
+            latency.observe(max(0.0, now - ts))
         if len(job.covers) > 1:
             m.coalesced.inc(len(job.covers) - 1)
         self.monitors.learn_feed(job.user_id, [(c.flit_id, c.author_id) for c in result.items],
@@ -78,12 +89,12 @@ class FeedPublisher:
         sources = 0.0
         rest = 0.0
         for (kind, component), seconds in result.timings.items():
-            m.component_seconds.labels(kind=kind, component=component).observe(seconds)
+            self._child(m.component_seconds, kind, component).observe(seconds)
             if kind == "source":
                 sources += seconds
             else:
                 rest += seconds
-        m.stage_seconds.labels(service=m.service, stage="candidate_query").observe(sources)
-        m.stage_seconds.labels(service=m.service, stage="rank").observe(rest)
+        self._child(m.stage_seconds, m.service, "candidate_query").observe(sources)
+        self._child(m.stage_seconds, m.service, "rank").observe(rest)
         for name, n in result.removed.items():
-            m.filter_removed.labels(filter=name).inc(n)
+            self._child(m.filter_removed, name).inc(n)

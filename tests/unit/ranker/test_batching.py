@@ -81,6 +81,19 @@ def test_the_publisher_publishes_records_and_measures_a_coalesced_feed() -> None
     assert value_of("flitfeed_ranker_coalesced_triggers_total") == 1
     assert value_of("flitfeed_feed_latency_seconds_count", {"trigger": "interaction"}) == 2  # one per trigger
     assert value_of("flitfeed_ranker_filter_removed_total", {"filter": "seen"}) == 2
+    # A second feed, with other labels, lands on its own series and adds to the first's.
+    [req] = coalesce([request("wren", "r1")])
+    publisher.publish(req, FeedQuery("wren", 10, 5.0, trigger_id="r1"),
+                      PipelineResult(items=[], timings={("source", "similar"): 0.002, ("filter", "seen"): 0.001},
+                                     removed={"seen": 1, "own_flits": 4}, candidates=0))
+    assert value_of("flitfeed_ranker_filter_removed_total", {"filter": "seen"}) == 3
+    assert value_of("flitfeed_ranker_filter_removed_total", {"filter": "own_flits"}) == 4
+    assert value_of("flitfeed_feed_latency_seconds_count", {"trigger": "request"}) == 1
+    assert value_of("flitfeed_feed_latency_seconds_count", {"trigger": "interaction"}) == 2
+    assert value_of("flitfeed_feeds_published_total", {"trigger": "request", "cold_start": "true"}) == 1
+    assert value_of("flitfeed_feeds_published_total", {"trigger": "interaction", "cold_start": "true"}) == 1
+    assert value_of("flitfeed_ranker_component_duration_seconds_count", {"kind": "source", "component": "similar"}) == 2
+    assert value_of("flitfeed_ranker_component_duration_seconds_count", {"kind": "filter", "component": "seen"}) == 1
 
 
 def test_an_older_rankers_feed_answers_its_trigger() -> None:
