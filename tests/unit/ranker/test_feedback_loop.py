@@ -93,6 +93,9 @@ def test_a_served_feed_becomes_an_impression_then_examples(loop: FeedbackLoop) -
     assert {(e.flit_id, tuple(e.actions)) for e in examples} == {("f1", ("engage",)), ("f0", ()), ("f2", ())}
     assert all(k == b"wren" for t, k, _ in producer.sent if t == "t-examples")
     assert value(loop.metrics, "flitfeed_ranker_examples_total", stage="emitted", label="ignored") == 2
+    assert value(loop.metrics, "flitfeed_ranker_examples_total", stage="emitted", label="engage") == 1
+    assert value(loop.metrics, "flitfeed_events_produced_total", service="ranker", topic="t-examples") == 3
+    assert value(loop.metrics, "flitfeed_events_produced_total", service="ranker", topic="t-impressions") == 1
 
 
 def test_malformed_bad_and_repeated_examples_are_counted_and_never_learned(loop: FeedbackLoop) -> None:
