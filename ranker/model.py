@@ -151,7 +151,7 @@ class ActionModel:
         step = np.empty_like(W)
         root = np.empty_like(W)
         for i in range(n):
-            # The same operations, in the same order, as the textbook step below (bit-identical weights):
+            # The same operations, in the same order, as the textbook step (so the weights are bit-identical):
             #   p = σ(x·W);  g = x ⊗ (p − y) + l2 (W − prior);  A += g²;  W −= lr · g / √A
             p = _sigmoid(X[i] @ W)
             P[i] = p
