@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 from pathlib import Path
 
@@ -208,6 +208,23 @@ class Metrics:
         #: Set by :meth:`serve`; the service's loop calls ``health.beat()`` and clears readiness conditions.
         self.health = Health()
         self.server: MetricsServer | None = None
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: ``labels()`` validates and takes a lock on every call, which the
+        ranker paid ~13 times a feed for its timings and once per produced record (BENCHMARKS.md "Session 13").
+
+        >>> m = Metrics("ranker")
+        >>> m.child(m.produced, "ranker", "t-feeds").inc(2)
+        >>> m.child(m.produced, "ranker", "t-feeds") is m.produced.labels("ranker", "t-feeds"), m.value(
+        ...     "flitfeed_events_produced_total", service="ranker", topic="t-feeds")
+        (True, 2.0)
+        """
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     @contextlib.contextmanager
     def time_stage(self, stage: str) -> Iterator[None]:

@@ -168,7 +168,6 @@ class RankerService:
         self.commits = CommitTracker()
         self.instance = settings.kafka.instance()
         self._headers = instance_headers(settings.kafka)
-        self._produced: dict[str, object] = {}
         self.feedback = FeedbackLoop(settings, metrics, self.producer, self.model, self._headers, clients=self._clients)
         self.publisher = FeedPublisher(metrics, self.monitors, self.feedback, self._produce, self._t[TOPIC_FEEDS],
                                        lambda: self.model_version)
@@ -553,10 +552,7 @@ class RankerService:
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.producer.produce(topic, key=key, value=value, headers=self._headers)
         self.producer.poll(0)
-        child = self._produced.get(topic)  # one labelled lookup per topic, not per record
-        if child is None:
-            child = self._produced[topic] = self.metrics.produced.labels(service=self.metrics.service, topic=topic)
-        child.inc()
+        self.metrics.child(self.metrics.produced, self.metrics.service, topic).inc()
 
     def _on_user_state(self, m) -> FeedJob | None:  # noqa: ANN001 - confluent Message
         """Apply a user's new state; the feed it asks for (None for a bad message or a repeat)."""
