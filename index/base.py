@@ -91,6 +91,9 @@ class HitColumns:
     What a batch-first caller (the ranker's vector source) wants: no :class:`Hit` object per hit.
     ``counts[i]`` hits belong to query ``i``; the other columns have ``counts.sum()`` rows
     (``flit_id``, ``author_id``, ``tags``, ``lang``: object arrays; ``created_at``, ``score``: float64).
+    ``flit_key`` and ``author_key`` (int64, or None): integers that stand for the ids, equal where the ids
+    are equal, set by a backend that holds its points in numbered slots (the catalogue), so that a
+    caller can group hits by integer work instead of hashing their strings again.
 
     >>> cols = HitColumns.from_hits([[Hit("f1", "a", 1.0, 0.5, "en", ("x",))], []])
     >>> cols.counts.tolist(), cols.flit_id.tolist(), [[h.flit_id for h in q] for q in cols.hits()]
@@ -104,6 +107,8 @@ class HitColumns:
     score: np.ndarray
     tags: np.ndarray
     lang: np.ndarray
+    flit_key: np.ndarray | None = None
+    author_key: np.ndarray | None = None
 
     @classmethod
     def empty(cls, n_queries: int) -> "HitColumns":

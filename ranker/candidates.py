@@ -43,6 +43,8 @@ def source_code(name: str) -> int:
 
 
 def _objects(values: Iterable[object], n: int) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype == object and values.shape == (n,):
+        return values.copy()  # a C copy of the references, not a Python iteration (hits come as columns)
     # np.fromiter keeps each tuple (tags) as one object; np.array would try to make a 2-D array of them.
     return np.fromiter(values, dtype=object, count=n)
 
@@ -63,6 +65,33 @@ def intern(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     table = dict(zip(distinct, range(len(distinct))))
     codes = np.fromiter(map(table.__getitem__, vals), dtype=np.int64, count=len(vals))
     return codes, _objects(distinct, len(distinct))
+
+
+def intern_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, first)`` for integer keys, as :func:`intern` numbers values: codes in order of first
+    appearance, ``first[code]`` the row where that code first appears. Integer sorting only: for hits
+    whose backend numbers them (``HitColumns.flit_key``), hashing each id string again cost more than the
+    search that found them.
+
+    >>> codes, first = intern_keys(np.array([7, 3, 7, 9]))
+    >>> codes.tolist(), first.tolist()
+    ([0, 1, 0, 2], [0, 1, 3])
+    """
+    if not len(keys):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # the distinct keys by their first row
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], first[order]
+
+
+def _codes(values: np.ndarray, keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`intern` of ``values``, by their integer ``keys`` when given."""
+    if keys is None:
+        return intern(values)
+    codes, first = intern_keys(np.asarray(keys))
+    return codes, values[first]
 
 
 def _merge_codes(codes: Sequence[np.ndarray], tables: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +152,14 @@ class CandidateBatch:
               tags: Sequence[tuple[str, ...]] | None = None, lang: Sequence[str | None] | None = None,
               similarity: Sequence[float] | np.ndarray | None = None,
               collaborative: Sequence[float] | np.ndarray | None = None,
-              n_queries: int | None = None) -> "CandidateBatch":
-        """A batch from per-row values, rows already grouped by query (``source``: names or codes)."""
+              n_queries: int | None = None, flit_key: np.ndarray | None = None,
+              author_key: np.ndarray | None = None) -> "CandidateBatch":
+        """A batch from per-row values, rows already grouped by query (``source``: names or codes).
+
+        ``flit_key`` / ``author_key``: integers standing for the ids where the caller has them
+        (:class:`~flitfeed.index.base.HitColumns`), so the codes come from integer work; the same codes as
+        from the strings.
+        """
         n = len(flit_id)
         q = np.asarray(query, dtype=np.int64).reshape(n)
         src = np.asarray(source)
@@ -132,8 +167,8 @@ class CandidateBatch:
             src = np.fromiter((source_code(s) for s in src.tolist()), dtype=np.int64, count=n)
         flit_col = _objects(flit_id, n)
         author_col = _objects(author_id, n)
-        flit, flit_ids = intern(flit_col)
-        author, author_ids = intern(author_col)
+        flit, flit_ids = _codes(flit_col, flit_key)
+        author, author_ids = _codes(author_col, author_key)
 
         def floats(values: Sequence[float] | np.ndarray | None) -> np.ndarray:
             return np.zeros(n) if values is None else np.asarray(values, dtype=np.float64).reshape(n)

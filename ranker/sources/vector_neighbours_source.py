@@ -67,7 +67,7 @@ class VectorNeighboursSource(Source):
             query=np.repeat(np.arange(len(queries)), found.counts), flit_id=found.flit_id,
             author_id=found.author_id, created_at=found.created_at,
             source=np.full(n, source_code(self.name), dtype=np.int64), tags=found.tags, lang=found.lang,
-            similarity=found.score, n_queries=len(queries))
+            similarity=found.score, n_queries=len(queries), flit_key=found.flit_key, author_key=found.author_key)
 
     def _search(self, queries: Sequence[FeedQuery]) -> HitColumns:
         tastes = []

@@ -170,12 +170,55 @@ def test_past_max_points_it_drops_its_vectors_and_past_max_columns_everything() 
         catalogue.columns_of(PointHits.from_lists([[]], [[]]))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_columns_of_names_every_point_through_writes_deletions_and_reused_slots(seed: int) -> None:
+    """``columns_of`` finds slots through a sorted copy of its point table, made again only now and then:
+    between copies, points added, deleted, replaced and slots reused must still be named as the truth
+    (a point held: its own fields; one not held: None), and the hits' integer keys must stand for their ids."""
+    rng = np.random.default_rng(300 + seed)
+    catalogue = VectorCatalogue(DIM, max_points=10, max_columns=100_000)
+    held: dict[str, IndexedFlit] = {}
+    ids = [f"f{i}" for i in range(3000)]
+    for step in range(40):
+        # Big first steps make and use a copy; later small ones stay below the threshold for a new copy.
+        fresh = random_flits(rng, int(rng.integers(1500, 2500)) if step < 2 else int(rng.integers(1, 80)),
+                             authors=40, prefix="f")
+        fresh = [IndexedFlit(ids[int(rng.integers(len(ids)))], f.author_id, f.created_at, f.vector, f.lang, f.tags)
+                 for f in fresh]
+        gone = [ids[int(i)] for i in rng.integers(0, len(ids), size=int(rng.integers(0, 60)))]
+        catalogue.upsert_many(fresh)
+        held.update({f.flit_id: f for f in fresh})
+        catalogue.delete_many(gone)
+        for fid in gone:
+            held.pop(fid, None)
+        live = sorted(held)
+        wanted = [[live[int(i)] for i in row] for row in rng.integers(0, len(live), size=(3, 60))]
+        cols = catalogue.columns_of(PointHits.from_lists([[point_key(f) for f in q] for q in wanted],
+                                                         [[0.5] * 60 for _ in wanted]))
+        assert cols is not None
+        flat = [f for q in wanted for f in q]
+        assert cols.flit_id.tolist() == flat
+        assert cols.author_id.tolist() == [held[f].author_id for f in flat]
+        assert cols.created_at.tolist() == [held[f].created_at for f in flat]
+        assert cols.tags.tolist() == [tuple(held[f].tags) for f in flat]
+        for ids_col, keys in ((cols.flit_id, cols.flit_key), (cols.author_id, cols.author_key)):
+            pairs = set(zip(ids_col.tolist(), keys.tolist()))
+            assert len(pairs) == len({i for i, _ in pairs}) == len({k for _, k in pairs})  # one key per id
+        dead = [f for f in ids if f not in held]
+        if dead:
+            missing = [live[0], dead[int(rng.integers(len(dead)))]]
+            assert catalogue.columns_of(PointHits.from_lists([[point_key(f) for f in missing]], [[0.5, 0.4]])) is None
+
+
 def test_empty_catalogue_and_zero_limit() -> None:
     catalogue = VectorCatalogue(DIM)
     assert catalogue.search_many([np.ones(DIM)] * 3, 5, [None] * 3) == [[], [], []]
     catalogue.upsert_many([IndexedFlit("f1", "a", 1.0, np.ones(DIM, dtype=np.float32))])
     assert catalogue.search_columns([np.ones(DIM)], 0, [None]).counts.tolist() == [0]
     assert catalogue.search_columns([], 5, []).counts.tolist() == []
+    empty = VectorCatalogue(DIM)
+    assert empty.columns_of(PointHits.from_lists([[point_key("f1")]], [[0.5]])) is None
+    assert empty.columns_of(PointHits.from_lists([[]], [[]])).counts.tolist() == [0]
 
 
 def test_top_k_rows_orders_ties_by_column_and_never_returns_more_than_the_row() -> None:

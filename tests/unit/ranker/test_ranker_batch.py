@@ -131,6 +131,24 @@ def assert_same_feeds(batched, reference) -> None:
         assert set(got.timings) == set(want.timings)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_integer_keys_give_the_codes_of_the_ids(seed: int) -> None:
+    """A source that numbers its hits (the catalogue's slots and author numbers) must get the batch the ids
+    themselves give: the same codes, in order of first appearance, and the same distinct values."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 400))
+    slot_of = rng.permutation(5000)  # any numbering: unrelated to the ids' order
+    flit = rng.integers(0, 60, size=n)
+    author = rng.integers(0, 9, size=n)
+    columns = dict(query=np.sort(rng.integers(0, 5, size=n)), flit_id=np.array([f"f{i}" for i in flit], dtype=object),
+                   author_id=np.array([f"a{i}" for i in author], dtype=object), created_at=np.zeros(n),
+                   source=np.zeros(n, dtype=np.int64), n_queries=5)
+    by_ids = CandidateBatch.build(**columns)
+    by_keys = CandidateBatch.build(**columns, flit_key=slot_of[flit], author_key=slot_of[author] * 7)
+    for name in ("flit", "author", "flit_ids", "author_ids", "flit_id", "author_id"):
+        assert getattr(by_keys, name).tolist() == getattr(by_ids, name).tolist(), name
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_the_batch_path_builds_the_feeds_of_the_per_candidate_path(seed: int) -> None:
     world = World(seed, model=seed % 4 != 3)
