@@ -286,6 +286,10 @@ class RankerConfig(_Area):
     #: Users whose decoded state the ``rocksdb`` store keeps in RAM (least recently used evicted; ~2.3 KB
     #: each with a 384-d taste): the users being served are not decoded on every feed.
     ranker_state_cache_users: int = Field(20_000, ge=0)
+    #: How long the ranker's Kafka producer (librdkafka's ``linger.ms``; fractions allowed) waits for more
+    #: records (feeds, impressions, examples) before it sends a request. 0, 0.5 and 2 gave the same latency
+    #: and throughput end to end within the drift between runs (BENCHMARKS.md "Session 14").
+    ranker_producer_linger_ms: float = Field(2.0, ge=0.0, le=1000.0)
 
 
 class MonitoringConfig(_Area):

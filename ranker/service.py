@@ -164,7 +164,7 @@ class RankerService:
         self._stop = threading.Event()
         # Every record a poll's inputs lead to counts towards that poll's batch; its offsets are committed
         # once they are all delivered (ranker/commits.py), without stopping the loop to flush.
-        self.producer = TrackedProducer(self._clients.producer())
+        self.producer = TrackedProducer(self._clients.producer(**{"linger.ms": settings.ranker.ranker_producer_linger_ms}))
         self.commits = CommitTracker()
         self.instance = settings.kafka.instance()
         self._headers = instance_headers(settings.kafka)

@@ -232,8 +232,10 @@ class FakeAdmin:
 class FakeProducer:
     """Records reach the log, and their delivery callbacks run, when the producer is polled or flushed."""
 
-    def __init__(self, broker: FakeBroker) -> None:
+    def __init__(self, broker: FakeBroker, config: dict[str, Any] | None = None) -> None:
         self.broker = broker
+        #: The librdkafka overrides it was made with (``KafkaClients.producer(**overrides)``).
+        self.config = dict(config or {})
         self._pending: list[tuple[str, bytes | None, bytes | None, Any, Callable | None]] = []
         #: While True nothing is delivered (a slow broker): what waits for delivery must wait.
         self.hold = False
@@ -274,7 +276,7 @@ class FakeClients:
         return c
 
     def producer(self, **overrides: Any) -> FakeProducer:
-        p = FakeProducer(self.broker)
+        p = FakeProducer(self.broker, overrides)
         self.producers.append(p)
         return p
 

@@ -109,6 +109,22 @@ def test_states_and_requests_in_feeds_out_committed_after_delivery_bad_input_dea
     assert service.user_count() == 2
 
 
+def test_the_producer_lingers_as_configured(tmp_path) -> None:  # noqa: ANN001
+    """``FLITFEED_RANKER_PRODUCER_LINGER_MS`` reaches the ranker's producer (librdkafka's ``linger.ms``)."""
+    for linger in (0.5, 7.0):
+        settings = Settings().replace(ranker_producer_linger_ms=linger, instance_id="ranker-test", topic_prefix="t-",
+                                      data_dir=tmp_path / str(linger))
+        clients = FakeClients()
+        for spec in TOPICS:
+            clients.broker.create(settings.kafka.topic(spec.name), settings.kafka.partitions)
+        service = RankerService(settings, MemoryIndex(4), None, Metrics("ranker", registry=CollectorRegistry()),
+                                gate=VersionGate(VERSION), clients=clients)
+        try:
+            assert clients.producers[0].config["linger.ms"] == linger
+        finally:
+            service.close()
+
+
 def test_a_restart_reads_the_held_states_back_without_serving_them_again(world) -> None:  # noqa: ANN001
     settings, clients, service = world
     broker = clients.broker
