@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the worker's encoder (default minilm; static: issue 15's flit-rate option; quick: hashing)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record py-spy flame graphs of the worker and the ranker during every step into DIR")
+    parser.add_argument("--profile-format", choices=("flamegraph", "raw"), default="flamegraph",
+                        help="with --profile: svg flame graphs, or raw collapsed stacks (.txt, one line per stack, "
+                             "with every thread and idle time: to count where a service's time went)")
     args = parser.parse_args(argv)
     setup_logging()
     quick = args.quick
@@ -289,10 +292,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 for name, p in services.procs.items():
-                    out = args.profile / f"{name}-{int(rate)}per_s.svg"
+                    raw = args.profile_format == "raw"
+                    out = args.profile / f"{name}-{int(rate)}per_s.{'txt' if raw else 'svg'}"
                     profilers.append(subprocess.Popen(
                         [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(p.pid), "-o", str(out),
-                         "-d", str(int(step_s)), "-r", "50", "--nonblocking"],
+                         "-d", str(int(step_s)), "-r", "50", "--nonblocking",
+                         *(["--format", "raw", "--idle", "--threads"] if raw else [])],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             before = scrape(settings.monitoring.ranker_metrics_port)
             cpu_before, t_step = services.cpu_s(), time.monotonic()
