@@ -166,7 +166,8 @@ class VectorCatalogue:
         self._tags = np.empty(capacity, dtype=object)
         self._lang = np.empty(capacity, dtype=object)
         self._point = np.zeros(capacity, dtype=np.uint64)  # point_key(flit_id): how PointHits name a hit
-        # Authors numbered once, when a point arrives: hits then carry integer author keys (HitColumns).
+        # Authors numbered once, when a point arrives: hits then carry integer author keys (HitColumns). A
+        # number outlives its author's points (one int per author ever seen, as _by_author's keys do).
         self._author_key = np.zeros(capacity, dtype=np.int64)
         self._author_codes: dict[str, int] = {}
         self._slot: dict[str, int] = {}

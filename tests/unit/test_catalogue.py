@@ -210,6 +210,20 @@ def test_columns_of_names_every_point_through_writes_deletions_and_reused_slots(
             assert catalogue.columns_of(PointHits.from_lists([[point_key(f) for f in missing]], [[0.5, 0.4]])) is None
 
 
+def test_columns_of_names_the_later_of_two_flits_sharing_a_point_key(monkeypatch) -> None:  # noqa: ANN001
+    """Two ids with one 64-bit key (~1 in 10^9 at 10^5 points): the later takes the key over, also when the
+    sorted copy was made before it arrived."""
+    import flitfeed.index.catalogue as module
+
+    monkeypatch.setattr(module, "point_key", lambda fid: 42 if fid in ("f1", "f2") else point_key(fid))
+    catalogue = VectorCatalogue(DIM, max_points=10)
+    catalogue.upsert_many([IndexedFlit(f"g{i}", "a", NOW, np.ones(DIM, dtype=np.float32)) for i in range(3)]
+                          + [IndexedFlit("f1", "a", NOW, np.ones(DIM, dtype=np.float32))])
+    assert catalogue.columns_of(PointHits.from_lists([[42]], [[0.5]])).flit_id.tolist() == ["f1"]  # copy made
+    catalogue.upsert_many([IndexedFlit("f2", "b", NOW, np.ones(DIM, dtype=np.float32))])
+    assert catalogue.columns_of(PointHits.from_lists([[42]], [[0.5]])).flit_id.tolist() == ["f2"]
+
+
 def test_empty_catalogue_and_zero_limit() -> None:
     catalogue = VectorCatalogue(DIM)
     assert catalogue.search_many([np.ones(DIM)] * 3, 5, [None] * 3) == [[], [], []]
