@@ -391,13 +391,12 @@ class VectorCatalogue:
         """
         if self._points.added > max(_RESORT_MIN, len(self._by_point) // 64):
             self._points.build(self._by_point)
-        size = self._size
-        if not size or not len(points):
+        if not self._size or not len(points):
             return None if len(points) else np.zeros(0, dtype=np.intp)
-        slots = self._points.find(points)
-        usable = (slots >= 0) & (slots < size)
-        slots = np.where(usable, slots, 0)
-        good = usable & (self._point[slots] == points) & self._alive[slots]
+        slots = self._points.find(points)  # -1 where the copy lacks a point; any other is a slot ever used
+        found = slots >= 0
+        slots = np.where(found, slots, 0)
+        good = found & (self._point[slots] == points) & self._alive[slots]
         if not good.all():
             get = self._by_point.get
             for row in np.flatnonzero(~good).tolist():

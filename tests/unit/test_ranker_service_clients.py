@@ -46,19 +46,29 @@ def user_state(user_id: str, trigger_id: str, taste: list[float], seen: list[str
                      trigger_id=trigger_id, trigger_ts=time.time(), model_version=VERSION).to_bytes()
 
 
+def fake_broker(settings: Settings) -> FakeClients:
+    """Fake clients over a broker holding every topic of ``settings``."""
+    clients = FakeClients()
+    for spec in TOPICS:
+        clients.broker.create(settings.kafka.topic(spec.name), settings.kafka.partitions)
+    return clients
+
+
+def ranker(settings: Settings, clients: FakeClients) -> RankerService:
+    return RankerService(settings, MemoryIndex(4), None, Metrics("ranker", registry=CollectorRegistry()),
+                         gate=VersionGate(VERSION), clients=clients)
+
+
 @pytest.fixture
 def world(tmp_path):  # noqa: ANN001, ANN201 - (settings, clients, service)
     settings = Settings().replace(partitions=2, instance_id="ranker-test", topic_prefix="t-", data_dir=tmp_path)
-    clients = FakeClients()
+    clients = fake_broker(settings)
     broker = clients.broker
-    for spec in TOPICS:
-        broker.create(settings.kafka.topic(spec.name), settings.kafka.partitions)
     vectors = {"f1": [1.0, 0.0, 0.0, 0.0], "f2": [0.9, 0.1, 0.0, 0.0], "f3": [0.0, 1.0, 0.0, 0.0],
                "f4": [0.0, 0.9, 0.1, 0.0], "f5": [0.0, 0.0, 1.0, 0.0], "f6": [0.0, 0.0, 0.0, 1.0]}
     for fid, v in vectors.items():
         broker.append(settings.kafka.topic(TOPIC_FLIT_VECTORS), fid.encode(), flit_vector(fid, v))
-    service = RankerService(settings, MemoryIndex(4), None, Metrics("ranker", registry=CollectorRegistry()),
-                            gate=VersionGate(VERSION), clients=clients)
+    service = ranker(settings, clients)
     yield settings, clients, service
     service.close()
 
@@ -114,11 +124,8 @@ def test_the_producer_lingers_as_configured(tmp_path) -> None:  # noqa: ANN001
     for linger in (0.5, 7.0):
         settings = Settings().replace(ranker_producer_linger_ms=linger, instance_id="ranker-test", topic_prefix="t-",
                                       data_dir=tmp_path / str(linger))
-        clients = FakeClients()
-        for spec in TOPICS:
-            clients.broker.create(settings.kafka.topic(spec.name), settings.kafka.partitions)
-        service = RankerService(settings, MemoryIndex(4), None, Metrics("ranker", registry=CollectorRegistry()),
-                                gate=VersionGate(VERSION), clients=clients)
+        clients = fake_broker(settings)
+        service = ranker(settings, clients)
         try:
             assert clients.producers[0].config["linger.ms"] == linger
         finally:
@@ -133,8 +140,7 @@ def test_a_restart_reads_the_held_states_back_without_serving_them_again(world) 
     poll_until(service, lambda: len(broker.read(t(TOPIC_FEEDS))) == 1 and bool(broker.commits))
     service.close()
 
-    restarted = RankerService(settings, MemoryIndex(4), None, Metrics("ranker", registry=CollectorRegistry()),
-                              gate=VersionGate(VERSION), clients=clients)
+    restarted = ranker(settings, clients)
     try:
         broker.append(t(TOPIC_FEED_REQUESTS), b"wren", FeedRequest(request_id="r9", user_id="wren").to_bytes())
         poll_until(restarted, lambda: any(Feed.model_validate_json(m.value()).trigger_id == "r9"
