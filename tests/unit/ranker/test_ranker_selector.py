@@ -6,12 +6,14 @@ import math
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.selectors import DiversitySelector
+from flitfeed.ranker.selectors.diversity_selector import _picks_by_rank
 
 NOW = 1_000_000.0
 
@@ -176,3 +178,32 @@ def test_a_batch_is_selected_exactly_as_its_feeds_one_by_one(author_decay, tag_d
     assert [[(c.flit_id, c.score, c.propensity, c.source) for c in feed] for feed in together] == \
         [[(c.flit_id, c.score, c.propensity, c.source) for c in feed] for feed in alone]
     assert any(c.source == "explore" for feed in together for c in feed) == (explore > 0)
+
+
+@pytest.mark.parametrize("author_decay", [0.0, 0.3, 0.8, 1.0])
+def test_picks_by_rank_are_the_greedy_loops_picks(author_decay):
+    """Without tag decay the selector sorts by each candidate's score at its pick instead of looping one
+    step per pick; feeds, scores, propensities and exploration draws must be the loop's, bit for bit
+    (coarse scores for ties, negative scores, feeds that run out of qualifying candidates mid-way)."""
+    rng = np.random.default_rng(int(author_decay * 10))
+    params = RankerParams(author_decay=author_decay, tag_decay=1.0)
+    sel = DiversitySelector(params)
+    for _ in range(120):
+        # Batches of up to 30 x 150 candidates for k <= 14: the larger ones are cut to their contenders first.
+        B, C = int(rng.integers(1, 30)), int(rng.integers(1, 150))
+        base = np.round(rng.uniform(-0.4, 1.0, size=(B, C)), 1)
+        author_of = rng.integers(0, int(rng.choice([2, 8, 60])), size=(B, C))
+        available = rng.random((B, C)) < 0.8
+        author_of[~available] = -1
+        explorable = available & (rng.random((B, C)) < rng.choice([0.05, 0.3]))
+        ks = np.minimum(rng.integers(0, 15, size=B), available.sum(axis=1))
+        if ks.max() <= 0:
+            continue
+        need = np.array([int(rng.integers(0, k)) if k > 0 else 0 for k in ks])
+        powers = np.power(author_decay, np.arange(C + int(ks.max()) + 1, dtype=np.float64))
+        seeds = rng.integers(0, 2**32, size=B)
+        by_rank = _picks_by_rank(base, author_of, available.copy(), explorable, ks, need,
+                                 [np.random.default_rng(s) for s in seeds], powers)
+        looped = sel._picks_step_by_step(base, author_of, available.copy(), explorable, ks, need,
+                                         [np.random.default_rng(s) for s in seeds], powers, lambda b, j: ())
+        assert by_rank == looped
