@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from flitfeed.ranker.recent import RecentFlits
@@ -70,3 +71,33 @@ def test_vectors_are_kept_unit_length_and_dropped_on_eviction():
     # Re-embedded (a new model version): the held vector follows, as the index's does.
     assert r.add_one("f3", "a", 3.0, vector=[1.0, 0.0]) is False
     assert r.similarities([1.0, 0.0], ["f3"]) == pytest.approx({"f3": 1.0})
+
+
+def test_held_vectors_follow_every_add_eviction_and_re_embedding():
+    """The vectors live as rows of one matrix whose rows are reused after evictions: each held flit
+    must still answer its own latest vector, and an evicted one none (checked against a plain dict)."""
+    rng = np.random.default_rng(5)
+    r = RecentFlits(capacity=150)
+    truth: dict[str, np.ndarray] = {}
+    for step in range(3000):
+        fid = f"f{int(rng.integers(600))}"
+        vector = rng.normal(size=8)
+        with_vector = rng.random() < 0.8
+        r.add_one(fid, "a", float(rng.uniform(0, 1000)), vector=vector if with_vector else None)
+        if fid in r and with_vector:
+            truth[fid] = vector / np.linalg.norm(vector)
+        truth = {f: v for f, v in truth.items() if f in r}
+        if step % 100 == 99:
+            ids = [f"f{i}" for i in range(600)]
+            held, matrix = r.vectors_of(ids)
+            assert [f for f, h in zip(ids, held) if h] == [f for f in ids if f in truth]
+            np.testing.assert_allclose(matrix, np.stack([truth[f] for f in ids if f in truth]), rtol=1e-6)
+
+
+def test_a_vector_of_another_dimension_is_not_kept():
+    r = RecentFlits(capacity=4)
+    r.add_one("f1", "a", 1.0, vector=[1.0, 0.0])
+    assert r.add_one("f2", "a", 2.0, vector=[1.0, 0.0, 0.0]) is True  # held, scored by the index
+    held, matrix = r.vectors_of(["f1", "f2"])
+    assert held.tolist() == [True, False] and matrix.shape == (1, 2)
+    assert r.similarities([1.0, 0.0, 0.0], ["f1", "f2"]) == {}
