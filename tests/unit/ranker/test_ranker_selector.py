@@ -13,7 +13,7 @@ from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.selectors import DiversitySelector
-from flitfeed.ranker.selectors.diversity_selector import _picks_by_rank
+from flitfeed.ranker.selectors.diversity_selector import _contenders, _picks_by_rank
 
 NOW = 1_000_000.0
 
@@ -193,6 +193,8 @@ def test_picks_by_rank_are_the_greedy_loops_picks(author_decay):
         B, C = int(rng.integers(1, 30)), int(rng.integers(1, 150))
         base = np.round(rng.uniform(-0.4, 1.0, size=(B, C)), 1)
         author_of = rng.integers(0, int(rng.choice([2, 8, 60])), size=(B, C))
+        if rng.random() < 0.5:  # a few favourite authors fill the top of every feed
+            base += np.where(author_of < 3, 1.0, 0.0)
         available = rng.random((B, C)) < 0.8
         author_of[~available] = -1
         explorable = available & (rng.random((B, C)) < rng.choice([0.05, 0.3]))
@@ -207,3 +209,22 @@ def test_picks_by_rank_are_the_greedy_loops_picks(author_decay):
         looped = sel._picks_step_by_step(base, author_of, available.copy(), explorable, ks, need,
                                          [np.random.default_rng(s) for s in seeds], powers, lambda b, j: ())
         assert by_rank == looped
+
+
+def test_contenders_are_the_candidates_at_or_above_the_kth_distinct_authors_best():
+    """What the batch path sorts: exactly the candidates scoring at least the k-th distinct author's best
+    (all of a feed's candidates when it has fewer than k authors), whether the top of a feed is spread
+    over many authors or crowded by a few."""
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        B, C = int(rng.integers(15, 40)), int(rng.integers(150, 300))  # past the size it starts at
+        author_of = rng.integers(0, int(rng.choice([5, 12, 40, 400])), size=(B, C))
+        base = np.round(rng.uniform(-0.5, 1.0, size=(B, C)), 2) + np.where(author_of < rng.integers(1, 6), 1.0, 0.0)
+        available = rng.random((B, C)) < 0.9
+        ks = rng.integers(1, 15, size=B)
+        kept = _contenders(base, author_of, available, ks)
+        for b in range(B):
+            bests = sorted({a: max(base[b, (author_of[b] == a) & available[b]])
+                            for a in set(author_of[b, available[b]].tolist())}.values(), reverse=True)
+            threshold = bests[ks[b] - 1] if len(bests) >= ks[b] else -np.inf
+            assert kept[b].tolist() == (available[b] & (base[b] >= threshold)).tolist()
