@@ -335,21 +335,21 @@ def _picks_by_rank(base: np.ndarray, author_of: np.ndarray, available: np.ndarra
     left = np.maximum(0, explore_needed[:, None] - (np.cumsum(qualifying, axis=1) - qualifying))
     reserved = (left > 0) & (ks[:, None] - step <= left) & (step < ks[:, None])
     reserved_from = np.where(reserved.any(axis=1), reserved.argmax(axis=1), ks)
-    drawing = reserved_from < ks
-    if drawing.any():
-        # What each drawing feed draws from: its qualifying candidates not picked on merit before the draws.
-        pool = available & explorable & drawing[:, None]
-        before = np.nonzero(step < reserved_from[:, None])
-        pool[before[0], merit[before]] = False
-        pool_rows, pool_cols = np.nonzero(pool)
-        pool_starts = np.searchsorted(pool_rows, np.arange(B + 1))
-        merit_author = author_of[row, merit].tolist()
+    # What each feed with a reserved slot draws from: its qualifying candidates not picked on merit before.
+    pool = available & explorable & (reserved_from < ks)[:, None]
+    before = np.nonzero(step < reserved_from[:, None])
+    pool[before[0], merit[before]] = False
+    pool_rows, pool_cols = np.nonzero(pool)
+    pool_starts = np.searchsorted(pool_rows, np.arange(B + 1)).tolist()
+    merit_author = author_of[row, merit].tolist() if len(pool_cols) else []
     out: list[list[tuple[int, float, float, bool]]] = []
     for b, (m, sc, r, k) in enumerate(zip(merit.tolist(), merit_score.tolist(), reserved_from.tolist(), ks.tolist())):
-        feed = list(zip(m[:r], sc[:r], [1.0] * r, [False] * r))
-        if r < k:
+        if r < k and pool_starts[b] < pool_starts[b + 1]:
+            feed = list(zip(m[:r], sc[:r], [1.0] * r, [False] * r))
             feed += _explore_tail(b, base, author_of, available, feed, Counter(merit_author[b][:r]),
                                   pool_cols[pool_starts[b]:pool_starts[b + 1]].tolist(), k, rngs[b], author_powers)
+        else:  # no reserved slot, or nothing to draw for one: merit all the way
+            feed = list(zip(m[:k], sc[:k], [1.0] * k, [False] * k))
         out.append(feed)
     return out
 
