@@ -21,7 +21,8 @@ user engaged with were when they did. Views are neutral here (the taste vector a
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from itertools import chain
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -111,9 +112,88 @@ class Affinity:
                         dtype=np.float64, count=n)
         return a / (np.abs(a) + SATURATION), t / (np.abs(t) + SATURATION)
 
+    def pair_columns(self, user_ids: Sequence[str], query: np.ndarray, author: np.ndarray, author_ids: np.ndarray,
+                     flit: np.ndarray, n_flits: int, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pair_arrays` for a whole batch of rows at once, the same numbers: row ``r`` is for user
+        ``user_ids[query[r]]``, by author ``author_ids[author[r]]``, flit code ``flit[r]`` (``< n_flits``)
+        with tags ``tags[r]`` (the same for every row of a flit).
+
+        Python runs over each user's own bounded entries and over the batch's distinct flits and
+        authors, never over its rows: the rows are array work (a per-row dict lookup for author and tags
+        was 5-7% of the ranker's loop).
+
+        >>> a = Affinity()
+        >>> a.learn_one("wren", "robin", ("migration",), "like")
+        >>> tags = np.fromiter([("migration",), ("seeds",), ("migration",)], dtype=object, count=3)
+        >>> authors, tags = a.pair_columns(["wren", "crow"], np.array([0, 0, 1]), np.array([0, 1, 0]),
+        ...                                np.array(["robin", "owl"], dtype=object), np.array([0, 1, 0]), 2, tags)
+        >>> authors.round(2).tolist(), tags.round(2).tolist()
+        ([0.33, 0.0, 0.0], [0.33, 0.0, 0.0])
+        """
+        n = len(query)
+        a, t = np.zeros(n), np.zeros(n)
+        users = [self._users.get(u) for u in user_ids]
+        if n == 0 or not any(users):
+            return a, t
+        # Authors: each user's held authors as (query, author code) keys, looked up for every row at once.
+        code = dict(zip(author_ids.tolist(), range(len(author_ids))))
+        keys, values = _entries(users, lambda user: user.authors, code)
+        _fill(a, query * len(author_ids) + author, keys, values)
+        # Tags: the distinct flits' tags numbered once, each row spread over its flit's tags, and each
+        # row's mean taken in the order of its tags (the sums pair_arrays makes, to the bit).
+        of_flit = np.empty(n_flits, dtype=object)
+        of_flit[flit] = tags  # rows of one flit carry the same tags: whichever row is written is the same
+        flit_tags = [ts if ts is not None else () for ts in of_flit.tolist()]
+        count = np.fromiter(map(len, flit_tags), dtype=np.int64, count=n_flits)
+        flat = list(chain.from_iterable(flit_tags))
+        if flat:
+            tag_code = dict(zip(dict.fromkeys(flat), range(len(flat))))
+            n_tags = len(tag_code)
+            flat_codes = np.fromiter(map(tag_code.__getitem__, flat), dtype=np.int64, count=len(flat))
+            keys, values = _entries(users, lambda user: user.tags, tag_code)
+            per_row = count[flit]
+            owner = np.repeat(np.arange(n), per_row)
+            # Entry j of a row's tags is flat entry start[its flit] + j.
+            start = np.cumsum(count) - count
+            within = np.arange(len(owner)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+            pair = np.zeros(len(owner))
+            _fill(pair, query[owner] * n_tags + flat_codes[np.repeat(start[flit], per_row) + within], keys, values)
+            sums = np.bincount(owner, weights=pair, minlength=n)
+            t = np.divide(sums, per_row, out=np.zeros(n), where=per_row > 0)
+        return a / (np.abs(a) + SATURATION), t / (np.abs(t) + SATURATION)
+
     def user_stats(self, user_id: str) -> tuple[float, float]:
         """``(activity, mainstream)`` of a user, both in [0, 1); (0, 0) for an unknown user."""
         user = self._users.get(user_id)
         if user is None:
             return 0.0, 0.0
         return user.positives / (user.positives + ACTIVITY_HALF), user.mainstream
+
+
+def _entries(users: Sequence[_User | None], entries_of: Callable[[_User], OrderedDict[str, float]],
+             code: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, values)`` of every user's entries that the batch has: key ``query * len(code) + code``,
+    sorted (for :func:`_fill`)."""
+    width = len(code)
+    keys: list[int] = []
+    values: list[float] = []
+    for q, user in enumerate(users):
+        if user is None:
+            continue
+        for name, value in entries_of(user).items():
+            c = code.get(name)
+            if c is not None:
+                keys.append(q * width + c)
+                values.append(value)
+    k = np.array(keys, dtype=np.int64)
+    order = np.argsort(k)
+    return k[order], np.array(values, dtype=np.float64)[order]
+
+
+def _fill(out: np.ndarray, row_keys: np.ndarray, keys: np.ndarray, values: np.ndarray) -> None:
+    """``out[r] = values[keys == row_keys[r]]`` where there is one (keys sorted and distinct)."""
+    if not len(keys):
+        return
+    at = np.minimum(np.searchsorted(keys, row_keys), len(keys) - 1)
+    hit = keys[at] == row_keys
+    out[hit] = values[at[hit]]

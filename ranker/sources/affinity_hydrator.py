@@ -28,13 +28,10 @@ class AffinityHydrator(Hydrator):
             c.author_affinity, c.tag_affinity = a, t
 
     def hydrate_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> None:
-        """Each user's affinities are their own dicts: one :meth:`Affinity.pair_arrays` per query, over
-        that query's rows, written into the columns."""
-        starts = batch.bounds()
-        for i, query in enumerate(queries):
-            lo, hi = int(starts[i]), int(starts[i + 1])
-            if lo == hi:
-                continue
-            a, t = self.affinity.pair_arrays(query.user_id, batch.author_id[lo:hi].tolist(), batch.tags[lo:hi].tolist())
-            batch.author_affinity[lo:hi] = a
-            batch.tag_affinity[lo:hi] = t
+        """Every row at once (:meth:`Affinity.pair_columns`), computed before anything is written."""
+        if len(batch) == 0:
+            return
+        a, t = self.affinity.pair_columns([q.user_id for q in queries], batch.query, batch.author, batch.author_ids,
+                                          batch.flit, len(batch.flit_ids), batch.tags)
+        batch.author_affinity[:] = a
+        batch.tag_affinity[:] = t

@@ -215,14 +215,14 @@ def test_a_hydrator_failing_for_one_query_fails_for_that_query_alone() -> None:
                for q in queries]
     bad = queries[2].user_id
     hydrator = next(h for h in pipeline.hydrators if h.name == "affinity")
-    original = hydrator.affinity.pair_arrays
+    original = hydrator.affinity.pair_columns
 
-    def flaky(user_id, authors, tags):
-        if user_id == bad:
+    def flaky(user_ids, *columns):
+        if bad in user_ids:
             raise RuntimeError("affinity store unavailable")
-        return original(user_id, authors, tags)
+        return original(user_ids, *columns)
 
-    hydrator.affinity.pair_arrays = flaky  # type: ignore[method-assign]
+    hydrator.affinity.pair_columns = flaky  # type: ignore[method-assign]
     results = pipeline.run_many(queries)
     for q, r in zip(queries, results):
         if q.user_id == bad:

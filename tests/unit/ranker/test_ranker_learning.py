@@ -361,6 +361,34 @@ def test_the_match_rises_as_the_model_learns_in_the_demo_world() -> None:
     assert late(learned) > 2 * learned.summary["random_match"]
 
 
+def test_pair_columns_are_pair_arrays_for_every_row_of_a_batch() -> None:
+    """The batch hydrator's one call over all rows must give each row exactly what pair_arrays gives its
+    user alone: known and unknown users, authors and tags; 0-4 tags with repeats; flits that recur across
+    feeds; codes missing after filtering (rows taken out)."""
+    rng = np.random.default_rng(3)
+    names = [f"t{i}" for i in range(12)]
+    for _ in range(30):
+        a = Affinity(max_entries=int(rng.integers(2, 10)))
+        for _ in range(int(rng.integers(0, 400))):
+            a.learn_one(f"u{rng.integers(8)}", f"a{rng.integers(15)}", tuple(rng.choice(names, int(rng.integers(0, 3)))),
+                        str(rng.choice(["like", "reflit", "hide", "view", "reply"])))
+        n_flits = int(rng.integers(1, 40))
+        flit_tags = [tuple(rng.choice(names, int(rng.integers(0, 5)))) for _ in range(n_flits)]
+        flit_author = rng.integers(0, 18, size=n_flits)
+        user_ids = [f"u{rng.integers(10)}" for _ in range(int(rng.integers(1, 6)))]
+        counts = rng.integers(0, 30, size=len(user_ids))
+        query = np.repeat(np.arange(len(user_ids)), counts)
+        flit = rng.integers(0, n_flits, size=len(query))
+        author_ids = np.array([f"a{i}" for i in range(18)], dtype=object)
+        tags = np.fromiter((flit_tags[f] for f in flit), dtype=object, count=len(flit))
+        got_a, got_t = a.pair_columns(user_ids, query, flit_author[flit], author_ids, flit, n_flits, tags)
+        for q, user in enumerate(user_ids):
+            rows = query == q
+            want_a, want_t = a.pair_arrays(user, author_ids[flit_author[flit[rows]]].tolist(), tags[rows].tolist())
+            assert got_a[rows].tolist() == want_a.tolist()
+            assert got_t[rows].tolist() == want_t.tolist()
+
+
 def test_pair_many_on_one_two_and_more_tags() -> None:
     a = Affinity()
     for author, tags, kind in [("x", ("t1",), "like"), ("y", ("t1", "t2"), "hide"), ("x", ("t3",), "reflit")]:
