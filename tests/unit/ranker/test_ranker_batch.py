@@ -26,6 +26,7 @@ from flitfeed.ranker.pipeline import FeedPipeline
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.recent import RecentFlits
 from flitfeed.ranker.signals import learn_interaction
+from flitfeed.ranker.sources.affinity_hydrator import COLUMNS_FROM_ROWS, AffinityHydrator
 from flitfeed.streams.events import Interaction
 
 NOW = 1_700_000_000.0
@@ -215,14 +216,21 @@ def test_a_hydrator_failing_for_one_query_fails_for_that_query_alone() -> None:
                for q in queries]
     bad = queries[2].user_id
     hydrator = next(h for h in pipeline.hydrators if h.name == "affinity")
-    original = hydrator.affinity.pair_columns
+    per_feed, per_batch = hydrator.affinity.pair_arrays, hydrator.affinity.pair_columns
 
-    def flaky(user_ids, *columns):
+    def flaky_feed(user_id, *columns):
+        if user_id == bad:
+            raise RuntimeError("affinity store unavailable")
+        return per_feed(user_id, *columns)
+
+    def flaky_batch(user_ids, *columns):
         if bad in user_ids:
             raise RuntimeError("affinity store unavailable")
-        return original(user_ids, *columns)
+        return per_batch(user_ids, *columns)
 
-    hydrator.affinity.pair_columns = flaky  # type: ignore[method-assign]
+    # Whichever way the hydrator looks a batch up (by feed or by column: its size decides).
+    hydrator.affinity.pair_arrays = flaky_feed  # type: ignore[method-assign]
+    hydrator.affinity.pair_columns = flaky_batch  # type: ignore[method-assign]
     results = pipeline.run_many(queries)
     for q, r in zip(queries, results):
         if q.user_id == bad:
@@ -231,3 +239,31 @@ def test_a_hydrator_failing_for_one_query_fails_for_that_query_alone() -> None:
         else:
             assert not r.errors
         assert len(r.items) == 5
+
+
+def test_the_affinity_hydrator_gives_a_large_batch_what_it_gives_each_feed() -> None:
+    """Past COLUMNS_FROM_ROWS rows a batch is looked up column-wise, a feed alone per feed: same columns."""
+    rng = np.random.default_rng(9)
+    affinity = Affinity()
+    tags = [f"t{i}" for i in range(20)]
+    for j in range(3000):
+        affinity.learn_one(f"u{j % 40}", f"a{rng.integers(60)}", tuple(rng.choice(tags, int(rng.integers(1, 3)))),
+                           str(rng.choice(["like", "hide", "reflit"])))
+    n_feeds = 30
+    sizes = rng.integers(50, 150, size=n_feeds)
+    flits = rng.integers(0, 1500, size=int(sizes.sum()))
+    flit_tags = {f: tuple(rng.choice(tags, int(rng.integers(0, 4)))) for f in set(flits.tolist())}
+    batch = CandidateBatch.build(query=np.repeat(np.arange(n_feeds), sizes), flit_id=[f"f{f}" for f in flits],
+                                 author_id=[f"a{f % 70}" for f in flits], created_at=np.zeros(len(flits)),
+                                 source=np.zeros(len(flits), dtype=np.int64), tags=[flit_tags[f] for f in flits])
+    assert len(batch) >= COLUMNS_FROM_ROWS
+    queries = [FeedQuery(f"u{i}", 10, NOW) for i in range(n_feeds)]
+    hydrator = AffinityHydrator(affinity)
+    hydrator.hydrate_batch(queries, batch)
+    whole = batch.author_affinity.copy(), batch.tag_affinity.copy()
+    assert np.count_nonzero(whole[0]) > 100 and np.count_nonzero(whole[1]) > 100
+    batch.author_affinity[:] = batch.tag_affinity[:] = 0.0
+    for i, query in enumerate(queries):
+        hydrator.hydrate_batch([query], batch.view_of(i))  # writes through the view
+    assert batch.author_affinity.tolist() == whole[0].tolist()
+    assert batch.tag_affinity.tolist() == whole[1].tolist()
