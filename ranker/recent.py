@@ -84,9 +84,9 @@ class RecentFlits:
     ) -> bool:
         """Remember a flit (and its vector, if given); returns whether it is now held and was not before.
 
-        A vector that is not finite, is all zeros, or has another dimension than the first one held
-        is not kept: the flit is then scored by the index, like one added without a vector (a store
-        holds one embedding version's flits). A flit already held gets the new vector (a re-embedded
+        A vector that is not finite, is all zeros, or has another dimension than the first vector the
+        store kept is not kept: the flit is then scored by the index, like one added without a vector
+        (a store holds one embedding version's flits). A flit already held gets the new vector (a re-embedded
         flit must score as the index does) and False.
         """
         unit = None if vector is None else _unit(vector)
