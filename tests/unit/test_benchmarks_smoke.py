@@ -107,3 +107,12 @@ def test_report_reads_a_record_written_with_the_older_machine_keys(tmp_path: Pat
     text = report.render(tmp_path)
     assert "Run at 2026-11-21T03:48:40+00:00, load average [16.28, 14.68, 14.46]" in text
     assert "flits_embedded_per_s" in text
+
+
+def test_report_renders_the_committed_results() -> None:
+    """`make bench` ends by rendering every record in benchmarks/results into BENCHMARKS.md: each must be one
+    benchmark run (records of several runs, kept for a session's comparisons, live in results/runs/)."""
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    text = report.render(results)
+    for name in ("ranker", "end_to_end", "embedding"):
+        assert f"#### {name}\n" in text
