@@ -1,8 +1,8 @@
 """What each user engages with beyond the taste vector: authors, tags, how much, how mainstream.
 
 :class:`Affinity` learns one interaction at a time (``learn_one``) and answers per request for
-many candidates at once (``pair_many``, ``user_stats``), as the ranking model's
-features. Per user it holds a bounded, least-recently-used set of authors and tags with their net
+many candidates at once (``pair_many``, ``user_stats``), or for a whole batch of feeds (``pair_columns``),
+as the ranking model's features. Per user it holds a bounded, least-recently-used set of authors and tags with their net
 engagement (positives add the kind's engagement weight, negatives subtract twice theirs: one hide
 says more than one like), the count of positives, and a running mean of how popular the flits the
 user engaged with were when they did. Views are neutral here (the taste vector already has them).
