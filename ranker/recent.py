@@ -146,13 +146,12 @@ class RecentFlits:
 
         The same cosine the index computes (both sides unit length, float32).
         """
-        rows = self._row_of
-        held = [fid for fid in flit_ids if fid in rows]
+        held, matrix = self.vectors_of(flit_ids)
         unit = _unit(taste)
-        if not held or unit is None or self._matrix is None or unit.shape[0] != self._matrix.shape[1]:
+        if not held.any() or unit is None or unit.shape[0] != matrix.shape[1]:
             return {}
-        cosines = self._matrix[[rows[fid] for fid in held]] @ unit
-        return {fid: min(1.0, max(-1.0, float(c))) for fid, c in zip(held, cosines)}
+        ids = [fid for fid, h in zip(flit_ids, held.tolist()) if h]
+        return {fid: min(1.0, max(-1.0, float(c))) for fid, c in zip(ids, matrix @ unit)}
 
     def vectors_of(self, flit_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(held, matrix)``: which of ``flit_ids`` have a held vector, and their unit float32 vectors
