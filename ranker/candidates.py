@@ -289,20 +289,39 @@ class CandidateBatch:
 
     def candidate(self, row: int) -> Candidate:
         """Row ``row`` as a :class:`Candidate` (the edge: the published feed's items)."""
-        return Candidate(
-            flit_id=self.flit_id[row], author_id=self.author_id[row], created_at=float(self.created_at[row]),
-            source=SOURCE_NAMES[int(self.source[row])], similarity=float(self.similarity[row]),
-            engagement=float(self.engagement[row]), collaborative=float(self.collaborative[row]),
-            author_affinity=float(self.author_affinity[row]), tag_affinity=float(self.tag_affinity[row]),
-            tags=self.tags[row], lang=self.lang[row],
-            components={name: float(col[row]) for name, col in self.components.items()},
-            score=float(self.score[row]), features=None if self.features is None else self.features[row],
-            propensity=float(self.propensity[row]))
+        return self.candidates_at([row])[0]
 
     def candidates(self, i: int) -> list[Candidate]:
         """Query ``i``'s rows as :class:`Candidate` objects, in order."""
         s = self.rows_of(i)
-        return [self.candidate(r) for r in range(s.start, s.stop)]
+        return self.candidates_at(range(s.start, s.stop))
+
+    def candidates_at(self, rows: Sequence[int] | np.ndarray) -> list[Candidate]:
+        """The given rows as :class:`Candidate` objects, in that order.
+
+        Each column is read once for all of them (one fancy index and one ``tolist``) rather than once
+        per row and field: a batch's ~300 picks cost 4.5 us each as scalar reads (a third of the
+        selector's time in the ranker benchmark).
+
+        >>> b = CandidateBatch.build(query=[0, 0], flit_id=["f1", "f2"], author_id=["a", "b"],
+        ...                          created_at=[10.0, 20.0], source=["similar", "fresh"])
+        >>> [(c.flit_id, c.source, c.created_at) for c in b.candidates_at([1, 0])]
+        [('f2', 'fresh', 20.0), ('f1', 'similar', 10.0)]
+        """
+        at = np.asarray(rows, dtype=np.intp).reshape(-1)
+        names = list(self.components)
+        columns = [self.components[name][at].tolist() for name in names]
+        components = (dict(zip(names, values)) for values in zip(*columns)) if names else ({} for _ in at)
+        features = self.features[at] if self.features is not None else [None] * len(at)
+        return [Candidate(flit_id=f, author_id=a, created_at=t, source=SOURCE_NAMES[s], similarity=sim, engagement=e,
+                          collaborative=col, author_affinity=aa, tag_affinity=ta, tags=tags, lang=lang,
+                          components=comp, score=score, features=feat, propensity=prop)
+                for f, a, t, s, sim, e, col, aa, ta, tags, lang, comp, score, feat, prop
+                in zip(self.flit_id[at].tolist(), self.author_id[at].tolist(), self.created_at[at].tolist(),
+                       self.source[at].tolist(), self.similarity[at].tolist(), self.engagement[at].tolist(),
+                       self.collaborative[at].tolist(), self.author_affinity[at].tolist(),
+                       self.tag_affinity[at].tolist(), self.tags[at].tolist(), self.lang[at].tolist(), components,
+                       self.score[at].tolist(), features, self.propensity[at].tolist())]
 
     def per_query(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
         """A per-query value spread over the rows (``values[query]``).

@@ -79,7 +79,7 @@ class DiversitySelector(Selector):
                 explorable[b, :n] = [self._explorable(query, c) for c in pool]
         picks = self._greedy(queries, base, author_of, available, explorable,
                              lambda b, j: pools[b][j].tags)
-        return _feeds(picks, lambda b, j: pools[b][j])
+        return _feeds(picks, lambda feeds, cols: [pools[b][j] for b, j in zip(feeds, cols)])
 
     def select_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> list[list[Candidate]]:
         """:meth:`select_many` straight from the batch's columns: the ``(queries, candidates)`` matrices
@@ -118,7 +118,7 @@ class DiversitySelector(Selector):
             explorable[query, pos] = fresh & new_author[batch.author[rows]]
         picks = self._greedy(queries, base, author_of, available, explorable,
                              lambda b, j: batch.tags[row_of[b, j]])
-        return _feeds(picks, lambda b, j: batch.candidate(int(row_of[b, j])))
+        return _feeds(picks, lambda feeds, cols: batch.candidates_at(row_of[feeds, cols]))
 
     def _greedy(self, queries: Sequence[FeedQuery], base: np.ndarray, author_of: np.ndarray, available: np.ndarray,
                 explorable: np.ndarray, tags_of: Callable[[int, int], tuple[str, ...]]
@@ -131,11 +131,18 @@ class DiversitySelector(Selector):
         ks = np.minimum(np.array([q.k for q in queries], dtype=np.int64), available.sum(axis=1))
         if B == 0 or C == 0 or ks.max(initial=0) <= 0:
             return [[] for _ in range(B)]
-        rngs = [np.random.default_rng(_seed(q.user_id, q.trigger_id)) for q in queries]
+        # A feed draws only among its explorable candidates: one without any never reads its generator, and
+        # its reserved slots go by merit whatever their number. Seeding one costs ~12 us (most feeds in a
+        # world of established authors have none), so only the feeds that can draw get one: the same
+        # draws, the same feeds.
+        can_draw = explorable.any(axis=1) if self.author_flit_count is not None and p.explore_share > 0 \
+            else np.zeros(B, dtype=bool)
+        rngs = {b: np.random.default_rng(_seed(queries[b].user_id, queries[b].trigger_id))
+                for b in np.flatnonzero(can_draw).tolist()}
         explore_needed = np.zeros(B, dtype=np.int64)
-        if self.author_flit_count is not None and p.explore_share > 0:
-            explore_needed = np.array([min(int(k * p.explore_share + rng.random()), k - 1) if k > 0 else 0
-                                       for k, rng in zip(ks, rngs)], dtype=np.int64)
+        for b, rng in rngs.items():
+            k = int(ks[b])
+            explore_needed[b] = min(int(k * p.explore_share + rng.random()), k - 1) if k > 0 else 0
         steps = int(ks.max())
         # Picks are counted as integers and the decay read from a table of its powers: the very numbers
         # np.power gives (the same call on the same inputs), without a power per candidate per step. Long
@@ -148,7 +155,7 @@ class DiversitySelector(Selector):
 
     def _picks_step_by_step(self, base: np.ndarray, author_of: np.ndarray, available: np.ndarray,
                             explorable: np.ndarray, ks: np.ndarray, explore_needed: np.ndarray,
-                            rngs: list[np.random.Generator], author_powers: np.ndarray,
+                            rngs: dict[int, np.random.Generator], author_powers: np.ndarray,
                             tags_of: Callable[[int, int], tuple[str, ...]]
                             ) -> list[list[tuple[int, float, float, bool]]]:
         """The greedy loop itself, one array step per pick over the whole batch: what tag decay needs (a
@@ -313,7 +320,7 @@ def _contenders(base: np.ndarray, author_of: np.ndarray, available: np.ndarray, 
 
 
 def _picks_by_rank(base: np.ndarray, author_of: np.ndarray, available: np.ndarray, explorable: np.ndarray,
-                   ks: np.ndarray, explore_needed: np.ndarray, rngs: list[np.random.Generator],
+                   ks: np.ndarray, explore_needed: np.ndarray, rngs: dict[int, np.random.Generator],
                    author_powers: np.ndarray) -> list[list[tuple[int, float, float, bool]]]:
     """The greedy loop's picks without the loop, when only authors decay (see :func:`_merit_order`):
     the same feeds, scores and draws (tests/unit/ranker/test_ranker_selector.py checks it against the loop).
@@ -400,14 +407,16 @@ def _first_of_each_flit(candidates: list[Candidate]) -> list[Candidate]:
 
 
 def _feeds(picks: list[list[tuple[int, float, float, bool]]],
-           candidate: Callable[[int, int], Candidate]) -> list[list[Candidate]]:
-    """The picked candidates of each feed (``candidate(feed, column)``), with their score and propensity set; an
-    exploration pick is marked as such."""
+           candidates: Callable[[list[int], list[int]], list[Candidate]]) -> list[list[Candidate]]:
+    """The picked candidates of each feed, with their score and propensity set; an exploration pick is
+    marked as such. ``candidates(feeds, columns)`` gives the candidates at those (feed, column) pairs, all
+    in one call (a batch reads its columns once for all the picks)."""
+    feed_of = [b for b, picked in enumerate(picks) for _ in picked]
+    chosen = iter(candidates(feed_of, [j for picked in picks for j, *_ in picked]))
     out: list[list[Candidate]] = []
-    for b, picked in enumerate(picks):
+    for picked in picks:
         feed = []
-        for j, score, propensity, exploring in picked:
-            c = candidate(b, j)
+        for (_, score, propensity, exploring), c in zip(picked, chosen):
             c.score = score
             c.propensity = propensity
             if exploring:

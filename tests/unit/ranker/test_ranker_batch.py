@@ -16,6 +16,7 @@ import pytest
 from flitfeed.index.base import IndexedFlit
 from flitfeed.index.memory import MemoryIndex
 from flitfeed.ranker.affinity import Affinity
+from flitfeed.ranker.candidate import Candidate
 from flitfeed.ranker.candidates import CandidateBatch
 from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
@@ -148,6 +149,38 @@ def test_integer_keys_give_the_codes_of_the_ids(seed: int) -> None:
     by_keys = CandidateBatch.build(**columns, flit_key=slot_of[flit], author_key=slot_of[author] * 7)
     for name in ("flit", "author", "flit_ids", "author_ids", "flit_id", "author_id"):
         assert getattr(by_keys, name).tolist() == getattr(by_ids, name).tolist(), name
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_read_back_as_the_candidates_they_were_made_of(seed: int) -> None:
+    """``candidates_at`` (the selector's picks become the feed's items through it) gives every field of
+    every row asked for, in the order asked, repeats included."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    names = ["similarity", "freshness"][: int(rng.integers(0, 3))]
+    made = [[Candidate(flit_id=f"f{int(rng.integers(30))}", author_id=f"a{int(rng.integers(5))}",
+                       created_at=float(rng.uniform(0, 1e9)), source=str(rng.choice(["similar", "fresh", "popular"])),
+                       similarity=float(rng.normal()), engagement=float(rng.random()),
+                       collaborative=float(rng.random()), author_affinity=float(rng.uniform(-1, 1)),
+                       tag_affinity=float(rng.uniform(-1, 1)), tags=tuple(rng.choice(TOPICS, int(rng.integers(0, 3)))),
+                       lang=rng.choice(["en", None]), components={k: float(rng.random()) for k in names},
+                       score=float(rng.normal()), propensity=float(rng.uniform(0.1, 1)))
+             for _ in range(int(rng.integers(0, 8)))] for _ in range(n // 8 + 1)]
+    flat = [c for cs in made for c in cs]
+    batch = CandidateBatch.from_lists(made)
+    features = rng.normal(size=(len(flat), 3)) if seed % 2 else None
+    batch.features = features
+    rows = rng.integers(0, max(1, len(flat)), size=int(rng.integers(0, 20))) if flat else np.zeros(0, np.int64)
+    got = batch.candidates_at(rows)
+    assert len(got) == len(rows)
+    for g, r in zip(got, rows.tolist()):
+        want = flat[r]
+        for field in ("flit_id", "author_id", "created_at", "source", "similarity", "engagement", "collaborative",
+                      "author_affinity", "tag_affinity", "tags", "lang", "components", "score", "propensity"):
+            assert getattr(g, field) == getattr(want, field), field
+            assert type(getattr(g, field)) is type(getattr(want, field)), field
+        assert (g.features is None) if features is None else g.features.tolist() == features[r].tolist()
+    assert [c.flit_id for c in batch.candidates(0)] == [c.flit_id for c in made[0]]
 
 
 @pytest.mark.parametrize("seed", range(12))
