@@ -17,7 +17,7 @@ from flitfeed.index.base import IndexedFlit
 from flitfeed.index.memory import MemoryIndex
 from flitfeed.ranker.affinity import Affinity
 from flitfeed.ranker.candidate import Candidate
-from flitfeed.ranker.candidates import CandidateBatch
+from flitfeed.ranker.candidates import CandidateBatch, _merge_codes, intern
 from flitfeed.ranker.coengagement import CoEngagement
 from flitfeed.ranker.engagement import EngagementTracker
 from flitfeed.ranker.feeds import build_feed_pipeline
@@ -149,6 +149,28 @@ def test_integer_keys_give_the_codes_of_the_ids(seed: int) -> None:
     by_keys = CandidateBatch.build(**columns, flit_key=slot_of[flit], author_key=slot_of[author] * 7)
     for name in ("flit", "author", "flit_ids", "author_ids", "flit_id", "author_id"):
         assert getattr(by_keys, name).tolist() == getattr(by_ids, name).tolist(), name
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merged_codes_are_the_codes_of_the_concatenated_values(seed: int) -> None:
+    """``concat`` numbers its parts' values into one table without interning the first part again; the
+    codes and the table must be what interning all the values in order gives (a first table with a value
+    twice, which no batch has, is numbered afresh)."""
+    rng = np.random.default_rng(seed)
+    tables, codes = [], []
+    for j in range(int(rng.integers(1, 4))):
+        distinct = list(dict.fromkeys(f"f{int(v)}" for v in rng.integers(0, 40, size=int(rng.integers(1, 30)))))
+        if j == 0 and seed % 5 == 4:
+            distinct.append(distinct[0])
+        tables.append(np.array(distinct, dtype=object))
+        codes.append(rng.integers(0, len(distinct), size=int(rng.integers(0, 50))))
+    values = np.concatenate([t[c] for t, c in zip(tables, codes)]) if codes else np.zeros(0, dtype=object)
+    want_codes, want_table = intern(np.concatenate(tables))
+    got_codes, got_table = _merge_codes(codes, tables)
+    assert got_table.tolist() == want_table.tolist()
+    assert got_table[got_codes].tolist() == values.tolist()
+    offsets = np.cumsum([0] + [len(t) for t in tables])
+    assert got_codes.tolist() == np.concatenate([want_codes[offsets[j]:][c] for j, c in enumerate(codes)]).tolist()
 
 
 @pytest.mark.parametrize("seed", range(4))
