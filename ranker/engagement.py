@@ -32,6 +32,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+from itertools import compress
 from types import MappingProxyType
 from typing import Callable, Mapping, Sequence
 
@@ -156,11 +157,17 @@ class EngagementTracker:
         >>> decayed(net, ref, np.array([3600.0, 3600.0]), t.half_life_s).tolist()
         [0.5, 0.0]
         """
-        get = self._counts.get
-        counts = [get(f) for f in flit_ids]
+        counts = list(map(self._counts.get, flit_ids))
         n = len(counts)
-        net = np.fromiter((0.0 if c is None else c.positive - c.negative for c in counts), dtype=np.float64, count=n)
-        ref = np.fromiter((0.0 if c is None else c.ref for c in counts), dtype=np.float64, count=n)
+        net = np.zeros(n)
+        ref = np.zeros(n)
+        # Most of a batch's candidates (the vector source's) were never engaged with: only the flits that
+        # were are read in Python (compress and map loop in C; a _Counts is always true, None false).
+        known = list(compress(range(n), counts))
+        if known:
+            held = [counts[i] for i in known]
+            net[known] = [c.positive - c.negative for c in held]
+            ref[known] = [c.ref for c in held]
         return net, ref
 
     def top(self, n: int, now: float, where: Callable[[str], bool] | None = None) -> list[tuple[str, float]]:
