@@ -108,3 +108,23 @@ def test_filter_contract(flt: Filter, seed: int):
     # Neither the list nor the candidates were touched.
     assert cs == original and all(a is b for a, b in zip(cs, original))
     assert cs == before
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["marks", "isin"])
+@pytest.mark.parametrize("seed", range(10))
+def test_seen_filter_batch_drops_each_feeds_seen_flits(table: bool, seed: int, monkeypatch):
+    """A batch drops, per feed, exactly the rows whose flit that feed's user has seen, whether its seen
+    flits are marked in a (feed, flit) table or, past the table's size limit, matched by sorting."""
+    from flitfeed.ranker.candidates import CandidateBatch
+    from flitfeed.ranker.filters import seen_filter
+
+    if not table:
+        monkeypatch.setattr(seen_filter, "_MAX_TABLE", 0)
+    rng = random.Random(seed)
+    lists = [random_candidates(rng, rng.randrange(0, 40)) for _ in range(rng.randrange(1, 8))]
+    # Some users have seen a few flits (looked up by code), some more than their feed holds (row by row).
+    queries = [query(seen=frozenset(f"f{rng.randrange(60)}" for _ in range(rng.choice([0, 3, 80]))))
+               for _ in lists]
+    keep = SeenFilter().filter_batch(queries, CandidateBatch.from_lists(lists))
+    want = [c.flit_id not in q.seen for q, cs in zip(queries, lists) for c in cs]
+    assert keep.tolist() == want
