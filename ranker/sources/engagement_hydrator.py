@@ -17,7 +17,8 @@ class EngagementHydrator(Hydrator):
     """``engagement`` = the flit's net decayed engagement at ``query.now`` (0 if untracked).
 
     Batched: the tracker is read once per distinct flit of the batch (the fresh and popular flits
-    recur in every feed), then decayed to each row's ``now`` with one array expression.
+    recur in every feed), then decayed with one array expression: once per distinct flit when the
+    batch's feeds share one ``now`` (the service's), else to each row's ``now``.
     """
 
     name = "engagement"
@@ -33,5 +34,9 @@ class EngagementHydrator(Hydrator):
         if not len(batch):
             return
         net, ref = self.engagement.state_many(batch.flit_ids.tolist())
-        now = batch.per_query(np.array([q.now for q in queries], dtype=np.float64))
-        batch.engagement[:] = decayed(net[batch.flit], ref[batch.flit], now, self.engagement.half_life_s)
+        nows = np.array([q.now for q in queries], dtype=np.float64)
+        if (nows == nows[0]).all():  # the service ranks a batch at one time: decay each distinct flit once
+            batch.engagement[:] = decayed(net, ref, nows[0], self.engagement.half_life_s)[batch.flit]
+        else:
+            batch.engagement[:] = decayed(net[batch.flit], ref[batch.flit], batch.per_query(nows),
+                                          self.engagement.half_life_s)
