@@ -168,6 +168,7 @@ class CandidateBatch:
     #: The ranking model's feature rows, ``(rows, N_FEATURES)``, once the model scorer ran.
     features: np.ndarray | None = None
     _flit_index: dict[str, int] | None = None
+    _author_index: dict[str, int] | None = None
 
     # --- building -----------------------------------------------------------------------
     @classmethod
@@ -296,6 +297,13 @@ class CandidateBatch:
             ids = self.flit_ids.tolist()
             self._flit_index = dict(zip(ids, range(len(ids))))  # built in C: a batch has thousands
         return self._flit_index
+
+    def author_index(self) -> dict[str, int]:
+        """``author_id`` → its code, as :meth:`flit_index` (the own-flits and muted-author filters both ask)."""
+        if self._author_index is None or len(self._author_index) != len(self.author_ids):
+            ids = self.author_ids.tolist()
+            self._author_index = dict(zip(ids, range(len(ids))))
+        return self._author_index
 
     def bounds(self) -> np.ndarray:
         """``starts`` of length ``n_queries + 1``: query ``i``'s rows are ``starts[i]:starts[i + 1]``."""

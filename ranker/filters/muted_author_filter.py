@@ -25,7 +25,7 @@ class MutedAuthorFilter(Filter):
 
     def filter_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> np.ndarray:
         """Muted (feed, author) pairs as integer keys; one ``np.isin`` over the batch's rows."""
-        code = {a: i for i, a in enumerate(batch.author_ids.tolist())}
+        code = batch.author_index()
         A = len(code)
         muted = [i * A + code[a] for i, q in enumerate(queries) for a in q.muted_authors if a in code]
         if not muted:

@@ -22,6 +22,6 @@ class OwnFlitsFilter(Filter):
 
     def filter_batch(self, queries: Sequence[FeedQuery], batch: CandidateBatch) -> np.ndarray:
         """Each feed's user as an author code (-1 when no candidate is theirs): one integer comparison."""
-        code = {a: i for i, a in enumerate(batch.author_ids.tolist())}
+        code = batch.author_index()
         user = np.array([code.get(q.user_id, -1) for q in queries], dtype=np.int64)
         return batch.author != batch.per_query(user)
