@@ -164,7 +164,7 @@ def test_merged_codes_are_the_codes_of_the_concatenated_values(seed: int) -> Non
             distinct.append(distinct[0])
         tables.append(np.array(distinct, dtype=object))
         codes.append(rng.integers(0, len(distinct), size=int(rng.integers(0, 50))))
-    values = np.concatenate([t[c] for t, c in zip(tables, codes)]) if codes else np.zeros(0, dtype=object)
+    values = np.concatenate([t[c] for t, c in zip(tables, codes)])
     want_codes, want_table = intern(np.concatenate(tables))
     got_codes, got_table = _merge_codes(codes, tables)
     assert got_table.tolist() == want_table.tolist()

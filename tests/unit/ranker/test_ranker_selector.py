@@ -204,6 +204,7 @@ def test_picks_by_rank_are_the_greedy_loops_picks(author_decay):
         need = np.array([int(rng.integers(0, k)) if k > 0 else 0 for k in ks])
         powers = np.power(author_decay, np.arange(C + int(ks.max()) + 1, dtype=np.float64))
         seeds = rng.integers(0, 2**32, size=B)
+
         def rngs() -> dict[int, np.random.Generator]:
             return {b: np.random.default_rng(s) for b, s in enumerate(seeds)}
 
