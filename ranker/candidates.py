@@ -7,7 +7,7 @@ duplicate filter and the selector break ties by). A stage works on the whole bat
 operations: a hydrator fills a column, a filter returns a keep mask, a scorer writes a component
 column (:attr:`components`) or the :attr:`score` column. Per-candidate Python objects
 (:class:`~flitfeed.ranker.candidate.Candidate`) exist only at the edges: a source whose backend
-answers with objects, and the ``k`` items of each published feed (:meth:`CandidateBatch.candidate`).
+answers with objects, and the ``k`` items of each published feed (:meth:`CandidateBatch.candidates_at`).
 
 >>> b = CandidateBatch.build(query=[0, 0, 1], flit_id=["f1", "f2", "f1"], author_id=["a", "b", "a"],
 ...                          created_at=[10.0, 20.0, 10.0], source=["similar", "fresh", "popular"],
@@ -321,17 +321,13 @@ class CandidateBatch:
     def source_name(self, row: int) -> str:
         return SOURCE_NAMES[int(self.source[row])]
 
-    def candidate(self, row: int) -> Candidate:
-        """Row ``row`` as a :class:`Candidate` (the edge: the published feed's items)."""
-        return self.candidates_at([row])[0]
-
     def candidates(self, i: int) -> list[Candidate]:
         """Query ``i``'s rows as :class:`Candidate` objects, in order."""
         s = self.rows_of(i)
         return self.candidates_at(range(s.start, s.stop))
 
     def candidates_at(self, rows: Sequence[int] | np.ndarray) -> list[Candidate]:
-        """The given rows as :class:`Candidate` objects, in that order.
+        """The given rows as :class:`Candidate` objects, in that order (the edge: the published feed's items).
 
         Each column is read once for all of them (one fancy index and one ``tolist``) rather than once
         per row and field: a batch's ~300 picks cost 4.5 us each as scalar reads (a third of the
