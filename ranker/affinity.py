@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from flitfeed.ranker.candidates import positions
 from flitfeed.streams.vocabulary import KINDS
 
 #: Net engagement at which an affinity reaches 0.5 (``v / (|v| + SATURATION)``).
@@ -136,7 +137,7 @@ class Affinity:
         if n == 0 or not any(users):
             return a, t
         # Authors: each user's held authors in a (user, author code) table, read at every row at once.
-        code = dict(zip(author_ids.tolist(), range(len(author_ids))))
+        code = positions(author_ids.tolist())
         a = _entries(users, lambda user: user.authors, code)[query * len(author_ids) + author]
         # Tags: the distinct flits' tags numbered once, each row spread over its flit's tags, and each
         # row's mean taken in the order of its tags (the sums pair_arrays makes, to the bit).

@@ -50,6 +50,16 @@ def _objects(values: Iterable[object], n: int) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=n)
 
 
+def positions(values: Sequence[str]) -> dict[str, int]:
+    """``value → its position`` for values that are each there once (a table of distinct values), built in
+    C (``dict(zip(...))``): a batch's tables hold thousands of ids, and a comprehension steps in Python.
+
+    >>> positions(["b", "a"])
+    {'b': 0, 'a': 1}
+    """
+    return dict(zip(values, range(len(values))))
+
+
 def intern(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(codes, distinct)``: ``distinct[codes] == values``, codes numbered in order of first appearance.
 
@@ -63,7 +73,7 @@ def intern(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     vals = values.tolist()
     # dict.fromkeys and map run their loops in C: the distinct values in order, then one lookup each.
     distinct = list(dict.fromkeys(vals))
-    table = dict(zip(distinct, range(len(distinct))))
+    table = positions(distinct)
     codes = np.fromiter(map(table.__getitem__, vals), dtype=np.int64, count=len(vals))
     return codes, _objects(distinct, len(distinct))
 
@@ -111,7 +121,7 @@ def _merge_codes(codes: Sequence[np.ndarray], tables: Sequence[np.ndarray]) -> t
     ([0, 1, 1, 0, 2], ['a', 'b', 'c'])
     """
     distinct = tables[0].tolist()
-    table = dict(zip(distinct, range(len(distinct))))
+    table = positions(distinct)
     if len(table) != len(distinct):  # not a table of distinct values: number them all afresh
         remap, merged = intern(np.concatenate(tables))
         offsets = np.cumsum([0] + [len(t) for t in tables])
@@ -295,15 +305,13 @@ class CandidateBatch:
     def flit_index(self) -> dict[str, int]:
         """``flit_id`` → its code (built once per set of distinct flits, shared by the batches taken from it)."""
         if self._flit_index is None or len(self._flit_index) != len(self.flit_ids):
-            ids = self.flit_ids.tolist()
-            self._flit_index = dict(zip(ids, range(len(ids))))  # built in C: a batch has thousands
+            self._flit_index = positions(self.flit_ids.tolist())
         return self._flit_index
 
     def author_index(self) -> dict[str, int]:
         """``author_id`` → its code, as :meth:`flit_index` (the own-flits and muted-author filters both ask)."""
         if self._author_index is None or len(self._author_index) != len(self.author_ids):
-            ids = self.author_ids.tolist()
-            self._author_index = dict(zip(ids, range(len(ids))))
+            self._author_index = positions(self.author_ids.tolist())
         return self._author_index
 
     def bounds(self) -> np.ndarray:
