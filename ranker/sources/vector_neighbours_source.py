@@ -32,7 +32,8 @@ class VectorNeighboursSource(Source):
     the batch (default: at 20k points always; at 50k from batches of two queries). Otherwise the index's
     graph is searched for point ids and scores only, and a current catalogue fills in the hits' fields
     (:meth:`~flitfeed.index.catalogue.VectorCatalogue.columns_of`; at 100k flits the payloads' turn into
-    objects was a third of the search). Without a current catalogue the index answers with payloads.
+    objects was a third of the search), and the pushed-down filters lose the conditions no point held
+    could fail (:meth:`~flitfeed.index.catalogue.VectorCatalogue.narrowed`). Without a current catalogue the index answers with payloads.
     """
 
     name = "similar"
@@ -83,7 +84,9 @@ class VectorNeighboursSource(Source):
             assert catalogue is not None
             if catalogue.exact and len(catalogue) <= self.max_scan_per_query * len(queries):
                 return catalogue.search_columns(tastes, self.limit, filters)
-            found = catalogue.columns_of(self.index.search_points_many(tastes, self.limit, filters))
+            # The engine checks every condition at every point it visits; those no point could fail go.
+            narrowed = [catalogue.narrowed(f) for f in filters]
+            found = catalogue.columns_of(self.index.search_points_many(tastes, self.limit, narrowed))
             if found is not None:
                 return found
         return HitColumns.from_hits(self.index.search_many(tastes, self.limit, filters))

@@ -252,6 +252,81 @@ def test_hit_columns_round_trip() -> None:
     assert hits_of(HitColumns.from_hits(hits).hits()) == hits_of(hits)
 
 
+def passing(index: MemoryIndex, flt: SearchFilter | None) -> set[str]:
+    """The flits ``flt`` lets through, by the reference index (every point: a query from the origin)."""
+    return {h.flit_id for h in index.search(np.ones(DIM, dtype=np.float32), index.count() + 1, flt)}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_narrowed_filters_let_the_same_points_through_writes_replacements_and_deletions(seed: int) -> None:
+    rng = np.random.default_rng(600 + seed)
+    catalogue, reference = VectorCatalogue(DIM), MemoryIndex(DIM)
+    flits = random_flits(rng, 200)
+    for step in range(5):
+        batch = flits if step == 0 else random_flits(rng, int(rng.integers(1, 60)))  # ids again: replaced
+        gone = [f"f{i}" for i in rng.integers(0, 210, size=int(rng.integers(0, 50)))]
+        for index in (catalogue, reference):
+            index.upsert_many(batch)
+            index.delete_many(gone)
+        for _ in range(20):
+            flt = random_filter(rng, flits)
+            if flt is not None and rng.random() < 0.5:  # authors and flits it does not hold, a bound below all
+                flt = SearchFilter(exclude_authors=flt.exclude_authors | {"nobody"},
+                                   exclude_flit_ids=flt.exclude_flit_ids | {"gone", *gone[:3]},
+                                   min_created_at=NOW - 2e5 if flt.min_created_at is None else flt.min_created_at,
+                                   author=flt.author, only_flit_ids=flt.only_flit_ids)
+            narrowed = catalogue.narrowed(flt)
+            assert passing(reference, narrowed) == passing(reference, flt)
+            if narrowed is not None:  # and nothing is left that no point could fail
+                held = {h.flit_id for h in reference.search(np.ones(DIM, dtype=np.float32), 10_000)}
+                assert narrowed.exclude_flit_ids <= held
+                assert all(reference.search(np.ones(DIM), 1, SearchFilter(author=a)) for a in narrowed.exclude_authors)
+                if narrowed.min_created_at is not None:
+                    assert passing(reference, SearchFilter(min_created_at=narrowed.min_created_at)) != held
+
+
+def test_narrowing_follows_the_points_held() -> None:
+    v = np.eye(DIM, dtype=np.float32)
+    catalogue = VectorCatalogue(DIM)
+    assert catalogue.narrowed(SearchFilter(min_created_at=5.0)) is None  # nothing held: nothing could fail
+    catalogue.upsert_many([IndexedFlit("old", "a", 10.0, v[0]), IndexedFlit("new", "b", 20.0, v[1])])
+    bound = SearchFilter(min_created_at=15.0)
+    assert catalogue.narrowed(bound) == bound
+    catalogue.delete_many(["old"])
+    assert catalogue.narrowed(bound) is None
+    # a's only flit went: neither a nor that flit can fail a point now.
+    assert catalogue.narrowed(SearchFilter(exclude_authors=frozenset({"a", "b"}), exclude_flit_ids=frozenset(
+        {"old", "new"}))) == SearchFilter(exclude_authors=frozenset({"b"}), exclude_flit_ids=frozenset({"new"}))
+    catalogue.upsert_many([IndexedFlit("new", "b", 12.0, v[1])])  # replaced by an older one
+    assert catalogue.narrowed(bound) == bound
+    catalogue.upsert_many([IndexedFlit("new", "b", 16.0, v[1])])  # and back
+    assert catalogue.narrowed(bound) is None
+    assert catalogue.narrowed(SearchFilter(author="zz")) == SearchFilter(author="zz")  # kept as asked
+    assert catalogue.narrowed(None) is None
+
+
+def test_an_edge_graph_finds_the_same_hits_with_narrowed_filters(tmp_path) -> None:  # noqa: ANN001
+    """Why narrowing is only a saving: the engine's graph search visits the same points either way."""
+    rng = np.random.default_rng(7)
+    flits = random_flits(rng, 3000, authors=40)
+    catalogue = VectorCatalogue(DIM)
+    catalogue.upsert_many(flits)
+    with EdgeIndex(tmp_path / "flits", DIM, indexing_threshold_kb=10) as edge:
+        edge.upsert_many(flits)
+        edge.maybe_optimize(0)
+        assert edge.unindexed_count() == 0  # searched through its graph
+        vectors = [rng.normal(size=DIM).astype(np.float32) for _ in range(24)]
+        filters = [SearchFilter(exclude_authors=frozenset({f"a{int(rng.integers(40))}", f"u{i}"}),
+                                exclude_flit_ids=frozenset(f.flit_id for f in rng.choice(flits, size=30)) | {"x"},
+                                min_created_at=NOW - 2e5) for i in range(24)]
+        narrowed = [catalogue.narrowed(f) for f in filters]
+        assert all(n is not None and n.min_created_at is None and len(n.exclude_authors) == 1 for n in narrowed)
+        full, less = edge.search_points_many(vectors, 100, filters), edge.search_points_many(vectors, 100, narrowed)
+        assert full.counts.tolist() == less.counts.tolist() == [100] * 24
+        assert full.point.tolist() == less.point.tolist()
+        assert full.score.tolist() == less.score.tolist()
+
+
 # --- the vector source ------------------------------------------------------------------------------------
 
 class CountingIndex(MemoryIndex):
