@@ -22,6 +22,7 @@ reason):
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -390,6 +391,29 @@ def _validate(obj: dict[str, Any], model: type[R]) -> R:
 _CANONICAL_START = b'{"v":%d,' % SCHEMA_VERSION
 
 
+@functools.cache
+def _canonical_form(model: type[BaseModel]) -> tuple[bytes, int]:
+    """How ``model``'s records begin as flitfeed writes them, and how many ``"v"`` keys they hold.
+
+    A record whose first field after ``v`` is itself versioned (a ``FlitVector``'s ``flit``) begins with
+    that record's ``v`` too: ``{"v":1,"flit":{"v":1,``. Counting only one ``"v"`` sent every flit vector
+    the slow way (198 against 25 us for a 384-d vector; every one of them, at start-up the whole log).
+
+    >>> _canonical_form(FlitVector)
+    (b'{"v":1,"flit":{"v":1,', 2)
+    >>> _canonical_form(Interaction)
+    (b'{"v":1,', 1)
+    """
+    fields = list(model.model_fields.items())
+    if len(fields) > 1 and fields[0][0] == "v":
+        name, info = fields[1]
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, _Versioned):
+            start, count = _canonical_form(nested)
+            return _CANONICAL_START + b'"%s":' % name.encode() + start, count + 1
+    return _CANONICAL_START, 1
+
+
 def _fast(raw: bytes | None, model: type[R], max_bytes: int) -> R | None:
     """The record, validated straight from the bytes by pydantic's own JSON parser, or None when the
     checks of :func:`_load` could tell a different story (then the caller takes the slow path).
@@ -398,10 +422,12 @@ def _fast(raw: bytes | None, model: type[R], max_bytes: int) -> R | None:
     ``model_validate_json`` 21 µs; 8.4 against 2.4 µs for an example. The fast parser is more lenient in
     a few places the slow path checks: it reads NaN and Infinity, ``\\u`` escapes (lone surrogates) and
     any ``v`` that converts to an int (``true``, ``"1"``, a second ``v`` key). So it is only trusted for
-    bytes that contain none of those and start with the version as every flitfeed writer puts it, and
-    everything else, valid or not, goes the slow way, which names the reason.
+    bytes that contain none of those and start with the version as every flitfeed writer puts it (a
+    nested record's too: :func:`_canonical_form`), and everything else, valid or not, goes the slow way,
+    which names the reason.
     """
-    if (raw is None or len(raw) > max_bytes or not raw.startswith(_CANONICAL_START) or raw.count(b'"v"') != 1
+    start, versions = _canonical_form(model)
+    if (raw is None or len(raw) > max_bytes or not raw.startswith(start) or raw.count(b'"v"') != versions
             or b"NaN" in raw or b"Infinity" in raw or b"\\u" in raw):
         return None
     try:

@@ -116,7 +116,8 @@ def _canonical_records():
     import numpy as np
     from datetime import datetime, timezone
 
-    from flitfeed.streams.events import Example, FeedRequest, Impression, ImpressionItem, Interaction, UserState
+    from flitfeed.streams.events import (Example, FeedRequest, FlitVector, Impression, ImpressionItem, Interaction,
+                                         UserState)
 
     rng = np.random.default_rng(1)
     now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -130,6 +131,8 @@ def _canonical_records():
                 feature_set="fs", features=[0.25, 1.0], actions=["engage"]),
         Impression(impression_id="i1", user_id="u1", served_at=1.5, trigger_id="e1", feature_set="fs",
                    items=[ImpressionItem(flit_id="f1", author_id="a1", position=0, score=0.5, features=[1.0])]),
+        FlitVector(flit=Flit(flit_id="f2", author_id="a1", text="a wren", created_at=now, tags=["birds"]),
+                   vector=rng.standard_normal(384).tolist(), model_version="m", embedded_at=now),
     ]
 
 
@@ -148,6 +151,10 @@ def test_canonical_records_take_the_fast_path_and_decode_to_themselves() -> None
     (b'{"v":1,', b'{"v":1,"x":"\\ud800",'), (b'{"v":1,', b'{"v":1,"x":"\\u00e9",'), (b'{"v":1,', b'{"v":1,"x":"\xff",'),
     (b'{"v":1,', b'{"v":1,"x":99999999999999999999999999999,'), (b'{"v":1,', b'{"v":1,"user_id":7,'),
     (b'{"v":1,', b'{"v":1,"x":' + b'[' * 5000 + b']' * 5000 + b','), (b'{"v":1,', b'[{"v":1,'), (b'{"v":1,', b''),
+    # A nested record's version (a flit vector's flit): missing, another, not an int, twice.
+    (b'"flit":{"v":1,', b'"flit":{'), (b'"flit":{"v":1,', b'"flit":{"v":2,'), (b'"flit":{"v":1,', b'"flit":{"v":true,'),
+    (b'"flit":{"v":1,', b'"flit":{"v":1,"v":"1",'), (b'"flit":{"v":1,', b'"flit":{"v":1,"v":1,'),
+    (b'"flit":{"v":1,', b'"x":{"v":1},"flit":{"v":1,'),
 ])
 def test_fast_and_slow_paths_agree_on_edited_records(edit) -> None:
     from flitfeed.streams import events
