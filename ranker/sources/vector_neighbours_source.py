@@ -33,7 +33,8 @@ class VectorNeighboursSource(Source):
     graph is searched for point ids and scores only, and a current catalogue fills in the hits' fields
     (:meth:`~flitfeed.index.catalogue.VectorCatalogue.columns_of`; at 100k flits the payloads' turn into
     objects was a third of the search), and the pushed-down filters lose the conditions no point held
-    could fail (:meth:`~flitfeed.index.catalogue.VectorCatalogue.narrowed`). Without a current catalogue the index answers with payloads.
+    could fail (:meth:`~flitfeed.index.catalogue.VectorCatalogue.narrowed`). Without a current catalogue
+    the index answers with payloads.
     """
 
     name = "similar"
