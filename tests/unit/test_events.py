@@ -151,6 +151,8 @@ def test_canonical_records_take_the_fast_path_and_decode_to_themselves() -> None
     (b'{"v":1,', b'{"v":1,"x":"\\ud800",'), (b'{"v":1,', b'{"v":1,"x":"\\u00e9",'), (b'{"v":1,', b'{"v":1,"x":"\xff",'),
     (b'{"v":1,', b'{"v":1,"x":99999999999999999999999999999,'), (b'{"v":1,', b'{"v":1,"user_id":7,'),
     (b'{"v":1,', b'{"v":1,"x":' + b'[' * 5000 + b']' * 5000 + b','), (b'{"v":1,', b'[{"v":1,'), (b'{"v":1,', b''),
+    # A second version key: the last one wins in both parsers.
+    (b'{"v":1,', b'{"v":1,"v":2,'), (b'{"v":1,', b'{"v":2,"v":1,'), (b'{"v":1,', b'{"v":1,"v":1,'),
     # A nested record's version (a flit vector's flit): missing, another, not an int, twice.
     (b'"flit":{"v":1,', b'"flit":{'), (b'"flit":{"v":1,', b'"flit":{"v":2,'), (b'"flit":{"v":1,', b'"flit":{"v":true,'),
     (b'"flit":{"v":1,', b'"flit":{"v":1,"v":"1",'), (b'"flit":{"v":1,', b'"flit":{"v":1,"v":1,'),
