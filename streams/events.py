@@ -400,13 +400,15 @@ def _fast(raw: bytes | None, model: type[R], max_bytes: int) -> R | None:
     any ``v`` that converts to an int (``true``, ``"1"``). So it is only trusted for bytes that start with
     the version as every flitfeed writer puts it and contain none of the first three, in strict mode (a
     ``v`` must be a JSON integer), and for a record of the version this service reads (of two ``v`` keys
-    the last wins in both parsers). Everything else, valid or not, goes the slow way, which names the reason.
+    the last wins in both parsers). Everything else, valid or not, goes the slow way, which names the reason;
+    so does every record of a type without a version of its own (a parked interaction), where a ``v`` key
+    would be an extra one that only the slow path looks at.
 
     The scans look for one byte first (``memchr``): a three-byte pattern over an 8 KB record took ~6 µs
     each, the four of them (with a count of ``"v"`` keys, which strict mode replaces) as long as the
     parse; the count also sent every flit vector the slow way (its flit has a ``v`` of its own).
     """
-    if (raw is None or len(raw) > max_bytes or not raw.startswith(_CANONICAL_START)
+    if (raw is None or "v" not in model.model_fields or len(raw) > max_bytes or not raw.startswith(_CANONICAL_START)
             or (b"\\" in raw and b"\\u" in raw) or (b"N" in raw and b"NaN" in raw)
             or (b"I" in raw and b"Infinity" in raw)):
         return None
@@ -414,7 +416,7 @@ def _fast(raw: bytes | None, model: type[R], max_bytes: int) -> R | None:
         record = model.model_validate_json(raw, strict=True)
     except (ValidationError, ValueError, TypeError, OverflowError, RecursionError):
         return None
-    return record if record.v == SCHEMA_VERSION else None  # type: ignore[attr-defined]
+    return record if record.v == SCHEMA_VERSION else None  # type: ignore[attr-defined]  (versioned: checked above)
 
 
 def _parse(raw: bytes | None, model: type[R], max_bytes: int) -> R:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -166,6 +167,21 @@ def test_fast_and_slow_paths_agree_on_edited_records(edit) -> None:
         raw = record.to_bytes().replace(old, new, 1)
         fast = _outcome(lambda r: events._parse(r, type(record), events.INTERNAL_MAX_MESSAGE_BYTES), raw)
         assert fast == _outcome(lambda r: _slow(r, type(record)), raw), (type(record).__name__, raw[:80])
+
+
+@pytest.mark.parametrize("head", [b'{"v":1,', b'{"v":1,"v":2,', b'{"v":2,"v":1,'])
+def test_a_record_without_a_version_of_its_own_answers_as_the_slow_path_does(head: bytes) -> None:
+    """A parked interaction has no ``v``: one in front of it is an extra key that only the slow path checks."""
+    from flitfeed.streams import events
+    from flitfeed.streams.events import Interaction, ParkedInteraction
+
+    event = Interaction(event_id="e1", user_id="u1", flit_id="f1", kind="like", ts=datetime(2026, 11, 26,
+                                                                                          tzinfo=timezone.utc))
+    raw = head + ParkedInteraction(interaction=event, raw_b64="eA==", source_partition=0, source_offset=5,
+                                   attempts=1, not_before=1.0).to_bytes()[1:]
+    got = _outcome(lambda r: events._parse(r, ParkedInteraction, events.INTERNAL_MAX_MESSAGE_BYTES), raw)
+    assert got == _outcome(lambda r: _slow(r, ParkedInteraction), raw)
+    assert got[0] == ("ok" if head == b'{"v":1,' or head == b'{"v":2,"v":1,' else "error")
 
 
 def test_fast_and_slow_paths_agree_on_random_byte_damage() -> None:
