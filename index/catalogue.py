@@ -51,10 +51,10 @@ __all__ = ["VectorCatalogue", "top_k_rows"]
 
 #: Slots allocated when the first point arrives; capacity then doubles (amortised O(1) per point).
 _INITIAL_CAPACITY = 1024
-#: Points per block of the product: each block's (points × queries) result is transposed into the
-#: (queries × points) scores while it is still in cache (a whole transposed copy of 20k × 32 cost 1.6 ms,
-#: a quarter of the product; in blocks of 4,096 the product and the copy take 4.8 ms instead of 6.0).
-_BLOCK = 4096
+#: Below this many queries a batch is scored one query at a time (matrix-vector products). OpenBLAS's
+#: single-precision kernel on this AVX2 machine works in steps of four queries: 2 or 3 queries took longer
+#: than 4 (20k points: 2.9 and 3.9 ms against 2.4), while one product per query took 0.7 ms each.
+_QUERY_STEP = 4
 
 
 #: Points added since the sorted copy of ``_by_point`` was made before it is made again (at least; or 1/64
@@ -158,8 +158,11 @@ class VectorCatalogue:
         self._allocate(0)
 
     def _allocate(self, capacity: int) -> None:
-        # Unit rows: a dot is the cosine. None of them once the catalogue outgrew max_points.
-        self._vectors = np.zeros((capacity if self._exact else 0, self.dim), dtype=np.float32)
+        # Unit rows: a dot is the cosine. None of them once the catalogue outgrew max_points. Column-major
+        # (each dimension's values of all points side by side): the batch's product then reads the points
+        # as a plain (dim × points) matrix, which OpenBLAS multiplies 1.3-2x faster than the transposed view
+        # of row-major points (see _scores). A point's vector is a strided row: written once, read rarely.
+        self._vectors = _vector_columns(capacity if self._exact else 0, self.dim)
         self._created = np.zeros(capacity, dtype=np.float64)
         self._alive = np.zeros(capacity, dtype=bool)
         self._flit_id = np.empty(capacity, dtype=object)
@@ -231,7 +234,7 @@ class VectorCatalogue:
                     return
                 if self._exact and len(self._slot) >= self.max_points:
                     self._exact = False  # the same for the vectors: all of them go, for good
-                    self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+                    self._vectors = _vector_columns(0, self.dim)
                 slot = self._new_slot()
                 self._slot[f.flit_id] = slot
                 key = point_key(f.flit_id)
@@ -282,7 +285,9 @@ class VectorCatalogue:
             return out
 
         if self._exact:
-            self._vectors = grown(self._vectors)
+            vectors = _vector_columns(capacity, self.dim)
+            vectors[: len(self._vectors)] = self._vectors
+            self._vectors = vectors
         self._created, self._alive = grown(self._created), grown(self._alive)
         self._flit_id, self._author_id = grown(self._flit_id), grown(self._author_id)
         self._tags, self._lang, self._point = grown(self._tags), grown(self._lang), grown(self._point)
@@ -492,14 +497,31 @@ class VectorCatalogue:
             _keep_only(row, [s for s in map(get, flt.only_flit_ids) if s is not None])
 
 
+def _vector_columns(capacity: int, dim: int) -> np.ndarray:
+    """Zeroed ``(capacity × dim)`` float32 unit-vector storage, column-major (``VectorCatalogue._allocate``)."""
+    return np.zeros((capacity, dim), dtype=np.float32, order="F")
+
+
 def _scores(vectors: np.ndarray, queries: np.ndarray, size: int) -> np.ndarray:
-    """``queries @ vectors[:size].T`` computed as (points × queries) blocks: OpenBLAS runs that orientation
-    1.5-4x faster for the small batches a quiet ranker sees (2-16 queries; the same at 32)."""
-    out = np.empty((len(queries), size), dtype=np.float32)
-    for start in range(0, size, _BLOCK):
-        stop = min(size, start + _BLOCK)
-        out[:, start:stop] = (vectors[start:stop] @ queries.T).T
-    return out
+    """``queries @ vectors[:size].T``: a row per query (C order, for the filters' masks and the top-k).
+
+    ``vectors`` is column-major, so ``vectors[:size].T`` is a plain row-major ``(dim × size)`` matrix and
+    the product needs no transposed operand. Batches below ``_QUERY_STEP`` go one query at a time, larger
+    ones are padded with zero queries to a multiple of four (OpenBLAS's step; the padding's rows are
+    dropped): 20k points, one core, against the row-major blocks this replaced: 0.7 against 1.4 ms for one
+    query, 2.4 against 4.7 for four, 6.9 against 9.3 for 32 (BENCHMARKS.md "Session 18").
+    """
+    points = vectors[:size].T
+    n = len(queries)
+    if n < _QUERY_STEP:
+        out = np.empty((n, size), dtype=np.float32)
+        for row, query in enumerate(queries):
+            np.matmul(query, points, out=out[row])  # (np.dot with out= skips BLAS here: 4x slower)
+        return out
+    padded = -(-n // _QUERY_STEP) * _QUERY_STEP
+    if padded != n:
+        queries = np.concatenate([queries, np.zeros((padded - n, queries.shape[1]), dtype=queries.dtype)])
+    return (queries @ points)[:n]
 
 
 def _keep_only(row: np.ndarray, slots: list[int]) -> None:

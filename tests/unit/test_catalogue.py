@@ -75,6 +75,19 @@ def test_it_answers_every_filter_as_the_exact_numpy_index_does(seed: int) -> Non
     assert columns.counts.sum() == len(columns.flit_id) == len(columns.score) == len(columns.tags)
 
 
+def test_every_batch_size_scores_each_query_as_alone() -> None:
+    """Small batches are scored a query at a time, larger ones padded to OpenBLAS's step of four (``_scores``):
+    every size, with slots to spare past the points held, gives each query the reference's hits."""
+    rng = np.random.default_rng(7)
+    flits = random_flits(rng, 1500)  # past the first allocation: the columns grew once and have spare slots
+    catalogue, reference = VectorCatalogue(DIM), MemoryIndex(DIM)
+    for index in (catalogue, reference):
+        index.upsert_many(flits)
+    vectors = [rng.normal(size=DIM).astype(np.float32) for _ in range(10)]
+    for n in range(1, 10):
+        assert_same(catalogue.search_many(vectors[:n], 30, [None] * n), reference.search_many(vectors[:n], 30, [None] * n))
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_it_answers_as_qdrant_edge_searching_exactly(seed: int, tmp_path) -> None:  # noqa: ANN001
     """Edge before its graph is built scans every point: the same neighbours, the same scores."""
