@@ -3,7 +3,7 @@
 Why: the ranker's vector source was 79% of a feed (ranker benchmark, 20k flits): Qdrant Edge answers a
 ``query_batch`` no faster than its queries one by one, and each of its 200 hits per query comes back as
 a payload dict that Python turns into objects. At the ranker's catalogue sizes an exact scan is cheaper:
-a batch of 32 tastes against 20k 384-d vectors is one BLAS product (~0.3 ms per query on one core), the
+a batch of 32 tastes against 20k 384-d vectors is one BLAS product (~0.2 ms per query on one core), the
 pushed-down filters become ``-inf`` entries in its rows, ``np.argpartition`` picks each row's top ``limit``,
 and the hits' author, time, tags and language are gathered from columns by slot instead of decoded from
 payloads. It costs a second copy of the vectors in RAM (1.5 KB per 384-d point), so a catalogue holds
@@ -51,9 +51,9 @@ __all__ = ["VectorCatalogue", "top_k_rows"]
 
 #: Slots allocated when the first point arrives; capacity then doubles (amortised O(1) per point).
 _INITIAL_CAPACITY = 1024
-#: Below this many queries a batch is scored one query at a time (matrix-vector products). OpenBLAS's
-#: single-precision kernel on this AVX2 machine works in steps of four queries: 2 or 3 queries took longer
-#: than 4 (20k points: 2.9 and 3.9 ms against 2.4), while one product per query took 0.7 ms each.
+#: OpenBLAS's single-precision kernel on this AVX2 machine works in steps of four queries: 2 or 3 queries
+#: took longer than 4 (20k points: 2.9 and 3.9 ms against 2.4), one product per query 0.7 ms each. So a
+#: batch below this many is scored one query at a time, a larger one padded to a multiple of it (_scores).
 _QUERY_STEP = 4
 
 
@@ -160,7 +160,7 @@ class VectorCatalogue:
     def _allocate(self, capacity: int) -> None:
         # Unit rows: a dot is the cosine. None of them once the catalogue outgrew max_points. Column-major
         # (each dimension's values of all points side by side): the batch's product then reads the points
-        # as a plain (dim × points) matrix, which OpenBLAS multiplies 1.3-2x faster than the transposed view
+        # as a plain (dim × points) matrix, which OpenBLAS multiplies 1.2-2.4x faster than the transposed view
         # of row-major points (see _scores). A point's vector is a strided row: written once, read rarely.
         self._vectors = _vector_columns(capacity if self._exact else 0, self.dim)
         self._created = np.zeros(capacity, dtype=np.float64)
@@ -508,8 +508,8 @@ def _scores(vectors: np.ndarray, queries: np.ndarray, size: int) -> np.ndarray:
     ``vectors`` is column-major, so ``vectors[:size].T`` is a plain row-major ``(dim × size)`` matrix and
     the product needs no transposed operand. Batches below ``_QUERY_STEP`` go one query at a time, larger
     ones are padded with zero queries to a multiple of four (OpenBLAS's step; the padding's rows are
-    dropped): 20k points, one core, against the row-major blocks this replaced: 0.7 against 1.4 ms for one
-    query, 2.4 against 4.7 for four, 6.9 against 9.3 for 32 (BENCHMARKS.md "Session 18").
+    dropped): 20k points, one core, against the row-major blocks this replaced: 0.64 against 1.20 ms for one
+    query, 2.2 against 3.5 for four, 6.7 against 8.3 for 32 (BENCHMARKS.md "Session 18").
     """
     points = vectors[:size].T
     n = len(queries)
