@@ -75,7 +75,7 @@ def test_it_answers_every_filter_as_the_exact_numpy_index_does(seed: int) -> Non
     assert columns.counts.sum() == len(columns.flit_id) == len(columns.score) == len(columns.tags)
 
 
-def test_every_batch_size_scores_each_query_as_alone() -> None:
+def test_every_batch_size_gives_each_query_the_reference_hits() -> None:
     """Small batches are scored a query at a time, larger ones padded to OpenBLAS's step of four (``_scores``):
     every size, with slots to spare past the points held, gives each query the reference's hits."""
     rng = np.random.default_rng(7)
