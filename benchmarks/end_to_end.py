@@ -50,7 +50,7 @@ from benchmarks.corpus import Corpus, bench_world
 from benchmarks.service import Service, stop_all
 from benchmarks.service import free_port
 from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
-from flitfeed.kafka.config import consumer_config
+from flitfeed.kafka.config import consumer_config, gathering_reader
 from flitfeed.loadgen import LoadGenerator, SentLog
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_USER_STATES
@@ -78,16 +78,19 @@ class Services:
         return {f"{name}_rss_mib": round(rss_mib(svc.pid), 1) for name, svc in self.procs.items() if svc.alive()}
 
     def cpu_s(self) -> dict[str, float]:
-        """CPU-seconds each service and the whole machine have used so far (all threads, all processes)."""
-        return {name: svc.cpu_seconds() for name, svc in self.procs.items()} | {"machine": machine_busy_s()}
+        """CPU-seconds each service, this process and the whole machine have used so far (all threads)."""
+        return ({name: svc.cpu_seconds() for name, svc in self.procs.items()}
+                | {"bench": time.process_time(), "machine": machine_busy_s()})
 
     @staticmethod
     def cores(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
         """Cores busy on average between two :meth:`cpu_s` readings: each service's, and the rest of the
-        machine's (the broker, this process's load generator and readers, anything else running)."""
+        machine's (``other``: the broker, this process's load generator and readers, anything else running),
+        of which this process's own (``bench``; so ``other - bench`` is mostly the broker)."""
         used = {name: (after[name] - before[name]) / wall_s for name in before}
         return {"worker_cores": round(used["worker"], 2), "ranker_cores": round(used["ranker"], 2),
-                "other_cores": round(used["machine"] - used["worker"] - used["ranker"], 2)}
+                "other_cores": round(used["machine"] - used["worker"] - used["ranker"], 2),
+                "bench_cores": round(used["bench"], 2)}
 
     def stop(self) -> None:
         stop_all(self.procs.values())
@@ -135,7 +138,11 @@ class Collector:
         self.vector_ts: dict[str, float] = {}  # flit_id → flit-vectors record's Kafka timestamp (s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = Consumer(consumer_config(settings.kafka, group_id=f"bench-{uuid.uuid4().hex[:6]}"))
+        # Gathered fetches (~10 a second, not one per record): every latency is taken from the records' own
+        # timestamps, so when they reach this reader changes none, and a reader answered per record made the
+        # broker spend ~0.03 cores per 200 records/s on the machine measured (BENCHMARKS.md "Session 19").
+        self._consumer = Consumer(consumer_config(settings.kafka, group_id=f"bench-{uuid.uuid4().hex[:6]}",
+                                                  **gathering_reader(100)))
         parts = []
         self._states = settings.kafka.topic(TOPIC_USER_STATES)
         for topic in (settings.kafka.topic(TOPIC_FEEDS), settings.kafka.topic(TOPIC_FLIT_VECTORS), self._states):
