@@ -290,13 +290,6 @@ class RankerConfig(_Area):
     #: records (feeds, impressions, examples) before it sends a request. 0, 0.5 and 2 gave the same latency
     #: and throughput end to end within the drift between runs (BENCHMARKS.md "Session 14").
     ranker_producer_linger_ms: float = Field(2.0, ge=0.0, le=1000.0)
-    #: How long the ranker's readers off the feed path (``interactions`` for popularity and the feedback
-    #: join, ``examples`` for learning) let the broker gather records before it answers (librdkafka's
-    #: ``fetch.wait.max.ms``, with a ``fetch.min.bytes`` no poll reaches): one fetch per reader per interval
-    #: instead of one per record. A fetch answered per record cost the broker ~0.03 cores per reader at
-    #: 200 records/s (BENCHMARKS.md "Session 19"). Labels and popularity then arrive up to this late (the
-    #: feedback join waits 2 s for an interaction in flight). 0 = answered as soon as a record arrives.
-    ranker_background_fetch_wait_ms: int = Field(100, ge=0, le=10_000)
 
 
 class MonitoringConfig(_Area):

@@ -31,7 +31,6 @@ from typing import Iterator, Sequence
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from flitfeed.kafka.clients import KafkaClients, clients_for
-from flitfeed.kafka.config import gathering_reader
 from flitfeed.kafka.reading import read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.ranker.candidate import Candidate
@@ -248,8 +247,7 @@ class FeedbackLoop:
 
     def _examples_reader(self) -> Consumer:
         topic = self._t[TOPIC_EXAMPLES]
-        reader = self._clients.consumer(f"{self.settings.kafka.ranker_group}-examples-unused",
-                                        **gathering_reader(self.settings.ranker.ranker_background_fetch_wait_ms))
+        reader = self._clients.consumer(f"{self.settings.kafka.ranker_group}-examples-unused")
         reader.assign([TopicPartition(topic, p, self._positions.get(p, OFFSET_BEGINNING))
                        for p in sorted(self._partitions(TOPIC_EXAMPLES))])
         return reader

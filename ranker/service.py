@@ -51,7 +51,7 @@ from flitfeed.index.spaces import destroy_replica, held_versions
 from flitfeed.index.versions import bare_version
 from flitfeed.index.versions import VersionGate
 from flitfeed.kafka.clients import KafkaClients, clients_for
-from flitfeed.kafka.config import gathering_reader, instance_headers, session_config
+from flitfeed.kafka.config import instance_headers, session_config
 from flitfeed.kafka.reading import consume_available, read_partition
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.monitoring.monitors import RankerMonitors, start_lag_reporter
@@ -239,8 +239,7 @@ class RankerService:
     def _interactions_reader(self) -> Consumer:
         """All partitions of ``interactions`` from one popularity window back: popularity is global."""
         topic = self._t[TOPIC_INTERACTIONS]
-        reader = self._clients.consumer(f"{self.settings.kafka.ranker_group}-engagement-unused",
-                                        **gathering_reader(self.settings.ranker.ranker_background_fetch_wait_ms))
+        reader = self._clients.consumer(f"{self.settings.kafka.ranker_group}-engagement-unused")
         meta = kafka_call(lambda: reader.list_topics(topic, timeout=10), what=f"metadata of {topic}")
         since_ms = int((time.time() - 4 * self.settings.ranker.popularity_half_life_s) * 1000)
         wanted = [TopicPartition(topic, p, since_ms) for p in sorted(meta.topics[topic].partitions)]

@@ -132,25 +132,6 @@ def test_the_producer_lingers_as_configured(tmp_path) -> None:  # noqa: ANN001
             service.close()
 
 
-def test_only_the_readers_off_the_feed_path_gather_their_fetches(tmp_path) -> None:  # noqa: ANN001
-    """``FLITFEED_RANKER_BACKGROUND_FETCH_WAIT_MS`` reaches the readers of ``interactions`` (popularity, labels)
-    and ``examples`` (learning); the consumer of user states and feed requests is answered per record."""
-    for wait_ms in (0, 40):
-        settings = Settings().replace(ranker_background_fetch_wait_ms=wait_ms, instance_id="ranker-test",
-                                      topic_prefix="t-", data_dir=tmp_path / str(wait_ms))
-        clients = fake_broker(settings)
-        service = ranker(settings, clients)
-        try:
-            waits = {c.group_id: c.config.get("fetch.wait.max.ms") for c in clients.consumers}
-            group = settings.kafka.ranker_group
-            gathered = {f"{group}-engagement-unused", f"{group}-examples-unused"}
-            assert gathered <= set(waits) and group in waits
-            assert {waits[g] for g in gathered} == {wait_ms or None}
-            assert {g for g, w in waits.items() if w is not None} == (gathered if wait_ms else set())
-        finally:
-            service.close()
-
-
 def test_a_restart_reads_the_held_states_back_without_serving_them_again(world) -> None:  # noqa: ANN001
     settings, clients, service = world
     broker = clients.broker
