@@ -50,7 +50,7 @@ from benchmarks.corpus import Corpus, bench_world
 from benchmarks.service import Service, stop_all
 from benchmarks.service import free_port
 from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
-from flitfeed.kafka.config import consumer_config, gathering_reader
+from flitfeed.kafka.config import consumer_config
 from flitfeed.loadgen import LoadGenerator, SentLog
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_USER_STATES
@@ -138,11 +138,7 @@ class Collector:
         self.vector_ts: dict[str, float] = {}  # flit_id → flit-vectors record's Kafka timestamp (s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        # Gathered fetches (~10 a second, not one per record): every latency is taken from the records' own
-        # timestamps, so when they reach this reader changes none, and a reader answered per record made the
-        # broker spend ~0.03 cores per 200 records/s on the machine measured (BENCHMARKS.md "Session 19").
-        self._consumer = Consumer(consumer_config(settings.kafka, group_id=f"bench-{uuid.uuid4().hex[:6]}",
-                                                  **gathering_reader(100)))
+        self._consumer = Consumer(consumer_config(settings.kafka, group_id=f"bench-{uuid.uuid4().hex[:6]}"))
         parts = []
         self._states = settings.kafka.topic(TOPIC_USER_STATES)
         for topic in (settings.kafka.topic(TOPIC_FEEDS), settings.kafka.topic(TOPIC_FLIT_VECTORS), self._states):

@@ -61,25 +61,6 @@ def consumer_config(kafka: KafkaConfig, group_id: str, **overrides: Any) -> dict
     return config
 
 
-#: A ``fetch.min.bytes`` no fetch of a gathering reader reaches at flitfeed's rates, so that the broker
-#: answers when ``fetch.wait.max.ms`` has passed (or a backlog fills a response at once).
-GATHER_MIN_BYTES = 1 << 20
-
-
-def gathering_reader(wait_ms: int) -> dict[str, Any]:
-    """Overrides for a consumer off the latency path: the broker gathers records for ``wait_ms`` and
-    answers once, instead of once per record as soon as it arrives (``fetch.min.bytes`` 1, the default).
-    Each answered fetch costs the broker and the client a request's work whatever it carries; ``wait_ms``
-    0 keeps the defaults.
-
-    >>> gathering_reader(100)
-    {'fetch.wait.max.ms': 100, 'fetch.min.bytes': 1048576}
-    >>> gathering_reader(0)
-    {}
-    """
-    return {"fetch.wait.max.ms": wait_ms, "fetch.min.bytes": GATHER_MIN_BYTES} if wait_ms > 0 else {}
-
-
 #: Header naming the process (``KafkaConfig.instance()``) that produced a record: which replica wrote a feed.
 INSTANCE_HEADER = "flitfeed-instance"
 
