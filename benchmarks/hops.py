@@ -32,6 +32,7 @@ from benchmarks.common import bench_parser, default_json, machine_info, percenti
 from benchmarks.service import Service, stop_all
 from flitfeed.kafka.admin import create_topics, delete_topics
 from flitfeed.kafka.config import consumer_config, producer_config
+from flitfeed.kafka.writing import produce_with_room
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES
 from flitfeed.streams.events import Flit, Interaction
@@ -63,7 +64,7 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
         for i in range(flits):
             f = Flit(flit_id=f"f{i}", author_id=f"a{i % 50}", text=f"bird post {i} about worms, rain and songs {i % 9}",
                      created_at=_now())
-            producer.produce(settings.kafka.topic(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
+            produce_with_room(producer, settings.kafka.topic(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
         warm = Interaction(event_id="warm-up", user_id="u0", flit_id="f0", kind="like", ts=_now())
         producer.produce(settings.kafka.topic(TOPIC_INTERACTIONS), key=b"u0", value=warm.to_bytes())
         producer.flush(30)

@@ -66,6 +66,7 @@ import numpy as np
 
 from benchmarks.common import (bench_parser, machine_info, percentiles, print_table, rss_mib, setup_logging,
                                write_json)
+from flitfeed.kafka.writing import produce_with_room
 
 DISTINCT = 2000
 VERSION = "minilm@1"
@@ -287,15 +288,6 @@ def scrape(port: int, name: str, **labels: str) -> float:
                if x.name == name and all(x.labels.get(k) == v for k, v in labels.items()))
 
 
-def _produce(producer: Any, topic: str, key: bytes, value: bytes) -> None:
-    while True:
-        try:
-            producer.produce(topic, key=key, value=value)
-            return
-        except BufferError:  # the local queue is full: let librdkafka deliver, then retry
-            producer.poll(0.1)
-
-
 def produce_catalogue(settings: Any, producer: Any, n: int, dim: int) -> None:
     """``n`` fresh flits with random unit vectors on ``flit-vectors``, as the worker writes them; their ids
     are the ones the users' seen lists draw from (``flit-<hex>``)."""
@@ -313,7 +305,7 @@ def produce_catalogue(settings: Any, producer: Any, n: int, dim: int) -> None:
                     created_at=now)
         record = FlitVector(flit=flit, vector=(v / np.linalg.norm(v)).tolist(), model_version=VERSION,
                             embedded_at=now)
-        _produce(producer, topic, flit.flit_id.encode(), record.to_bytes())
+        produce_with_room(producer, topic, key=flit.flit_id.encode(), value=record.to_bytes(), wait_s=0.1)
     assert producer.flush(120) == 0, "flit vectors not delivered"
 
 
@@ -324,7 +316,7 @@ def produce_states(settings: Any, producer: Any, n: int, dim: int, seen: int) ->
     topic = settings.kafka.topic(TOPIC_USER_STATES)
     step, total, started = max(1, n // 20), 0, time.perf_counter()
     for i, (_, uid, value) in enumerate(records(n, 1, dim, seen), 1):
-        _produce(producer, topic, uid.encode(), value)
+        produce_with_room(producer, topic, key=uid.encode(), value=value, wait_s=0.1)
         total += len(value)
         if i % 1000 == 0:
             producer.poll(0)
@@ -384,7 +376,7 @@ def serve_requests(settings: Any, svc: Any, port: int, n_users: int, n_requests:
     started = time.perf_counter()
     for i, u in enumerate(rng.integers(0, n_users, size=n_requests)):
         request = FeedRequest(request_id=f"bench-{i:07d}", user_id=user_id(int(u)), k=10)
-        _produce(producer, topic, request.user_id.encode(), request.to_bytes())
+        produce_with_room(producer, topic, key=request.user_id.encode(), value=request.to_bytes(), wait_s=0.1)
     assert producer.flush(60) == 0, "feed requests not delivered"
     peak_rss, last_print, done = 0.0, started, 0.0
     while done < n_requests:

@@ -49,6 +49,7 @@ from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics, wait_for_broker
 from flitfeed.kafka.config import client_config, consumer_config, producer_config
 from flitfeed.kafka.groups import describe_group
+from flitfeed.kafka.writing import produce_with_room
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import (TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS,
                                      TOPIC_INTERACTIONS, TOPIC_USER_STATES)
@@ -128,12 +129,7 @@ def produce(producer: Producer, topic: str, records: Iterable[tuple[str, bytes]]
     """Produce everything, wait for the broker; returns the time the first record was handed over."""
     start = time.time()
     for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, key=key.encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_with_room(producer, topic, key=key.encode(), value=value)
     if producer.flush(60) != 0:
         raise RuntimeError(f"records to {topic} not delivered")
     return start

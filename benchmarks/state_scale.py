@@ -96,6 +96,7 @@ def write_changelog(settings: Any, topic: str, n_users: int, tmpl: list[Any]) ->
     from faust.serializers import codecs
 
     from flitfeed.kafka.config import client_config, producer_config
+    from flitfeed.kafka.writing import produce_with_room
 
     admin = AdminClient(client_config(settings.kafka))
     fut = admin.create_topics([NewTopic(topic, settings.kafka.partitions, settings.kafka.replication_factor,
@@ -110,12 +111,8 @@ def write_changelog(settings: Any, topic: str, n_users: int, tmpl: list[Any]) ->
         total += len(value)
         # The partition of the user's interactions (raw key), whose record the table writes on.
         partition = (murmur2(key.encode()) & 0x7FFFFFFF) % settings.kafka.partitions
-        while True:
-            try:
-                producer.produce(topic, key=codecs.dumps("json", key), value=value, partition=partition)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_with_room(producer, topic, key=codecs.dumps("json", key), value=value, partition=partition,
+                          wait_s=0.1)
         if u % 10_000 == 0:
             producer.poll(0)
         if u and u % 100_000 == 0:

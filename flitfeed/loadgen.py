@@ -36,6 +36,7 @@ from confluent_kafka import Producer
 
 from flitfeed.demo.world import World
 from flitfeed.kafka.config import producer_config
+from flitfeed.kafka.writing import produce_with_room
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS
 from flitfeed.streams.events import Flit, FlitVector
@@ -88,12 +89,7 @@ class LoadGenerator:
         self.producer = producer or Producer(producer_config(settings.kafka, **{"linger.ms": 1}))
 
     def _send(self, topic: str, key: str, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(self.settings.kafka.topic(topic), key=key.encode(), value=value)
-                break
-            except BufferError:  # the local queue is full: let librdkafka deliver, then retry
-                self.producer.poll(0.05)
+        produce_with_room(self.producer, self.settings.kafka.topic(topic), key=key.encode(), value=value)
         self.producer.poll(0)
 
     def publish_flits(self, flits: Sequence[Flit]) -> None:

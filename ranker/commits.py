@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Mapping
 
+from flitfeed.kafka.writing import produce_with_room
+
 __all__ = ["CommitTracker", "DeliveryFailed", "Pending"]
 
 
@@ -115,13 +117,8 @@ class TrackedProducer:
                 batch.delivered(err is None, None if err is None else str(err))
                 if user is not None:
                     user(err, msg)
-        while True:
-            try:
-                self._producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery,
-                                       **kwargs)
-                break
-            except BufferError:
-                self._producer.poll(0.1)  # the queue is full: serve delivery reports, then try again
+        produce_with_room(self._producer, topic, key=key, value=value, headers=headers, on_delivery=on_delivery,
+                          wait_s=0.1, **kwargs)
         if batch is not None:
             batch.produced()  # after produce returned: its report can only come from a later poll
 
