@@ -66,7 +66,7 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
                      created_at=_now())
             produce_with_room(producer, settings.kafka.topic(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
         warm = Interaction(event_id="warm-up", user_id="u0", flit_id="f0", kind="like", ts=_now())
-        producer.produce(settings.kafka.topic(TOPIC_INTERACTIONS), key=b"u0", value=warm.to_bytes())
+        produce_with_room(producer, settings.kafka.topic(TOPIC_INTERACTIONS), key=b"u0", value=warm.to_bytes())
         producer.flush(30)
         deadline = time.monotonic() + 300
         while not any(m.error() is None for m in feeds.consume(10, timeout=0.5)):
