@@ -30,6 +30,7 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from flitfeed.evaluation.dataset import Dataset
 from flitfeed.evaluation.methods import AUTHOR_PREFIX, Event, eval_settings
 from flitfeed.kafka.config import consumer_config, producer_config
+from flitfeed.kafka.writing import produce_with_room
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS
 from flitfeed.streams.events import Feed, decode_internal, from_epoch
@@ -65,7 +66,8 @@ class KafkaFlitfeedMethod:
         self.consumer.close()
 
     def _send(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        self.producer.produce(self.settings.kafka.topic(topic), key=key.encode(), value=json.dumps(value).encode())
+        produce_with_room(self.producer, self.settings.kafka.topic(topic), key=key.encode(),
+                          value=json.dumps(value).encode())
         self.producer.poll(0)
 
     def publish_catalog(self, created_at: float) -> None:

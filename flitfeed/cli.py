@@ -286,13 +286,14 @@ def produce_lines(settings: Settings, kind: str, lines: Iterable[bytes]) -> int:
     from confluent_kafka import Producer
 
     from flitfeed.kafka.config import producer_config
+    from flitfeed.kafka.writing import produce_with_room
 
     topic, key_field = {"flits": (TOPIC_FLITS, "flit_id"), "interactions": (TOPIC_INTERACTIONS, "user_id"),
                         "feed-requests": (TOPIC_FEED_REQUESTS, "user_id")}[kind]
     producer = Producer(producer_config(settings.kafka))
     n = 0
     for line in lines:
-        producer.produce(settings.kafka.topic(topic), key=_key_of(line, key_field), value=line)
+        produce_with_room(producer, settings.kafka.topic(topic), key=_key_of(line, key_field), value=line)
         producer.poll(0)
         n += 1
     remaining = producer.flush(30)

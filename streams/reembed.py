@@ -42,6 +42,7 @@ from flitfeed.index.versions import (ACK_KINDS, VersionError, ack_prefix, bare_v
                                      rollback, rollback_target, switch, vector_records, version_tag)
 from flitfeed.kafka.config import instance_headers, producer_config
 from flitfeed.kafka.reading import read_partition, watermarks
+from flitfeed.kafka.writing import produce_with_room
 from flitfeed.monitoring.metrics import Metrics
 from flitfeed.progress import Progress
 from flitfeed.settings import EventLimits, KafkaConfig, Settings
@@ -234,7 +235,7 @@ class Reembedding:
             # that key: one record per flit and version, which the workers write under the same rule.
             for key, value in vector_records(batch, vectors, self.version, datetime.now(timezone.utc),
                                              bare=bare_version(self.catalog)):
-                self.producer.produce(topic, key=key, value=value, headers=self.headers)
+                produce_with_room(self.producer, topic, key=key, value=value, headers=self.headers)
                 self.producer.poll(0)
             self.report.embedded += len(batch)
             self.metrics.reembed_flits.labels(version=self.version, outcome="embedded").inc(len(batch))
@@ -477,7 +478,7 @@ def drop_version(settings: Settings, version: str, *, out: TextIO | None = None)
             keys = keys_to_delete(records(partition, low, high), mine)
             for key in keys:
                 # A tombstone on the record's own partition (the same key hashes there): compaction removes both.
-                producer.produce(topic, key=key, value=None, partition=partition)
+                produce_with_room(producer, topic, key=key, value=None, partition=partition)
                 producer.poll(0)
             deleted += len(keys)
         progress.finish()

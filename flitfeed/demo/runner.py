@@ -32,6 +32,7 @@ from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
 from flitfeed.kafka.local_broker import kafka_script
 from flitfeed.kafka.config import consumer_config, producer_config
+from flitfeed.kafka.writing import produce_with_room
 from flitfeed.monitoring.prometheus import LocalPrometheus
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEED_REQUESTS, TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS
@@ -218,7 +219,7 @@ def stream_world(settings: Settings, world: World, duration_s: float | None, *,
     feeds.subscribe([settings.kafka.topic(TOPIC_FEEDS)])
 
     def send(topic: str, key: str, value: bytes) -> None:
-        producer.produce(settings.kafka.topic(topic), key=key.encode(), value=value)
+        produce_with_room(producer, settings.kafka.topic(topic), key=key.encode(), value=value)
         producer.poll(0)
 
     # A first catalogue so birds have something to browse before any feed exists.
