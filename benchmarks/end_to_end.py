@@ -49,7 +49,7 @@ from benchmarks.common import (bench_parser, machine_busy_s, percentiles, print_
 from benchmarks.corpus import Corpus, bench_world
 from benchmarks.service import Service, stop_all
 from benchmarks.service import free_port
-from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
+from flitfeed.kafka.admin import create_topics, delete_run_topics, wait_for_broker
 from flitfeed.kafka.config import consumer_config
 from flitfeed.loadgen import LoadGenerator, SentLog
 from flitfeed.settings import Settings
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         services.stop()
         gen.close()
         try:
-            delete_topics(settings.kafka, topic_names(settings.kafka))
+            delete_run_topics(settings.kafka)
         except Exception:  # cleanup is best effort; the topics are uniquely prefixed
             log.exception("could not delete the run's topics")
     sustained = [r["offered_per_s"] for r in rows if r["sustained"]]

@@ -30,13 +30,12 @@ from confluent_kafka import Consumer, Producer
 from benchmarks.common import bench_parser, default_json, machine_info, percentiles, print_table, setup_logging, \
     write_json
 from benchmarks.service import Service, stop_all
-from flitfeed.kafka.admin import create_topics, delete_topics
+from flitfeed.kafka.admin import create_topics, delete_run_topics
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.kafka.writing import produce_with_room
 from flitfeed.settings import Settings
 from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES
 from flitfeed.streams.events import Flit, Interaction
-from flitfeed.streams.topics import TOPICS
 
 log = logging.getLogger("benchmarks.hops")
 
@@ -119,7 +118,7 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
         stop_all(services)
         feeds.close()
         states.close()
-        delete_topics(settings.kafka, [settings.kafka.topic(t.name) for t in TOPICS])
+        delete_run_topics(settings.kafka)
 
 
 def main(argv: list[str] | None = None) -> int:

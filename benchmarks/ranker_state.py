@@ -405,7 +405,7 @@ def service_mode(args: Any, n: int) -> list[dict[str, Any]]:
     from confluent_kafka import Producer
 
     from benchmarks.service import free_port
-    from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
+    from flitfeed.kafka.admin import create_topics, delete_run_topics, wait_for_broker
     from flitfeed.kafka.config import producer_config
     from flitfeed.settings import KafkaConfig, Settings
 
@@ -466,7 +466,7 @@ def service_mode(args: Any, n: int) -> list[dict[str, Any]]:
     finally:
         if svc is not None:
             svc.stop(signal.SIGTERM, timeout=60)
-        delete_topics(s.kafka, topic_names(s.kafka))
+        delete_run_topics(s.kafka)
         shutil.rmtree(run_dir, ignore_errors=True)
     return rows
 

@@ -46,7 +46,7 @@ from confluent_kafka.admin import AdminClient
 from benchmarks.common import bench_parser, machine_busy_s, machine_info, print_table, write_json
 from benchmarks.service import Service, stop_all
 from flitfeed.demo.world import World
-from flitfeed.kafka.admin import create_topics, wait_for_broker
+from flitfeed.kafka.admin import create_topics, delete_run_topics, wait_for_broker
 from flitfeed.kafka.config import client_config, consumer_config, producer_config
 from flitfeed.kafka.groups import describe_group
 from flitfeed.kafka.writing import produce_with_room
@@ -220,6 +220,10 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path, p
         for o in outputs:
             o.close()
         stop_all(processes)
+        try:
+            delete_run_topics(settings.kafka)
+        except Exception:  # best effort: the names start with the run's prefix
+            log.exception("could not delete the run's topics")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,7 +139,7 @@ def _try(f: Any) -> float:
 
 def measure_store(store: str, n_users: int, tmpl: list[Any], bootstrap: str, run_dir: Path,
                   timeout_s: float) -> list[dict[str, Any]]:
-    from flitfeed.kafka.admin import create_topics, delete_topics, topic_names
+    from flitfeed.kafka.admin import create_topics, delete_run_topics
     from flitfeed.settings import Settings
     from flitfeed.streams.app import USER_PROFILES_TABLE
 
@@ -179,7 +179,7 @@ def measure_store(store: str, n_users: int, tmpl: list[Any], bootstrap: str, run
             if store == "memory" and n_users == 0:
                 break
     finally:
-        delete_topics(s.kafka, topic_names(s.kafka) + [changelog])
+        delete_run_topics(s.kafka)
         shutil.rmtree(s.data_dir, ignore_errors=True)
     return rows
 

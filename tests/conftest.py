@@ -47,12 +47,47 @@ def broker() -> str:
 
 
 @pytest.fixture
-def isolated_settings(broker: str, tmp_path: Path) -> Settings:
+def leaves_no_topics(broker: str) -> Iterator[None]:
+    """The test's run deletes every topic it made, its Faust app's changelog and assignor topics too (a local
+    broker outlives it). The suite runs one test at a time, so the topics that appear during the test are its own."""
+    from confluent_kafka.admin import AdminClient
+
+    def topics() -> set[str]:
+        return set(AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics)
+
+    before = topics()
+    yield
+    assert topics() - before == set()
+
+
+@pytest.fixture(scope="session")
+def _isolated_runs(broker: str) -> Iterator[list[Settings]]:
+    """Every test's isolated settings; their topics are deleted when the session ends, so that repeated runs
+    of the suite against the project's broker (its data outlives it) do not pile up thousands of partitions."""
+    made: list[Settings] = []
+    yield made
+    if not made:
+        return
+    from confluent_kafka.admin import AdminClient
+
+    from flitfeed.kafka.admin import delete_topics, run_topics
+
+    try:
+        listed = AdminClient({"bootstrap.servers": broker}).list_topics(timeout=10).topics
+        delete_topics(made[0].kafka, sorted({t for s in made for t in run_topics(s.kafka, listed)}), timeout_s=120)
+    except Exception as exc:  # the broker may be gone; the topics are uniquely prefixed
+        print(f"could not delete the tests' topics (t<tag>-*, flitfeed-<tag>-*): {exc}")
+
+
+@pytest.fixture
+def isolated_settings(broker: str, tmp_path: Path, _isolated_runs: list[Settings]) -> Settings:
     """Settings whose topics, groups and data dir belong to this test alone."""
     tag = uuid.uuid4().hex[:8]
-    return Settings(bootstrap_servers=broker, topic_prefix=f"t{tag}-", app_id=f"flitfeed-{tag}",
-                    ranker_group=f"flitfeed-ranker-{tag}", data_dir=tmp_path / "data",
-                    worker_metrics_port=0, ranker_metrics_port=0)
+    settings = Settings(bootstrap_servers=broker, topic_prefix=f"t{tag}-", app_id=f"flitfeed-{tag}",
+                        ranker_group=f"flitfeed-ranker-{tag}", data_dir=tmp_path / "data",
+                        worker_metrics_port=0, ranker_metrics_port=0)
+    _isolated_runs.append(settings)
+    return settings
 
 
 class Services:

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Producer
 
 from flitfeed.demo.scoreboard import Scoreboard
 from flitfeed.demo.world import World
-from flitfeed.kafka.admin import create_topics, delete_topics, topic_names, wait_for_broker
+from flitfeed.kafka.admin import create_topics, delete_run_topics, wait_for_broker
 from flitfeed.kafka.local_broker import kafka_script
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.kafka.writing import produce_with_room
@@ -172,14 +172,7 @@ def _check_alive(procs: list[subprocess.Popen]) -> bool:
 def _clean_up(settings: Settings) -> None:
     """Delete this run's topics (its Faust app's internal topics too) from a broker that outlives it."""
     try:
-        from confluent_kafka.admin import AdminClient
-
-        from flitfeed.kafka.config import client_config
-
-        listed = AdminClient(client_config(settings.kafka)).list_topics(timeout=10).topics
-        # The run's own topics, and those its Faust app created (changelog, assignor) under its app id.
-        names = [t for t in listed if t.startswith(settings.kafka.topic_prefix) or t.startswith(f"{settings.kafka.app_id}-")]
-        delete_topics(settings.kafka, names or topic_names(settings.kafka))
+        delete_run_topics(settings.kafka)
     except Exception as exc:  # the demo still ends cleanly; the names say what is left
         print(f"could not delete this run's topics ({exc}); they start with {settings.kafka.topic_prefix}", flush=True)
 

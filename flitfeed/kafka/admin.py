@@ -181,6 +181,35 @@ def delete_topics(kafka: KafkaConfig, names: Iterable[str], *, timeout_s: float 
     log.info("deleted topics %s", ", ".join(sorted(names)))
 
 
+def run_topics(kafka: KafkaConfig, listed: Iterable[str]) -> list[str]:
+    """The topics among ``listed`` that belong to a throwaway run (a demo, a benchmark, a test): those under
+    its own topic prefix, and those its Faust app created under its app id (the profiles' changelog, the
+    assignor's topic), which no topic list of ours names.
+
+    >>> k = KafkaConfig(topic_prefix="bench1-", app_id="bench-1")
+    >>> run_topics(k, ["bench1-flits", "bench-1-user_profiles-changelog", "bench-10-x", "flits", "bench2-flits"])
+    ['bench-1-user_profiles-changelog', 'bench1-flits']
+    >>> run_topics(KafkaConfig(), ["flits"])
+    Traceback (most recent call last):
+    ...
+    ValueError: a run's topics are told apart by a topic prefix of its own; these settings have none
+    """
+    if not kafka.topic_prefix:
+        # Without one, "the run's topics" would be every flitfeed topic on the broker.
+        raise ValueError("a run's topics are told apart by a topic prefix of its own; these settings have none")
+    app = f"{kafka.app_id}-"
+    return sorted(t for t in listed if t.startswith(kafka.topic_prefix) or t.startswith(app))
+
+
+def delete_run_topics(kafka: KafkaConfig, *, timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic of a throwaway run (:func:`run_topics`) from a broker that outlives it; returns
+    their names. Without this a local broker collects a changelog and an assignor topic per benchmark run."""
+    admin = _admin(kafka)
+    names = run_topics(kafka, _metadata(admin, kafka, time.monotonic() + timeout_s).topics)
+    delete_topics(kafka, names, timeout_s=timeout_s)
+    return names
+
+
 def describe(kafka: KafkaConfig, *, timeout_s: float = 10.0) -> dict[str, int]:
     """Partition count of each flitfeed topic that exists, by real name."""
     admin = _admin(kafka)

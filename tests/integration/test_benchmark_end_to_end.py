@@ -12,7 +12,7 @@ from benchmarks import end_to_end
 pytestmark = pytest.mark.integration
 
 
-def test_end_to_end_quick_measures_feeds_and_freshness(broker: str, tmp_path: Path) -> None:
+def test_end_to_end_quick_measures_feeds_and_freshness(broker: str, tmp_path: Path, leaves_no_topics: None) -> None:
     out = tmp_path / "e2e.json"
     assert end_to_end.main(["--quick", "--bootstrap", broker, "--json", str(out)]) == 0
     body = json.loads(out.read_text())
@@ -27,7 +27,8 @@ def test_end_to_end_quick_measures_feeds_and_freshness(broker: str, tmp_path: Pa
     assert 0 < row["bench_cores"] <= row["other_cores"] + 0.05
 
 
-def test_hops_quick_splits_every_feeds_latency_into_the_worker_and_the_ranker(broker: str, tmp_path: Path) -> None:
+def test_hops_quick_splits_every_feeds_latency_into_the_worker_and_the_ranker(broker: str, tmp_path: Path,
+                                                                             leaves_no_topics: None) -> None:
     from benchmarks import hops
 
     out = tmp_path / "hops.json"
@@ -38,7 +39,8 @@ def test_hops_quick_splits_every_feeds_latency_into_the_worker_and_the_ranker(br
     assert 0 < rows["worker"]["p50_ms"] < rows["total"]["max_ms"] and rows["ranker"]["p50_ms"] >= 0
 
 
-def test_state_scale_quick_restarts_a_rocksdb_worker_from_its_files(broker: str, tmp_path: Path) -> None:
+def test_state_scale_quick_restarts_a_rocksdb_worker_from_its_files(broker: str, tmp_path: Path,
+                                                                     leaves_no_topics: None) -> None:
     from benchmarks import state_scale
 
     out = tmp_path / "state.json"
@@ -53,8 +55,8 @@ def test_state_scale_quick_restarts_a_rocksdb_worker_from_its_files(broker: str,
         assert rows[("memory", 2000, start)]["records_applied"] == 2000
 
 
-def test_ranker_state_service_quick_restarts_a_whole_ranker_from_its_rocksdb_users(broker: str,
-                                                                                  tmp_path: Path) -> None:
+def test_ranker_state_service_quick_restarts_a_whole_ranker_from_its_rocksdb_users(
+        broker: str, tmp_path: Path, leaves_no_topics: None) -> None:
     from benchmarks import ranker_state
 
     out = tmp_path / "ranker.json"

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_scale_out_benchmark_quick_mode_measures_one_and_two_processes(broker: str, tmp_path: Path,
-                                                                       monkeypatch, capsys) -> None:
+                                                                       monkeypatch, capsys,
+                                                                       leaves_no_topics: None) -> None:
     monkeypatch.setenv("FLITFEED_BOOTSTRAP_SERVERS", broker)
     out = tmp_path / "scale_out.json"
     # --pin: each replica on a core of its own (the mode the scale-out figures come from).
