@@ -81,9 +81,11 @@ class FeedbackLoop:
             self.examples_reader = self._examples_reader()
 
     # --- impressions ---------------------------------------------------------------------------
-    def record(self, query: FeedQuery, items: Sequence[Candidate], partition: int) -> str:
-        """Produce and hold the impression of a feed just built; returns its id."""
-        impression = impression_for(query, items, uuid.uuid4().hex)
+    def record(self, query: FeedQuery, items: Sequence[Candidate], partition: int,
+               impression_id: str | None = None) -> str:
+        """Produce and hold the impression of a feed just served (``impression_id``: the one its feed carries;
+        default a new one); returns its id."""
+        impression = impression_for(query, items, impression_id or uuid.uuid4().hex)
         self._produce(TOPIC_IMPRESSIONS, query.user_id.encode(), impression.to_bytes())
         self.join.add(impression)
         self._partition_of[query.user_id] = partition

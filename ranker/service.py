@@ -62,7 +62,7 @@ from flitfeed.ranker.feedback_loop import FeedbackLoop
 from flitfeed.ranker.held import HeldState
 from flitfeed.ranker.params import RankerParams
 from flitfeed.ranker.pipeline import FeedPipeline, PipelineResult
-from flitfeed.ranker.publisher import FeedPublisher
+from flitfeed.ranker.publisher import Built, FeedPublisher
 from flitfeed.ranker.query import FeedQuery
 from flitfeed.ranker.query_hydrator import QueryHydrator, feed_query
 from flitfeed.ranker.recent import RecentFlits
@@ -605,18 +605,12 @@ class RankerService:
         except Exception:
             log.exception("feed batch failed; building its feeds one by one", extra={"feeds": len(jobs)})
             results = [self._run_alone(job, query) for job, query in zip(jobs, queries)]
-        published = 0
-        for job, query, result in zip(jobs, queries, results):
-            if result is None:
-                continue
-            try:
-                self.publisher.publish(job, query, result)
-                published += 1
-            except Exception as exc:
-                log.exception("feed failed", extra={"user_id": job.user_id, "trigger_id": job.trigger_id})
-                for m in job.sources:
-                    self._dead_letter(m, Reason.PROCESSING_ERROR, repr(exc))
-        return published
+        built = [Built(job, query, result) for job, query, result in zip(jobs, queries, results) if result is not None]
+        failed = self.publisher.publish_all(built)
+        for job, exc in failed:  # logged by the publisher
+            for m in job.sources:
+                self._dead_letter(m, Reason.PROCESSING_ERROR, repr(exc))
+        return len(built) - len(failed)
 
     def _run_alone(self, job: FeedJob, query: FeedQuery) -> PipelineResult | None:
         try:
