@@ -6,8 +6,8 @@ the feed is produced to ``feeds``, recorded as an impression for the feedback lo
 per batch; everything it needs is injected, so it is tested with fakes.
 
 Every feed of a batch leaves before the bookkeeping of any: a feed's Kafka timestamp is when it left, and
-otherwise each feed would also wait for the impressions, metrics and monitors of the feeds before it (about
-0.6 ms a feed: measured in BENCHMARKS.md, session 21).
+otherwise each feed would also wait for the impressions, metrics and monitors of the feeds before it (0.5–0.85
+ms a feed: BENCHMARKS.md, session 21).
 """
 
 from __future__ import annotations
