@@ -1,7 +1,8 @@
 """Where a feed's latency goes at a steady rate: interaction → user state (worker) → feed (ranker).
 
-Starts a worker and a ranker as real processes on the local broker (topics of their own), publishes a
-small catalogue, waits for the first feed, then sends likes at ``--rate`` per second and reads back the
+Starts a worker as a real process on the local broker (topics of their own), publishes a catalogue
+(``--flits``), waits until every flit is embedded and logged, starts a ranker (which reads the log and builds
+its graph before it serves), waits for the first feed, then sends likes at ``--rate`` per second and reads back the
 ``user-states`` and ``feeds`` topics. Each hop is measured by the records' broker timestamps (set when
 each process produced them), so the figures split the end-to-end latency of ``end_to_end`` into the
 worker's part and the ranker's part::
@@ -34,7 +35,7 @@ from flitfeed.kafka.admin import create_topics, delete_run_topics
 from flitfeed.kafka.config import consumer_config, producer_config
 from flitfeed.kafka.writing import produce_with_room
 from flitfeed.settings import Settings
-from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES
+from flitfeed.streams.topics import TOPIC_FEEDS, TOPIC_FLIT_VECTORS, TOPIC_FLITS, TOPIC_INTERACTIONS, TOPIC_USER_STATES
 from flitfeed.streams.events import Flit, Interaction
 
 log = logging.getLogger("benchmarks.hops")
@@ -50,13 +51,33 @@ def _reader(settings: Settings, topic: str) -> Consumer:
     return c
 
 
+def _wait_for_vectors(settings: Settings, flits: int, services: list[Service]) -> None:
+    """Until ``flit-vectors`` holds a vector of every one of the ``flits`` flits, reporting progress."""
+    reader = _reader(settings, TOPIC_FLIT_VECTORS)
+    seen: set[bytes] = set()
+    started = last_report = time.monotonic()
+    deadline = started + 300 + flits / 20  # the default encoder embeds 150-300 texts/s on 2 cores
+    try:
+        while len(seen) < flits:
+            seen.update(m.key() for m in reader.consume(5000, timeout=0.5) if m.error() is None and m.value())
+            now = time.monotonic()
+            if now > deadline or not all(s.alive() for s in services):
+                raise RuntimeError(f"{len(seen):,} of {flits:,} flit vectors after {now - started:.0f} s")
+            if now - last_report >= 10:
+                last_report = now
+                log.info("catalogue: %s of %s flits embedded and logged (%.0f s)", f"{len(seen):,}", f"{flits:,}",
+                         now - started)
+    finally:
+        reader.close()
+
+
 def run(settings: Settings, rate: float, events: int, flits: int, users: int, log_path: Path,
         profile: Path | None = None) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Send ``events`` likes at ``rate``/s; the per-event hop times in ms, and the CPU seconds the worker and
     the ranker used from the first like until the last feed was read (robust to a busy machine, where the
     latencies are not). ``profile``: a folder for py-spy flame graphs of both while the likes are sent."""
     create_topics(settings.kafka)
-    services = [Service("worker", settings, log_path).start(), Service("ranker", settings, log_path).start()]
+    services = [Service("worker", settings, log_path).start()]
     producer = Producer(producer_config(settings.kafka))
     feeds, states = _reader(settings, TOPIC_FEEDS), _reader(settings, TOPIC_USER_STATES)
     try:
@@ -64,6 +85,12 @@ def run(settings: Settings, rate: float, events: int, flits: int, users: int, lo
             f = Flit(flit_id=f"f{i}", author_id=f"a{i % 50}", text=f"bird post {i} about worms, rain and songs {i % 9}",
                      created_at=_now())
             produce_with_room(producer, settings.kafka.topic(TOPIC_FLITS), key=f.flit_id.encode(), value=f.to_bytes())
+        producer.flush(30)
+        # The ranker starts once every flit is embedded and logged: it then reads the log and builds its graph
+        # before it serves, and no like is measured while the worker still embeds the catalogue (at --flits
+        # 100000 that takes minutes of both cores) or the ranker rebuilds its graph for it.
+        _wait_for_vectors(settings, flits, services)
+        services.append(Service("ranker", settings, log_path).start())
         warm = Interaction(event_id="warm-up", user_id="u0", flit_id="f0", kind="like", ts=_now())
         produce_with_room(producer, settings.kafka.topic(TOPIC_INTERACTIONS), key=b"u0", value=warm.to_bytes())
         producer.flush(30)

@@ -89,9 +89,10 @@ def test_the_publisher_publishes_records_and_measures_a_coalesced_feed() -> None
     assert value_of("flitfeed_ranker_filter_removed_total", {"filter": "seen"}) == 2
     # A second feed, with other labels, lands on its own series and adds to the first's.
     [req] = coalesce([request("wren", "r1")])
+    timings = {("source", "similar"): 0.002, ("filter", "seen"): 0.001}
     publisher.publish_all([Built(req, FeedQuery("wren", 10, 5.0, trigger_id="r1"),
-                                 PipelineResult(items=[], timings={("source", "similar"): 0.002, ("filter", "seen"): 0.001},
-                                                removed={"seen": 1, "own_flits": 4}, candidates=0))])
+                                 PipelineResult(items=[], timings=timings, removed={"seen": 1, "own_flits": 4},
+                                                candidates=0))])
     assert value_of("flitfeed_ranker_filter_removed_total", {"filter": "seen"}) == 3
     assert value_of("flitfeed_ranker_filter_removed_total", {"filter": "own_flits"}) == 4
     assert value_of("flitfeed_feed_latency_seconds_count", {"trigger": "request"}) == 1
