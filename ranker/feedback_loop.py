@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Iterator, Sequence
@@ -81,11 +80,9 @@ class FeedbackLoop:
             self.examples_reader = self._examples_reader()
 
     # --- impressions ---------------------------------------------------------------------------
-    def record(self, query: FeedQuery, items: Sequence[Candidate], partition: int,
-               impression_id: str | None = None) -> str:
-        """Produce and hold the impression of a feed just served (``impression_id``: the one its feed carries;
-        default a new one); returns its id."""
-        impression = impression_for(query, items, impression_id or uuid.uuid4().hex)
+    def record(self, query: FeedQuery, items: Sequence[Candidate], partition: int, impression_id: str) -> None:
+        """Produce and hold the impression of a feed just served (``impression_id``: the one its feed carries)."""
+        impression = impression_for(query, items, impression_id)
         self._produce(TOPIC_IMPRESSIONS, query.user_id.encode(), impression.to_bytes())
         self.join.add(impression)
         self._partition_of[query.user_id] = partition
@@ -96,7 +93,6 @@ class FeedbackLoop:
         self._explored += explored
         if self._served:
             self.metrics.exploration_share.set(self._explored / self._served)
-        return impression.impression_id
 
     # --- the join ------------------------------------------------------------------------------
     def on_interaction(self, event: Interaction) -> None:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class ImpressionRecorder(Protocol):
-    def record(self, query: FeedQuery, items: Sequence[Candidate], partition: int, impression_id: str) -> object: ...
+    def record(self, query: FeedQuery, items: Sequence[Candidate], partition: int, impression_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

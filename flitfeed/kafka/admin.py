@@ -201,11 +201,13 @@ def run_topics(kafka: KafkaConfig, listed: Iterable[str]) -> list[str]:
     return sorted(t for t in listed if t.startswith(kafka.topic_prefix) or t.startswith(app))
 
 
-def delete_run_topics(kafka: KafkaConfig, *, timeout_s: float = 30.0) -> list[str]:
-    """Delete every topic of a throwaway run (:func:`run_topics`) from a broker that outlives it; returns
-    their names. Without this a local broker collects a changelog and an assignor topic per benchmark run."""
+def delete_run_topics(kafka: KafkaConfig, *more: KafkaConfig, timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic of a throwaway run (:func:`run_topics`), or of several on the same broker (``more``:
+    the test suite's, one listing and one request), from a broker that outlives them; returns their names.
+    Without this a local broker collects a changelog and an assignor topic per benchmark run."""
     admin = _admin(kafka)
-    names = run_topics(kafka, _metadata(admin, kafka, time.monotonic() + timeout_s).topics)
+    listed = _metadata(admin, kafka, time.monotonic() + timeout_s).topics
+    names = sorted({t for run in (kafka, *more) for t in run_topics(run, listed)})
     delete_topics(kafka, names, timeout_s=timeout_s)
     return names
 

@@ -82,7 +82,8 @@ def example(eid: str, **over: object) -> bytes:
 def test_a_served_feed_becomes_an_impression_then_examples(loop: FeedbackLoop) -> None:
     items = [Candidate(f"f{i}", "robin", NOW, "similar", score=1.0 - i / 10, features=np.full(N_FEATURES, 0.1))
              for i in range(3)]
-    imp_id = loop.record(FeedQuery("wren", 3, NOW, trigger_id="r1"), items, partition=2)
+    imp_id = "imp-1"
+    loop.record(FeedQuery("wren", 3, NOW, trigger_id="r1"), items, partition=2, impression_id=imp_id)
     producer: FakeProducer = loop.producer  # type: ignore[assignment]
     topic, key, raw = producer.sent[-1]
     assert (topic, key) == ("t-impressions", b"wren")
@@ -162,8 +163,8 @@ def test_a_snapshot_carries_the_model_and_what_it_learned(loop: FeedbackLoop) ->
 
 def test_a_revoked_partition_takes_its_users_pending_impressions_along(loop: FeedbackLoop) -> None:
     item = [Candidate("f1", "robin", NOW, "similar", score=1.0, features=np.zeros(N_FEATURES))]
-    loop.record(FeedQuery("wren", 1, NOW), item, partition=1)
-    loop.record(FeedQuery("crow", 1, NOW), item, partition=2)
+    loop.record(FeedQuery("wren", 1, NOW), item, partition=1, impression_id="imp-1")
+    loop.record(FeedQuery("crow", 1, NOW), item, partition=2, impression_id="imp-2")
     loop.drop([1])
     assert loop.join.users() == ["crow"]
 
