@@ -107,6 +107,30 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+class BusyCores:
+    """Cores the whole machine kept busy between :meth:`start` and :meth:`stop`, over that same span.
+
+    Both readings bound the numerator and the denominator alike: dividing the busy time from one pair of
+    readings by a wall time taken elsewhere (when the last output was written, say) overstated it, up to
+    2.6 busy cores on this 2-core machine in the scale-out quick mode's short phases.
+
+    >>> meter = BusyCores().start()
+    >>> 0 <= meter.stop() <= os.cpu_count() + 0.5
+    True
+    """
+
+    def __init__(self) -> None:
+        self._busy = self._wall = 0.0
+
+    def start(self) -> "BusyCores":
+        self._busy, self._wall = machine_busy_s(), time.monotonic()
+        return self
+
+    def stop(self) -> float:
+        busy, wall = machine_busy_s() - self._busy, time.monotonic() - self._wall
+        return busy / max(wall, 1e-3)
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         if value == 0:

@@ -43,7 +43,7 @@ from typing import Callable, Iterable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from benchmarks.common import bench_parser, machine_busy_s, machine_info, print_table, write_json
+from benchmarks.common import BusyCores, bench_parser, machine_info, print_table, write_json
 from benchmarks.service import Service, stop_all
 from flitfeed.demo.world import World
 from flitfeed.kafka.admin import create_topics, delete_run_topics, wait_for_broker
@@ -172,29 +172,29 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path, p
             return sum(p.cpu_seconds() for p in group)
 
         flits = world.next_flits(sizes.flits)
-        cpu0, busy0 = cpu(workers), machine_busy_s()
+        cpu0, busy0 = cpu(workers), BusyCores().start()
         t0 = produce(producer, settings.kafka.topic(TOPIC_FLITS), ((f.flit_id, f.to_bytes()) for f in flits))
         ids = {f.flit_id for f in flits}
         t_vec = wait_for(lambda: vectors.last_of(ids), sizes.timeout_s, "flit vectors", processes)
         log.info("%d flits embedded in %.1f s", len(ids), t_vec - t0)
-        embed_cpu, embed_busy = cpu(workers) - cpu0, machine_busy_s() - busy0
+        embed_cpu, embed_busy = cpu(workers) - cpu0, busy0.stop()
 
         events = world.spontaneous_interactions(sizes.interactions, now=time.time())
-        cpu1, busy1 = cpu(processes), machine_busy_s()
+        cpu1, busy1 = cpu(processes), BusyCores().start()
         t1 = produce(producer, settings.kafka.topic(TOPIC_INTERACTIONS), ((e.user_id, e.to_bytes()) for e in events))
         ids = {e.event_id for e in events}
         t_state = wait_for(lambda: states.last_of(ids), sizes.timeout_s, "user states", processes)
         t_ifeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for interactions", processes)
         log.info("%d interactions: states in %.1f s, feeds in %.1f s", len(ids), t_state - t1, t_ifeed - t1)
-        interaction_cpu, interaction_busy = cpu(processes) - cpu1, machine_busy_s() - busy1
+        interaction_cpu, interaction_busy = cpu(processes) - cpu1, busy1.stop()
 
         requests = world.feed_requests(sizes.requests)
-        cpu2, busy2 = cpu(rankers), machine_busy_s()
+        cpu2, busy2 = cpu(rankers), BusyCores().start()
         t2 = produce(producer, settings.kafka.topic(TOPIC_FEED_REQUESTS), ((r.user_id, r.to_bytes()) for r in requests))
         ids = {r.request_id for r in requests}
         t_rfeed = wait_for(lambda: feeds.last_of(ids), sizes.timeout_s, "feeds for requests", processes)
         log.info("%d requests answered in %.1f s", len(ids), t_rfeed - t2)
-        request_cpu, request_busy = cpu(rankers) - cpu2, machine_busy_s() - busy2
+        request_cpu, request_busy = cpu(rankers) - cpu2, busy2.stop()
         return {
             "processes_per_role": n,
             "cores": min(n, os.cpu_count()) if pin else "any",
@@ -209,11 +209,12 @@ def run_one(base: Settings, n: int, sizes: Sizes, encoder: str, workdir: Path, p
             "flits_per_worker_cpu_s": sizes.flits / max(embed_cpu, 1e-3),
             "interactions_per_cpu_s": sizes.interactions / max(interaction_cpu, 1e-3),
             "requests_per_ranker_cpu_s": sizes.requests / max(request_cpu, 1e-3),
-            # Cores the whole machine kept busy in each phase (services, broker, this process, others):
-            # near the core count, the machine itself is the limit, not the number of replicas.
-            "busy_cores_flits": embed_busy / max(t_vec - t0, 1e-3),
-            "busy_cores_interactions": interaction_busy / max(t_ifeed - t1, 1e-3),
-            "busy_cores_requests": request_busy / max(t_rfeed - t2, 1e-3),
+            # Cores the whole machine kept busy in each phase (services, broker, this process, others), from
+            # its first record produced until its last output was seen: near the core count, the machine
+            # itself is the limit, not the number of replicas.
+            "busy_cores_flits": embed_busy,
+            "busy_cores_interactions": interaction_busy,
+            "busy_cores_requests": request_busy,
             "startup_s": startup_s,
         }
     finally:
