@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--flits", type=int, default=None, help="index size (default 20000; quick 2000)")
     parser.add_argument("--users", type=int, default=None, help="distinct users (default 500; quick 50)")
+    parser.add_argument("--seen", type=int, default=50,
+                        help="seen flits per user besides the 10 it liked (default 50; a user state carries up to "
+                             "FLITFEED_SEEN_CAPACITY, 500, and the vector source pushes them into the index's filter)")
     parser.add_argument("--feeds", type=int, default=None, help="feeds to build (default 2000; quick 100)")
     parser.add_argument("--batch", type=int, default=32, help="feeds per batch, as the service polls (default 32)")
     parser.add_argument("--reference", action="store_true",
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             topic = sorted(set(corpus.topics))[u % len(set(corpus.topics))]
             liked = rng.choice(np.flatnonzero(topics == topic), size=10)
             taste = l2_normalise(corpus.vectors[liked].mean(axis=0, keepdims=True))[0]
-            seen = frozenset(f"f{i}" for i in rng.choice(n, size=50)) | {f"f{i}" for i in liked}
+            seen = frozenset(f"f{i}" for i in rng.choice(n, size=args.seen)) | {f"f{i}" for i in liked}
             users.append(FeedQuery(user_id=f"bird-{u:05d}", k=10, now=NOW, taste=taste, seen=seen,
                                    muted_authors=frozenset({authors[int(rng.integers(n))]}), positives=10))
         stage_times: dict[str, dict[str, list[float]]] = {"model": defaultdict(list), ENGINE: defaultdict(list),
@@ -145,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                                 stage_times[name][f"{kind}:{stage}"].append(seconds)
                         stage_times[name]["publish:serialise"].extend([(t2 - t1) / len(qs)] * len(qs))
         index.close()
-    head = [{"pipeline": name, "batch": pipelines[name][1], "flits": n, "users": n_users, "feeds": n_feeds,
+    head = [{"pipeline": name, "batch": pipelines[name][1], "flits": n, "users": n_users, "seen": args.seen,
+             "feeds": n_feeds,
              "feeds_per_s": round(len(t) / float(np.sum(t)), 1),
              **{f"feed_{k}": v for k, v in percentiles(t).items()},
              **{f"batch_{k}": v for k, v in percentiles(batches[name]).items() if k != "max_ms"},
@@ -166,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference:
         print_table(f"Ranker: cost per stage ({PER_CANDIDATE})", [r for r in stages if "reference_stage" in r])
     if args.json:
-        write_json(args.json, "ranker", {"quick": args.quick, "flits": n, "users": n_users, "feeds": n_feeds},
+        write_json(args.json, "ranker", {"quick": args.quick, "flits": n, "users": n_users, "seen": args.seen,
+                                         "feeds": n_feeds},
                    head + stages)
     return 0
 

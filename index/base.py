@@ -11,6 +11,7 @@ ids deterministically (:func:`point_id`) and keep the original in the payload.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from itertools import chain
 from pathlib import Path
@@ -20,6 +21,9 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 _NAMESPACE = uuid.UUID("5b0f3c1e-7a52-4d55-9c1a-6f6c17f1eed0")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
+#: The version nibble of a UUID's upper 64 bits (bits 12-15), and uuid5's value there.
+_VERSION_MASK, _VERSION_5 = 0xF000, 0x5000
 
 
 def point_id(flit_id: str) -> str:
@@ -55,7 +59,11 @@ def point_key(flit_id: str) -> int:
     >>> 0 <= point_key("f1") < 2**64
     True
     """
-    return uuid.uuid5(_NAMESPACE, flit_id).int >> 64
+    # uuid5's SHA-1 taken directly, without the UUID object: a pushed-down seen list of 500 flits was
+    # hashed here per feed, at ~9 us a key through uuid.uuid5 against ~1 us now (the same keys: the first
+    # 8 bytes of the digest with the version nibble uuid5 sets; the variant bits are in the other half).
+    high = int.from_bytes(hashlib.sha1(_NAMESPACE_BYTES + flit_id.encode()).digest()[:8], "big")
+    return (high & ~_VERSION_MASK) | _VERSION_5
 
 
 def key_of_uuid(point: uuid.UUID) -> int:
