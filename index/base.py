@@ -193,6 +193,10 @@ class SearchFilter:
     #: Only these flits (None = no restriction): lets the engine score a known set of candidates
     #: against a query vector without shipping their vectors to Python.
     only_flit_ids: frozenset[str] | None = None
+    #: The :func:`point_key` of each of ``exclude_flit_ids``, from a caller that holds them already (the
+    #: ranker's catalogue): a backend naming its points by key excludes these instead of hashing every id
+    #: of every query (a user's 500 seen flits were most of a feed's search cost in Python). None: it hashes.
+    exclude_point_keys: frozenset[int] | None = None
 
 
 class IndexError_(RuntimeError):

@@ -349,12 +349,15 @@ class VectorCatalogue:
         by_author, slot = self._by_author, self._slot
         authors = frozenset(a for a in flt.exclude_authors if by_author.get(a))
         flits = frozenset(filter(slot.__contains__, flt.exclude_flit_ids))
+        # The keys of the flits held, read from their slots: the engine then hashes none of them.
+        keys = frozenset(self._point[[slot[f] for f in flits]].tolist()) if flits else None
         bound = flt.min_created_at
         if bound is not None and self._oldest_at() >= bound:
             bound = None
         if not authors and not flits and bound is None and flt.author is None and flt.only_flit_ids is None:
             return None
-        return dataclasses.replace(flt, exclude_authors=authors, exclude_flit_ids=flits, min_created_at=bound)
+        return dataclasses.replace(flt, exclude_authors=authors, exclude_flit_ids=flits, exclude_point_keys=keys,
+                                   min_created_at=bound)
 
     def _oldest_at(self) -> float:
         """The oldest creation time held (inf when empty), found again after a point went or was replaced."""

@@ -361,7 +361,7 @@ class EdgeIndex:
 
     def _request(self, vector: np.ndarray, limit: int, flt: SearchFilter | None,
                  with_payload: bool = True) -> QueryRequest:
-        return QueryRequest(limit=limit, query=Query.Nearest(self._vector(vector)), filter=_filter(flt, self._pid),
+        return QueryRequest(limit=limit, query=Query.Nearest(self._vector(vector)), filter=_filter(flt, self._pid, self.point_ids == "u64"),
                             with_payload=with_payload, params=self._search_params)
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:
@@ -527,7 +527,9 @@ def _engine(call: Callable[[], _T], what: str) -> _T:
         raise IndexError_(f"{what}: {exc}") from exc
 
 
-def _filter(flt: SearchFilter | None, pid: Callable[[str], int | str]) -> Filter | None:
+def _filter(flt: SearchFilter | None, pid: Callable[[str], int | str], by_key: bool = False) -> Filter | None:
+    """The engine's filter; ``by_key``: the shard names points by :func:`point_key`, so the keys a filter
+    carries (``exclude_point_keys``) stand for its excluded flits."""
     if flt is None:
         return None
     must: list[Any] = []
@@ -539,7 +541,8 @@ def _filter(flt: SearchFilter | None, pid: Callable[[str], int | str]) -> Filter
     if flt.exclude_authors:
         must_not.append(FieldCondition(key="author", match=MatchAny(sorted(flt.exclude_authors))))
     if flt.exclude_flit_ids:
-        must_not.append(HasIdCondition({pid(f) for f in flt.exclude_flit_ids}))
+        keys = flt.exclude_point_keys if by_key else None
+        must_not.append(HasIdCondition(set(keys) if keys is not None else {pid(f) for f in flt.exclude_flit_ids}))
     if flt.only_flit_ids is not None:
         must.append(HasIdCondition({pid(f) for f in flt.only_flit_ids}))
     if not must and not must_not:

@@ -293,6 +293,8 @@ def test_narrowed_filters_let_the_same_points_through_writes_replacements_and_de
             if narrowed is not None:  # and nothing is left that no point could fail
                 held = {h.flit_id for h in reference.search(np.ones(DIM, dtype=np.float32), 10_000)}
                 assert narrowed.exclude_flit_ids <= held
+                # with their keys, for an engine that names points by key (None: no flit to exclude)
+                assert narrowed.exclude_point_keys == (frozenset(map(point_key, narrowed.exclude_flit_ids)) or None)
                 assert all(reference.search(np.ones(DIM), 1, SearchFilter(author=a)) for a in narrowed.exclude_authors)
                 if narrowed.min_created_at is not None:
                     assert passing(reference, SearchFilter(min_created_at=narrowed.min_created_at)) != held
@@ -309,7 +311,8 @@ def test_narrowing_follows_the_points_held() -> None:
     assert catalogue.narrowed(bound) is None
     # a's only flit went: neither a nor that flit can fail a point now.
     assert catalogue.narrowed(SearchFilter(exclude_authors=frozenset({"a", "b"}), exclude_flit_ids=frozenset(
-        {"old", "new"}))) == SearchFilter(exclude_authors=frozenset({"b"}), exclude_flit_ids=frozenset({"new"}))
+        {"old", "new"}))) == SearchFilter(exclude_authors=frozenset({"b"}), exclude_flit_ids=frozenset({"new"}),
+                                          exclude_point_keys=frozenset({point_key("new")}))
     catalogue.upsert_many([IndexedFlit("new", "b", 12.0, v[1])])  # replaced by an older one
     assert catalogue.narrowed(bound) == bound
     catalogue.upsert_many([IndexedFlit("new", "b", 16.0, v[1])])  # and back

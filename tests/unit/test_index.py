@@ -680,6 +680,14 @@ def test_edge_names_new_points_by_integer_keys_and_keeps_older_shards_on_uuids(t
         hits = idx.search_many(qs, 10, [SearchFilter(exclude_flit_ids=seen)] * len(qs))
         assert points.point.tolist() == [point_key(h.flit_id) for found in hits for h in found]
         assert not {h.flit_id for found in hits for h in found} & seen
+        # Keys carried by the filter (the ranker's catalogue knows them) stand for the flits on a u64 shard;
+        # a uuid shard hashes the ids as before.
+        keyed = SearchFilter(exclude_flit_ids=seen, exclude_point_keys=frozenset(map(point_key, seen)))
+        assert idx.search_points_many(qs, 10, [keyed] * len(qs)).point.tolist() == points.point.tolist()
+        other = frozenset(h.flit_id for h in hits[0][:2])
+        trusted = SearchFilter(exclude_flit_ids=seen, exclude_point_keys=frozenset(map(point_key, other)))
+        first = {h.flit_id for h in idx.search_many(qs[:1], 10, [trusted])[0]}
+        assert (not first & other and first & seen) if ids == "u64" else first == {h.flit_id for h in hits[0]}
         assert set(idx.retrieve_many(["f3", "f4", "nope"])) == {"f3", "f4"}
         idx.delete_many(["f3"])
         assert "f3" not in idx.retrieve_many(["f3"]) and idx.count() == len(corpus) - 1
