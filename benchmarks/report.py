@@ -47,7 +47,9 @@ def render(results_dir: Path, suffix: str = "") -> str:
         return f"(no results in {results_dir})"
     parts: list[str] = []
     first = json.loads(found[names[0]].read_text())["machine"]
-    parts.append(f"Machine: {first['cpu']}, {first['cores']} cores, {first['mem_gib']} GiB; Python "
+    # Records before session 22 lack the CPU's family/model and vector width (two hosts shared the name).
+    generation = f" (family/model {first['cpu_family_model']}, {first['simd']})" if first.get("simd") else ""
+    parts.append(f"Machine: {first['cpu']}{generation}, {first['cores']} cores, {first['mem_gib']} GiB; Python "
                  f"{first['python']}, torch {first['torch']}, onnxruntime {first.get('onnxruntime')}, "
                  f"qdrant-edge-py {first.get('qdrant_edge_py')}.\n")
     for name in names:
