@@ -58,8 +58,8 @@ def _cpu_model() -> str:
 
 def _cpu_generation() -> dict[str, str]:
     """The CPU's family/model and its widest vector instructions: two hosts both named "AMD EPYC" gave
-    different figures (an AVX2 one in sessions 13-21, an AVX-512 one in session 22, where the MovieLens
-    replay's last digits moved with the BLAS kernels)."""
+    different figures (an AVX2 one in sessions 13-21, an AVX-512 one in session 22, where the same code gave
+    the MovieLens replay other last digits)."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -361,7 +361,8 @@ class EdgeIndex:
 
     def _request(self, vector: np.ndarray, limit: int, flt: SearchFilter | None,
                  with_payload: bool = True) -> QueryRequest:
-        return QueryRequest(limit=limit, query=Query.Nearest(self._vector(vector)), filter=_filter(flt, self._pid, self.point_ids == "u64"),
+        return QueryRequest(limit=limit, query=Query.Nearest(self._vector(vector)),
+                            filter=_filter(flt, self._pid, by_key=self.point_ids == "u64"),
                             with_payload=with_payload, params=self._search_params)
 
     def retrieve_many(self, flit_ids: Sequence[str]) -> dict[str, IndexedFlit]:

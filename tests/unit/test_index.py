@@ -713,4 +713,3 @@ def test_point_key_is_the_upper_half_of_the_flits_uuid5(flit_id: str) -> None:
     # Shards created since session 12 store points under these keys: a key computed differently would
     # lose every flit already indexed (and the catalogue would name no hit).
     assert point_key(flit_id) == uuid.uuid5(_NAMESPACE, flit_id).int >> 64 == key_of_uuid(point_uuid(flit_id))
-
